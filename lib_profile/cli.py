@@ -1,0 +1,108 @@
+"""``python -m lib_profile``: Profile Studio from the command line (the diffusers host, no WebUI).
+
+Exit codes: 0 done, 2 a problem the user can fix (the message says how), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _lora_arg(text: str):
+    """``FILE[:WEIGHT]`` -> LoraRef (a path whose last ``:`` part is no number is all path)."""
+    from lib_profile.hosts.base import LoraRef
+
+    head, sep, tail = text.rpartition(":")
+    try:
+        if sep and head:
+            return LoraRef(path=head, weight=float(tail))
+    except ValueError:
+        pass
+    return LoraRef(path=text, weight=1.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib_profile", description="Profile Studio without a WebUI.")
+    parser.add_argument("--data-dir", help="where Profile Studio keeps its data and caches "
+                        "(default: $PROFILE_STUDIO_DIR or ~/.local/share/profile-studio)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="report versions, device, and which optional models are missing and where they go")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser("txt2img", help="generate images through the diffusers host")
+    p.add_argument("--checkpoint", required=True, help="an SD1.5 .safetensors/.ckpt file, or 'tiny' (a built-in "
+                   "random test model: it draws noise)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg-scale", type=float, default=7.0)
+    p.add_argument("--sampler", default="Euler a", help="a WebUI sampler name, e.g. 'DPM++ 2M' or 'DPM++ 2M Karras'")
+    p.add_argument("--scheduler", default="Automatic", help="schedule type: Automatic, Karras, Exponential, ...")
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="a kohya LoRA file (repeatable)")
+    p.add_argument("--controlnet", metavar="MODEL", help="a ControlNet model file ('tiny' with --checkpoint tiny)")
+    p.add_argument("--control-image", help="the control map image (e.g. an OpenPose drawing)")
+    p.add_argument("--control-weight", type=float, default=1.0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", required=True, help="output folder (PNG files with WebUI infotext)")
+    return parser
+
+
+def cmd_doctor(args) -> int:
+    from lib_profile import doctor
+
+    rep = doctor.report(args.data_dir)
+    print(json.dumps(rep, indent=2) if args.json else doctor.format_text(rep))
+    return 0
+
+
+def cmd_txt2img(args) -> int:
+    from PIL import Image
+
+    from lib_profile.hosts.base import ControlUnit, HostError, Txt2ImgRequest
+    from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
+    from lib_profile.infotext import save_png
+
+    units = []
+    if args.controlnet or args.control_image:
+        if not (args.controlnet and args.control_image):
+            raise HostError("--controlnet and --control-image go together")
+        if not Path(args.control_image).is_file():
+            raise HostError(f"control image not found: {args.control_image}")
+        model = str(tiny_controlnet(args.data_dir)) if args.controlnet == "tiny" else args.controlnet
+        units.append(ControlUnit("pose", Image.open(args.control_image).convert("RGB"), model, args.control_weight))
+    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
+                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
+                         scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size,
+                         clip_skip=args.clip_skip, loras=[_lora_arg(x) for x in args.lora], controlnets=units)
+    req.validate()
+    out = Path(args.out)
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    result = host.txt2img(req)
+    out.mkdir(parents=True, exist_ok=True)
+    for image, seed, text in zip(result.images, result.seeds, result.infotexts):
+        path = save_png(image, out / f"{seed}-{host.model.name}.png", text)
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lib_profile.hosts.base import HostError, Interrupted
+
+    try:
+        return {"doctor": cmd_doctor, "txt2img": cmd_txt2img}[args.command](args)
+    except HostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,201 @@
+"""The host protocol: the small interface the studio needs from a diffusion engine.
+
+Requests are plain dataclasses (no WebUI or diffusers types), so the studio plan can build them,
+store them as JSON and hand them to any host. A :class:`Result` carries the images and the
+parameters actually used (resolved seeds, sampler, model), from which the infotext is written.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from PIL import Image
+
+
+class HostError(Exception):
+    """A problem the user can fix (bad parameter, missing file); the message says how."""
+
+
+class Interrupted(Exception):
+    """The run was stopped by its interrupt check; raised between two sampling steps."""
+
+    def __init__(self, step: int = 0, total: int = 0):
+        super().__init__(f"interrupted after step {step} of {total}")
+        self.step = step
+        self.total = total
+
+
+@dataclass
+class LoraRef:
+    """A LoRA file applied at a weight (text encoder and UNet alike, as ``<lora:name:weight>``)."""
+
+    path: str
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+@dataclass
+class ControlUnit:
+    """One ControlNet unit. ``image`` is the already-made control map (a pose drawing, or the
+    image itself for tile); ``model`` is a file path (diffusers host) or a WebUI model name."""
+
+    kind: str  # "pose" | "tile"
+    image: Image.Image
+    model: str
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in ("pose", "tile"):
+            raise HostError(f"ControlNet unit kind must be 'pose' or 'tile', not {self.kind!r}")
+        if not 0.0 <= self.guidance_start < self.guidance_end <= 1.0:
+            raise HostError("ControlNet guidance_start must be below guidance_end, both within 0..1")
+        if not 0.0 <= self.weight <= 2.0:
+            raise HostError(f"ControlNet weight must be within 0..2, not {self.weight}")
+
+
+@dataclass
+class RunControl:
+    """How a running generation reports and stops: ``on_step(step, total)`` after each sampling step,
+    ``should_interrupt()`` checked after each step (``True`` raises :class:`Interrupted`)."""
+
+    on_step: Optional[Callable[[int, int], None]] = None
+    should_interrupt: Optional[Callable[[], bool]] = None
+
+
+@dataclass
+class Txt2ImgRequest:
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = "Euler a"
+    scheduler: str = "Automatic"
+    seed: int = -1
+    batch_size: int = 1
+    clip_skip: int = 1
+    loras: list[LoraRef] = field(default_factory=list)
+    controlnets: list[ControlUnit] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise HostError("prompt must be text")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not (64 <= value <= 4096) or value % 8:
+                raise HostError(f"{name} must be a multiple of 8 between 64 and 4096, not {value}")
+        if not 1 <= self.steps <= 500:
+            raise HostError(f"steps must be within 1..500, not {self.steps}")
+        if not 0.0 <= self.cfg_scale <= 50.0:
+            raise HostError(f"cfg_scale must be within 0..50, not {self.cfg_scale}")
+        if not 1 <= self.batch_size <= 64:
+            raise HostError(f"batch_size must be within 1..64, not {self.batch_size}")
+        if not 1 <= self.clip_skip <= 12:
+            raise HostError(f"clip_skip must be within 1..12, not {self.clip_skip}")
+        if not -1 <= self.seed < 2**32:
+            raise HostError(f"seed must be -1 (random) or within 0..4294967295, not {self.seed}")
+        for lora in self.loras:
+            if not Path(lora.path).is_file():
+                raise HostError(f"LoRA file not found: {lora.path}")
+            if not -4.0 <= lora.weight <= 4.0:
+                raise HostError(f"LoRA weight must be within -4..4, not {lora.weight}")
+
+    def resolved_seeds(self) -> list[int]:
+        """One seed per image, consecutive from the first, like the WebUI (-1 picks one at random)."""
+        first = self.seed if self.seed != -1 else random.randrange(2**32)
+        return [(first + i) % 2**32 for i in range(self.batch_size)]
+
+    def describe(self) -> dict[str, Any]:
+        """The request as JSON-ready data (images left out), for infotext and plan files."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Image.Image):
+                out[f.name] = f"<image {value.width}x{value.height}>"
+            elif f.name == "loras":
+                out[f.name] = [asdict(x) for x in value]
+            elif f.name == "controlnets":
+                out[f.name] = [
+                    {"kind": u.kind, "model": u.model, "weight": u.weight,
+                     "guidance_start": u.guidance_start, "guidance_end": u.guidance_end}
+                    for u in value
+                ]
+            else:
+                out[f.name] = value
+        return out
+
+
+@dataclass
+class Img2ImgRequest(Txt2ImgRequest):
+    init_image: Optional[Image.Image] = None
+    denoising_strength: float = 0.75
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init_image is None:
+            raise HostError("img2img needs an init image")
+        if not 0.0 < self.denoising_strength <= 1.0:
+            raise HostError(f"denoising_strength must be within (0, 1], not {self.denoising_strength}")
+
+
+@dataclass
+class InpaintRequest(Img2ImgRequest):
+    """Inpaint the white part of ``mask``. With ``only_masked`` the masked region plus ``padding``
+    is cut out, processed at width x height and pasted back through the ``mask_blur``-softened mask
+    (the WebUI's "Only masked"); otherwise the whole image is processed."""
+
+    mask: Optional[Image.Image] = None
+    only_masked: bool = True
+    padding: int = 32
+    mask_blur: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        if self.mask is None:
+            raise HostError("inpaint needs a mask (white = repaint)")
+        if self.mask.size != self.init_image.size:
+            raise HostError(f"mask size {self.mask.size} differs from image size {self.init_image.size}")
+        if not 0 <= self.padding <= 256 or not 0 <= self.mask_blur <= 64:
+            raise HostError("padding must be within 0..256 and mask_blur within 0..64")
+
+
+@dataclass
+class Result:
+    images: list[Image.Image]
+    seeds: list[int]
+    params: dict[str, Any]
+    infotexts: list[str] = field(default_factory=list)
+
+
+class Host(ABC):
+    """What the studio needs from a diffusion engine. Implementations: diffusers, A1111, Forge."""
+
+    name: str = "host"
+
+    @abstractmethod
+    def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result: ...
+
+    @abstractmethod
+    def img2img(self, req: Img2ImgRequest, control: Optional[RunControl] = None) -> Result: ...
+
+    @abstractmethod
+    def inpaint(self, req: InpaintRequest, control: Optional[RunControl] = None) -> Result: ...
+
+    @abstractmethod
+    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos") -> Image.Image: ...
+
+    @abstractmethod
+    def samplers(self) -> list[str]: ...
+
+    @abstractmethod
+    def upscalers(self) -> list[str]: ...

@@ -1,0 +1,193 @@
+"""Load and save single-file SD1.x checkpoints and ControlNet models (original layout), offline.
+
+Only the tensors come from the file; the model classes come from diffusers/transformers with
+configs read off the tensor shapes (``ldm_layout``), and the tokenizer from open_clip's vocabulary.
+Nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lib_profile.hosts import ldm_layout as L
+from lib_profile.hosts.base import HostError
+
+SCHEDULER_CONFIG: dict[str, Any] = {
+    # SD1.5's training noise schedule
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+}
+
+_hash_cache: dict[tuple[str, int, float], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime)
+    if key not in _hash_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _hash_cache[key] = h.hexdigest()
+    return _hash_cache[key]
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """Tensors of a .safetensors or .ckpt/.pt file (pickles loaded with weights_only)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise HostError(f"Model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise HostError(f"Model file is empty: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    except Exception as exc:  # noqa: BLE001 - any reader error means the same to the user
+        raise HostError(f"Cannot read model file {path.name}: {exc}. Is it complete and a .safetensors/.ckpt model?") from exc
+    if not isinstance(sd, dict) or not sd:
+        raise HostError(f"Model file {path.name} holds no tensors")
+    return sd
+
+
+def _build(cls, cfg: dict[str, Any], tensors: dict[str, Any]):
+    """Instantiate ``cls`` from ``cfg`` without random init (meta device) and take ``tensors`` as its
+    weights, strictly: every parameter must come from the file."""
+    import torch
+
+    with torch.device("meta"):
+        model = cls.from_config(cfg)
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    if missing or unexpected:
+        raise HostError(f"Model tensors do not match {cls.__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise HostError(f"{cls.__name__} has tensors the file does not fill: {left[:3]}")
+    return model.eval().requires_grad_(False)
+
+
+def _shapes(cls, cfg):
+    """The parameter names and shapes of ``cls(**cfg)``, without allocating its weights."""
+    import torch
+
+    with torch.device("meta"):
+        model = cls.from_config(cfg)
+    return model.state_dict()
+
+
+@dataclass
+class SD15:
+    """A loaded SD1.x model: the diffusers parts plus where they came from."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    path: Path
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scheduler_config: dict[str, Any] = field(default_factory=lambda: dict(SCHEDULER_CONFIG))
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def shorthash(self) -> str:
+        return file_sha256(self.path)[:10]
+
+
+def load_sd15(path: str | Path, tokenizer_dir: str | Path) -> SD15:
+    """Load an SD1.x single-file checkpoint into diffusers modules on the CPU in float32."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from lib_profile.hosts.tokenizer import load_tokenizer
+
+    path = Path(path)
+    sd = read_state_dict(path)
+    L.check_sd1(sd)
+    ucfg, vcfg, tcfg = L.infer_unet_config(sd), L.infer_vae_config(sd), L.infer_text_config(sd)
+    unet_t = L.from_ldm(sd, _shapes(UNet2DConditionModel, ucfg), L.unet_key, ucfg, L.UNET_PREFIX)
+    vae_t = L.from_ldm(sd, _shapes(AutoencoderKL, vcfg), L.vae_key, vcfg, L.VAE_PREFIX)
+    with torch.device("meta"):
+        text_keys = CLIPTextModel(CLIPTextConfig(**tcfg)).state_dict()
+    text_t = L.from_ldm(sd, text_keys, L.text_key, tcfg, L.TEXT_PREFIX)
+    del sd
+    as_f32 = lambda d: {k: v.float() for k, v in d.items()}  # noqa: E731 - fp16/bf16 files load as fp32
+    unet = _build(UNet2DConditionModel, ucfg, as_f32(unet_t))
+    vae = _build(AutoencoderKL, vcfg, as_f32(vae_t))
+    text = CLIPTextModel(CLIPTextConfig(**tcfg))
+    missing, unexpected = text.load_state_dict(as_f32(text_t), strict=False)
+    if [k for k in missing if not k.endswith("position_ids")] or unexpected:
+        raise HostError(f"Text encoder tensors do not match: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    text.eval().requires_grad_(False)
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    if tokenizer.vocab_size != tcfg["vocab_size"] and len(tokenizer) != tcfg["vocab_size"]:
+        raise HostError(f"The checkpoint's text encoder has {tcfg['vocab_size']} tokens, the CLIP tokenizer {len(tokenizer)}")
+    return SD15(unet, vae, text, tokenizer, path, {"unet": ucfg, "vae": vcfg, "text_encoder": tcfg})
+
+
+def save_sd15(path: str | Path, unet, vae, text_encoder, metadata: dict[str, str] | None = None) -> Path:
+    """Write diffusers modules as one single-file checkpoint in the original layout (safetensors)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    out: dict[str, Any] = {}
+    out.update(L.to_ldm(unet.state_dict(), L.unet_key, dict(unet.config), L.UNET_PREFIX))
+    out.update(L.to_ldm(vae.state_dict(), L.vae_key, dict(vae.config), L.VAE_PREFIX))
+    out.update(L.to_ldm(text_encoder.state_dict(), L.text_key, None, L.TEXT_PREFIX))
+    _atomic_save(save_file, {k: v.contiguous() for k, v in out.items()}, path, metadata)
+    return path
+
+
+def load_controlnet(path: str | Path):
+    """A ControlNet model from a single file in the original layout (``control_model.*`` or bare keys)."""
+    from diffusers import ControlNetModel
+
+    path = Path(path)
+    sd = read_state_dict(path)
+    prefix = L.CONTROL_PREFIX if any(k.startswith(L.CONTROL_PREFIX) for k in sd) else ""
+    if not any(k.startswith(prefix + "input_hint_block.") for k in sd):
+        raise HostError(f"{path.name} is not a ControlNet model (no input_hint_block tensors). "
+                        "Use an SD1.5 ControlNet file such as control_v11p_sd15_openpose.")
+    cfg = L.infer_controlnet_config(sd, prefix)
+    tensors = L.from_ldm(sd, _shapes(ControlNetModel, cfg), L.unet_key, cfg, prefix)
+    return _build(ControlNetModel, cfg, {k: v.float() for k, v in tensors.items()})
+
+
+def save_controlnet(path: str | Path, controlnet, metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = L.to_ldm(controlnet.state_dict(), L.unet_key, dict(controlnet.config), L.CONTROL_PREFIX)
+    _atomic_save(save_file, {k: v.contiguous() for k, v in tensors.items()}, path, metadata)
+    return path
+
+
+def _atomic_save(save_file, tensors, path: Path, metadata: dict[str, str] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
+    tmp.replace(path)
+
+
+def describe_configs(model: SD15) -> str:
+    return json.dumps(model.configs, indent=1)

@@ -1,0 +1,222 @@
+"""The diffusers host: the host protocol on diffusers pipelines, from a single-file SD1.5 checkpoint.
+
+Runs every test here (CPU, tiny model) and headless use (CPU or GPU). The model is loaded once;
+pipelines are thin views over the same modules. Prompts are encoded the WebUI's way (emphasis,
+75-token chunks, CLIP skip), LoRAs are merged for the call and restored after it, and every image
+has its own CPU generator seeded like the WebUI (seed, seed+1, ...), so a seed gives the same
+picture on any device and batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from PIL import Image
+
+from lib_profile import paths
+from lib_profile.hosts import masking, prompt as prompts, samplers, tiny
+from lib_profile.hosts.base import (
+    ControlUnit,
+    Host,
+    HostError,
+    Img2ImgRequest,
+    InpaintRequest,
+    Interrupted,
+    Result,
+    RunControl,
+    Txt2ImgRequest,
+)
+from lib_profile.hosts.checkpoint import load_controlnet, load_sd15
+from lib_profile.infotext import infotext
+from lib_profile.lora import apply as lora_apply
+
+UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
+
+
+def resolve_checkpoint(checkpoint: str | Path, data_dir: str | Path | None = None) -> Path:
+    """``"tiny"`` -> the cached tiny test model (built on first use); anything else must be a file."""
+    if str(checkpoint) == "tiny":
+        return tiny.ensure_tiny(paths.cache_dir(data_dir)) / tiny.CHECKPOINT
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise HostError(f"Checkpoint not found: {path}. Give an SD1.5 .safetensors/.ckpt file, or 'tiny' for the "
+                        "built-in test model (it draws noise).")
+    return path
+
+
+def tiny_controlnet(data_dir: str | Path | None = None) -> Path:
+    return tiny.ensure_tiny(paths.cache_dir(data_dir)) / tiny.CONTROLNET
+
+
+class DiffusersHost(Host):
+    name = "diffusers"
+
+    def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
+                 data_dir: str | Path | None = None):
+        import torch
+
+        self.data_dir = data_dir
+        self.checkpoint = resolve_checkpoint(checkpoint, data_dir)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None:
+            dtype = "float16" if self.device.type == "cuda" else "float32"
+        self.dtype = getattr(torch, dtype)
+        self.model = load_sd15(self.checkpoint, paths.cache_dir(data_dir) / "clip-tokenizer")
+        for module in (self.model.unet, self.model.vae, self.model.text_encoder):
+            module.to(self.device, self.dtype)
+        self._controlnets: dict[str, Any] = {}
+        self._pipes: dict[tuple, Any] = {}
+
+    # ------------------------------------------------------------------ protocol
+
+    def samplers(self) -> list[str]:
+        return samplers.sampler_names()
+
+    def upscalers(self) -> list[str]:
+        return list(UPSCALERS)
+
+    def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result:
+        req.validate()
+        return self._run("txt2img", req, control)
+
+    def img2img(self, req: Img2ImgRequest, control: Optional[RunControl] = None) -> Result:
+        req.validate()
+        return self._run("img2img", req, control)
+
+    def inpaint(self, req: InpaintRequest, control: Optional[RunControl] = None) -> Result:
+        req.validate()
+        original = req.init_image.convert("RGB")
+        region = masking.crop_region(req.mask, req.padding, req.width, req.height) if req.only_masked else None
+        if req.only_masked and region is None:
+            raise HostError("The inpaint mask is empty: nothing to repaint")
+        if region is not None:
+            crop_img = original.crop(region).resize((req.width, req.height), Image.LANCZOS)
+            crop_mask = masking.soft_mask(req.mask, req.mask_blur).crop(region).resize((req.width, req.height), Image.LANCZOS)
+        else:
+            crop_img = original.resize((req.width, req.height), Image.LANCZOS)
+            crop_mask = masking.soft_mask(req.mask, req.mask_blur).resize((req.width, req.height), Image.LANCZOS)
+        sub = InpaintRequest(**{**req.__dict__, "init_image": crop_img, "mask": crop_mask})
+        result = self._run("inpaint", sub, control)
+        result.images = [masking.paste_back(original, img, region, req.mask, req.mask_blur) for img in result.images]
+        result.params["inpaint_region"] = list(region) if region else None
+        return result
+
+    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos") -> Image.Image:
+        if upscaler not in UPSCALERS:
+            raise HostError(f"Unknown upscaler {upscaler!r} for the diffusers host; choose one of {', '.join(UPSCALERS)}")
+        if not 1.0 <= scale <= 8.0:
+            raise HostError(f"upscale factor must be within 1..8, not {scale}")
+        if UPSCALERS[upscaler] is None or scale == 1.0:
+            return image.copy()
+        size = (int(image.width * scale) // 8 * 8, int(image.height * scale) // 8 * 8)
+        return image.resize(size, UPSCALERS[upscaler])
+
+    # ------------------------------------------------------------------ internals
+
+    def controlnet(self, path: str | Path):
+        key = str(Path(path).resolve())
+        if key not in self._controlnets:
+            if not Path(path).is_file():
+                raise HostError(f"ControlNet model not found: {path}")
+            self._controlnets[key] = load_controlnet(path).to(self.device, self.dtype)
+        return self._controlnets[key]
+
+    def pipeline(self, kind: str, units: list[ControlUnit] = ()):
+        """A diffusers pipeline of ``kind`` over the loaded modules (cached; no weights copied)."""
+        import diffusers
+
+        models = tuple(self.controlnet(u.model) for u in units)
+        key = (kind, tuple(id(m) for m in models))
+        if key in self._pipes:
+            return self._pipes[key]
+        names = {
+            ("txt2img", False): "StableDiffusionPipeline",
+            ("img2img", False): "StableDiffusionImg2ImgPipeline",
+            ("inpaint", False): "StableDiffusionInpaintPipeline",
+            ("txt2img", True): "StableDiffusionControlNetPipeline",
+            ("img2img", True): "StableDiffusionControlNetImg2ImgPipeline",
+            ("inpaint", True): "StableDiffusionControlNetInpaintPipeline",
+        }
+        cls = getattr(diffusers, names[(kind, bool(models))])
+        parts = dict(vae=self.model.vae, text_encoder=self.model.text_encoder, tokenizer=self.model.tokenizer,
+                     unet=self.model.unet, scheduler=samplers.make_scheduler("Euler", None, self.model.scheduler_config)[0],
+                     safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        if models:
+            parts["controlnet"] = list(models) if len(models) > 1 else models[0]
+        pipe = cls(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipes[key] = pipe
+        return pipe
+
+    def encode_prompts(self, positive: str, negative: str, clip_skip: int):
+        """(cond, uncond) of equal chunk counts, shape (1, 77*k, hidden)."""
+        import torch
+
+        te, tok = self.model.text_encoder, self.model.tokenizer
+        with torch.no_grad():
+            cond, n = prompts.encode(te, tok, positive, clip_skip)
+            uncond, m = prompts.encode(te, tok, negative, clip_skip, min_chunks=n)
+            if m > n:
+                cond, _ = prompts.encode(te, tok, positive, clip_skip, min_chunks=m)
+        return cond, uncond
+
+    def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl]) -> Result:
+        import torch
+
+        control = control or RunControl()
+        seeds = req.resolved_seeds()
+        scheduler, sampler_label, schedule_label = samplers.make_scheduler(
+            req.sampler, req.scheduler, self.model.scheduler_config)
+        pipe = self.pipeline(kind, req.controlnets)
+        pipe.scheduler = scheduler
+        started = time.perf_counter()
+        state = {"step": 0}
+
+        def on_step_end(pipeline, step_index, timestep, callback_kwargs):
+            total = getattr(pipeline, "_num_timesteps", None) or req.steps
+            state["step"] = step_index + 1
+            if control.on_step is not None:
+                control.on_step(step_index + 1, total)
+            if control.should_interrupt is not None and control.should_interrupt():
+                raise Interrupted(step_index + 1, total)
+            return callback_kwargs
+
+        args: dict[str, Any] = dict(
+            num_inference_steps=req.steps, guidance_scale=req.cfg_scale,
+            generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+            callback_on_step_end=on_step_end, output_type="pil",
+        )
+        if kind == "txt2img":
+            args.update(width=req.width, height=req.height)
+        else:
+            init = req.init_image.convert("RGB").resize((req.width, req.height), Image.LANCZOS)
+            args.update(image=init, strength=req.denoising_strength)
+            if kind == "inpaint":
+                args.update(mask_image=req.mask.convert("L"), width=req.width, height=req.height)
+        if req.controlnets:
+            maps = [u.image.convert("RGB").resize((req.width, req.height), Image.LANCZOS) for u in req.controlnets]
+            many = len(maps) > 1
+            args["image" if kind == "txt2img" else "control_image"] = maps if many else maps[0]
+            args.update(
+                controlnet_conditioning_scale=[u.weight for u in req.controlnets] if many else req.controlnets[0].weight,
+                control_guidance_start=[u.guidance_start for u in req.controlnets],
+                control_guidance_end=[u.guidance_end for u in req.controlnets],
+            )
+        loras = [(l.path, l.weight) for l in req.loras]
+        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad():
+            cond, uncond = self.encode_prompts(req.prompt, req.negative_prompt, req.clip_skip)
+            n = len(seeds)
+            args.update(prompt_embeds=cond.repeat(n, 1, 1), negative_prompt_embeds=uncond.repeat(n, 1, 1))
+            images = pipe(**args).images
+        params = req.describe()
+        params.update(
+            kind=kind, host=self.name, sampler=sampler_label, scheduler=schedule_label, seed=seeds[0],
+            seeds=seeds, model=self.model.name, model_hash=self.model.shorthash,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if unmatched:
+            params["lora_unmatched_keys"] = len(unmatched)
+        texts = [infotext({**params, "seed": s}) for s in seeds]
+        return Result(images=images, seeds=seeds, params=params, infotexts=texts)

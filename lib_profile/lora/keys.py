@@ -1,0 +1,62 @@
+"""kohya LoRA module names for SD1.x, as A1111 1.10.1 and Forge resolve them.
+
+A kohya key is ``<module key>.<part>`` where the module key has no dots: ``lora_unet_`` + the
+diffusers UNet module path with ``.`` -> ``_`` (or the compvis path), ``lora_te_`` + the CLIP text
+model path. The parts are ``lora_down.weight``, ``lora_up.weight``, ``alpha`` (and ``lora_mid.weight``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from lib_profile.hosts import ldm_layout as L
+
+UNET = "lora_unet_"
+TE = "lora_te_"
+TE1 = "lora_te1_"
+
+
+def unet_module_key(diffusers_name: str) -> str:
+    return UNET + diffusers_name.replace(".", "_")
+
+
+def unet_compvis_key(diffusers_name: str, cfg: Mapping[str, Any]) -> str:
+    """The compvis form (``lora_unet_input_blocks_1_1_...``), also accepted by both hosts."""
+    return UNET + L.unet_key(diffusers_name + ".weight", cfg).removesuffix(".weight").replace(".", "_")
+
+
+def te_module_key(hf_name: str) -> str:
+    return TE + hf_name.replace(".", "_")
+
+
+def webui_module_name(kohya_key: str, cfg: Mapping[str, Any], diffusers_names: Iterable[str]) -> str | None:
+    """The A1111 1.10.1 ``network_layer_mapping`` name a kohya module key resolves to (for tests and
+    diagnostics): ``diffusion_model_input_blocks_1_1_...`` or ``transformer_text_model_...``."""
+    if kohya_key.startswith(TE):
+        return "transformer_" + kohya_key[len(TE):]
+    for name in diffusers_names:
+        if unet_module_key(name) == kohya_key or unet_compvis_key(name, cfg) == kohya_key:
+            return "diffusion_model_" + L.unet_key(name + ".weight", cfg).removesuffix(".weight").replace(".", "_")
+    return None
+
+
+def module_table(unet=None, text_encoder=None) -> dict[str, Any]:
+    """kohya module key -> torch module, for every Linear/Conv2d of the given models (both UNet forms)."""
+    import torch
+
+    table: dict[str, Any] = {}
+    if unet is not None:
+        cfg = dict(unet.config)
+        for name, module in unet.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                table[unet_module_key(name)] = module
+                try:
+                    table[unet_compvis_key(name, cfg)] = module
+                except KeyError:
+                    pass
+    if text_encoder is not None:
+        for name, module in text_encoder.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                table[te_module_key(name)] = module
+                table[TE1 + name.replace(".", "_")] = module
+    return table

@@ -1,0 +1,67 @@
+"""The optional model files Profile Studio can use, where each belongs, and whether it is there.
+
+Nothing here downloads: ``doctor`` lists what is missing with the folder to put it in and where
+to get it, so a user without internet access knows exactly which file goes where.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib_profile import paths
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    key: str
+    file: str
+    folder: str  # "ControlNet", "adetailer" (WebUI model folders) or "ProfileStudio"
+    purpose: str
+    url: str
+    required: bool = False
+
+
+MODEL_FILES: tuple[ModelFile, ...] = (
+    ModelFile("controlnet_openpose", "control_v11p_sd15_openpose.pth", "ControlNet",
+              "pose control for the studio's txt2img stage",
+              "https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/control_v11p_sd15_openpose.pth"),
+    ModelFile("controlnet_tile", "control_v11f1e_sd15_tile.pth", "ControlNet",
+              "detail-keeping tiled upscale",
+              "https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/control_v11f1e_sd15_tile.pth"),
+    ModelFile("yolo_face", "face_yolov8n.pt", "adetailer",
+              "optional YOLO face detector (mediapipe is the offline default)",
+              "https://huggingface.co/Bingsu/adetailer/resolve/main/face_yolov8n.pt"),
+    ModelFile("arcface", "w600k_r50.onnx", "ProfileStudio",
+              "optional ArcFace identity embedder (dlib is the offline default)",
+              "https://huggingface.co/public-data/insightface/resolve/main/models/buffalo_l/w600k_r50.onnx"),
+    ModelFile("dwpose_det", "yolox_l.onnx", "ProfileStudio", "optional DWPose person detector",
+              "https://huggingface.co/yzd-v/DWPose/resolve/main/yolox_l.onnx"),
+    ModelFile("dwpose_pose", "dw-ll_ucoco_384.onnx", "ProfileStudio", "optional DWPose keypoints (body, hands, face)",
+              "https://huggingface.co/yzd-v/DWPose/resolve/main/dw-ll_ucoco_384.onnx"),
+)
+
+
+def models_root(data_dir: str | Path | None = None) -> Path:
+    """The WebUI's models folder when inside a WebUI, else ``<data dir>/models``."""
+    webui_paths = sys.modules.get("modules.paths")
+    root = getattr(webui_paths, "models_path", None)
+    return Path(root) if root else paths.data_dir(data_dir) / "models"
+
+
+def folder_for(model: ModelFile, data_dir: str | Path | None = None) -> Path:
+    return models_root(data_dir) / model.folder
+
+
+def status(data_dir: str | Path | None = None) -> list[dict]:
+    out = []
+    for m in MODEL_FILES:
+        folder = folder_for(m, data_dir)
+        present = (folder / m.file).is_file()
+        out.append({
+            "key": m.key, "file": m.file, "folder": str(folder), "present": present, "purpose": m.purpose,
+            "url": m.url, "required": m.required,
+            "message": "present" if present else f"missing: put {m.file} in {folder} (from {m.url})",
+        })
+    return out

@@ -1,0 +1,1 @@
+"""The Profile Studio tab (gradio); gradio is imported only inside functions."""

@@ -1,0 +1,1 @@
+"""The glue between Profile Studio and the WebUI; imports ``modules`` only inside functions."""

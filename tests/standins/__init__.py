@@ -1,0 +1,1 @@
+"""Small stand-ins for the hosts Profile Studio runs in, for tests."""
