@@ -33,6 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="report versions, device, and which optional models are missing and where they go")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    p = sub.add_parser("intake", help="check selfies photo by photo and make the training set")
+    p.add_argument("photos", help="folder with about 10 photos of one person (5 to 30)")
+    p.add_argument("--out", required=True, help="intake folder to write: report.json, train/, contact_sheet.png")
+    p.add_argument("--token", default="ohwx", help="the identity token used in captions (default: ohwx)")
+    p.add_argument("--class-word", default="person", choices=["woman", "man", "person"])
+    p.add_argument("--crop-ratio", type=float, default=3.0, help="crop side as a multiple of the face box (default 3)")
+    p.add_argument("--crop-size", type=int, default=512)
+    p.add_argument("--clean-background", action="store_true", help="replace the background of crops with plain grey")
+    p.add_argument("--min-photos", type=int, default=5, help="accepted photos needed to train (default 5)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="change a check's threshold, e.g. min_sharpness=20 (repeatable; see report.json)")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+
     p = sub.add_parser("txt2img", help="generate images through the diffusers host")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 .safetensors/.ckpt file, or 'tiny' (a built-in "
                    "random test model: it draws noise)")
@@ -94,12 +107,43 @@ def cmd_txt2img(args) -> int:
     return 0
 
 
+def cmd_intake(args) -> int:
+    from lib_profile.hosts.base import HostError
+    from lib_profile.photos.checks import Thresholds
+    from lib_profile.photos.intake import IntakeOptions, run_intake
+
+    values: dict = {"min_photos": args.min_photos}
+    for item in args.threshold:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise HostError(f"--threshold takes NAME=VALUE, not {item!r}")
+        try:
+            values[name.strip()] = float(value) if value.strip().lower() != "none" else None
+        except ValueError:
+            raise HostError(f"--threshold {name}: {value!r} is not a number") from None
+    opts = IntakeOptions(token=args.token, class_word=args.class_word, crop_ratio=args.crop_ratio,
+                         crop_size=args.crop_size, clean_background=args.clean_background,
+                         thresholds=Thresholds.from_dict(values))
+    report = run_intake(args.photos, args.out, opts,
+                        progress=lambda i, n, name: print(f"[{i + 1}/{n}] {name}", file=sys.stderr))
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        for photo in report["photos"]:
+            why = "; ".join(f"{r['code']}: {r['message']}" for r in photo["reasons"])
+            print(f"{photo['status']:9s} {photo['file']}" + (f"  ({why})" if why else ""))
+        print(f"report: {Path(args.out) / 'report.json'}  contact sheet: {Path(args.out) / 'contact_sheet.png'}")
+    print(report["next_step"], file=sys.stdout if report["ready"] else sys.stderr)
+    return 0 if report["ready"] else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lib_profile.hosts.base import HostError, Interrupted
 
     try:
-        return {"doctor": cmd_doctor, "txt2img": cmd_txt2img}[args.command](args)
+        commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake}
+        return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

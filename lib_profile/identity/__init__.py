@@ -1,0 +1,1 @@
+"""Identity: face embeddings and how similar two faces are."""

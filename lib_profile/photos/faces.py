@@ -1,0 +1,180 @@
+"""Face detection and landmarks behind a small interface; mediapipe (bundled models) by default.
+
+A detector takes an RGB ``uint8`` array and returns :class:`Face` objects in pixel coordinates,
+largest first. ``landmarks`` (face mesh, 468/478 points, x/y in pixels, z in pixels of depth) gives
+the angles (yaw, roll) and the eye and mouth points the embedders align with.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Protocol
+
+import numpy as np
+
+from lib_profile.hosts.base import HostError
+
+# face mesh landmark indices
+MESH_RIGHT_EYE = (33, 133)  # the subject's right eye: outer, inner corner (image left)
+MESH_LEFT_EYE = (362, 263)
+MESH_NOSE_TIP = 1
+MESH_MOUTH_RIGHT, MESH_MOUTH_LEFT = 61, 291
+MESH_FACE_RIGHT, MESH_FACE_LEFT = 234, 454  # face edge at the cheeks
+
+
+@dataclass
+class Face:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+    score: float
+    keypoints: dict[str, tuple[float, float]] = field(default_factory=dict)  # detector's coarse points
+    landmarks: Optional[np.ndarray] = None  # (N, 3) face mesh points in pixels
+    yaw: Optional[float] = None  # degrees, + = turned to the image's right
+    roll: Optional[float] = None  # degrees, + = clockwise in the image
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
+
+    def five_points(self) -> np.ndarray:
+        """(5, 2): right eye, left eye, nose tip, right and left mouth corner (the subject's sides),
+        as ArcFace-style alignment expects them (image-left eye first)."""
+        if self.landmarks is not None:
+            lm = self.landmarks[:, :2]
+            return np.array([lm[list(MESH_RIGHT_EYE)].mean(0), lm[list(MESH_LEFT_EYE)].mean(0), lm[MESH_NOSE_TIP],
+                             lm[MESH_MOUTH_RIGHT], lm[MESH_MOUTH_LEFT]], dtype=np.float32)
+        k = self.keypoints
+        re, le, mouth = np.array(k["right_eye"]), np.array(k["left_eye"]), np.array(k["mouth"])
+        half = (le - re) * 0.4
+        return np.array([re, le, k["nose"], mouth - half, mouth + half], dtype=np.float32)
+
+    def to_dict(self) -> dict:
+        return {"box": [round(float(v), 1) for v in self.box], "score": round(float(self.score), 3),
+                "yaw": None if self.yaw is None else round(float(self.yaw), 1),
+                "roll": None if self.roll is None else round(float(self.roll), 1)}
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray) -> list[Face]: ...
+
+
+def angles_from_mesh(landmarks: np.ndarray) -> tuple[float, float]:
+    """(yaw, roll) in degrees from face mesh points in pixels (z in the same scale as x)."""
+    right = landmarks[list(MESH_RIGHT_EYE)].mean(0)
+    left = landmarks[list(MESH_LEFT_EYE)].mean(0)
+    roll = math.degrees(math.atan2(left[1] - right[1], left[0] - right[0]))
+    a, b = landmarks[MESH_FACE_RIGHT], landmarks[MESH_FACE_LEFT]
+    yaw = math.degrees(math.atan2(b[2] - a[2], b[0] - a[0]))
+    return yaw, roll
+
+
+class MediapipeDetector:
+    """mediapipe face detection (full-range model) + face mesh, both bundled with mediapipe 0.10.13-0.10.21."""
+
+    name = "mediapipe"
+
+    def __init__(self, min_score: float = 0.5, mesh: bool = True):
+        os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ log lines
+        warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")  # protobuf 4 vs mediapipe
+        try:
+            import mediapipe as mp
+
+            solutions = mp.solutions
+        except (ImportError, AttributeError) as exc:
+            raise HostError("Face detection needs mediapipe 0.10.13-0.10.21 with its bundled models "
+                            "(mediapipe.solutions): pip install mediapipe==0.10.14") from exc
+        self._detector = solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
+        self._mesh = solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                                  min_detection_confidence=0.3) if mesh else None
+        self._lock = threading.Lock()  # mediapipe graphs are not re-entrant
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        with self._lock:
+            result = self._detector.process(np.ascontiguousarray(rgb))
+        faces = []
+        for det in result.detections or []:
+            box = det.location_data.relative_bounding_box
+            x1, y1 = max(box.xmin * w, 0.0), max(box.ymin * h, 0.0)
+            x2, y2 = min((box.xmin + box.width) * w, w), min((box.ymin + box.height) * h, h)
+            names = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
+            kps = {n: (p.x * w, p.y * h) for n, p in zip(names, det.location_data.relative_keypoints)}
+            faces.append(Face((x1, y1, x2, y2), float(det.score[0]), kps))
+        faces.sort(key=lambda f: f.area, reverse=True)
+        if faces and self._mesh is not None:
+            self._add_mesh(rgb, faces[0])
+        return faces
+
+    def _add_mesh(self, rgb: np.ndarray, face: Face) -> None:
+        """Face mesh on a crop around the face (so a small face in a big photo still gets landmarks)."""
+        h, w = rgb.shape[:2]
+        cx, cy = face.center
+        side = max(face.width, face.height) * 2.0
+        x1, y1 = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
+        x2, y2 = int(min(cx + side / 2, w)), int(min(cy + side / 2, h))
+        crop = np.ascontiguousarray(rgb[y1:y2, x1:x2])
+        if crop.size == 0:
+            return
+        with self._lock:
+            result = self._mesh.process(crop)
+        if not result.multi_face_landmarks:
+            return
+        ch, cw = crop.shape[:2]
+        pts = np.array([(p.x * cw + x1, p.y * ch + y1, p.z * cw) for p in result.multi_face_landmarks[0].landmark],
+                       dtype=np.float32)
+        face.landmarks = pts
+        face.yaw, face.roll = angles_from_mesh(pts)
+
+
+class YoloFaceDetector:
+    """A YOLO face model (e.g. ADetailer's face_yolov8n.pt) through ultralytics, when its file is present."""
+
+    name = "yolo"
+
+    def __init__(self, weights: str | Path, min_score: float = 0.3):
+        weights = Path(weights)
+        if not weights.is_file():
+            raise HostError(f"YOLO face model not found: put {weights.name} in {weights.parent} "
+                            "(see `python -m lib_profile doctor`), or use the mediapipe detector")
+        from ultralytics import YOLO
+
+        self._model = YOLO(str(weights))
+        self._min = min_score
+        self._mesh = MediapipeDetector(mesh=True)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        res = self._model.predict(rgb[:, :, ::-1], conf=self._min, verbose=False)[0]
+        faces = [Face(tuple(float(v) for v in b), float(s)) for b, s in
+                 zip(res.boxes.xyxy.cpu().numpy(), res.boxes.conf.cpu().numpy())]
+        faces.sort(key=lambda f: f.area, reverse=True)
+        if faces:
+            self._mesh._add_mesh(rgb, faces[0])
+        return faces
+
+
+_default: Optional[MediapipeDetector] = None
+
+
+def default_detector() -> MediapipeDetector:
+    global _default
+    if _default is None:
+        _default = MediapipeDetector()
+    return _default
