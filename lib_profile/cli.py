@@ -44,7 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-photos", type=int, default=5, help="accepted photos needed to train (default 5)")
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="change a check's threshold, e.g. min_sharpness=20 (repeatable; see report.json)")
+    p.add_argument("--detector", default="mediapipe", choices=["mediapipe", "yolo"],
+                   help="face detector: mediapipe (bundled, default) or yolo (needs face_yolov8n.pt, see doctor)")
+    p.add_argument("--detector-model", help="path of the YOLO face model (default: where doctor says it goes)")
+    p.add_argument("--embedder", default="dlib", choices=["dlib", "arcface"],
+                   help="identity embedder: dlib (offline, default) or arcface (needs w600k_r50.onnx, see doctor)")
+    p.add_argument("--embedder-model", help="path of the ArcFace ONNX model")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+
+    p = sub.add_parser("download", help="download an optional model file into its folder (resumable, checksummed)")
+    p.add_argument("model", help="one of the keys `doctor` lists (e.g. yolo_face, arcface, controlnet_openpose)")
 
     p = sub.add_parser("txt2img", help="generate images through the diffusers host")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 .safetensors/.ckpt file, or 'tiny' (a built-in "
@@ -107,6 +116,24 @@ def cmd_txt2img(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from lib_profile import model_files
+    from lib_profile.hosts.base import HostError
+
+    try:
+        model_files.find(args.model)
+    except KeyError:
+        keys = ", ".join(m.key for m in model_files.MODEL_FILES)
+        raise HostError(f"Unknown model {args.model!r}; choose one of: {keys}") from None
+
+    def show(done, total):
+        print(f"\r{done / 2**20:.1f} MiB" + (f" of {total / 2**20:.1f} MiB" if total else ""), end="", file=sys.stderr)
+
+    path = model_files.fetch(args.model, args.data_dir, progress=show)
+    print(f"\n{path}")
+    return 0
+
+
 def cmd_intake(args) -> int:
     from lib_profile.hosts.base import HostError
     from lib_profile.photos.checks import Thresholds
@@ -123,7 +150,9 @@ def cmd_intake(args) -> int:
             raise HostError(f"--threshold {name}: {value!r} is not a number") from None
     opts = IntakeOptions(token=args.token, class_word=args.class_word, crop_ratio=args.crop_ratio,
                          crop_size=args.crop_size, clean_background=args.clean_background,
-                         thresholds=Thresholds.from_dict(values))
+                         thresholds=Thresholds.from_dict(values), detector=args.detector,
+                         detector_model=args.detector_model, embedder=args.embedder,
+                         embedder_model=args.embedder_model)
     report = run_intake(args.photos, args.out, opts,
                         progress=lambda i, n, name: print(f"[{i + 1}/{n}] {name}", file=sys.stderr))
     if args.json:
@@ -139,10 +168,14 @@ def cmd_intake(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.data_dir:
+        import os
+
+        os.environ["PROFILE_STUDIO_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     from lib_profile.hosts.base import HostError, Interrupted
 
     try:
-        commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake}
+        commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake, "download": cmd_download}
         return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)

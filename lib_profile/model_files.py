@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from lib_profile import paths
 
@@ -21,6 +22,7 @@ class ModelFile:
     purpose: str
     url: str
     required: bool = False
+    sha256: Optional[str] = None  # checked after download when known
 
 
 MODEL_FILES: tuple[ModelFile, ...] = (
@@ -65,3 +67,23 @@ def status(data_dir: str | Path | None = None) -> list[dict]:
             "message": "present" if present else f"missing: put {m.file} in {folder} (from {m.url})",
         })
     return out
+
+
+def find(key: str) -> ModelFile:
+    for m in MODEL_FILES:
+        if m.key == key:
+            return m
+    raise KeyError(key)
+
+
+def path_of(key: str, data_dir: str | Path | None = None) -> Path:
+    m = find(key)
+    return folder_for(m, data_dir) / m.file
+
+
+def fetch(key: str, data_dir: str | Path | None = None, progress=None) -> Path:
+    """Download one optional model file into its folder (on the user's request only)."""
+    from lib_profile.downloads import download
+
+    m = find(key)
+    return download(m.url, folder_for(m, data_dir) / m.file, m.sha256, progress=progress)

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Protocol
@@ -144,6 +145,17 @@ class MediapipeDetector:
         face.yaw, face.roll = angles_from_mesh(pts)
 
 
+@contextmanager
+def _keep_torch_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class YoloFaceDetector:
     """A YOLO face model (e.g. ADetailer's face_yolov8n.pt) through ultralytics, when its file is present."""
 
@@ -154,14 +166,19 @@ class YoloFaceDetector:
         if not weights.is_file():
             raise HostError(f"YOLO face model not found: put {weights.name} in {weights.parent} "
                             "(see `python -m lib_profile doctor`), or use the mediapipe detector")
-        from ultralytics import YOLO
+        with _keep_torch_threads():  # ultralytics quietly sets torch to cpu_count - 1 threads
+            from ultralytics import YOLO
 
-        self._model = YOLO(str(weights))
+            try:
+                self._model = YOLO(str(weights))
+            except Exception as exc:  # noqa: BLE001 - a damaged or foreign .pt file
+                raise HostError(f"Cannot load YOLO face model {weights.name}: {exc}") from exc
         self._min = min_score
         self._mesh = MediapipeDetector(mesh=True)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        res = self._model.predict(rgb[:, :, ::-1], conf=self._min, verbose=False)[0]
+        with _keep_torch_threads():
+            res = self._model.predict(np.ascontiguousarray(rgb[:, :, ::-1]), conf=self._min, verbose=False)[0]
         faces = [Face(tuple(float(v) for v in b), float(s)) for b, s in
                  zip(res.boxes.xyxy.cpu().numpy(), res.boxes.conf.cpu().numpy())]
         faces.sort(key=lambda f: f.area, reverse=True)

@@ -42,6 +42,10 @@ class IntakeOptions:
     crop_size: int = 512
     clean_background: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
+    detector: str = "mediapipe"  # or "yolo" (a YOLO face model file, e.g. ADetailer's face_yolov8n.pt)
+    embedder: str = "dlib"  # or "arcface" (an ArcFace ONNX file, e.g. w600k_r50.onnx)
+    detector_model: Optional[str] = None  # path; default: where `doctor` says the file belongs
+    embedder_model: Optional[str] = None
 
     def validate(self) -> None:
         if self.class_word not in CLASS_WORDS:
@@ -52,6 +56,26 @@ class IntakeOptions:
             raise HostError(f"crop ratio must be within 1.5..6 (times the face box), not {self.crop_ratio}")
         if not 256 <= self.crop_size <= 1024 or self.crop_size % 64:
             raise HostError(f"crop size must be a multiple of 64 within 256..1024, not {self.crop_size}")
+        if self.detector not in ("mediapipe", "yolo"):
+            raise HostError(f"detector must be 'mediapipe' or 'yolo', not {self.detector!r}")
+        if self.embedder not in ("dlib", "arcface"):
+            raise HostError(f"embedder must be 'dlib' or 'arcface', not {self.embedder!r}")
+
+    def make_detector(self):
+        if self.detector == "yolo":
+            from lib_profile import model_files
+            from lib_profile.photos.faces import YoloFaceDetector
+
+            return YoloFaceDetector(self.detector_model or model_files.path_of("yolo_face"))
+        return default_detector()
+
+    def make_embedder(self):
+        if self.embedder == "arcface":
+            from lib_profile import model_files
+            from lib_profile.identity.embed import ArcFaceOnnxEmbedder
+
+            return ArcFaceOnnxEmbedder(self.embedder_model or model_files.path_of("arcface"))
+        return default_embedder()
 
 
 @dataclass
@@ -122,7 +146,7 @@ def run_intake(photos: str | Path | list[Path], out: str | Path, options: Option
     if out.exists() and any(out.iterdir()) and not (out / REPORT).is_file():
         raise HostError(f"Output folder {out} is not empty and holds no intake; choose a new or empty folder.")
     started = time.perf_counter()
-    detector, embedder = default_detector(), default_embedder()
+    detector, embedder = opts.make_detector(), opts.make_embedder()
     threshold = t.min_identity if t.min_identity is not None else embedder.same_person_min
     items: list[_Photo] = []
     for i, path in enumerate(files):

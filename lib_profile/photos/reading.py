@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO, Optional, Union
@@ -86,6 +87,17 @@ def _register_heif() -> bool:
     return _heif_ok
 
 
+def _pil_open():
+    """PIL's own ``Image.open``. ultralytics (loaded by ADetailer in many WebUIs) replaces it globally
+    with a wrapper that tries to pip-install pi-heif whenever a file fails to open; go around it."""
+    fn = Image.open
+    if getattr(fn, "__module__", "PIL.Image") != "PIL.Image":
+        original = getattr(sys.modules.get(fn.__module__), "_image_open", None)
+        if callable(original):
+            return original
+    return fn
+
+
 def _read(fp: BinaryIO, name: str, max_pixels: int) -> PhotoRead:
     head = fp.read(32)
     fp.seek(0)
@@ -95,7 +107,7 @@ def _read(fp: BinaryIO, name: str, max_pixels: int) -> PhotoRead:
     try:
         with warnings.catch_warnings():  # our own limit below decides, not PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp)  # lazy: reads the header only
+            img = _pil_open()(fp)  # lazy: reads the header only
     except Image.DecompressionBombError as e:  # PIL refuses sizes over 2 x MAX_IMAGE_PIXELS outright
         numbers = [int(n) for n in re.findall(r"(\d+) pixels", str(e))]
         pixels = numbers[0] if numbers else None
