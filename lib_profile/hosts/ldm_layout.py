@@ -147,39 +147,47 @@ def check_sd1(sd: Mapping[str, Any]) -> None:
                         "it is not an SD1.5 checkpoint.")
 
 
-def infer_unet_config(sd: Mapping[str, Any], prefix: str = UNET_PREFIX) -> dict[str, Any]:
+def _encoder(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """What the input (down) half of a UNet or ControlNet tells: levels, channels, attention, widths."""
     conv_in = _require(sd, prefix + "input_blocks.0.0.weight", "UNet input conv")
     blocks = sorted({int(m[1]) for k in sd if (m := re.match(re.escape(prefix) + r"input_blocks\.(\d+)\.", k))})
     downs = [b for b in blocks if prefix + f"input_blocks.{b}.0.op.weight" in sd]
     per = downs[0] if downs else len(blocks)  # blocks per level incl. the downsampler
     levels = (blocks[-1] + 1) // per
-    chans, down_types, up_types = [], [], []
+    chans, down_types = [], []
     for i in range(levels):
         first = 1 + i * per
         chans.append(int(_require(sd, prefix + f"input_blocks.{first}.0.in_layers.2.weight", "resnet").shape[0]))
         attn = prefix + f"input_blocks.{first}.1.proj_in.weight" in sd
         down_types.append("CrossAttnDownBlock2D" if attn else "DownBlock2D")
-    for i in range(levels):
-        attn = prefix + f"output_blocks.{i * per}.1.proj_in.weight" in sd
-        up_types.append("CrossAttnUpBlock2D" if attn else "UpBlock2D")
     to_k = next((v for k, v in sd.items() if k.startswith(prefix) and k.endswith("attn2.to_k.weight")), None)
     if to_k is None:
-        raise HostError("This checkpoint's UNet has no cross-attention layers; it is not an SD1.x model.")
+        raise HostError("This model has no cross-attention layers; it is not an SD1.x model.")
     proj_in = next(v for k, v in sd.items() if k.startswith(prefix) and k.endswith(".proj_in.weight"))
-    depth = len({m[1] for k in sd if (m := re.match(re.escape(prefix) + r"input_blocks\.1\.1\.transformer_blocks\.(\d+)\.", k))}) or 1
-    cfg = {
-        "sample_size": 64,
+    return {
         "in_channels": int(conv_in.shape[1]),
-        "out_channels": int(sd[prefix + "out.2.weight"].shape[0]) if prefix + "out.2.weight" in sd else 4,
         "down_block_types": down_types,
-        "up_block_types": up_types,
         "block_out_channels": chans,
         "layers_per_block": per - 1,
         "cross_attention_dim": int(to_k.shape[1]),
         "attention_head_dim": 8,
         "use_linear_projection": proj_in.ndim == 2,
-        "transformer_layers_per_block": depth,
         "norm_num_groups": 32,
+    }
+
+
+def infer_unet_config(sd: Mapping[str, Any], prefix: str = UNET_PREFIX) -> dict[str, Any]:
+    enc = _encoder(sd, prefix)
+    per = enc["layers_per_block"] + 1
+    up_types = ["CrossAttnUpBlock2D" if prefix + f"output_blocks.{i * per}.1.proj_in.weight" in sd else "UpBlock2D"
+                for i in range(len(enc["block_out_channels"]))]
+    depth = len({m[1] for k in sd if (m := re.match(re.escape(prefix) + r"input_blocks\.1\.1\.transformer_blocks\.(\d+)\.", k))}) or 1
+    cfg = {
+        "sample_size": 64,
+        **enc,
+        "out_channels": int(sd[prefix + "out.2.weight"].shape[0]) if prefix + "out.2.weight" in sd else 4,
+        "up_block_types": up_types,
+        "transformer_layers_per_block": depth,
     }
     if cfg["cross_attention_dim"] != 768 and cfg["block_out_channels"][0] >= 320:
         raise HostError(f"This checkpoint's text conditioning is {cfg['cross_attention_dim']}-wide (SD1.5 uses 768): "
@@ -191,41 +199,13 @@ def infer_unet_config(sd: Mapping[str, Any], prefix: str = UNET_PREFIX) -> dict[
 
 
 def infer_controlnet_config(sd: Mapping[str, Any], prefix: str = CONTROL_PREFIX) -> dict[str, Any]:
-    unet = infer_unet_config(sd, prefix) if prefix + "out.2.weight" in sd else None
-    if unet is None:
-        # ControlNet files hold only the encoder half; read the same things from it.
-        conv_in = _require(sd, prefix + "input_blocks.0.0.weight", "ControlNet input conv")
-        blocks = sorted({int(m[1]) for k in sd if (m := re.match(re.escape(prefix) + r"input_blocks\.(\d+)\.", k))})
-        downs = [b for b in blocks if prefix + f"input_blocks.{b}.0.op.weight" in sd]
-        per = downs[0] if downs else len(blocks)
-        levels = (blocks[-1] + 1) // per
-        chans, down_types = [], []
-        for i in range(levels):
-            first = 1 + i * per
-            chans.append(int(sd[prefix + f"input_blocks.{first}.0.in_layers.2.weight"].shape[0]))
-            down_types.append("CrossAttnDownBlock2D" if prefix + f"input_blocks.{first}.1.proj_in.weight" in sd else "DownBlock2D")
-        to_k = next(v for k, v in sd.items() if k.startswith(prefix) and k.endswith("attn2.to_k.weight"))
-        proj_in = next(v for k, v in sd.items() if k.startswith(prefix) and k.endswith(".proj_in.weight"))
-        unet = {
-            "in_channels": int(conv_in.shape[1]),
-            "down_block_types": down_types,
-            "block_out_channels": chans,
-            "layers_per_block": per - 1,
-            "cross_attention_dim": int(to_k.shape[1]),
-            "attention_head_dim": 8,
-            "use_linear_projection": proj_in.ndim == 2,
-            "norm_num_groups": 32,
-        }
+    cfg = _encoder(sd, prefix)  # ControlNet files hold only the encoder half of a UNet
     hint = sorted({int(m[1]) for k in sd if (m := re.match(re.escape(prefix) + r"input_hint_block\.(\d+)\.weight", k))})
     if not hint:
         raise HostError("This file is not a ControlNet model in the original layout (no input_hint_block).")
     # conv_in, then pairs of (conv, strided conv) per extra channel step, then conv_out
     outs = [int(sd[prefix + f"input_hint_block.{i}.weight"].shape[0]) for i in hint[:-1]]
-    cond_channels = [outs[0]] + [outs[k] for k in range(2, len(outs), 2)]
-    keep = ("in_channels", "down_block_types", "block_out_channels", "layers_per_block",
-            "cross_attention_dim", "attention_head_dim", "use_linear_projection", "norm_num_groups")
-    cfg = {k: unet[k] for k in keep}
-    cfg["conditioning_embedding_out_channels"] = cond_channels
+    cfg["conditioning_embedding_out_channels"] = [outs[0]] + [outs[k] for k in range(2, len(outs), 2)]
     cfg["conditioning_channels"] = int(sd[prefix + "input_hint_block.0.weight"].shape[1])
     return cfg
 
