@@ -1,0 +1,219 @@
+"""The face LoRA trainer on the tiny model: learning, kohya export, loading, cancel/resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from lib_profile import sample_photos as S
+from lib_profile.hosts.base import HostError, LoraRef, Txt2ImgRequest
+from lib_profile.hosts import ldm_layout, tiny
+from lib_profile.photos.intake import run_intake
+from lib_profile.train import lora as L
+from lib_profile.train.trainer import Events, TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def intake_dir(tmp_path_factory):
+    src = tmp_path_factory.mktemp("photos")
+    for name, im in S.selfies(S.astronaut, 6):
+        im.save(src / f"{name}.jpg")
+    out = tmp_path_factory.mktemp("intake") / "anna"
+    assert run_intake(src, out)["ready"]
+    return out
+
+
+def small(name="anna", **kw):
+    base = dict(name=name, steps=40, resolution=64, batch_size=2, validate_every=20, validation_images=0,
+                log_every=10, save_every=10, select="last", device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Collect(Events):
+    def __init__(self, on_event=None):
+        super().__init__(None)
+        self.items, self.on_event = [], on_event
+
+    def __call__(self, event, **data):
+        self.items.append({"event": event, **data})
+        if self.on_event:
+            self.on_event(event, data)
+
+
+def test_training_lowers_the_denoising_loss(intake_dir, tiny_checkpoint, tmp_path):
+    trainer = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run", small(steps=60, learning_rate=3e-3,
+                                                                            batch_size=4))
+    before = trainer.denoising_loss()
+    trainer.run()
+    after = trainer.denoising_loss()
+    assert after < before * 0.97, (before, after)
+
+
+def test_export_is_kohya_and_covers_every_targeted_layer(intake_dir, tiny_checkpoint, tmp_path):
+    events = Collect()
+    result = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run", small(steps=10), events).run()
+    path = Path(result["file"])
+    with safe_open(str(path), "pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    unet = tiny.build_modules()[0]
+    targets = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear) and n.endswith(L.ATTENTION)]
+    blocks = [m for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
+    assert len(targets) == 8 * len(blocks) == 88  # q, k, v, out of self- and cross-attention in every block
+    for name in targets:
+        key = "lora_unet_" + name.replace(".", "_")
+        assert {f"{key}.lora_down.weight", f"{key}.lora_up.weight", f"{key}.alpha"} <= keys, key
+    assert all(k.startswith("lora_unet_") and k.count(".") in (1, 2) for k in keys)
+    assert meta["ss_output_name"] == path.stem and meta["ss_base_model_version"] == "sd_v1"
+    assert meta["ss_network_dim"] == "32" and json.loads(meta["profile_studio_identity"])["embedder"] == "dlib"
+    assert path.stem.startswith("anna-") and (path.parent / f"{path.stem}.identity.json").is_file()
+    phases = [e.get("phase") for e in events.items if e["event"] == "phase"]
+    assert phases[:3] == ["load", "cache", "train"] and phases[-1] == "done"
+    step = next(e for e in events.items if e["event"] == "step")
+    assert {"step", "loss", "it_per_s", "eta_s", "phase"} <= set(step)
+
+
+def test_each_run_gets_a_new_file_name(intake_dir, tiny_checkpoint, tmp_path):
+    a = Trainer(intake_dir, tiny_checkpoint, tmp_path / "r", small(steps=2, log_every=1)).run()["file"]
+    b = Trainer(intake_dir, tiny_checkpoint, tmp_path / "r", small(steps=2, log_every=1)).run()["file"]
+    assert a != b
+
+
+def a1111_compvis_name(kohya_key: str) -> str:
+    """A1111 1.10.1's rule for SD1 kohya UNet keys (extensions-builtin/Lora/networks.py,
+    convert_diffusers_name_to_compvis), restated: down_blocks_i_{attentions|resnets}_j ->
+    input_blocks_{1+3i+j}_{1|0}; mid_block_attentions_0 -> middle_block_1; up_blocks_i_..._j ->
+    output_blocks_{3i+j}_{1|0}; the rest of the name is kept for attention layers."""
+    import re
+
+    m = re.match(r"lora_unet_down_blocks_(\d+)_attentions_(\d+)_(.+)", kohya_key)
+    if m:
+        return f"diffusion_model_input_blocks_{1 + int(m[1]) * 3 + int(m[2])}_1_{m[3]}"
+    m = re.match(r"lora_unet_mid_block_attentions_(\d+)_(.+)", kohya_key)
+    if m:
+        return f"diffusion_model_middle_block_1_{m[2]}"
+    m = re.match(r"lora_unet_up_blocks_(\d+)_attentions_(\d+)_(.+)", kohya_key)
+    if m:
+        return f"diffusion_model_output_blocks_{int(m[1]) * 3 + int(m[2])}_1_{m[3]}"
+    m = re.match(r"lora_te_text_model_encoder_layers_(\d+)_(.+)", kohya_key)
+    if m:
+        return f"transformer_text_model_encoder_layers_{m[1]}_{m[2]}"
+    return kohya_key
+
+
+def test_keys_hit_the_modules_a1111_and_forge_patch_for_every_sd15_layer():
+    """At full SD1.5 shape: each key A1111 maps must name a real compvis module, and each key must be
+    'lora_unet_' + a real diffusers module path (Forge's ComfyUI-style map accepts exactly those)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = tiny.full_size_configs()
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**cfg["unet"])
+        text = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
+    # the WebUI's module names: A1111 names every module of the LDM model and of the CLIP wrapper
+    compvis = {"diffusion_model_" + ldm_layout.unet_key(k, cfg["unet"]).rsplit(".", 1)[0].replace(".", "_")
+               for k in unet.state_dict()}
+    compvis |= {"transformer_" + k.rsplit(".", 1)[0].replace(".", "_") for k in text.state_dict()}
+    diffusers_names = {n.replace(".", "_") for n, _ in unet.named_modules()}
+    layers = L.inject(unet, text, rank=4, alpha=4, seed=0, feed_forward=True, train_text=True)
+    unet_keys = [k for k in layers if k.startswith("lora_unet_")]
+    assert len(unet_keys) == 16 * 10  # 16 transformer blocks x (attn1 q/k/v/out + attn2 q/k/v/out + ff 2)
+    for key in layers:
+        assert a1111_compvis_name(key) in compvis, key
+        if key.startswith("lora_unet_"):
+            assert key[len("lora_unet_"):] in diffusers_names, key
+    assert len([k for k in layers if k.startswith("lora_te_")]) == 12 * 4
+
+
+def test_lora_loads_into_the_host_weight_one_changes_zero_does_not(intake_dir, tiny_checkpoint, host, tmp_path):
+    result = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run", small(steps=20, learning_rate=5e-3)).run()
+    req = dict(prompt="photo of ohwx person", width=64, height=64, steps=4, seed=9)
+    plain = np.asarray(host.txt2img(Txt2ImgRequest(**req)).images[0], np.int16)
+    zero = np.asarray(host.txt2img(Txt2ImgRequest(**req, loras=[LoraRef(result["file"], 0.0)])).images[0], np.int16)
+    one = np.asarray(host.txt2img(Txt2ImgRequest(**req, loras=[LoraRef(result["file"], 1.0)])).images[0], np.int16)
+    assert np.array_equal(plain, zero)
+    assert np.abs(plain - one).mean() > 0.5
+
+
+def test_cancel_then_resume_equals_an_uninterrupted_run(intake_dir, tiny_checkpoint, tmp_path):
+    whole = Trainer(intake_dir, tiny_checkpoint, tmp_path / "whole", small()).run()
+    out = tmp_path / "parts"
+
+    def stop_at_20(event, data):
+        if event == "step" and data["step"] == 20:
+            (out / "CANCEL").write_text("")
+
+    first = Trainer(intake_dir, tiny_checkpoint, out, small(), Collect(stop_at_20)).run()
+    assert first == {"cancelled": True, "step": 20}
+    assert (out / "state" / "state.pt").is_file()
+    rest = Trainer(intake_dir, tiny_checkpoint, out, small()).run(resume=True)
+    a, b = load_file(whole["file"]), load_file(rest["file"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_report_and_validation_sheet_are_written(intake_dir, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    Trainer(intake_dir, tiny_checkpoint, out, small(steps=20, validate_every=10, validation_images=2,
+                                                    validation_steps=3, select="top2")).run()
+    report = json.loads((out / "train_report.json").read_text())
+    assert [c["step"] for c in report["checkpoints"]] == [10, 20]
+    assert all("loss" in c and "identity_similarity" in c for c in report["checkpoints"])
+    assert report["choice"]["steps"] and report["choice"]["why"]
+    assert (out / "validation_sheet.png").is_file() and len(list((out / "validation").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(rank=0), "rank"),
+    (dict(steps=-1), "steps"),
+    (dict(name="../evil"), "name"),
+    (dict(resolution=100), "resolution"),
+    (dict(select="worst"), "select"),
+])
+def test_bad_parameters_are_refused(intake_dir, tiny_checkpoint, tmp_path, change, message):
+    with pytest.raises(HostError, match=message):
+        Trainer(intake_dir, tiny_checkpoint, tmp_path / "r", small(**change))
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_or_wrong_checkpoint_and_intake(intake_dir, tmp_path):
+    with pytest.raises(HostError, match="Checkpoint not found"):
+        Trainer(intake_dir, tmp_path / "none.safetensors", tmp_path / "r", small()).run()
+    sdxl = tmp_path / "sdxl.safetensors"
+    save_file({"conditioner.embedders.0.x": torch.zeros(1), "model.diffusion_model.input_blocks.0.0.weight":
+               torch.zeros(1)}, str(sdxl))
+    with pytest.raises(HostError, match="SDXL"):
+        Trainer(intake_dir, sdxl, tmp_path / "r2", small()).run()
+    with pytest.raises(HostError, match="not an intake folder"):
+        Trainer(tmp_path, sdxl, tmp_path / "r3", small())
+    with pytest.raises(HostError, match="Nothing to resume"):
+        Trainer(intake_dir, "tiny", tmp_path / "r4", small()).run(resume=True)
+
+
+def test_sigterm_stops_the_cli_resumably(intake_dir, tmp_path, data_dir):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lib_profile", "train", str(intake_dir), "--checkpoint", "tiny", "--name", "anna",
+           "--out", str(out), "--steps", "100000", "--resolution", "64", "--batch-size", "1", "--log-every", "1",
+           "--validation-images", "0", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PROFILE_STUDIO_DIR=str(data_dir)))
+    for line in proc.stdout:
+        if '"event": "step"' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3
+    last = json.loads(rest.strip().splitlines()[-1])
+    assert last["phase"] == "cancelled" and last["resumable"] is True
+    assert (out / "state" / "state.pt").is_file()
