@@ -1,0 +1,182 @@
+"""Our LoRA trainer against a plain reference loop, side by side in one process.
+
+The reference is what a straightforward script does: diffusers + peft LoRA on the same attention
+projections, encoding every batch with the VAE and the text encoder at every step, reading the loss
+back every step. Ours caches latents and text once and syncs only at log steps. Same model, rank,
+steps, batch, resolution and learning rate. Reports steps/s of each and the ratio, the achieved TFLOP/s of ours
+(one step's FLOPs counted with torch's FlopCounterMode), and on a GPU the peak memory of each.
+
+    .venv-forge/bin/python bench/train.py                  # tiny model, CPU (peft is in the Forge env)
+    .venv-forge/bin/python bench/train.py --full-size      # SD1.5 shape, random weights, 512 px (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def make_intake(work: Path) -> Path:
+    from lib_profile import sample_photos as S
+    from lib_profile.photos.intake import run_intake
+
+    src = work / "photos"
+    src.mkdir()
+    for name, im in S.selfies(S.astronaut, 8):
+        im.save(src / f"{name}.jpg")
+    out = work / "intake"
+    run_intake(src, out)
+    return out
+
+
+def reference_loop(model, crops, captions, steps, batch, res, lr, rank, device, dtype):
+    """The plain loop: peft LoRA, VAE + text encoding inside every step, loss.item() every step."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+    from peft import LoraConfig
+    from PIL import Image
+
+    from lib_profile.hosts.checkpoint import SCHEDULER_CONFIG
+
+    unet = model.unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    sched = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    images = [torch.from_numpy(np.asarray(Image.open(c).convert("RGB").resize((res, res)), np.float32) / 127.5 - 1)
+              .permute(2, 0, 1) for c in crops]
+    gen = torch.Generator().manual_seed(0)
+    unet.train()
+
+    def step():
+        idx = torch.randint(len(images), (batch,), generator=gen).tolist()
+        pixels = torch.stack([images[i] for i in idx]).to(device)
+        with torch.no_grad():
+            lat = model.vae.encode(pixels).latent_dist.sample() * model.vae.config.scaling_factor
+            ids = model.tokenizer([captions[i] for i in idx], padding="max_length", max_length=77,
+                                  return_tensors="pt").input_ids.to(device)
+            cond = model.text_encoder(ids)[0]
+        noise = torch.randn_like(lat)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        noisy = sched.add_noise(lat, noise, t.cpu()).to(device) if device.type == "cpu" else sched.add_noise(lat, noise, t)
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            pred = unet(noisy, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full-size", action="store_true")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--resolution", type=int, default=None)
+    ap.add_argument("--rank", type=int, default=32)
+    args = ap.parse_args()
+
+    import torch
+
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        print("the reference loop needs peft: run this with .venv-forge/bin/python")
+        return 2
+    from lib_profile.hosts import tiny
+    from lib_profile.hosts.checkpoint import load_sd15
+    from lib_profile.train.trainer import TrainConfig, Trainer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    res = args.resolution or (512 if args.full_size else 128)
+    steps = args.steps or (100 if gpu else 30)
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    intake = make_intake(work)
+    ckpt_dir = work / "model"
+    ckpt_dir.mkdir()
+    tiny.build_into(ckpt_dir, tiny.full_size_configs() if args.full_size else None, diffusers_copy=False,
+                    half=args.full_size)
+    ckpt = ckpt_dir / tiny.CHECKPOINT
+
+    # ours
+    cfg = TrainConfig(name="bench", steps=steps, rank=args.rank, alpha=args.rank, batch_size=args.batch,
+                      resolution=res, validation_images=0, validate_every=10**9, save_every=10**9,
+                      log_every=max(steps // 2, 1), select="last", gradient_checkpointing=False)
+    trainer = Trainer(intake, ckpt, work / "ours", cfg, data_dir=work)
+    trainer.prepare()
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    trainer.run()
+    if gpu:
+        torch.cuda.synchronize()
+    ours_s = steps / (time.perf_counter() - t0)
+    ours_mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else None
+    flops = step_flops(trainer, args.batch)
+    del trainer
+    if gpu:
+        torch.cuda.empty_cache()
+
+    # reference
+    model = load_sd15(ckpt, work / "tok")
+    dtype = torch.bfloat16 if gpu else torch.float32
+    for m in (model.unet, model.vae, model.text_encoder):
+        m.to(device).requires_grad_(False)
+    from lib_profile.train.trainer import read_intake
+
+    data = read_intake(intake)
+    step = reference_loop(model, data.crops, data.captions, steps, args.batch, res, 1e-4, args.rank, device, dtype)
+    step()  # warm-up
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if gpu:
+        torch.cuda.synchronize()
+    ref_s = steps / (time.perf_counter() - t0)
+    ref_mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else None
+
+    shape = "SD1.5 shape (random weights)" if args.full_size else "tiny model"
+    print(f"LoRA training, {shape}, {res}px, batch {args.batch}, rank {args.rank}, {steps} steps, {device}")
+    print(f"  reference loop (peft, encode every step): {ref_s:.2f} steps/s" +
+          (f", peak {ref_mem:.1f} GiB" if gpu else ""))
+    print(f"  Profile Studio trainer                  : {ours_s:.2f} steps/s" +
+          (f", peak {ours_mem:.1f} GiB" if gpu else ""))
+    print(f"  ratio ours / reference                  : {ours_s / ref_s:.2f}x")
+    print(f"  achieved (ours): {flops * ours_s / 1e12:.3f} TFLOP/s ({flops / 1e9:.1f} GFLOP per step, counted); "
+          f"1,000 steps would take {1000 / ours_s / 60:.1f} min")
+    return 0
+
+
+def step_flops(trainer, batch: int) -> float:
+    """FLOPs of one training step (UNet forward + backward), counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lat = trainer.latents[:, 0].repeat(batch, 1, 1, 1)[:batch]
+    cond = trainer._text(trainer.caption_index[:1]).expand(batch, -1, -1)
+    t = torch.full((batch,), 500, device=lat.device)
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(lat.device.type, dtype=trainer.amp_dtype, enabled=trainer.gpu):
+            pred = trainer.model.unet(lat, t, encoder_hidden_states=cond).sample
+        pred.float().pow(2).mean().backward()
+    return float(counter.get_total_flops())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
