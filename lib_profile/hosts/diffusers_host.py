@@ -9,6 +9,7 @@ picture on any device and batch size.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -68,6 +69,7 @@ class DiffusersHost(Host):
             module.to(self.device, self.dtype)
         self._controlnets: dict[str, Any] = {}
         self._pipes: dict[tuple, Any] = {}
+        self._lock = threading.Lock()  # one generation at a time: LoRAs are merged into shared weights
 
     # ------------------------------------------------------------------ protocol
 
@@ -163,6 +165,10 @@ class DiffusersHost(Host):
         return cond, uncond
 
     def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl]) -> Result:
+        with self._lock:
+            return self._run_locked(kind, req, control)
+
+    def _run_locked(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl]) -> Result:
         import torch
 
         control = control or RunControl()

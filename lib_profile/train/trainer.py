@@ -189,7 +189,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(seed)
         total, count = 0.0, 0
         self.model.unet.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.gpu):
             for i in range(len(self.intake.crops)):
                 lat = self.latents[i, 0:1]
                 cond = self._text(self.caption_index[i:i + 1])
@@ -218,8 +218,11 @@ class Trainer:
         self.model = load_sd15(path, paths.cache_dir(self.data_dir) / "clip-tokenizer")
         self.model_path = path
         m = self.model
-        for module in (m.unet, m.vae, m.text_encoder):
-            module.to(self.device).requires_grad_(False)
+        # frozen weights in half precision on a GPU (the LoRA layers stay float32 for the optimiser)
+        frozen = self.amp_dtype if self.gpu else torch.float32
+        m.unet.to(self.device, frozen).requires_grad_(False)
+        m.text_encoder.to(self.device, frozen).requires_grad_(False)
+        m.vae.to(self.device).requires_grad_(False)
         if self.gpu:
             free = torch.cuda.mem_get_info(self.device)[0] / 2**30
             if free < 5.5:
