@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="append JSON-lines progress events to this file (default: stdout)")
     p.add_argument("--cancel-file", help="stop (resumably) when this file appears (default: OUT/CANCEL)")
 
+    p = sub.add_parser("tones", help="list the colour-look presets (shipped and your own)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("poses", help="list the pose template names, one per line")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("download", help="download an optional model file into its folder (resumable, checksummed)")
     p.add_argument("model", help="one of the keys `doctor` lists (e.g. yolo_face, arcface, controlnet_openpose)")
 
@@ -173,6 +178,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_tones(args) -> int:
+    from lib_profile.studio.tone import list_tones
+
+    tones = list_tones(args.data_dir)
+    if args.json:
+        print(json.dumps([t.to_dict() for t in tones], indent=1))
+    else:
+        for t in tones:
+            print(f"{t.name:10s} {t.title}: {t.description} (sampler {t.sampler}, {t.scheduler}; "
+                  f"grade strength {t.strength})")
+    return 0
+
+
+def cmd_poses(args) -> int:
+    from lib_profile.studio.pose import list_poses, pose_to_json
+
+    poses = list_poses()
+    if args.json:
+        print(json.dumps([pose_to_json(p) for p in poses], indent=1))
+    else:
+        for p in poses:
+            print(p.name)
+    return 0
+
+
 def cmd_download(args) -> int:
     from lib_profile import model_files
     from lib_profile.hosts.base import HostError
@@ -233,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake, "download": cmd_download,
-                    "train": cmd_train}
+                    "train": cmd_train, "tones": cmd_tones, "poses": cmd_poses}
         return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)
