@@ -82,6 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="append JSON-lines progress events to this file (default: stdout)")
     p.add_argument("--cancel-file", help="stop (resumably) when this file appears (default: OUT/CANCEL)")
 
+    p = sub.add_parser("generate", help="make studio portraits: pose, tone, face detail, refine, upscale")
+    p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
+    p.add_argument("--lora", help="the person's LoRA file (from `train`)")
+    p.add_argument("--lora-weight", type=float, default=0.9)
+    p.add_argument("--pose", help="a pose template name (see `poses`), an OpenPose JSON file, or a reference photo")
+    p.add_argument("--tone", default="warm", help="warm, cool, neutral or one of your presets (see `tones`)")
+    p.add_argument("--count", type=int, default=4)
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--prompt", help="what to make (default: a studio portrait of the LoRA's person)")
+    p.add_argument("--controlnet-pose", help="OpenPose ControlNet model file ('tiny' with --checkpoint tiny)")
+    p.add_argument("--controlnet-tile", help="tile ControlNet model file for the upscale ('tiny' with the tiny model)")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--steps", type=int, default=25)
+    for stage in ("detail", "refine", "detail2", "upscale", "grade"):
+        p.add_argument(f"--no-{stage}", action="store_true", help=f"switch the {stage} stage off")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("tones", help="list the colour-look presets (shipped and your own)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("poses", help="list the pose template names, one per line")
@@ -178,6 +197,51 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from lib_profile.hosts.base import HostError
+    from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
+    from lib_profile.studio.plan import build_plan
+    from lib_profile.studio.run import run_plan
+
+    out = Path(args.out)
+    pose = args.pose
+    if pose and Path(pose).is_file() and Path(pose).suffix.lower() != ".json":
+        from PIL import Image
+
+        from lib_profile.photos.reading import read_photo
+        from lib_profile.studio.pose import from_photo, pose_to_json
+
+        photo = read_photo(pose)
+        if photo.reason is not None:
+            raise HostError(f"Pose photo {pose}: {photo.reason.message}")
+        out.mkdir(parents=True, exist_ok=True)
+        pose_file = out / "pose-from-photo.json"
+        pose_file.write_text(json.dumps(pose_to_json(from_photo(photo.image))), "utf-8")
+        pose = str(pose_file)
+    activation = "person"
+    if args.lora:
+        from safetensors import safe_open
+
+        if not Path(args.lora).is_file():
+            raise HostError(f"LoRA file not found: {args.lora}")
+        with safe_open(args.lora, "pt") as f:
+            activation = (f.metadata() or {}).get("profile_studio_activation_text", activation)
+    prompt = args.prompt or f"studio portrait photo of {activation}, looking at the camera, soft studio light"
+    cn = lambda v: str(tiny_controlnet(args.data_dir)) if v == "tiny" else v  # noqa: E731
+    switches = {s: not getattr(args, f"no_{s}") for s in ("detail", "refine", "detail2", "upscale", "grade")}
+    plan = build_plan(prompt, args.lora, pose, args.tone, args.count, args.seed, switches, args.lora_weight,
+                      cn(args.controlnet_pose), cn(args.controlnet_tile), args.data_dir,
+                      width=args.width, height=args.height, steps=args.steps)
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    result = run_plan(plan, host, out, on_stage=lambda n, i, kind: print(f"[{n + 1}/{plan.count}] {kind}",
+                                                                         file=sys.stderr))
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    for item in result["images"]:
+        print(out / item["file"])
+    return 0
+
+
 def cmd_tones(args) -> int:
     from lib_profile.studio.tone import list_tones
 
@@ -263,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake, "download": cmd_download,
-                    "train": cmd_train, "tones": cmd_tones, "poses": cmd_poses}
+                    "train": cmd_train, "tones": cmd_tones, "poses": cmd_poses,
+                    "generate": cmd_generate}
         return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ picture on any device and batch size.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -189,8 +190,11 @@ class DiffusersHost(Host):
                 raise Interrupted(step_index + 1, total)
             return callback_kwargs
 
+        steps = req.steps
+        if kind != "txt2img" and int(steps * req.denoising_strength) < 1:
+            steps = math.ceil(1 / req.denoising_strength)  # at least one denoising step, as the WebUI runs
         args: dict[str, Any] = dict(
-            num_inference_steps=req.steps, guidance_scale=req.cfg_scale,
+            num_inference_steps=steps, guidance_scale=req.cfg_scale,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
             callback_on_step_end=on_step_end, output_type="pil",
         )

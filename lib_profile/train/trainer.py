@@ -490,6 +490,7 @@ class Trainer:
             "ss_tag_frequency": {"train": {c: self.intake.captions.count(c) for c in set(self.intake.captions)}},
             "ss_training_comment": f"Profile Studio {__version__} face LoRA; activation text: "
                                    f"{self.intake.token} {self.intake.class_word}",
+            "profile_studio_activation_text": f"{self.intake.token} {self.intake.class_word}",
             "profile_studio_identity_score": "" if best_score is None else f"{best_score:.4f}",
             "profile_studio_chosen_steps": chosen,
         }
@@ -539,24 +540,9 @@ def _loss_near(history: list, step: int) -> Optional[float]:
     return round(before[-1], 6) if before else None
 
 
-class _Scorer:
-    """Identity similarity of a generated image to the person (None when no face is found)."""
+def _Scorer(intake: IntakeData):
+    """Identity similarity of a validation image to the person (None when no face is found)."""
+    from lib_profile.identity.score import IdentityScorer
 
-    def __init__(self, intake: IntakeData):
-        from lib_profile.identity.embed import default_embedder
-        from lib_profile.photos.faces import default_detector
-
-        self.ref = intake.reference
-        self.detector = default_detector()
-        self.embedder = default_embedder() if intake.embedder == "dlib" else None
-
-    def __call__(self, image: Image.Image) -> Optional[float]:
-        from lib_profile.identity.embed import cosine
-
-        if self.ref is None or self.embedder is None:
-            return None
-        rgb = np.asarray(image.convert("RGB"))
-        faces = self.detector.detect(rgb)
-        if not faces:
-            return None
-        return cosine(self.embedder.embed(rgb, faces[0]), self.ref)
+    ref = None if intake.reference is None else {"embedder": intake.embedder, "vector": intake.reference}
+    return IdentityScorer(ref)

@@ -1,0 +1,433 @@
+"""Poses for the studio's pose ControlNet: curated templates, OpenPose JSON, drawing, detection.
+
+A :class:`Pose` is one person in the OpenPose COCO-18 layout (pixel coordinates on a canvas,
+confidence 0 = not visible), optionally with 21-point hands and a 70-point face. Templates ship
+as OpenPose-editor JSON in ``models/poses/<name>.json`` with a thumbnail ``<name>.png`` drawn by
+:func:`render`. Custom poses come from any OpenPose JSON file, from a reference photo through
+mediapipe (:func:`from_photo`), or through DWPose ONNX models (:class:`DWPoseOnnx`).
+
+The subject's own right/left, as in OpenPose: a frontal subject's right shoulder is on the
+image's left.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from PIL import Image
+
+from lib_profile import paths
+from lib_profile.hosts.base import HostError
+
+POSES_DIR = paths.EXTENSION_ROOT / "models" / "poses"
+FRAMINGS = ("head and shoulders", "half body")
+
+KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
+                  "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
+# The 17 limbs (0-based) and 18 colours exactly as the ControlNet OpenPose preprocessor draws them (RGB).
+LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
+         (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
+COLORS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+          (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
+          (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
+HAND_EDGES = ((0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
+              (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20))
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class Pose:
+    name: str
+    title: str
+    description: str
+    framing: str
+    width: int
+    height: int
+    body: np.ndarray  # (18, 3): x, y, confidence
+    hands: Optional[list] = None  # [left (21, 3), right (21, 3)]; a hand that is absent is all zeros
+    face: Optional[np.ndarray] = None  # (70, 3)
+
+    def visible(self, index: int) -> bool:
+        return bool(self.body[index, 2] > 0)
+
+    def point(self, name_or_index: Union[str, int]) -> tuple[float, float]:
+        i = KEYPOINT_NAMES.index(name_or_index) if isinstance(name_or_index, str) else name_or_index
+        return float(self.body[i, 0]), float(self.body[i, 1])
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+def _points(flat, count: int, what: str, source: str, allowed: tuple[int, ...] = ()) -> np.ndarray:
+    try:
+        arr = np.asarray(flat, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise HostError(f"{source}: {what} must be a flat list of numbers (x, y, confidence, ...)") from exc
+    n = len(arr) // 3
+    if len(arr) % 3 or n not in (count, *allowed):
+        raise HostError(f"{source}: {what} has {len(arr)} numbers; expected {count} points x 3 = {count * 3}"
+                        + "".join(f" or {a * 3}" for a in allowed))
+    pts = arr.reshape(n, 3)
+    if n < count:  # e.g. a 68-point face (DWPose) in the 70-point OpenPose layout: pupils absent
+        pts = np.vstack([pts, np.zeros((count - n, 3))])
+    if not np.all(np.isfinite(pts)):
+        raise HostError(f"{source}: {what} contains NaN or infinite values")
+    return pts
+
+
+def _title(name: str) -> str:
+    return name.replace("_", " ").replace("-", " ").strip().capitalize()
+
+
+def pose_from_json(data: dict, source: str = "pose JSON", name: str = "custom") -> Pose:
+    """A :class:`Pose` from an OpenPose JSON object (the ControlNet OpenPose editor's format)."""
+    if not isinstance(data, dict):
+        raise HostError(f"{source}: expected a JSON object with 'people', got {type(data).__name__}")
+    people = data.get("people")
+    if not isinstance(people, list) or not people or not isinstance(people[0], dict):
+        raise HostError(f"{source}: no person in it (expected \"people\": [{{\"pose_keypoints_2d\": [...]}}])")
+    person = people[0]
+    if "pose_keypoints_2d" not in person:
+        raise HostError(f"{source}: the person has no pose_keypoints_2d")
+    body = _points(person["pose_keypoints_2d"], 18, "pose_keypoints_2d", source)
+    hands = None
+    if person.get("hand_left_keypoints_2d") or person.get("hand_right_keypoints_2d"):
+        hands = [_points(person.get(k) or [0.0] * 63, 21, k, source)
+                 for k in ("hand_left_keypoints_2d", "hand_right_keypoints_2d")]
+    face = None
+    if person.get("face_keypoints_2d"):
+        face = _points(person["face_keypoints_2d"], 70, "face_keypoints_2d", source, allowed=(68,))
+    try:
+        width, height = int(data["canvas_width"]), int(data["canvas_height"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HostError(f"{source}: canvas_width and canvas_height (pixels) are required") from exc
+    if width < 8 or height < 8:
+        raise HostError(f"{source}: canvas {width}x{height} is too small")
+    arrays = [body] + (hands or []) + ([face] if face is not None else [])
+    vis = np.concatenate([a[a[:, 2] > 0, :2] for a in arrays])
+    if len(vis) == 0:
+        raise HostError(f"{source}: no visible keypoint (every confidence is 0)")
+    if vis.max() <= 1.0:  # normalised 0..1 coordinates (some tools write these): to pixels
+        for a in arrays:
+            a[:, 0] *= width
+            a[:, 1] *= height
+    framing = data.get("framing") or ("half body" if body[8, 2] > 0 or body[11, 2] > 0 else "head and shoulders")
+    name = str(data.get("name") or name)
+    return Pose(name=name, title=str(data.get("title") or _title(name)), description=str(data.get("description") or ""),
+                framing=str(framing), width=width, height=height, body=body, hands=hands, face=face)
+
+
+def _flat(points: np.ndarray) -> list[float]:
+    return [round(float(v), 2) for v in np.asarray(points, dtype=np.float64).reshape(-1)]
+
+
+def pose_to_json(pose: Pose) -> dict:
+    person = {"pose_keypoints_2d": _flat(pose.body)}
+    if pose.hands is not None:
+        person["hand_left_keypoints_2d"] = _flat(pose.hands[0])
+        person["hand_right_keypoints_2d"] = _flat(pose.hands[1])
+    if pose.face is not None:
+        person["face_keypoints_2d"] = _flat(pose.face)
+    return {"name": pose.name, "title": pose.title, "description": pose.description, "framing": pose.framing,
+            "canvas_width": int(pose.width), "canvas_height": int(pose.height), "people": [person]}
+
+
+def _template_names() -> list[str]:
+    return sorted(p.stem for p in POSES_DIR.glob("*.json"))
+
+
+def load_pose(name_or_path: PathLike) -> Pose:
+    """A template by name (``"three_quarter_left"``) or any OpenPose JSON file by path."""
+    text = os.fspath(name_or_path)
+    if re.fullmatch(r"[A-Za-z0-9_\-]+", text) and not Path(text).is_file():
+        path = POSES_DIR / f"{text}.json"
+        if not path.is_file():
+            raise HostError(f"Unknown pose {text!r}; available poses: {', '.join(_template_names()) or '(none)'}")
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise HostError(f"Pose file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HostError(f"Cannot read pose file {path}: {exc}") from exc
+    return pose_from_json(data, source=str(path), name=path.stem)
+
+
+def list_poses() -> list[Pose]:
+    return sorted((load_pose(n) for n in _template_names()), key=lambda p: p.name)
+
+
+def thumbnail_path(name: str) -> Path:
+    return POSES_DIR / f"{name}.png"
+
+
+# ------------------------------------------------------------------------------------------- drawing
+
+def render(pose: Pose, width: int, height: int) -> Image.Image:
+    """The pose as the ControlNet OpenPose preprocessor draws it (RGB on black), fitted into
+    ``width`` x ``height`` keeping the canvas's aspect ratio (centred, black bars if they differ).
+
+    At a 512-pixel short side the strokes are the preprocessor's own (limbs 4 px wide at 60 %
+    colour, 4 px joints); they scale with the output size so a large control image looks the same.
+    """
+    import cv2  # imported here: lighter than controlnet_aux, whose import pulls timm and more
+
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise HostError(f"render size must be positive, not {width}x{height}")
+    s = min(width / pose.width, height / pose.height)
+    ox, oy = (width - pose.width * s) / 2, (height - pose.height * s) / 2
+    k = min(width, height) / 512.0
+    stick, radius = max(1, round(4 * k)), max(1, round(4 * k))
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+
+    def xy(p):
+        return p[0] * s + ox, p[1] * s + oy
+
+    body = pose.body
+    for (a, b), color in zip(LIMBS, COLORS):
+        if body[a, 2] <= 0 or body[b, 2] <= 0:
+            continue
+        (x1, y1), (x2, y2) = xy(body[a]), xy(body[b])
+        length = math.hypot(x1 - x2, y1 - y2)
+        angle = math.degrees(math.atan2(y1 - y2, x1 - x2))
+        poly = cv2.ellipse2Poly((int((x1 + x2) / 2), int((y1 + y2) / 2)), (int(length / 2), stick), int(angle), 0, 360, 1)
+        cv2.fillConvexPoly(canvas, poly, [int(c * 0.6) for c in color])
+    for i, color in enumerate(COLORS):
+        if body[i, 2] > 0:
+            x, y = xy(body[i])
+            cv2.circle(canvas, (int(x), int(y)), radius, color, thickness=-1)
+
+    for hand in pose.hands or []:
+        for ie, (a, b) in enumerate(HAND_EDGES):
+            if hand[a, 2] > 0 and hand[b, 2] > 0:
+                color = [round(c * 255) for c in colorsys.hsv_to_rgb(ie / len(HAND_EDGES), 1.0, 1.0)]
+                p1, p2 = xy(hand[a]), xy(hand[b])
+                cv2.line(canvas, (int(p1[0]), int(p1[1])), (int(p2[0]), int(p2[1])), color, thickness=max(1, round(2 * k)))
+        for p in hand:
+            if p[2] > 0:
+                x, y = xy(p)
+                cv2.circle(canvas, (int(x), int(y)), radius, (0, 0, 255), thickness=-1)
+    if pose.face is not None:
+        for p in pose.face:
+            if p[2] > 0:
+                x, y = xy(p)
+                cv2.circle(canvas, (int(x), int(y)), max(1, round(3 * k)), (255, 255, 255), thickness=-1)
+    return Image.fromarray(canvas, "RGB")
+
+
+# --------------------------------------------------------------------------------- from a photo
+
+# COCO-18 index -> mediapipe Pose landmark (None: the neck, the shoulders' midpoint)
+_MEDIAPIPE = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
+_mp_lock = threading.Lock()
+_mp_pose = None
+
+
+def _mediapipe_pose():
+    global _mp_pose
+    if _mp_pose is None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
+        try:
+            import mediapipe as mp
+
+            solutions = mp.solutions
+        except (ImportError, AttributeError) as exc:
+            raise HostError("A pose from a photo needs mediapipe 0.10.13-0.10.21 with its bundled models "
+                            "(mediapipe.solutions): pip install mediapipe==0.10.14") from exc
+        _mp_pose = solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+    return _mp_pose
+
+
+def from_photo(image: Image.Image, name: str = "custom", min_visibility: float = 0.5) -> Pose:
+    """The pose of the (most prominent) person in a reference photo, through mediapipe Pose."""
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    h, w = rgb.shape[:2]
+    with _mp_lock:
+        result = _mediapipe_pose().process(rgb)
+    if result.pose_landmarks is None:
+        raise HostError("No person found in the reference photo; use a photo that shows one person's "
+                        "head and shoulders clearly")
+    lm = np.array([(p.x * w, p.y * h, p.visibility) for p in result.pose_landmarks.landmark], dtype=np.float64)
+    inside = (lm[:, 0] >= 0) & (lm[:, 0] < w) & (lm[:, 1] >= 0) & (lm[:, 1] < h)
+    lm[:, 2] = np.where(inside & (lm[:, 2] >= min_visibility), 1.0, 0.0)
+    body = np.zeros((18, 3))
+    for i, j in enumerate(_MEDIAPIPE):
+        if j is not None and lm[j, 2] > 0:
+            body[i] = (lm[j, 0], lm[j, 1], 1.0)
+    if body[2, 2] > 0 and body[5, 2] > 0:
+        body[1] = ((body[2, 0] + body[5, 0]) / 2, (body[2, 1] + body[5, 1]) / 2, 1.0)
+    if not body[:, 2].any():
+        raise HostError("No person clearly visible in the reference photo (every body point is hidden or "
+                        "outside the frame)")
+    framing = "half body" if body[8, 2] > 0 or body[11, 2] > 0 else "head and shoulders"
+    return Pose(name=name, title=_title(name), description="A pose taken from a reference photo.", framing=framing,
+                width=w, height=h, body=body)
+
+
+# -------------------------------------------------------------------------------------- DWPose
+
+class DWPoseOnnx:
+    """DWPose whole-body keypoints (body, feet, face, hands) through onnxruntime.
+
+    The same two-stage pipeline as the ControlNet extension's ONNX DWPose: YOLOX-L finds people
+    (a 640x640 letterboxed input, person class, NMS), then ``dw-ll_ucoco_384`` (RTMPose-style,
+    288x384 input per person box padded 1.25x) gives 133 COCO-WholeBody keypoints decoded from
+    SimCC vectors (split ratio 2). They become COCO-18 body (neck = shoulders' midpoint) + left
+    and right 21-point hands + a 68-point face (pupils absent) for the most prominent person.
+
+    Tested here with stand-in ONNX graphs of the real models' input/output signatures (the
+    geometry of every stage); the real weights are not shipped and not downloaded by tests.
+    """
+
+    DET_SIZE = (640, 640)  # h, w
+    MEAN = np.array([123.675, 116.28, 103.53])
+    STD = np.array([58.395, 57.12, 57.375])
+    # COCO-WholeBody body index for each COCO-18 index (neck computed)
+    _COCO17 = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+
+    def __init__(self, det_model: Optional[PathLike] = None, pose_model: Optional[PathLike] = None,
+                 providers: Optional[list[str]] = None, threshold: float = 0.3):
+        from lib_profile import model_files
+
+        det = Path(det_model) if det_model else model_files.path_of("dwpose_det")
+        pose = Path(pose_model) if pose_model else model_files.path_of("dwpose_pose")
+        for path in (det, pose):
+            if not path.is_file():
+                raise HostError(f"DWPose model not found: put {path.name} in {path.parent} "
+                                "(see `python -m lib_profile doctor`), or use the mediapipe pose from a photo")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise HostError("DWPose needs onnxruntime: pip install onnxruntime") from exc
+        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                  if p in ort.get_available_providers()]
+        try:
+            self.det = ort.InferenceSession(str(det), providers=providers)
+            self.pose = ort.InferenceSession(str(pose), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign .onnx file
+            raise HostError(f"Cannot load the DWPose ONNX models: {exc}") from exc
+        self.threshold = threshold
+        self._check_signatures()
+
+    def _check_signatures(self) -> None:
+        d_in, p_in, p_out = self.det.get_inputs(), self.pose.get_inputs(), self.pose.get_outputs()
+        if len(d_in) != 1 or [_dim(v) for v in d_in[0].shape[1:]] != [3, 640, 640]:
+            raise HostError(f"The DWPose detector should be YOLOX with one 1x3x640x640 input, not "
+                            f"{[i.shape for i in d_in]}: is it yolox_l.onnx?")
+        if len(p_in) != 1 or len(p_in[0].shape) != 4 or len(p_out) != 2 or _dim(p_out[0].shape[1]) not in (133, None):
+            raise HostError(f"The DWPose keypoint model should have one 1x3xHxW input and two outputs (simcc_x, "
+                            f"simcc_y) of 133 keypoints, not inputs {[i.shape for i in p_in]}, outputs "
+                            f"{[o.shape for o in p_out]}: is it dw-ll_ucoco_384.onnx?")
+        h, w = (_dim(v) for v in p_in[0].shape[2:])
+        self.pose_h, self.pose_w = h or 384, w or 288
+
+    # detection
+    def detect_people(self, rgb: np.ndarray) -> np.ndarray:
+        """Person boxes (N, 4) x1, y1, x2, y2 in image pixels, best first."""
+        import cv2
+
+        dh, dw = self.DET_SIZE
+        r = min(dh / rgb.shape[0], dw / rgb.shape[1])
+        nh, nw = int(rgb.shape[0] * r), int(rgb.shape[1] * r)
+        padded = np.full((dh, dw, 3), 114, dtype=np.uint8)
+        padded[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        blob = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32)
+        out = self.det.run(None, {self.det.get_inputs()[0].name: blob})[0][0].astype(np.float64)
+        grids, strides = [], []
+        for stride in (8, 16, 32):
+            gy, gx = np.meshgrid(np.arange(dh // stride), np.arange(dw // stride), indexing="ij")
+            grids.append(np.stack([gx.ravel(), gy.ravel()], 1))
+            strides.append(np.full((gx.size, 1), stride))
+        grids, strides = np.concatenate(grids), np.concatenate(strides)
+        centre = (out[:, :2] + grids) * strides
+        size = np.exp(np.clip(out[:, 2:4], -10, 10)) * strides
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], 1) / r
+        scores = out[:, 4] * out[:, 5]  # objectness x person class
+        keep = scores > 0.3
+        boxes, scores = boxes[keep], scores[keep]
+        return boxes[_nms(boxes, scores, 0.45)]
+
+    # keypoints
+    def keypoints(self, rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+        """133 keypoints (x, y) in image pixels and their scores for one person box."""
+        import cv2
+
+        x1, y1, x2, y2 = (float(v) for v in box)
+        center = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+        bw, bh = (x2 - x1) * 1.25, (y2 - y1) * 1.25
+        aspect = self.pose_w / self.pose_h
+        bw, bh = (bw, bw / aspect) if bw > bh * aspect else (bh * aspect, bh)
+        scale = np.array([bw, bh])
+        # box (center, scale) -> model input, no rotation: a pure scale and shift
+        sx = self.pose_w / bw
+        warp = np.array([[sx, 0, self.pose_w / 2 - center[0] * sx], [0, sx, self.pose_h / 2 - center[1] * sx]])
+        crop = cv2.warpAffine(rgb, warp, (self.pose_w, self.pose_h), flags=cv2.INTER_LINEAR)
+        blob = ((crop - self.MEAN) / self.STD).transpose(2, 0, 1)[None].astype(np.float32)
+        simcc_x, simcc_y = self.pose.run(None, {self.pose.get_inputs()[0].name: blob})
+        simcc_x, simcc_y = simcc_x[0], simcc_y[0]
+        locs = np.stack([simcc_x.argmax(1), simcc_y.argmax(1)], 1).astype(np.float64) / 2.0  # split ratio 2
+        scores = np.minimum(simcc_x.max(1), simcc_y.max(1))
+        pts = locs / np.array([self.pose_w, self.pose_h]) * scale + center - scale / 2
+        return pts, scores
+
+    def __call__(self, image: Image.Image, name: str = "custom") -> Pose:
+        rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        h, w = rgb.shape[:2]
+        boxes = self.detect_people(rgb)
+        if len(boxes) == 0:
+            raise HostError("No person found in the reference photo (DWPose detector)")
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        pts, scores = self.keypoints(rgb, boxes[int(np.argmax(areas))])
+        return self.to_pose(pts, scores, w, h, name)
+
+    def to_pose(self, pts: np.ndarray, scores: np.ndarray, width: int, height: int, name: str = "custom") -> Pose:
+        """133 COCO-WholeBody keypoints -> COCO-18 body, hands (left, right) and face."""
+        ok = (scores > self.threshold) & (pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)
+        full = np.concatenate([pts, ok[:, None].astype(np.float64)], 1)
+        full[~ok] = 0.0
+        body = np.zeros((18, 3))
+        for i, j in enumerate(self._COCO17):
+            if j is not None:
+                body[i] = full[j]
+        if ok[5] and ok[6]:
+            body[1] = ((full[5, 0] + full[6, 0]) / 2, (full[5, 1] + full[6, 1]) / 2, 1.0)
+        face = np.vstack([full[23:91], np.zeros((2, 3))])
+        hands = [full[91:112].copy(), full[112:133].copy()]
+        if not body[:, 2].any():
+            raise HostError("No body keypoint found with confidence in the reference photo (DWPose)")
+        framing = "half body" if body[8, 2] > 0 or body[11, 2] > 0 else "head and shoulders"
+        return Pose(name=name, title=_title(name), description="A pose taken from a reference photo (DWPose).",
+                    framing=framing, width=width, height=height, body=body, hands=hands, face=face)
+
+
+def _dim(v) -> Optional[int]:
+    return v if isinstance(v, int) else None
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    order, keep = list(np.argsort(-scores)), []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        rest = np.array(order, dtype=int)
+        if not len(rest):
+            break
+        ix1, iy1 = np.maximum(boxes[i, 0], boxes[rest, 0]), np.maximum(boxes[i, 1], boxes[rest, 1])
+        ix2, iy2 = np.minimum(boxes[i, 2], boxes[rest, 2]), np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+        order = [int(j) for j, o in zip(rest, inter / (area[i] + area[rest] - inter + 1e-9)) if o <= iou]
+    return keep

@@ -1,0 +1,164 @@
+"""Running a studio plan on a host: every stage of every portrait, timed, saved with its infotext."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PIL import Image
+
+from lib_profile import paths
+from lib_profile.hosts.base import (ControlUnit, Host, HostError, Img2ImgRequest, Interrupted, LoraRef, RunControl,
+                                    Txt2ImgRequest)
+from lib_profile.infotext import infotext, save_png
+from lib_profile.studio.detail import DetailParams, detail_pass
+from lib_profile.studio.plan import Plan
+from lib_profile.studio.tone import get_tone, grade_image
+
+MAX_TOKENS = 75
+
+
+def prompt_tokens(prompt: str) -> int:
+    from lib_profile.hosts import prompt as prompts
+    from lib_profile.hosts.tokenizer import load_tokenizer
+
+    return prompts.token_count(load_tokenizer(str(paths.cache_dir() / "clip-tokenizer")), prompt)
+
+
+def _positions(total: int, tile: int, overlap: int) -> list[int]:
+    if total <= tile:
+        return [0]
+    step = max(tile - overlap, 8)
+    return sorted(set(list(range(0, total - tile, step)) + [total - tile]))
+
+
+def _ramp(n: int, overlap: int, start: bool, end: bool) -> np.ndarray:
+    w = np.ones(n, np.float32)
+    ramp = np.linspace(0.0, 1.0, overlap + 2, dtype=np.float32)[1:-1]
+    if start and overlap:
+        w[:overlap] = ramp
+    if end and overlap:
+        w[-overlap:] = ramp[::-1]
+    return w
+
+
+def tiled_upscale(host: Host, image: Image.Image, plan: Plan, params: dict, loras: list[LoraRef], seed: int,
+                  control: Optional[RunControl]) -> Image.Image:
+    """Upscale, then re-detail tile by tile at low denoise (ControlNet tile when there is a model),
+    blending the overlaps with linear ramps so no seam shows."""
+    big = host.upscale(image, float(params.get("scale", 2.0)), params.get("upscaler", "Lanczos"))
+    strength = float(params.get("denoising_strength", 0.2))
+    if strength <= 0:
+        return big
+    tw, th, overlap = min(plan.width, big.width), min(plan.height, big.height), int(params.get("tile_overlap", 64))
+    xs, ys = _positions(big.width, tw, overlap), _positions(big.height, th, overlap)
+    acc = np.zeros((big.height, big.width, 3), np.float32)
+    weight = np.zeros((big.height, big.width, 1), np.float32)
+    for yi, y in enumerate(ys):
+        for xi, x in enumerate(xs):
+            tile = big.crop((x, y, x + tw, y + th))
+            units = ([ControlUnit("tile", tile, plan.controlnet_tile, float(params.get("tile_weight", 0.6)))]
+                     if plan.controlnet_tile else [])
+            req = Img2ImgRequest(prompt=plan.prompt, negative_prompt=plan.negative_prompt, width=tw, height=th,
+                                 steps=int(params.get("steps", 20)), cfg_scale=plan.cfg_scale, sampler=plan.sampler,
+                                 scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip, loras=loras,
+                                 controlnets=units, init_image=tile, denoising_strength=strength)
+            out = np.asarray(host.img2img(req, control).images[0].convert("RGB"), np.float32)
+            wy = _ramp(th, overlap if len(ys) > 1 else 0, yi > 0, yi < len(ys) - 1)
+            wx = _ramp(tw, overlap if len(xs) > 1 else 0, xi > 0, xi < len(xs) - 1)
+            w = (wy[:, None] * wx[None, :])[..., None]
+            acc[y:y + th, x:x + tw] += out * w
+            weight[y:y + th, x:x + tw] += w
+    return Image.fromarray((acc / np.maximum(weight, 1e-6)).clip(0, 255).round().astype(np.uint8))
+
+
+def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunControl] = None,
+             on_stage: Optional[Callable[[int, int, str], None]] = None) -> dict[str, Any]:
+    """Make ``plan.count`` portraits into ``out``: PNGs with infotext, plan.json, result.json, a contact sheet."""
+    from lib_profile.identity.score import IdentityScorer, reference_from_lora
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokens = prompt_tokens(plan.prompt)
+    if tokens > MAX_TOKENS:
+        plan.notes.append(f"The prompt has {tokens} CLIP tokens (over {MAX_TOKENS}): words past the first chunk "
+                          "are weighted less; shorten it for the most faithful result.")
+    plan.save(out / "plan.json")
+    tone = get_tone(plan.tone)
+    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    pose_unit = None
+    if plan.pose and plan.controlnet_pose:
+        from lib_profile.studio.pose import load_pose, render
+
+        pose_map = render(load_pose(plan.pose), plan.width, plan.height)
+        pose_map.save(out / "pose.png")
+        pose_unit = ControlUnit("pose", pose_map, plan.controlnet_pose, 1.0)
+    scorer = IdentityScorer(reference_from_lora(plan.lora["path"]) if plan.lora else None)
+    stages = plan.enabled()
+    items: list[dict[str, Any]] = []
+    for n in range(plan.count):
+        seed = (plan.seed + n) % 2**32
+        image: Optional[Image.Image] = None
+        first_params: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        before_detail: Optional[Image.Image] = None
+        for index, stage in stages:
+            if control and control.should_interrupt and control.should_interrupt():
+                raise Interrupted()
+            if on_stage:
+                on_stage(n, index, stage.kind)
+            started = time.perf_counter()
+            p = stage.params
+            if stage.kind == "txt2img":
+                res = host.txt2img(Txt2ImgRequest(
+                    prompt=plan.prompt, negative_prompt=plan.negative_prompt, width=plan.width, height=plan.height,
+                    steps=plan.steps, cfg_scale=plan.cfg_scale, sampler=plan.sampler, scheduler=plan.scheduler,
+                    seed=seed, clip_skip=plan.clip_skip, loras=loras,
+                    controlnets=[pose_unit] if pose_unit else []), control)
+                image, first_params = res.images[0], res.params
+            elif image is None:
+                raise HostError("The plan's first enabled stage must be txt2img")
+            elif stage.kind == "detail":
+                if before_detail is None:
+                    before_detail = image
+                image, _info = detail_pass(host, image, plan.prompt, plan.negative_prompt, loras, seed, plan.sampler,
+                                           plan.scheduler, plan.cfg_scale, plan.clip_skip,
+                                           DetailParams(**{k: v for k, v in p.items()}), control)
+            elif stage.kind == "refine":
+                res = host.img2img(Img2ImgRequest(
+                    prompt=p.get("prompt", plan.prompt), negative_prompt=plan.negative_prompt, width=image.width,
+                    height=image.height, steps=int(p.get("steps", 20)), cfg_scale=plan.cfg_scale,
+                    sampler=plan.sampler, scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip,
+                    loras=loras, init_image=image, denoising_strength=float(p.get("denoising_strength", 0.25))),
+                    control)
+                image = res.images[0]
+            elif stage.kind == "upscale":
+                image = tiled_upscale(host, image, plan, p, loras, seed, control)
+            elif stage.kind == "grade":
+                image = grade_image(image, tone, p.get("strength"))
+            timings[f"{index}:{stage.kind}"] = round(time.perf_counter() - started, 3)
+        score = scorer(image)
+        extra = {"Profile Studio": f"pose {plan.pose or 'none'}, tone {plan.tone}",
+                 "Identity similarity": score, "Size": f"{image.width}x{image.height}"}
+        name = f"{n:03d}-{seed}.png"
+        save_png(image, out / name, infotext({**first_params, "seed": seed}, extra))
+        if before_detail is not None:
+            before_detail.save(out / f"{n:03d}-{seed}-before-detail.png")
+        items.append({"file": name, "seed": seed, "identity_similarity": score, "stage_seconds": timings,
+                      "before_detail": f"{n:03d}-{seed}-before-detail.png" if before_detail is not None else None,
+                      "size": [image.width, image.height]})
+    result = {"plan": "plan.json", "images": items, "notes": plan.notes, "prompt_tokens": tokens,
+              "contact_sheet": "contact_sheet.png"}
+    from lib_profile.photos.contact_sheet import contact_sheet
+
+    contact_sheet([{"image": Image.open(out / it["file"]).convert("RGB"), "title": it["file"], "accepted": True,
+                    "lines": [f"identity {it['identity_similarity']:.3f}" if it["identity_similarity"] is not None
+                              else "no face found"]} for it in items], columns=min(4, len(items))
+                  ).save(out / "contact_sheet.png")
+    tmp = out / "result.json.partial"
+    tmp.write_text(json.dumps(result, indent=1), "utf-8")
+    tmp.replace(out / "result.json")
+    return result
