@@ -31,8 +31,9 @@ def small_plan(tiny_controlnet, **kw):
 
 
 def test_the_whole_default_plan_runs(host, tiny_controlnet, tmp_path):
-    plan = small_plan(tiny_controlnet, count=2)
+    plan = small_plan(tiny_controlnet, count=2, pose="three_quarter_left", controlnet_pose=str(tiny_controlnet))
     result = run_plan(plan, host, tmp_path)
+    assert Image.open(tmp_path / "pose.png").size == (64, 96) and not plan.notes
     assert [s.kind for s in plan.stages] == ["txt2img", "detail", "refine", "detail", "upscale", "grade"]
     assert len(result["images"]) == 2 and [i["seed"] for i in result["images"]] == [11, 12]
     first = result["images"][0]
@@ -101,3 +102,8 @@ def test_long_prompts_are_flagged(host, tiny_controlnet, tmp_path):
 def test_bad_choices_are_named(tiny_controlnet, kw, message):
     with pytest.raises(HostError, match=message):
         small_plan(tiny_controlnet, **kw)
+
+
+def test_pose_without_a_controlnet_model_says_which_file_to_install(tiny_controlnet):
+    plan = small_plan(tiny_controlnet, pose="frontal_shoulders")
+    assert any("control_v11p_sd15_openpose.pth" in n for n in plan.notes)

@@ -31,6 +31,7 @@ from lib_profile.hosts.base import HostError
 
 POSES_DIR = paths.EXTENSION_ROOT / "models" / "poses"
 FRAMINGS = ("head and shoulders", "half body")
+THUMBNAIL_SIZE = (128, 192)
 
 KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
                   "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
@@ -172,6 +173,11 @@ def thumbnail_path(name: str) -> Path:
     return POSES_DIR / f"{name}.png"
 
 
+def thumbnail(pose: Pose) -> Image.Image:
+    """The small preview shipped next to each template (``models/poses/<name>.png``)."""
+    return render(pose, *THUMBNAIL_SIZE)
+
+
 # ------------------------------------------------------------------------------------------- drawing
 
 def render(pose: Pose, width: int, height: int) -> Image.Image:
@@ -189,41 +195,40 @@ def render(pose: Pose, width: int, height: int) -> Image.Image:
     s = min(width / pose.width, height / pose.height)
     ox, oy = (width - pose.width * s) / 2, (height - pose.height * s) / 2
     k = min(width, height) / 512.0
-    stick, radius = max(1, round(4 * k)), max(1, round(4 * k))
+    stick = radius = max(1, round(4 * k))
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
 
-    def xy(p):
+    def xy(p) -> tuple[float, float]:
         return p[0] * s + ox, p[1] * s + oy
+
+    def ixy(p) -> tuple[int, int]:
+        x, y = xy(p)
+        return int(x), int(y)
 
     body = pose.body
     for (a, b), color in zip(LIMBS, COLORS):
         if body[a, 2] <= 0 or body[b, 2] <= 0:
             continue
         (x1, y1), (x2, y2) = xy(body[a]), xy(body[b])
-        length = math.hypot(x1 - x2, y1 - y2)
-        angle = math.degrees(math.atan2(y1 - y2, x1 - x2))
-        poly = cv2.ellipse2Poly((int((x1 + x2) / 2), int((y1 + y2) / 2)), (int(length / 2), stick), int(angle), 0, 360, 1)
+        half = int(math.hypot(x1 - x2, y1 - y2) / 2)
+        angle = int(math.degrees(math.atan2(y1 - y2, x1 - x2)))
+        poly = cv2.ellipse2Poly((int((x1 + x2) / 2), int((y1 + y2) / 2)), (half, stick), angle, 0, 360, 1)
         cv2.fillConvexPoly(canvas, poly, [int(c * 0.6) for c in color])
     for i, color in enumerate(COLORS):
         if body[i, 2] > 0:
-            x, y = xy(body[i])
-            cv2.circle(canvas, (int(x), int(y)), radius, color, thickness=-1)
+            cv2.circle(canvas, ixy(body[i]), radius, color, thickness=-1)
 
     for hand in pose.hands or []:
         for ie, (a, b) in enumerate(HAND_EDGES):
             if hand[a, 2] > 0 and hand[b, 2] > 0:
                 color = [round(c * 255) for c in colorsys.hsv_to_rgb(ie / len(HAND_EDGES), 1.0, 1.0)]
-                p1, p2 = xy(hand[a]), xy(hand[b])
-                cv2.line(canvas, (int(p1[0]), int(p1[1])), (int(p2[0]), int(p2[1])), color, thickness=max(1, round(2 * k)))
+                cv2.line(canvas, ixy(hand[a]), ixy(hand[b]), color, thickness=max(1, round(2 * k)))
         for p in hand:
             if p[2] > 0:
-                x, y = xy(p)
-                cv2.circle(canvas, (int(x), int(y)), radius, (0, 0, 255), thickness=-1)
-    if pose.face is not None:
-        for p in pose.face:
-            if p[2] > 0:
-                x, y = xy(p)
-                cv2.circle(canvas, (int(x), int(y)), max(1, round(3 * k)), (255, 255, 255), thickness=-1)
+                cv2.circle(canvas, ixy(p), radius, (0, 0, 255), thickness=-1)
+    for p in pose.face if pose.face is not None else []:
+        if p[2] > 0:
+            cv2.circle(canvas, ixy(p), max(1, round(3 * k)), (255, 255, 255), thickness=-1)
     return Image.fromarray(canvas, "RGB")
 
 
@@ -395,7 +400,8 @@ class DWPoseOnnx:
 
     def to_pose(self, pts: np.ndarray, scores: np.ndarray, width: int, height: int, name: str = "custom") -> Pose:
         """133 COCO-WholeBody keypoints -> COCO-18 body, hands (left, right) and face."""
-        ok = (scores > self.threshold) & (pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)
+        ok = (scores > self.threshold) & inside
         full = np.concatenate([pts, ok[:, None].astype(np.float64)], 1)
         full[~ok] = 0.0
         body = np.zeros((18, 3))
