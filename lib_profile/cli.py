@@ -206,7 +206,6 @@ def cmd_generate(args) -> int:
     out = Path(args.out)
     pose = args.pose
     if pose and Path(pose).is_file() and Path(pose).suffix.lower() != ".json":
-        from PIL import Image
 
         from lib_profile.photos.reading import read_photo
         from lib_profile.studio.pose import from_photo, pose_to_json

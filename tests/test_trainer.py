@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +216,11 @@ def test_sigterm_stops_the_cli_resumably(intake_dir, tmp_path, data_dir):
     last = json.loads(rest.strip().splitlines()[-1])
     assert last["phase"] == "cancelled" and last["resumable"] is True
     assert (out / "state" / "state.pt").is_file()
+
+
+def test_text_encoder_and_feed_forward_options_export_their_layers(intake_dir, tiny_checkpoint, tmp_path):
+    result = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run",
+                     small(steps=3, log_every=1, train_text_encoder=True, feed_forward=True)).run()
+    keys = load_file(result["file"]).keys()
+    assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj.") for k in keys)
+    assert any("_ff_net_0_proj." in k for k in keys) and any("_ff_net_2." in k for k in keys)

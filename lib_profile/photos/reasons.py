@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 UNREADABLE = "unreadable"
 UNSUPPORTED_FORMAT = "unsupported_format"

@@ -126,7 +126,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
                     before_detail = image
                 image, _info = detail_pass(host, image, plan.prompt, plan.negative_prompt, loras, seed, plan.sampler,
                                            plan.scheduler, plan.cfg_scale, plan.clip_skip,
-                                           DetailParams(**{k: v for k, v in p.items()}), control)
+                                           DetailParams(**p), control)
             elif stage.kind == "refine":
                 res = host.img2img(Img2ImgRequest(
                     prompt=p.get("prompt", plan.prompt), negative_prompt=plan.negative_prompt, width=image.width,

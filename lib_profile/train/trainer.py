@@ -12,13 +12,12 @@ checkpoint; at the end the best one (or the average of the top k) is exported.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Optional, TextIO
 
 import numpy as np
 from PIL import Image
@@ -260,13 +259,16 @@ class Trainer:
                                              for c in self.unique_captions])
 
     def _text(self, index):
+        """Caption conditioning for a batch: from the cache, or encoded now when the text encoder trains."""
+        import torch
+
         from lib_profile.hosts import prompt as prompts
 
         if not self.cfg.train_text_encoder:
             return self.text_cache[index.to(self.text_cache.device)]
         m = self.model
-        return __import__("torch").cat([prompts.encode(m.text_encoder, m.tokenizer, self.unique_captions[i],
-                                                       self.cfg.clip_skip)[0] for i in index.tolist()])
+        return torch.cat([prompts.encode(m.text_encoder, m.tokenizer, self.unique_captions[i], self.cfg.clip_skip)[0]
+                          for i in index.tolist()])
 
     def _optimizer(self):
         import torch
@@ -445,7 +447,6 @@ class Trainer:
                     faces_found=len(found), images=len(scores))
 
     def _finish(self, history: list, started: float) -> dict[str, Any]:
-        import torch
         from safetensors.torch import load_file, save_file
 
         cfg, scores = self.cfg, getattr(self, "_scores", {})
