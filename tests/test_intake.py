@@ -213,3 +213,13 @@ def test_rerun_replaces_a_previous_intake(photo_folder, tmp_path):
     report = run_intake([photo_folder / "a_original.jpg"], out)
     assert report["counts"]["total"] == 1 and len(list((out / "train").glob("*.png"))) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["again"]
+
+
+def test_clean_background_makes_the_background_plain(photo_folder, tmp_path):
+    opts = IntakeOptions(clean_background=True, thresholds=Thresholds(min_photos=1))
+    run_intake([photo_folder / "a_original.jpg"], tmp_path / "clean", opts)
+    crop = np.asarray(Image.open(tmp_path / "clean" / "train" / "001.png"), np.int16)
+    corner = crop[:40, :40].reshape(-1, 3)
+    assert np.abs(corner - 235).mean() < 12  # the flag/shuttle backdrop is now plain light grey
+    centre = crop[200:300, 220:290].reshape(-1, 3)
+    assert np.abs(centre - 235).mean() > 40  # the face is kept
