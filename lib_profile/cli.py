@@ -219,12 +219,11 @@ def cmd_generate(args) -> int:
         pose = str(pose_file)
     activation = "person"
     if args.lora:
-        from safetensors import safe_open
+        from lib_profile.lora.apply import read_metadata
 
         if not Path(args.lora).is_file():
             raise HostError(f"LoRA file not found: {args.lora}")
-        with safe_open(args.lora, "pt") as f:
-            activation = (f.metadata() or {}).get("profile_studio_activation_text", activation)
+        activation = read_metadata(args.lora).get("profile_studio_activation_text", activation)
     prompt = args.prompt or f"studio portrait photo of {activation}, looking at the camera, soft studio light"
     cn = lambda v: str(tiny_controlnet(args.data_dir)) if v == "tiny" else v  # noqa: E731
     switches = {s: not getattr(args, f"no_{s}") for s in ("detail", "refine", "detail2", "upscale", "grade")}

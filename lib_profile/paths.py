@@ -47,6 +47,11 @@ def data_dir(explicit: str | os.PathLike | None = None, create: bool = True) -> 
     return path
 
 
+def tokenizer_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where the CLIP tokenizer built from open_clip's vocabulary is kept."""
+    return cache_dir(explicit) / "clip-tokenizer"
+
+
 def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     path = data_dir(explicit) / "cache"
     path.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ Nothing is fetched from a hub.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +187,3 @@ def _atomic_save(save_file, tensors, path: Path, metadata: dict[str, str] | None
     save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
     tmp.replace(path)
 
-
-def describe_configs(model: SD15) -> str:
-    return json.dumps(model.configs, indent=1)

@@ -65,7 +65,7 @@ class DiffusersHost(Host):
         if dtype is None:
             dtype = "float16" if self.device.type == "cuda" else "float32"
         self.dtype = getattr(torch, dtype)
-        self.model = load_sd15(self.checkpoint, paths.cache_dir(data_dir) / "clip-tokenizer")
+        self.model = load_sd15(self.checkpoint, paths.tokenizer_dir(data_dir))
         for module in (self.model.unet, self.model.vae, self.model.text_encoder):
             module.to(self.device, self.dtype)
         self._controlnets: dict[str, Any] = {}

@@ -12,16 +12,12 @@ from PIL import Image
 
 def reference_from_lora(lora_path: str | Path) -> Optional[dict]:
     """The identity a Profile Studio LoRA carries: its metadata, else the ``.identity.json`` beside it."""
-    from safetensors import safe_open
+    from lib_profile.lora.apply import read_metadata
 
     path = Path(lora_path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("profile_studio_identity"):
-            return json.loads(meta["profile_studio_identity"])
-    except Exception:  # noqa: BLE001 - an unreadable file has no identity; the host reports the file itself
-        pass
+    meta = read_metadata(path)
+    if meta.get("profile_studio_identity"):
+        return json.loads(meta["profile_studio_identity"])
     side = path.with_name(path.stem + ".identity.json")
     return json.loads(side.read_text("utf-8")) if side.is_file() else None
 

@@ -68,6 +68,17 @@ def read_lora(path: str | Path) -> tuple[list[LoraDelta], dict[str, str]]:
     return deltas, meta
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A LoRA file's safetensors metadata, without loading its tensors ({} when unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - callers report a missing or broken file themselves
+        return {}
+
+
 @contextmanager
 def applied(loras: list[tuple[str | Path, float]], unet, text_encoder) -> Iterator[list[str]]:
     """Merge each (file, weight) into ``unet``/``text_encoder`` for the block; restore on exit.

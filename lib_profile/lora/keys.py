@@ -7,7 +7,7 @@ model path. The parts are ``lora_down.weight``, ``lora_up.weight``, ``alpha`` (a
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from lib_profile.hosts import ldm_layout as L
 
@@ -27,17 +27,6 @@ def unet_compvis_key(diffusers_name: str, cfg: Mapping[str, Any]) -> str:
 
 def te_module_key(hf_name: str) -> str:
     return TE + hf_name.replace(".", "_")
-
-
-def webui_module_name(kohya_key: str, cfg: Mapping[str, Any], diffusers_names: Iterable[str]) -> str | None:
-    """The A1111 1.10.1 ``network_layer_mapping`` name a kohya module key resolves to (for tests and
-    diagnostics): ``diffusion_model_input_blocks_1_1_...`` or ``transformer_text_model_...``."""
-    if kohya_key.startswith(TE):
-        return "transformer_" + kohya_key[len(TE):]
-    for name in diffusers_names:
-        if unet_module_key(name) == kohya_key or unet_compvis_key(name, cfg) == kohya_key:
-            return "diffusion_model_" + L.unet_key(name + ".weight", cfg).removesuffix(".weight").replace(".", "_")
-    return None
 
 
 def module_table(unet=None, text_encoder=None) -> dict[str, Any]:

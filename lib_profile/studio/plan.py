@@ -53,9 +53,6 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     version: int = PLAN_VERSION
 
-    def stage(self, index: int) -> Stage:
-        return self.stages[index]
-
     def enabled(self) -> list[tuple[int, Stage]]:
         return [(i, s) for i, s in enumerate(self.stages) if s.enabled]
 

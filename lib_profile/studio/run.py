@@ -25,7 +25,7 @@ def prompt_tokens(prompt: str) -> int:
     from lib_profile.hosts import prompt as prompts
     from lib_profile.hosts.tokenizer import load_tokenizer
 
-    return prompts.token_count(load_tokenizer(str(paths.cache_dir() / "clip-tokenizer")), prompt)
+    return prompts.token_count(load_tokenizer(str(paths.tokenizer_dir())), prompt)
 
 
 def _positions(total: int, tile: int, overlap: int) -> list[int]:
@@ -99,6 +99,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
     scorer = IdentityScorer(reference_from_lora(plan.lora["path"]) if plan.lora else None)
     stages = plan.enabled()
     items: list[dict[str, Any]] = []
+    finals: list[Image.Image] = []
     for n in range(plan.count):
         seed = (plan.seed + n) % 2**32
         image: Optional[Image.Image] = None
@@ -145,6 +146,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
                  "Identity similarity": score, "Size": f"{image.width}x{image.height}"}
         name = f"{n:03d}-{seed}.png"
         save_png(image, out / name, infotext({**first_params, "seed": seed}, extra))
+        finals.append(image)
         if before_detail is not None:
             before_detail.save(out / f"{n:03d}-{seed}-before-detail.png")
         items.append({"file": name, "seed": seed, "identity_similarity": score, "stage_seconds": timings,
@@ -154,9 +156,9 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
               "contact_sheet": "contact_sheet.png"}
     from lib_profile.photos.contact_sheet import contact_sheet
 
-    contact_sheet([{"image": Image.open(out / it["file"]).convert("RGB"), "title": it["file"], "accepted": True,
+    contact_sheet([{"image": img, "title": it["file"], "accepted": True,
                     "lines": [f"identity {it['identity_similarity']:.3f}" if it["identity_similarity"] is not None
-                              else "no face found"]} for it in items], columns=min(4, len(items))
+                              else "no face found"]} for it, img in zip(items, finals)], columns=min(4, len(items))
                   ).save(out / "contact_sheet.png")
     tmp = out / "result.json.partial"
     tmp.write_text(json.dumps(result, indent=1), "utf-8")

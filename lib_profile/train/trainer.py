@@ -214,7 +214,7 @@ class Trainer:
         self.gpu = self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.gpu and torch.cuda.is_bf16_supported() else torch.float16
         path = resolve_checkpoint(self.checkpoint, self.data_dir)
-        self.model = load_sd15(path, paths.cache_dir(self.data_dir) / "clip-tokenizer")
+        self.model = load_sd15(path, paths.tokenizer_dir(self.data_dir))
         self.model_path = path
         m = self.model
         # frozen weights in half precision on a GPU (the LoRA layers stay float32 for the optimiser)
