@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from lib_profile.hosts.base import Host, InpaintRequest, LoraRef, RunControl
+from lib_profile.hosts.base import Host, HostError, Img2ImgRequest, InpaintRequest, LoraRef, RunControl
 
 
 @dataclass
@@ -26,6 +26,12 @@ class DetailParams:
     steps: int = 20
     max_faces: int = 1
     use_mesh: bool = True
+    engine: str = "builtin"  # "builtin" | "adetailer" (the ADetailer extension, inside the WebUI only)
+    adetailer_model: str = "face_yolov8n.pt"
+
+    def __post_init__(self):
+        if self.engine not in ("builtin", "adetailer"):
+            raise HostError(f"detail engine must be 'builtin' or 'adetailer', not {self.engine!r}")
 
 
 def face_mask(image: Image.Image, params: DetailParams) -> tuple[Optional[Image.Image], list]:
@@ -55,6 +61,9 @@ def detail_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: st
                 params: Optional[DetailParams] = None, control: Optional[RunControl] = None):
     """Repaint the face(s); returns (image, info). No face: the image comes back unchanged."""
     params = params or DetailParams()
+    if params.engine == "adetailer":
+        return adetailer_pass(host, image, prompt, negative_prompt, loras, seed, sampler, scheduler, cfg_scale,
+                              clip_skip, params, control)
     mask, faces = face_mask(image, params)
     if mask is None:
         return image, {"faces": 0}
@@ -65,3 +74,28 @@ def detail_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: st
                          denoising_strength=params.denoising_strength)
     result = host.inpaint(req, control)
     return result.images[0], {"faces": len(faces), "mask": mask, "region": result.params.get("inpaint_region")}
+
+
+def adetailer_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: str, loras: list[LoraRef],
+                   seed: int, sampler: str, scheduler: str, cfg_scale: float, clip_skip: int,
+                   params: DetailParams, control: Optional[RunControl] = None):
+    """The same pass done by the ADetailer extension (WebUI host only). Its prompt carries the identity
+    LoRA tag, which ADetailer otherwise drops from its inner inpaint."""
+    if not hasattr(host, "adetailer_detail"):
+        raise HostError("The ADetailer engine needs the WebUI (and the ADetailer extension); use 'builtin' here")
+    from lib_profile.hosts.webui import lora_tags
+
+    req = Img2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, width=image.width, height=image.height,
+                         steps=params.steps, cfg_scale=cfg_scale, sampler=sampler, scheduler=scheduler, seed=seed,
+                         clip_skip=clip_skip, init_image=image.convert("RGB"),
+                         denoising_strength=params.denoising_strength)
+    ad_args = {
+        "ad_model": params.adetailer_model, "ad_prompt": lora_tags(prompt, loras),
+        "ad_negative_prompt": negative_prompt, "ad_denoising_strength": params.denoising_strength,
+        "ad_mask_blur": params.mask_blur, "ad_dilate_erode": params.dilate, "ad_mask_k": params.max_faces,
+        "ad_inpaint_only_masked": True, "ad_inpaint_only_masked_padding": params.padding,
+        "ad_use_inpaint_width_height": True, "ad_inpaint_width": params.size, "ad_inpaint_height": params.size,
+        "ad_use_steps": True, "ad_steps": params.steps,
+    }
+    result = host.adetailer_detail(req, ad_args, control)
+    return result.images[0], {"faces": None, "engine": "adetailer"}

@@ -45,6 +45,29 @@ def _ramp(n: int, overlap: int, start: bool, end: bool) -> np.ndarray:
     return w
 
 
+def upscale_tiles(width: int, height: int, plan: Plan, params: dict) -> int:
+    """How many img2img tile passes the upscale stage makes for an image of this size."""
+    if float(params.get("denoising_strength", 0.2)) <= 0:
+        return 0
+    scale = float(params.get("scale", 2.0))
+    big_w, big_h = int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
+    overlap = int(params.get("tile_overlap", 64))
+    return (len(_positions(big_w, min(plan.width, big_w), overlap))
+            * len(_positions(big_h, min(plan.height, big_h), overlap)))
+
+
+def count_passes(plan: Plan) -> int:
+    """The sampling passes (host generate calls) a plan makes, for a progress bar spanning all of them.
+    A detail stage counts one pass per portrait (none is made when no face is found)."""
+    per_image = 0
+    for _index, stage in plan.enabled():
+        if stage.kind in ("txt2img", "refine", "detail"):  # a detail pass inpaints all its faces at once
+            per_image += 1
+        elif stage.kind == "upscale":
+            per_image += upscale_tiles(plan.width, plan.height, plan, stage.params)
+    return per_image * plan.count
+
+
 def tiled_upscale(host: Host, image: Image.Image, plan: Plan, params: dict, loras: list[LoraRef], seed: int,
                   control: Optional[RunControl]) -> Image.Image:
     """Upscale, then re-detail tile by tile at low denoise (ControlNet tile when there is a model),

@@ -51,8 +51,14 @@ def _scripts() -> types.ModuleType:
     return module
 
 
-def make_modules(data_path, **cmd_opts) -> dict[str, types.ModuleType]:
-    """The stand-in modules, by name; ``cmd_opts`` become attributes of ``modules.shared.cmd_opts``."""
+def make_modules(data_path, flavour: str = "a1111", cn_models=None, adetailer: bool = False,
+                 **cmd_opts) -> dict[str, types.ModuleType]:
+    """The stand-in modules, by name; ``cmd_opts`` become attributes of ``modules.shared.cmd_opts``.
+    ``flavour`` is "a1111" or "forge"; ``cn_models`` lists ControlNet model names (None: no extension)."""
+    try:
+        from standins import processing as runtime
+    except ImportError:
+        from tests.standins import processing as runtime
     data_path = str(data_path)
     opts = {"profile_studio_dir": None, "data_dir": data_path, "nowebui": False, **cmd_opts}
     package = _module("modules", __path__=[])
@@ -68,24 +74,54 @@ def make_modules(data_path, **cmd_opts) -> dict[str, types.ModuleType]:
             models_path=os.path.join(data_path, "models"),
         ),
     }
+    if flavour == "a1111" and cn_models:  # Mikubill lists the files in models/ControlNet
+        folder = Path(data_path) / "models" / "ControlNet"
+        folder.mkdir(parents=True, exist_ok=True)
+        listed = []
+        for name in cn_models:
+            path = folder / (name.split(" [")[0] + ".pth")
+            path.write_bytes(name.encode() * 40000)
+            listed.append(f"{path.stem} [{runtime.model_hash(path)}]")
+        cn_models = listed
+    extra = runtime.make_runtime(flavour, mods["modules.shared"], cn_models, adetailer)
+    runners = extra.pop("_runners")
+    mods["modules.scripts"].scripts_txt2img, mods["modules.scripts"].scripts_img2img = runners
+    mods.update(extra)
     for name, module in mods.items():
         if name != "modules":
             setattr(package, name.split(".", 1)[1], module)
+    if flavour == "forge":
+        import importlib.machinery
+
+        forge = _module("modules_forge", __path__=[])
+        forge.__spec__ = importlib.machinery.ModuleSpec("modules_forge", None, is_package=True)
+        mods["modules_forge"] = forge
+        if cn_models is not None:
+            names = ["None", *cn_models]
+            state = _module("lib_controlnet.global_state", get_all_controlnet_names=lambda: list(names),
+                            update_controlnet_filenames=lambda: None)
+            mods["lib_controlnet"] = _module("lib_controlnet", __path__=[], global_state=state)
+            mods["lib_controlnet.global_state"] = state
     return mods
 
 
+def _ours(name: str) -> bool:
+    return any(name == top or name.startswith(top + ".") for top in ("modules", "modules_forge", "lib_controlnet"))
+
+
 @contextlib.contextmanager
-def installed(data_path, **cmd_opts):
-    """Put the stand-in ``modules`` into ``sys.modules``; yields the package; restores afterwards."""
-    saved = {n: m for n, m in sys.modules.items() if n == "modules" or n.startswith("modules.")}
+def installed(data_path, **kwargs):
+    """Put the stand-in ``modules`` into ``sys.modules``; yields the package; restores afterwards.
+    ``kwargs``: ``flavour``, ``cn_models``, ``adetailer`` (see :func:`make_modules`) and cmd_opts."""
+    saved = {n: m for n, m in sys.modules.items() if _ours(n)}
     for name in saved:
         del sys.modules[name]
-    mods = make_modules(data_path, **cmd_opts)
+    mods = make_modules(data_path, **kwargs)
     sys.modules.update(mods)
     try:
         yield mods["modules"]
     finally:
-        for name in [n for n in sys.modules if n == "modules" or n.startswith("modules.")]:
+        for name in [n for n in sys.modules if _ours(n)]:
             del sys.modules[name]
         sys.modules.update(saved)
 

@@ -1,0 +1,72 @@
+"""The A1111 1.10.1 flavour of the WebUI host (with Mikubill's sd-webui-controlnet when installed).
+
+Differences from Forge (webui-host.md sections 8.1 and 8.3): ControlNet's "no preprocessor" is
+``"none"``, ``resize_mode`` must be a string, model names may be stems (we still pass the exact
+``"stem [hash]"``), and ``Txt2Img`` has no ``hr_additional_modules``/``hr_cfg`` fields.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lib_profile.hosts.base import ControlUnit, Txt2ImgRequest
+
+NAME = "a1111"
+CN_NONE = "none"
+CN_MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+
+
+def controlnet_unit(unit: ControlUnit, model_name: str) -> dict[str, Any]:
+    """A plain-dict unit Mikubill's ControlNet accepts in ``script_args`` (converted with ``from_dict``)."""
+    from lib_profile.hosts.webui import control_image_array
+
+    return {
+        "enabled": True, "module": CN_NONE, "model": model_name, "weight": unit.weight,
+        "image": control_image_array(unit.image), "resize_mode": "Just Resize", "low_vram": False,
+        "processor_res": 512, "guidance_start": unit.guidance_start, "guidance_end": unit.guidance_end,
+        "pixel_perfect": False, "control_mode": "Balanced", "save_detected_map": False, "hr_option": "Both",
+    }
+
+
+def processing_extras(kind: str, req: Txt2ImgRequest) -> dict[str, Any]:
+    return {}
+
+
+def _controlnet_folders() -> list[Path]:
+    from modules import paths, shared
+
+    folders = [Path(paths.models_path) / "ControlNet"]
+    ext = Path(getattr(paths, "data_path", paths.script_path)) / "extensions" / "sd-webui-controlnet" / "models"
+    folders.append(ext)
+    if getattr(shared.cmd_opts, "controlnet_dir", None):
+        folders.append(Path(shared.cmd_opts.controlnet_dir))
+    extra = getattr(shared.opts, "data", {}).get("control_net_models_path")
+    if extra:
+        folders.append(Path(extra))
+    return folders
+
+
+def controlnet_models() -> list[str]:
+    """``"stem [hash8]"`` names: from the ControlNet extension when it is loaded, else its folders scanned."""
+    for name in ("scripts.external_code", "external_code", "lib_controlnet.external_code"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "get_models"):
+            try:
+                return [m for m in module.get_models(update=True) if m and m != "None"]
+            except Exception:  # noqa: BLE001 - fall back to scanning
+                break
+    from modules import sd_models
+
+    names = []
+    for folder in _controlnet_folders():
+        if not folder.is_dir():
+            continue
+        for root, _dirs, files in os.walk(folder):
+            for file in sorted(files):
+                if file.endswith(CN_MODEL_SUFFIXES):
+                    path = os.path.join(root, file)
+                    names.append(f"{Path(file).stem} [{sd_models.model_hash(path)}]")
+    return names

@@ -1,0 +1,48 @@
+"""The Forge flavour of the WebUI host (built-in ``sd_forge_controlnet``).
+
+Differences from A1111 (webui-host.md sections 4.1, 8.3 and fact 4): ControlNet's "no preprocessor"
+is ``"None"``, the model must be the exact ``"stem [hash8]"`` key of
+``lib_controlnet.global_state.get_all_controlnet_names()``, the control image goes in as an
+``{"image", "mask"}`` pair of arrays (as ADetailer's Forge path does), and ``Txt2Img`` needs
+``hr_additional_modules`` and ``hr_cfg`` (else a hires pass raises TypeError or runs at CFG 1).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from lib_profile.hosts.base import ControlUnit, Txt2ImgRequest
+
+NAME = "forge"
+CN_NONE = "None"
+
+
+def controlnet_unit(unit: ControlUnit, model_name: str) -> dict[str, Any]:
+    from lib_profile.hosts.webui import control_image_array
+
+    image = control_image_array(unit.image)
+    return {
+        "enabled": True, "module": CN_NONE, "model": model_name, "weight": unit.weight,
+        "image": {"image": image, "mask": np.full_like(image, 255)}, "resize_mode": "Just Resize",
+        "processor_res": 512, "guidance_start": unit.guidance_start, "guidance_end": unit.guidance_end,
+        "pixel_perfect": False, "control_mode": "Balanced", "save_detected_map": False, "hr_option": "Both",
+    }
+
+
+def processing_extras(kind: str, req: Txt2ImgRequest) -> dict[str, Any]:
+    if kind == "txt2img":
+        return {"hr_additional_modules": ["Use same choices"], "hr_cfg": req.cfg_scale}
+    return {}
+
+
+def controlnet_models() -> list[str]:
+    try:
+        state = importlib.import_module("lib_controlnet.global_state")
+    except ImportError:
+        return []
+    if hasattr(state, "update_controlnet_filenames"):
+        state.update_controlnet_filenames()
+    return [m for m in state.get_all_controlnet_names() if m and m != "None"]

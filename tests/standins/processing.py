@@ -1,0 +1,416 @@
+"""Stand-ins for the WebUI's processing side (``modules.processing``, ``shared.state``, script runners,
+ControlNet, upscalers, queue lock, progress), following the signatures and pitfalls in webui-host.md.
+
+They do not draw anything real: txt2img paints a colour from the seed, img2img returns the init image
+tinted, inpaint paints only inside the mask. What they check is the *contract*: constructor fields
+(unknown kwargs raise TypeError, as the dataclasses do), ``is_api`` before ``scripts``, the Forge
+``hr_additional_modules`` trap, per-flavour ControlNet unit values, one ``nextjob()`` per call, and
+interrupts honoured between steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+SAMPLERS = ["DPM++ 2M", "DPM++ SDE", "Euler a", "Euler", "DDIM"]
+A1111_PREPROCESSORS = {"none", "openpose", "openpose_full", "tile_resample"}
+FORGE_PREPROCESSORS = {"None", "openpose", "openpose_full", "tile_resample"}
+CN_RESIZE_STRINGS = {"Just Resize", "Crop and Resize", "Resize and Fill"}
+
+
+class State:
+    def __init__(self):
+        self.job, self.job_no, self.job_count = "", 0, 0
+        self.sampling_step, self.sampling_steps = 0, 0
+        self.interrupted = self.skipped = False
+        self.textinfo = None
+        self.log: list[tuple] = []
+
+    def begin(self, job="(unknown)"):
+        self.job, self.job_no, self.job_count = job, 0, -1
+        self.sampling_step = 0
+        self.interrupted = self.skipped = False
+        self.log.append(("begin", job))
+
+    def end(self):
+        self.log.append(("end", self.job, self.job_no, self.job_count))
+        self.job, self.job_count = "", 0
+
+    def nextjob(self):
+        self.job_no += 1
+        self.sampling_step = 0
+
+    def interrupt(self):
+        self.interrupted = True
+
+
+class FIFOLock:
+    """Like ``modules.fifo_lock.FIFOLock``: not re-entrant (a second acquire by the holder would hang
+    there; here it raises so a test fails instead of hanging)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.owner = None
+        self.acquired = 0
+
+    def __enter__(self):
+        if self.owner == threading.get_ident():
+            raise RuntimeError("queue_lock acquired twice by one thread: it is not re-entrant")
+        self._lock.acquire()
+        self.owner = threading.get_ident()
+        self.acquired += 1
+
+    def __exit__(self, *exc):
+        self.owner = None
+        self._lock.release()
+
+
+class Script:
+    setup_for_ui_only = False
+
+    def __init__(self):
+        self.args_from = self.args_to = 0
+        self.filename = f"{self.title().lower()}.py"
+        self.seen: list = []
+
+    def title(self):
+        return type(self).__name__
+
+    def setup(self, p, *args):
+        pass
+
+    def process(self, p, *args):
+        pass
+
+    def postprocess(self, p, processed, *args):
+        pass
+
+
+class ScriptSampler(Script):
+    """The built-in Sampler script: with ``is_ui`` its setup() overwrites steps/sampler (the 2.4 pitfall)."""
+
+    setup_for_ui_only = True
+
+    def title(self):
+        return "Sampler"
+
+    def setup(self, p, steps=20, sampler_name="Euler a", scheduler="Automatic"):
+        p.steps, p.sampler_name, p.scheduler = steps, sampler_name, scheduler
+
+
+class ControlNetScript(Script):
+    def __init__(self, flavour: str, models: list[str]):
+        super().__init__()
+        self.flavour, self.models = flavour, models
+        self.units_seen: list[list[dict]] = []
+
+    def title(self):
+        return "ControlNet"
+
+    def process(self, p, *units):
+        checked = []
+        for unit in units:
+            assert isinstance(unit, dict), "units are passed as plain dicts"
+            if not unit.get("enabled", self.flavour == "forge"):
+                continue
+            if self.flavour == "a1111":
+                if unit["module"] not in A1111_PREPROCESSORS:
+                    raise ValueError(f"Mikubill: unknown preprocessor {unit['module']!r}")
+                if unit["resize_mode"] not in CN_RESIZE_STRINGS:
+                    raise ValueError("Mikubill: resize_mode must be one of the strings")
+                stem = unit["model"].split(" [")[0].lower()
+                if not any(stem in m.lower() for m in self.models):
+                    raise ValueError(f"Mikubill: model {unit['model']!r} not found")
+                assert isinstance(unit["image"], (np.ndarray, dict))
+            else:
+                if unit["module"] not in FORGE_PREPROCESSORS:
+                    raise KeyError(unit["module"])  # Forge: exact preprocessor lookup
+                if unit["model"] not in self.models:
+                    raise KeyError(unit["model"])  # Forge: exact "stem [hash]" lookup
+                image = unit["image"]
+                assert isinstance(image, dict) and image["image"].shape == image["mask"].shape
+            checked.append(unit)
+        self.units_seen.append(checked)
+
+    def postprocess(self, p, processed, *units):
+        if any(u.get("save_detected_map", True) for u in units):  # Mikubill appends detected maps
+            processed.images.append(Image.new("RGB", (p.width, p.height), (255, 0, 255)))
+
+
+class ADetailerScript(Script):
+    def title(self):
+        return "ADetailer"
+
+    def process(self, p, *args):
+        self.seen.append(args)
+
+
+class ScriptRunner:
+    def __init__(self, scripts: list[Script]):
+        self.scripts = list(scripts)
+        self.alwayson_scripts = list(scripts)
+        self.selectable_scripts: list = []
+        self.callback_map: dict = {}
+        start = 0
+        for s in self.scripts:
+            n = 3 if isinstance(s, (ScriptSampler, ControlNetScript)) else 0
+            s.args_from, s.args_to = start, start + n
+            start += n
+
+    def setup_scrips(self, p, *, is_ui=True):
+        for s in self.alwayson_scripts:
+            if not is_ui and s.setup_for_ui_only:
+                continue
+            s.setup(p, *p.script_args[s.args_from:s.args_to])
+
+    def process(self, p):
+        for s in self.alwayson_scripts:
+            s.process(p, *p.script_args[s.args_from:s.args_to])
+
+    def postprocess(self, p, processed):
+        for s in self.alwayson_scripts:
+            s.postprocess(p, processed, *p.script_args[s.args_from:s.args_to])
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessing:
+    sd_model: Any = None
+    outpath_samples: str = None
+    outpath_grids: str = None
+    prompt: Any = ""
+    styles: list = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    seed_enable_extras: bool = True
+    sampler_name: str = None
+    scheduler: str = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool = None
+    tiling: bool = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    extra_generation_params: dict = None
+    negative_prompt: Any = ""
+    denoising_strength: float = None
+    override_settings: dict = None
+    override_settings_restore_afterwards: bool = True
+    disable_extra_networks: bool = False
+    is_api: bool = field(default=False, init=False)
+    scripts_value: Any = field(default=None, init=False)
+    script_args_value: list = field(default=None, init=False)
+    scripts_setup_complete: bool = field(default=False, init=False)
+    closed: bool = field(default=False, init=False)
+
+    @property
+    def scripts(self):
+        return self.scripts_value
+
+    @scripts.setter
+    def scripts(self, value):
+        self.scripts_value = value
+        if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
+            self.setup_scripts()
+
+    @property
+    def script_args(self):
+        return self.script_args_value
+
+    @script_args.setter
+    def script_args(self, value):
+        self.script_args_value = value
+        if self.scripts_value and self.script_args_value and not self.scripts_setup_complete:
+            self.setup_scripts()
+
+    def setup_scripts(self):
+        self.scripts_setup_complete = True
+        self.scripts.setup_scrips(self, is_ui=not self.is_api)
+
+    def close(self):
+        self.closed = True
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    enable_hr: bool = False
+    denoising_strength: float = 0.75
+    hr_scale: float = 2.0
+    hr_upscaler: str = None
+    hr_second_pass_steps: int = 0
+    hr_sampler_name: str = None
+    hr_scheduler: str = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    force_task_id: str = None
+
+
+@dataclass(repr=False)
+class ForgeTxt2Img(StableDiffusionProcessingTxt2Img):
+    hr_additional_modules: list = None
+    hr_cfg: float = 1.0
+    hr_distilled_cfg: float = 3.5
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    init_images: list = None
+    resize_mode: int = 0
+    denoising_strength: float = 0.75
+    image_cfg_scale: float = None
+    mask: Any = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float = None
+    latent_mask: Any = None
+    force_task_id: str = None
+    image_mask: Any = field(default=None, init=False)
+
+    def __post_init__(self):
+        self.image_mask = self.mask
+        self.mask = None
+
+
+@dataclass
+class Processed:
+    images: list
+    all_seeds: list
+    infotexts: list
+    sampler_name: str
+    index_of_first_image: int = 0
+    sd_model_name: str = "standin-model"
+    sd_model_hash: str = "0123abcd"
+
+
+def _colour(seed: int) -> tuple[int, int, int]:
+    rng = np.random.default_rng(seed)
+    return tuple(int(x) for x in rng.integers(0, 256, 3))
+
+
+def make_processing(flavour: str, state: State, shared) -> types.ModuleType:
+    module = types.ModuleType("modules.processing")
+    module.calls = []
+    module.on_step = None  # a test may set a callback(p, step) to interrupt mid-run
+    module.StableDiffusionProcessing = StableDiffusionProcessing
+    module.StableDiffusionProcessingTxt2Img = ForgeTxt2Img if flavour == "forge" else StableDiffusionProcessingTxt2Img
+    module.StableDiffusionProcessingImg2Img = StableDiffusionProcessingImg2Img
+    module.Processed = Processed
+
+    def process_images(p):
+        module.calls.append(p)
+        if state.job_count == -1:
+            state.job_count = p.n_iter
+        if flavour == "forge" and getattr(p, "enable_hr", False):
+            _ = "Use same choices" not in p.hr_additional_modules  # TypeError on None, as in Forge's sample()
+        if p.sampler_name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {p.sampler_name}")
+        if p.scripts is not None:
+            p.scripts.process(p)
+        seeds = [p.seed + i for i in range(p.batch_size)]
+        images = []
+        state.sampling_steps = p.steps
+        for step in range(p.steps):
+            if state.interrupted:
+                break
+            state.sampling_step = step + 1
+            if module.on_step:
+                module.on_step(p, step + 1)
+        if not (state.interrupted and state.sampling_step == 0):
+            for s in seeds:
+                if isinstance(p, StableDiffusionProcessingImg2Img):
+                    base = p.init_images[0].convert("RGB")
+                    paint = Image.new("RGB", base.size, _colour(s))
+                    if p.image_mask is not None:
+                        out = Image.composite(paint, base, p.image_mask.convert("L"))
+                    else:
+                        out = Image.blend(base.resize((p.width, p.height)), paint.resize((p.width, p.height)),
+                                          p.denoising_strength * 0.5)
+                else:
+                    out = Image.new("RGB", (p.width, p.height), _colour(s))
+                images.append(out)
+        processed = Processed(images=images, all_seeds=seeds, infotexts=[f"{p.prompt}\nSeed: {s}" for s in seeds],
+                              sampler_name=p.sampler_name)
+        if p.scripts is not None:
+            p.scripts.postprocess(p, processed)
+        state.nextjob()
+        return processed
+
+    module.process_images = process_images
+    return module
+
+
+class Upscaler:
+    def upscale(self, img, scale, selected_model):
+        return img.resize((int(img.width * scale) // 8 * 8, int(img.height * scale) // 8 * 8), Image.LANCZOS)
+
+
+@dataclass
+class UpscalerData:
+    name: str
+    data_path: str
+    scaler: Upscaler
+
+
+def model_hash(filename) -> str:
+    """A1111's short hash: sha256 of 64 KiB at offset 1 MiB, first 8 hex digits."""
+    with open(filename, "rb") as f:
+        f.seek(0x100000)
+        return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+
+
+def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: bool) -> dict[str, types.ModuleType]:
+    """``modules.processing`` and friends; ``cn_models=None`` means no ControlNet extension."""
+    state = State()
+    shared.state = state
+    shared.opts = types.SimpleNamespace(outdir_samples="", outdir_txt2img_samples="out/txt2img",
+                                        outdir_img2img_samples="out/img2img", outdir_grids="",
+                                        outdir_txt2img_grids="out/txt2img-grids",
+                                        outdir_img2img_grids="out/img2img-grids", data={})
+    shared.sd_upscalers = [UpscalerData(n, None, Upscaler()) for n in ("None", "Lanczos", "R-ESRGAN 4x+")]
+
+    def runner():
+        scripts = [ScriptSampler()]
+        if cn_models is not None:
+            scripts.append(ControlNetScript(flavour, cn_models))
+        if adetailer:
+            scripts.append(ADetailerScript())
+        return ScriptRunner(scripts)
+
+    progress = types.ModuleType("modules.progress")
+    progress.log = []
+    progress.add_task_to_queue = lambda id_task: progress.log.append(("queued", id_task))
+    progress.start_task = lambda id_task: progress.log.append(("start", id_task))
+    progress.finish_task = lambda id_task: progress.log.append(("finish", id_task))
+    call_queue = types.ModuleType("modules.call_queue")
+    call_queue.queue_lock = FIFOLock()
+    samplers = types.ModuleType("modules.sd_samplers")
+    samplers.visible_sampler_names = lambda: list(SAMPLERS)
+    sd_models = types.ModuleType("modules.sd_models")
+    sd_models.model_hash = model_hash
+    return {
+        "modules.processing": make_processing(flavour, state, shared),
+        "modules.progress": progress,
+        "modules.call_queue": call_queue,
+        "modules.sd_samplers": samplers,
+        "modules.sd_models": sd_models,
+        "_runners": (runner(), runner()),
+    }

@@ -1,0 +1,295 @@
+"""The WebUI host (A1111 and Forge flavours) against stand-ins that follow webui-host.md."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lib_profile.hosts import webui as wh
+from lib_profile.hosts.base import (ControlUnit, HostError, Img2ImgRequest, InpaintRequest, Interrupted, LoraRef,
+                                    Txt2ImgRequest)
+
+try:
+    from standins import webui as standin
+except ImportError:
+    from tests.standins import webui as standin
+
+POSE = "control_v11p_sd15_openpose [cab727d4]"
+TILE = "control_v11f1e_sd15_tile [a371b31b]"
+FLAVOURS = ["a1111", "forge"]
+
+
+@pytest.fixture
+def webui(tmp_path, request):
+    """(modules package, WebUIHost) for the flavour in ``request.param`` (default a1111, ControlNet present)."""
+    opts = dict(flavour="a1111", cn_models=[POSE, TILE])
+    opts.update(getattr(request, "param", {}) or {})
+    with standin.installed(tmp_path / "webui", lora_dir=str(tmp_path / "webui" / "models" / "Lora"), **opts) as m:
+        yield m, wh.WebUIHost()
+
+
+def both(**extra):
+    return pytest.mark.parametrize("webui", [dict(flavour=f, **extra) for f in FLAVOURS], indirect=True, ids=FLAVOURS)
+
+
+def pose_map(w=512, h=768):
+    return Image.new("RGB", (w, h), (10, 20, 30))
+
+
+# ------------------------------------------------------------------ pure helpers
+
+def test_lora_tags_are_added_once():
+    lora = LoraRef("/x/alice-20261122-1.safetensors", 0.9)
+    assert wh.lora_tags("photo", [lora]) == "photo, <lora:alice-20261122-1:0.9>"
+    assert wh.lora_tags("photo <lora:alice-20261122-1:0.5>", [lora]) == "photo <lora:alice-20261122-1:0.5>"
+    assert wh.lora_tags("", [lora]) == "<lora:alice-20261122-1:0.9>"
+
+
+@pytest.mark.parametrize("wanted,kind,expected", [
+    (POSE, None, POSE),
+    ("control_v11p_sd15_openpose", None, POSE),
+    ("/models/ControlNet/control_v11p_sd15_openpose.pth", None, POSE),
+    ("control_v11f1e_sd15_tile.safetensors", None, TILE),
+    (None, "pose", POSE),
+    (None, "tile", TILE),
+    ("not_there", "pose", None),
+])
+def test_controlnet_model_names_resolve_to_the_exact_webui_name(wanted, kind, expected):
+    assert wh.resolve_model_name(wanted, ["None", POSE, TILE], kind) == expected
+
+
+def test_default_controlnet_prefers_sd15_and_skips_sdxl():
+    names = ["thibaud_xl_openpose [11111111]", "my_openpose_fp16 [22222222]"]
+    assert wh.resolve_model_name(None, names, "pose") == "my_openpose_fp16 [22222222]"
+    assert wh.resolve_model_name(None, ["thibaud_xl_openpose [1]"], "pose") is None
+
+
+def test_processing_kwargs_save_nothing_and_carry_clip_skip():
+    req = InpaintRequest(prompt="p", negative_prompt="n", steps=12, sampler="Euler", scheduler="Karras", seed=7,
+                         clip_skip=2, init_image=pose_map(), mask=Image.new("L", (512, 768)), padding=24,
+                         mask_blur=6, denoising_strength=0.4)
+    kw = wh.processing_kwargs("inpaint", req, ("o", "g"))
+    assert kw["do_not_save_samples"] and kw["do_not_save_grid"] and kw["n_iter"] == 1
+    assert kw["override_settings"]["CLIP_stop_at_last_layers"] == 2
+    assert kw["override_settings"]["return_mask"] is False
+    assert (kw["seed"], kw["steps"], kw["sampler_name"], kw["scheduler"]) == (7, 12, "Euler", "Karras")
+    assert (kw["inpaint_full_res"], kw["inpaint_full_res_padding"], kw["mask_blur"], kw["inpainting_fill"]) == \
+        (True, 24, 6, 1)
+    assert "mask" not in kw  # set as p.image_mask after construction
+
+
+def test_filtered_runner_copies_and_leaves_the_global_runner_alone(webui):
+    modules, _host = webui
+    base = modules.scripts.scripts_txt2img
+    before = [(s.title(), s.args_from, s.args_to) for s in base.alwayson_scripts]
+    runner, args, missing = wh.filtered_runner(base, [("controlnet", [{"a": 1}, {"b": 2}]), ("adetailer", [1])])
+    assert missing == ["adetailer"] and args == [{"a": 1}, {"b": 2}]
+    (cn,) = runner.alwayson_scripts
+    assert (cn.args_from, cn.args_to) == (0, 2)
+    assert cn is not base.alwayson_scripts[1] and runner.callback_map is not base.callback_map
+    assert [(s.title(), s.args_from, s.args_to) for s in base.alwayson_scripts] == before
+
+
+# ------------------------------------------------------------------ runs through the stand-in WebUI
+
+@both()
+def test_txt2img_keeps_our_settings_and_passes_per_flavour_controlnet_units(webui):
+    modules, host = webui
+    flavour = modules.scripts.scripts_txt2img.alwayson_scripts[1].flavour
+    req = Txt2ImgRequest(prompt="portrait", width=512, height=768, steps=9, sampler="DPM++ 2M", scheduler="Karras",
+                         seed=42, clip_skip=2, controlnets=[ControlUnit("pose", pose_map(), "control_v11p_sd15_openpose",
+                                                                         0.8, 0.0, 0.9)])
+    res = host.txt2img(req)
+    (p,) = modules.processing.calls
+    assert p.is_api and p.closed
+    assert (p.steps, p.sampler_name, p.scheduler, p.seed) == (9, "DPM++ 2M", "Karras", 42)
+    assert len(res.images) == 1 and res.images[0].size == (512, 768)  # the detected map is not returned
+    assert res.seeds == [42] and res.params["sampler"] == "DPM++ 2M"
+    cn = p.scripts.alwayson_scripts[0]
+    (units,) = cn.units_seen
+    (unit,) = units
+    assert unit["model"] in host.controlnet_models() and wh.model_stem(unit["model"]) == wh.model_stem(POSE)
+    assert unit["weight"] == 0.8 and unit["guidance_end"] == 0.9
+    if flavour == "forge":
+        assert unit["module"] == "None" and isinstance(unit["image"], dict)
+        assert p.hr_additional_modules == ["Use same choices"] and p.hr_cfg == req.cfg_scale
+    else:
+        assert unit["module"] == "none" and unit["resize_mode"] == "Just Resize"
+        assert not hasattr(p, "hr_cfg")  # A1111's Txt2Img has no such field (passing it is a TypeError)
+    glob = modules.scripts.scripts_txt2img.alwayson_scripts[1]
+    assert cn is not glob and (glob.args_from, glob.args_to) == (3, 6)  # a copy ran; the global one is untouched
+
+
+@both()
+def test_img2img_and_inpaint_use_the_img2img_runner_and_the_mask(webui):
+    modules, host = webui
+    image = Image.new("RGB", (512, 768), (200, 100, 50))
+    out = host.img2img(Img2ImgRequest(prompt="x", width=512, height=768, seed=1, init_image=image,
+                                      denoising_strength=0.3))
+    assert out.images[0].size == (512, 768)
+    mask = Image.new("L", image.size, 0)
+    mask.paste(255, (100, 100, 300, 300))
+    res = host.inpaint(InpaintRequest(prompt="x", seed=3, init_image=image, mask=mask, denoising_strength=0.4))
+    p = modules.processing.calls[-1]
+    assert p.image_mask is not None and p.inpaint_full_res and p.inpainting_fill == 1
+    a, b = np.asarray(image), np.asarray(res.images[0])
+    assert (a[np.asarray(mask) == 0] == b[np.asarray(mask) == 0]).all()
+    assert (a[np.asarray(mask) == 255] != b[np.asarray(mask) == 255]).any()
+
+
+@both(cn_models=None)
+def test_no_controlnet_extension_runs_pose_by_prompt_and_names_the_file(webui):
+    modules, host = webui
+    assert host.controlnet_model("pose") is None
+    assert any("control_v11p_sd15_openpose.pth" in n and "not installed" in n for n in host.notes)
+    res = host.txt2img(Txt2ImgRequest(prompt="x", seed=1, controlnets=[ControlUnit("pose", pose_map(512, 512),
+                                                                                   "control_v11p_sd15_openpose")]))
+    assert len(res.images) == 1 and res.params["notes"]
+
+
+@both(cn_models=[])
+def test_controlnet_without_a_model_names_the_file(webui):
+    _modules, host = webui
+    assert host.controlnet_model("tile") is None
+    assert any("control_v11f1e_sd15_tile.pth" in n and "models/ControlNet" in n for n in host.notes)
+    with pytest.raises(HostError, match="control_v11p_sd15_openpose.pth"):
+        host.txt2img(Txt2ImgRequest(prompt="x", controlnets=[ControlUnit("pose", pose_map(), "openpose_v2")]))
+
+
+def test_loras_are_published_into_the_webui_lora_folder_and_tagged(webui, tmp_path):
+    modules, host = webui
+    src = tmp_path / "identities" / "alice-20261122-1.safetensors"
+    src.parent.mkdir()
+    src.write_bytes(b"x" * 100)
+    host.txt2img(Txt2ImgRequest(prompt="portrait", seed=1, loras=[LoraRef(str(src), 0.9)]))
+    copied = tmp_path / "webui" / "models" / "Lora" / "profile-studio" / src.name
+    assert copied.read_bytes() == src.read_bytes()
+    assert modules.processing.calls[-1].prompt == "portrait, <lora:alice-20261122-1:0.9>"
+    inside = LoraRef(str(copied), 1.0)
+    assert host.publish_lora(inside) is inside
+    assert not list(copied.parent.glob("*.partial"))
+
+
+def test_upscalers_by_name(webui):
+    _modules, host = webui
+    assert "Lanczos" in host.upscalers()
+    assert host.upscale(pose_map(104, 152), 2.0, "R-ESRGAN 4x+").size == (208, 304)
+    with pytest.raises(HostError, match="Lanczos"):
+        host.upscale(pose_map(), 2.0, "SuperScale 9000")
+
+
+def test_samplers_come_from_the_webui(webui):
+    assert "DPM++ 2M" in webui[1].samplers()
+
+
+def test_interrupt_within_a_pass_stops_the_host_call(webui):
+    modules, host = webui
+    steps = []
+    modules.processing.on_step = lambda p, step: steps.append(step) or step == 2 and modules.shared.state.interrupt()
+    with pytest.raises(Interrupted):
+        host.txt2img(Txt2ImgRequest(prompt="x", steps=10, seed=1))
+    assert steps == [1, 2]
+    with pytest.raises(Interrupted):  # and nothing more runs until the next job begins
+        host.img2img(Img2ImgRequest(prompt="x", seed=1, init_image=pose_map(), denoising_strength=0.3))
+    assert len(modules.processing.calls) == 1
+    assert host.control().should_interrupt()
+
+
+@both(adetailer=True)
+def test_adetailer_detail_pass_skips_img2img_and_gets_the_lora_prompt(webui):
+    modules, host = webui
+    ad = {"ad_model": "face_yolov8n.pt", "ad_prompt": "photo, <lora:alice:0.9>", "ad_denoising_strength": 0.4}
+    host.adetailer_detail(Img2ImgRequest(prompt="x", seed=1, init_image=pose_map(), denoising_strength=0.4), ad)
+    script = modules.processing.calls[-1].scripts.alwayson_scripts[-1]
+    assert script.title() == "ADetailer" and script.seen == [(True, True, ad)]
+
+
+def test_adetailer_missing_is_a_clear_error(webui):
+    with pytest.raises(HostError, match="ADetailer is not installed"):
+        webui[1].adetailer_detail(Img2ImgRequest(prompt="x", init_image=pose_map()), {})
+
+
+@both()
+def test_flavour_is_detected(webui):
+    modules, host = webui
+    expected = "forge" if "modules_forge" in __import__("sys").modules else "a1111"
+    assert host.name == expected
+
+
+# ------------------------------------------------------------------ a whole plan as one WebUI job
+
+@both()
+def test_a_plan_runs_as_one_webui_job_and_the_progress_bar_spans_every_pass(webui, tmp_path, monkeypatch):
+    from lib_profile.studio import run as studio_run
+    from lib_profile.studio.plan import build_plan
+
+    modules, host = webui
+    monkeypatch.setattr(studio_run, "prompt_tokens", lambda prompt: 10)
+    plan = build_plan("portrait photo", None, "three_quarter_left", "cool", count=2, seed=5,
+                      controlnet_pose=host.controlnet_model("pose"), controlnet_tile=host.controlnet_model("tile"),
+                      width=256, height=384, steps=4)
+    passes = studio_run.count_passes(plan)
+    lock = modules.call_queue.queue_lock
+    with host.job("task(abc)", passes):
+        assert lock.owner is not None and modules.shared.state.job_count == passes
+        result = studio_run.run_plan(plan, host, tmp_path / "out", control=host.control())
+    assert lock.owner is None and lock.acquired == 1
+    assert modules.progress.log == [("queued", "task(abc)"), ("start", "task(abc)"), ("finish", "task(abc)")]
+    # the stand-in draws flat colours, so the detail passes find no face and make no pass
+    detail_stages = sum(1 for _i, s in plan.enabled() if s.kind == "detail") * plan.count
+    calls = len(modules.processing.calls)
+    assert calls == passes - detail_stages
+    ((_begin, job), (_end, _job, job_no, job_count)) = modules.shared.state.log
+    assert job == "task(abc)" and job_no == calls and job_count == passes
+    assert len(result["images"]) == 2 and (tmp_path / "out" / result["images"][0]["file"]).is_file()
+    first = modules.processing.calls[0]
+    assert first.scripts.alwayson_scripts[0].units_seen[0][0]["model"] == host.controlnet_model("pose")
+    tiles = [c for c in modules.processing.calls if c.width == 256 and c.height == 384 and c.scripts.alwayson_scripts
+             and c.scripts.alwayson_scripts[0].units_seen[0][0]["model"] == host.controlnet_model("tile")]
+    assert len(tiles) == studio_run.upscale_tiles(256, 384, plan, plan.stages[4].params) * plan.count
+
+
+def test_a_failing_stage_still_ends_the_job_and_frees_the_lock(webui):
+    modules, host = webui
+    with pytest.raises(ValueError):
+        with host.job("task(x)", 3):
+            host.txt2img(Txt2ImgRequest(prompt="x", sampler="No Such Sampler"))
+    assert modules.call_queue.queue_lock.owner is None
+    assert modules.progress.log[-1] == ("finish", "task(x)")
+    assert modules.shared.state.log[-1][0] == "end"
+
+
+def test_requests_are_not_changed_by_the_host(webui, tmp_path):
+    _modules, host = webui
+    src = tmp_path / "a.safetensors"
+    src.write_bytes(b"1")
+    req = Txt2ImgRequest(prompt="x", seed=1, loras=[LoraRef(str(src), 1.0)])
+    before = copy.deepcopy(req.describe())
+    host.txt2img(req)
+    assert req.describe() == before
+
+
+@both(adetailer=True)
+def test_the_detail_stage_can_use_adetailer_with_the_identity_lora(webui, tmp_path):
+    from lib_profile.studio.detail import DetailParams, detail_pass
+
+    modules, host = webui
+    lora = tmp_path / "alice-1.safetensors"
+    lora.write_bytes(b"1")
+    image, info = detail_pass(host, pose_map(), "photo of alice", "", [LoraRef(str(lora), 0.9)], 5, "Euler", "Karras",
+                              6.0, 2, DetailParams(engine="adetailer", size=512, steps=12))
+    (args,) = modules.processing.calls[-1].scripts.alwayson_scripts[-1].seen
+    assert args[:2] == (True, True) and args[2]["ad_prompt"] == "photo of alice, <lora:alice-1:0.9>"
+    assert args[2]["ad_steps"] == 12 and info["engine"] == "adetailer" and image.size == (512, 768)
+
+
+def test_adetailer_engine_off_the_webui_is_a_clear_error(host):
+    from lib_profile.studio.detail import DetailParams, detail_pass
+
+    with pytest.raises(HostError, match="ADetailer engine needs the WebUI"):
+        detail_pass(host, pose_map(64, 64), "x", "", [], 1, "Euler", "Karras", 6.0, 1, DetailParams(engine="adetailer"))
+    with pytest.raises(HostError, match="builtin"):
+        DetailParams(engine="magic")
