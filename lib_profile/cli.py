@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("serve", help="serve the API and the tab without a WebUI (diffusers host)")
+    p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
+    p.add_argument("--port", type=int, default=7870)
+    p.add_argument("--listen", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--api-auth", help="user:password[,user2:password2] required on every route and the tab")
+    p.add_argument("--controlnet-pose", help="OpenPose ControlNet model file ('tiny' with --checkpoint tiny)")
+    p.add_argument("--controlnet-tile", help="tile ControlNet model file ('tiny' with --checkpoint tiny)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
     p = sub.add_parser("tones", help="list the colour-look presets (shipped and your own)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("poses", help="list the pose template names, one per line")
@@ -200,31 +209,17 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     from lib_profile.hosts.base import HostError
     from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
-    from lib_profile.studio.plan import build_plan
+    from lib_profile.studio.plan import build_plan, default_prompt
     from lib_profile.studio.run import run_plan
 
     out = Path(args.out)
     pose = args.pose
     if pose and Path(pose).is_file() and Path(pose).suffix.lower() != ".json":
+        from lib_profile.studio.pose import pose_from_photo_file
 
-        from lib_profile.photos.reading import read_photo
-        from lib_profile.studio.pose import from_photo, pose_to_json
-
-        photo = read_photo(pose)
-        if photo.reason is not None:
-            raise HostError(f"Pose photo {pose}: {photo.reason.message}")
         out.mkdir(parents=True, exist_ok=True)
-        pose_file = out / "pose-from-photo.json"
-        pose_file.write_text(json.dumps(pose_to_json(from_photo(photo.image))), "utf-8")
-        pose = str(pose_file)
-    activation = "person"
-    if args.lora:
-        from lib_profile.lora.apply import read_metadata
-
-        if not Path(args.lora).is_file():
-            raise HostError(f"LoRA file not found: {args.lora}")
-        activation = read_metadata(args.lora).get("profile_studio_activation_text", activation)
-    prompt = args.prompt or f"studio portrait photo of {activation}, looking at the camera, soft studio light"
+        pose = str(pose_from_photo_file(pose, out / "pose-from-photo.json"))
+    prompt = args.prompt or default_prompt(args.lora)
     cn = lambda v: str(tiny_controlnet(args.data_dir)) if v == "tiny" else v  # noqa: E731
     switches = {s: not getattr(args, f"no_{s}") for s in ("detail", "refine", "detail2", "upscale", "grade")}
     plan = build_plan(prompt, args.lora, pose, args.tone, args.count, args.seed, switches, args.lora_weight,
@@ -315,6 +310,14 @@ def cmd_intake(args) -> int:
     return 0 if report["ready"] else 2
 
 
+def cmd_serve(args) -> int:
+    from lib_profile.serve import serve
+
+    serve(args.checkpoint, args.port, args.listen, args.data_dir, args.api_auth, args.device, args.controlnet_pose,
+          args.controlnet_tile)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data_dir:
@@ -326,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake, "download": cmd_download,
                     "train": cmd_train, "tones": cmd_tones, "poses": cmd_poses,
-                    "generate": cmd_generate}
+                    "generate": cmd_generate, "serve": cmd_serve}
         return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,3 +10,4 @@ from lib_profile.webui import register
 
 script_callbacks.on_ui_tabs(register.ui_tabs)
 script_callbacks.on_app_started(register.app_started)
+script_callbacks.on_ui_settings(register.ui_settings)

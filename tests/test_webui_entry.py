@@ -51,7 +51,8 @@ def test_script_registers_one_tab_and_one_app_started(webui):
     registered = webui.script_callbacks.callbacks
     assert len(registered["ui_tabs"]) == 1
     assert len(registered["app_started"]) == 1
-    assert all(not v for k, v in registered.items() if k not in ("ui_tabs", "app_started"))
+    assert len(registered["ui_settings"]) == 1
+    assert all(not v for k, v in registered.items() if k not in ("ui_tabs", "app_started", "ui_settings"))
     scripts = webui.scripts
     assert not any(
         isinstance(v, type) and issubclass(v, scripts.Script) for v in vars(module).values()
@@ -68,7 +69,8 @@ def test_app_started_adds_version_route_once(callbacks, demo):
 
     response = TestClient(app).get(VERSION_URL)
     assert response.status_code == 200
-    assert response.json() == {"name": "Profile Studio", "version": lib_profile.__version__, "api": 1}
+    assert response.json() == {"name": "Profile Studio", "version": lib_profile.__version__, "api": 1, "host": None}
+    assert len([r for r in app.routes if getattr(r, "path", "").startswith(lib_profile.API_PREFIX)]) >= 15
 
 
 def test_app_started_again_on_new_app_after_reload(callbacks):
@@ -89,6 +91,26 @@ def test_ui_tabs_returns_the_tab(callbacks):
     assert isinstance(blocks, gr.Blocks)
     assert title == "Profile Studio"
     assert elem_id == "profile_studio"
+
+
+def test_settings_section_holds_the_defaults(callbacks, webui):
+    (ui_settings,) = callbacks["ui_settings"]
+    ui_settings()
+    added = webui.shared.opts.added
+    assert {"profile_studio_outputs", "profile_studio_train_steps", "profile_studio_min_photos",
+            "profile_studio_detail_engine"} <= set(added)
+    assert all(info.section == ("profile_studio", "Profile Studio") for info in added.values())
+
+
+def test_webui_auth_protects_our_routes(tmp_path):
+    with standin.installed(tmp_path / "webui", api_auth="ann:pw"):
+        from lib_profile.webui import register
+
+        app = fastapi.FastAPI()
+        register.app_started(None, app)
+        client = TestClient(app)
+        assert client.get(VERSION_URL).status_code == 401
+        assert client.get(VERSION_URL, auth=("ann", "pw")).status_code == 200
 
 
 class _NoWebUI(importlib.abc.MetaPathFinder):
@@ -150,6 +172,6 @@ def test_openapi_documents_version_route():
     schema = app.openapi()
     assert "get" in schema["paths"][VERSION_URL]
     fields = schema["components"]["schemas"]["VersionResponse"]["properties"]
-    assert set(fields) == {"name", "version", "api"}
+    assert set(fields) == {"name", "version", "api", "host"}
     assert all(field.get("description") for field in fields.values())
     assert fields["api"]["default"] == 1

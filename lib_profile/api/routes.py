@@ -1,26 +1,234 @@
-"""FastAPI routes and response models (plain pydantic models that work on pydantic 1 and 2)."""
+"""The HTTP API under ``/sdapi/v1/profile-studio``: identities, photos, jobs, files, poses and tones.
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+Slow routes are plain ``def`` (FastAPI runs them in its thread pool). Training and generation return a
+job at once; poll ``GET /jobs/{id}``. Errors: 400 bad input, 401 no or wrong credentials (when the
+WebUI's ``--api-auth`` or serve's ``--api-auth`` is set), 404 unknown, 409 conflict, 413 too large.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from typing import Callable, List, Optional
+
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi.responses import FileResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from lib_profile import API_PREFIX, EXTENSION_NAME, __version__
+from lib_profile.api import models as m
+from lib_profile.hosts.base import HostError
+from lib_profile.store.identities import MAX_PHOTO_BYTES, Conflict, NotFound
+
+StudioProvider = Callable[[], "object"]
 
 
-class VersionResponse(BaseModel):
-    """What ``GET /version`` answers."""
-
-    name: str = Field(description="Name of the extension.")
-    version: str = Field(description="Version of the extension.")
-    api: int = Field(1, description="Version of this HTTP API; raised on incompatible changes.")
-
-
-def version() -> VersionResponse:
+def version() -> m.VersionResponse:
     """Name and version of Profile Studio."""
-    return VersionResponse(name=EXTENSION_NAME, version=__version__)
+    return m.VersionResponse(name=EXTENSION_NAME, version=__version__)
 
 
-def make_router() -> APIRouter:
-    """A new router with all Profile Studio routes under ``API_PREFIX``."""
-    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME])
-    router.add_api_route("/version", version, methods=["GET"], response_model=VersionResponse)
+def parse_auth(text: Optional[str]) -> list[tuple[str, str]]:
+    """``"user:pass,user2:pass2"`` (the WebUI's ``--api-auth`` format) as pairs."""
+    pairs = []
+    for item in (text or "").split(","):
+        if ":" in item:
+            user, _, password = item.strip().partition(":")
+            pairs.append((user, password))
+    return pairs
+
+
+def _auth_dependency(credentials: list[tuple[str, str]]):
+    basic = HTTPBasic(auto_error=False)
+
+    def check(creds: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+        if creds is not None:
+            for user, password in credentials:
+                if secrets.compare_digest(creds.username.encode(), user.encode()) and \
+                        secrets.compare_digest(creds.password.encode(), password.encode()):
+                    return
+        raise HTTPException(status_code=401, detail="Incorrect username or password",
+                            headers={"WWW-Authenticate": "Basic"})
+
+    return check
+
+
+def _http(exc: Exception) -> HTTPException:
+    if isinstance(exc, NotFound):
+        return HTTPException(404, str(exc))
+    if isinstance(exc, Conflict):
+        return HTTPException(409, str(exc))
+    return HTTPException(400, str(exc))
+
+
+def _decode(data: str, name: str) -> bytes:
+    if data.startswith("data:"):
+        data = data.split(",", 1)[-1]
+    if len(data) > MAX_PHOTO_BYTES * 4 // 3 + 16:
+        raise HTTPException(413, f"{name} is over {MAX_PHOTO_BYTES // 2**20} MB")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, f"{name}: the data is not valid base64") from None
+
+
+def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = None) -> APIRouter:
+    """All routes under ``API_PREFIX``. ``studio()`` gives the :class:`~lib_profile.service.Studio` (made on
+    first use); without it only ``/version`` exists. ``auth``: ``"user:pass[,...]"`` protects every route."""
+    deps = [Depends(_auth_dependency(parse_auth(auth)))] if parse_auth(auth) else []
+    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps)
+
+    def version_route() -> m.VersionResponse:
+        """Name and version of Profile Studio, and the host it runs on."""
+        out = version()
+        made = getattr(studio, "peek", studio)() if studio is not None else None  # never loads a model
+        out.host = getattr(getattr(made, "host", None), "name", None)
+        return out
+
+    router.add_api_route("/version", version_route, methods=["GET"], response_model=m.VersionResponse)
+    if studio is None:
+        return router
+
+    def call(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HTTPException:
+            raise
+        except (HostError, TimeoutError) as exc:
+            raise _http(exc) from None
+
+    def links(job: dict) -> dict:
+        base = f"{API_PREFIX}/jobs/{job['id']}"
+        out = {"self": base, "cancel": f"{base}/cancel", "webui_task": f"task(profile-studio-{job['id']})"}
+        if job["kind"] == "train":
+            out["resume"] = f"{base}/resume"
+        result = job.get("result") or {}
+        if job["kind"] == "generate" and result.get("images"):
+            for i, item in enumerate(result["images"]):
+                out[f"image{i}"] = f"{API_PREFIX}/files/{job['identity']}/{job['id']}/{item['file']}"
+            out["contact_sheet"] = f"{API_PREFIX}/files/{job['identity']}/{job['id']}/contact_sheet.png"
+        return out
+
+    def job_info(job: dict) -> m.JobInfo:
+        return m.JobInfo(**{**job, "links": links(job)})
+
+    def list_identities() -> List[m.IdentitySummary]:
+        """All identities."""
+        return [m.IdentitySummary(**x) for x in studio().store.list()]
+
+    def create_identity(body: m.IdentityCreate) -> m.IdentityInfo:
+        """Create an identity (a person). Then upload their photos."""
+        s = studio()
+        record = call(s.create_identity, body.name, body.class_word)
+        return m.IdentityInfo(**call(s.identity, record["slug"]))
+
+    def get_identity(slug: str) -> m.IdentityInfo:
+        """One identity: photos, intake report, LoRAs, jobs, portrait sets."""
+        return m.IdentityInfo(**call(studio().identity, slug))
+
+    def delete_identity(slug: str) -> m.DeleteResponse:
+        """Delete an identity and every trace of it: photos, crops, training runs, LoRA files, portraits, jobs."""
+        return m.DeleteResponse(deleted=slug, removed=call(studio().delete_identity, slug))
+
+    def report(slug: str, rep: dict) -> m.IntakeReport:
+        sheet = f"{API_PREFIX}/identities/{slug}/contact_sheet.png"
+        return m.IntakeReport(ready=rep["ready"], counts=rep["counts"], next_step=rep.get("next_step"),
+                              photos=rep["photos"], contact_sheet=sheet)
+
+    def upload_photos(slug: str, files: List[UploadFile] = File(..., description="The photos (multipart).")
+                      ) -> m.IntakeReport:
+        """Add photos (multipart form field ``files``, repeatable); the intake checks all of the identity's
+        photos again and returns its report."""
+        items = []
+        for f in files:
+            data = f.file.read(MAX_PHOTO_BYTES + 1)
+            if len(data) > MAX_PHOTO_BYTES:
+                raise HTTPException(413, f"{f.filename} is over {MAX_PHOTO_BYTES // 2**20} MB")
+            items.append((f.filename or "photo", data))
+        return report(slug, call(studio().add_photos, slug, items))
+
+    def upload_photos_base64(slug: str, body: m.PhotosUpload) -> m.IntakeReport:
+        """Add photos given as base64 in JSON; same as the multipart route."""
+        items = [(x.name, _decode(x.data, x.name)) for x in body.images]
+        return report(slug, call(studio().add_photos, slug, items))
+
+    def contact_sheet(slug: str):
+        """The intake's contact sheet (PNG): every photo with its verdict."""
+        return FileResponse(str(call(studio().identity_file, slug, "contact_sheet")), media_type="image/png")
+
+    def train(slug: str, body: Optional[m.TrainRequest] = None) -> m.JobInfo:
+        """Start training the identity's LoRA; returns the job at once."""
+        body = body or m.TrainRequest()
+        options = body.dict()
+        checkpoint = options.pop("checkpoint", None)
+        return job_info(call(studio().train, slug, options, checkpoint))
+
+    def generate(slug: str, body: m.GenerateRequest) -> m.JobInfo:
+        """Start making portraits with the identity's LoRA; returns the job at once."""
+        photo = _decode(body.pose_photo, "pose_photo") if body.pose_photo else None
+        return job_info(call(studio().generate, slug, body.pose, body.tone, body.count, body.seed, body.prompt,
+                             body.switches, photo, body.lora, body.lora_weight, body.settings, body.detail_engine))
+
+    def list_jobs(identity: Optional[str] = None) -> List[m.JobInfo]:
+        """Jobs, newest first (optionally of one identity)."""
+        return [job_info(j) for j in studio().jobs.list(identity)]
+
+    def get_job(job_id: str) -> m.JobInfo:
+        """A job's state, stage, progress (0-1), ETA, messages and, when done, its result and links."""
+        return job_info(call(studio().jobs.get, job_id))
+
+    def cancel_job(job_id: str) -> m.JobInfo:
+        """Cancel a queued or running job; training stops within a step and can be resumed."""
+        return job_info(call(studio().jobs.cancel, job_id))
+
+    def resume_job(job_id: str) -> m.JobInfo:
+        """Continue a cancelled or interrupted training from its last saved step (a new job)."""
+        return job_info(call(studio().resume, job_id))
+
+    def get_file(slug: str, job_id: str, name: str):
+        """A file of a portrait set: a portrait PNG (with infotext), contact_sheet.png, plan.json, result.json."""
+        path = call(studio().output_file, slug, job_id, name)
+        return FileResponse(str(path))
+
+    def poses() -> List[m.PoseInfo]:
+        """The pose templates."""
+        from lib_profile.studio.pose import list_poses
+
+        return [m.PoseInfo(name=p.name, title=p.title, description=p.description, framing=p.framing,
+                           thumbnail=f"{API_PREFIX}/poses/{p.name}/thumbnail.png") for p in list_poses()]
+
+    def pose_thumbnail(name: str):
+        """A pose template's thumbnail (PNG)."""
+        from lib_profile.studio.pose import _template_names, thumbnail_path
+
+        if name not in _template_names():
+            raise HTTPException(404, f"No pose {name!r}")
+        return FileResponse(str(thumbnail_path(name)), media_type="image/png")
+
+    def tones() -> List[m.ToneInfo]:
+        """The tone presets (shipped and the user's own)."""
+        from lib_profile.studio.tone import list_tones
+
+        return [m.ToneInfo(name=t.name, title=t.title, description=t.description, sampler=t.sampler,
+                           scheduler=t.scheduler) for t in list_tones(studio().data_dir)]
+
+    r = router.add_api_route
+    r("/identities", list_identities, methods=["GET"], response_model=List[m.IdentitySummary])
+    r("/identities", create_identity, methods=["POST"], response_model=m.IdentityInfo, status_code=201)
+    r("/identities/{slug}", get_identity, methods=["GET"], response_model=m.IdentityInfo)
+    r("/identities/{slug}", delete_identity, methods=["DELETE"], response_model=m.DeleteResponse)
+    r("/identities/{slug}/photos", upload_photos, methods=["POST"], response_model=m.IntakeReport)
+    r("/identities/{slug}/photos/base64", upload_photos_base64, methods=["POST"], response_model=m.IntakeReport)
+    r("/identities/{slug}/contact_sheet.png", contact_sheet, methods=["GET"], response_class=FileResponse)
+    r("/identities/{slug}/train", train, methods=["POST"], response_model=m.JobInfo, status_code=202)
+    r("/identities/{slug}/generate", generate, methods=["POST"], response_model=m.JobInfo, status_code=202)
+    r("/jobs", list_jobs, methods=["GET"], response_model=List[m.JobInfo])
+    r("/jobs/{job_id}", get_job, methods=["GET"], response_model=m.JobInfo)
+    r("/jobs/{job_id}/cancel", cancel_job, methods=["POST"], response_model=m.JobInfo)
+    r("/jobs/{job_id}/resume", resume_job, methods=["POST"], response_model=m.JobInfo, status_code=202)
+    r("/files/{slug}/{job_id}/{name}", get_file, methods=["GET"], response_class=FileResponse)
+    r("/poses", poses, methods=["GET"], response_model=List[m.PoseInfo])
+    r("/poses/{name}/thumbnail.png", pose_thumbnail, methods=["GET"], response_class=FileResponse)
+    r("/tones", tones, methods=["GET"], response_model=List[m.ToneInfo])
     return router

@@ -70,3 +70,17 @@ def controlnet_models() -> list[str]:
                     path = os.path.join(root, file)
                     names.append(f"{Path(file).stem} [{sd_models.model_hash(path)}]")
     return names
+
+
+def free_vram() -> None:
+    """Move the WebUI's model to the CPU for a training subprocess (webui-host.md 5.4)."""
+    from modules import sd_models
+
+    sd_models.unload_model_weights()
+
+
+def restore_vram() -> None:
+    """``reload_model_weights`` returns early for the same checkpoint; this puts it back on the GPU."""
+    from modules import sd_models, shared
+
+    sd_models.send_model_to_device(shared.sd_model)

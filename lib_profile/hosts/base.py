@@ -7,6 +7,7 @@ parameters actually used (resolved seeds, sampler, model), from which the infote
 
 from __future__ import annotations
 
+import contextlib
 import random
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
@@ -199,3 +200,27 @@ class Host(ABC):
 
     @abstractmethod
     def upscalers(self) -> list[str]: ...
+
+    # -- optional parts, with what a host without them does
+    def checkpoint_path(self) -> str:
+        """The SD1.5 checkpoint file in use (what a LoRA is trained on)."""
+        raise HostError(f"The {self.name} host cannot name its checkpoint file")
+
+    def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
+        """The ControlNet model for ``kind`` ("pose" or "tile") this host can use, or None."""
+        return None
+
+    def control(self) -> RunControl:
+        """The host's own interrupt (the WebUI's Interrupt button); none by default."""
+        return RunControl()
+
+    def job(self, id_task: str, job_count: int, title: str = "Profile Studio"):
+        """A context around all passes of one job (the WebUI takes its queue lock and progress bar here)."""
+        return contextlib.nullcontext()
+
+    def training_slot(self, id_task: str, steps: int):
+        """A context around a training run in a subprocess (the WebUI frees VRAM and holds its queue)."""
+        return contextlib.nullcontext()
+
+    def training_progress(self, step: int, steps: int, text: str = "") -> None:
+        """Shown by the host while training (the WebUI's progress bar)."""

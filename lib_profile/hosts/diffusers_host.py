@@ -56,7 +56,8 @@ class DiffusersHost(Host):
     name = "diffusers"
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
-                 data_dir: str | Path | None = None):
+                 data_dir: str | Path | None = None, controlnets: Optional[dict[str, str]] = None):
+        """``controlnets``: ControlNet model files by kind (``{"pose": path, "tile": path}``), offered to plans."""
         import torch
 
         self.data_dir = data_dir
@@ -69,10 +70,17 @@ class DiffusersHost(Host):
         for module in (self.model.unet, self.model.vae, self.model.text_encoder):
             module.to(self.device, self.dtype)
         self._controlnets: dict[str, Any] = {}
+        self.controlnet_files = {k: str(v) for k, v in (controlnets or {}).items() if v}
         self._pipes: dict[tuple, Any] = {}
         self._lock = threading.Lock()  # one generation at a time: LoRAs are merged into shared weights
 
     # ------------------------------------------------------------------ protocol
+
+    def checkpoint_path(self) -> str:
+        return str(self.checkpoint)
+
+    def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
+        return wanted or self.controlnet_files.get(kind)
 
     def samplers(self) -> list[str]:
         return samplers.sampler_names()

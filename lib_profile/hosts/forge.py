@@ -46,3 +46,14 @@ def controlnet_models() -> list[str]:
     if hasattr(state, "update_controlnet_filenames"):
         state.update_controlnet_filenames()
     return [m for m in state.get_all_controlnet_names() if m and m != "None"]
+
+
+def free_vram() -> None:
+    """Forge unloads everything from its memory manager; it loads the model back by itself when sampling."""
+    from modules import sd_models
+
+    sd_models.unload_model_weights()
+
+
+def restore_vram() -> None:
+    pass

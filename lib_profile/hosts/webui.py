@@ -305,6 +305,18 @@ class WebUIHost(Host):
             raise Interrupted()
         return out
 
+    def checkpoint_path(self) -> str:
+        """The checkpoint file selected in the WebUI (what the user generates with, so what we train on)."""
+        sd_models = self._m("sd_models")
+        info = None
+        if hasattr(sd_models, "select_checkpoint"):
+            info = sd_models.select_checkpoint()
+        if info is None:
+            info = getattr(getattr(self._m("shared"), "sd_model", None), "sd_checkpoint_info", None)
+        if info is None or not getattr(info, "filename", None):
+            raise HostError("No checkpoint is selected in the WebUI; pick an SD1.5 checkpoint at the top of the page")
+        return str(info.filename)
+
     # -- jobs
     def control(self) -> RunControl:
         """Interrupt through the WebUI's own Interrupt button / ``POST /sdapi/v1/interrupt``."""
@@ -329,6 +341,26 @@ class WebUIHost(Host):
             finally:
                 progress.finish_task(id_task)
                 shared.state.end()
+
+
+    @contextlib.contextmanager
+    def training_slot(self, id_task: str, steps: int) -> Iterator[None]:
+        """Training runs in a subprocess on the same GPU: hold the queue (no generation meanwhile), move the
+        WebUI's model off the GPU, and bring it back afterwards."""
+        with self.job(id_task, 1, "Profile Studio: training"):
+            shared = self._m("shared")
+            shared.state.sampling_steps = steps
+            self.flavour.free_vram()
+            try:
+                yield
+            finally:
+                self.flavour.restore_vram()
+
+    def training_progress(self, step: int, steps: int, text: str = "") -> None:
+        state = self._m("shared").state
+        state.sampling_step, state.sampling_steps = step, steps
+        if text:
+            state.textinfo = text
 
 
 def control_image_array(image: Image.Image) -> np.ndarray:

@@ -106,10 +106,22 @@ def default_stages(switches: Optional[dict[str, bool]] = None) -> list[Stage]:
     ]
 
 
+def default_prompt(lora: Optional[str] = None) -> str:
+    """A studio portrait of the LoRA's person (its activation text, e.g. "ohwx woman")."""
+    activation = "person"
+    if lora:
+        from lib_profile.lora.apply import read_metadata
+
+        if not Path(lora).is_file():
+            raise HostError(f"LoRA file not found: {lora}")
+        activation = read_metadata(lora).get("profile_studio_activation_text", activation)
+    return f"studio portrait photo of {activation}, looking at the camera, soft studio light"
+
+
 def build_plan(prompt: str, lora: Optional[str], pose: Optional[str], tone_name: str = "warm", count: int = 1,
                seed: int = -1, switches: Optional[dict[str, bool]] = None, lora_weight: float = 0.9,
                controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None,
-               data_dir: str | Path | None = None, **overrides) -> Plan:
+               data_dir: str | Path | None = None, detail_engine: str = "builtin", **overrides) -> Plan:
     """A plan from the defaults plus the user's choices; the tone sets sampler, scheduler and prompt fragments."""
     import random
 
@@ -128,6 +140,11 @@ def build_plan(prompt: str, lora: Optional[str], pose: Optional[str], tone_name:
         sampler=tone.sampler, scheduler=tone.scheduler, controlnet_pose=controlnet_pose,
         controlnet_tile=controlnet_tile, stages=default_stages(switches),
     )
+    if detail_engine not in ("builtin", "adetailer"):
+        raise HostError(f"detail_engine must be 'builtin' or 'adetailer', not {detail_engine!r}")
+    for stage in plan.stages:
+        if stage.kind == "detail" and detail_engine != "builtin":
+            stage.params["engine"] = detail_engine
     for key, value in overrides.items():
         if not hasattr(plan, key) or key in ("stages", "version"):
             raise HostError(f"Unknown plan setting {key!r}")

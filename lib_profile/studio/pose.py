@@ -282,6 +282,20 @@ def from_photo(image: Image.Image, name: str = "custom", min_visibility: float =
                 width=w, height=h, body=body)
 
 
+def pose_from_photo_file(photo: PathLike, out_json: PathLike) -> Path:
+    """Read a reference photo (any format the intake reads), take its pose, write it as OpenPose JSON."""
+    from lib_profile.photos.reading import read_photo
+
+    read = read_photo(photo)
+    if read.reason is not None:
+        raise HostError(f"Pose photo {Path(photo).name}: {read.reason.message}")
+    out_json = Path(out_json)
+    tmp = out_json.with_name(out_json.name + ".partial")
+    tmp.write_text(json.dumps(pose_to_json(from_photo(read.image))), "utf-8")
+    tmp.replace(out_json)
+    return out_json
+
+
 # -------------------------------------------------------------------------------------- DWPose
 
 class DWPoseOnnx:

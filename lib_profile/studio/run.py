@@ -166,7 +166,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
             timings[f"{index}:{stage.kind}"] = round(time.perf_counter() - started, 3)
         score = scorer(image)
         extra = {"Profile Studio": f"pose {plan.pose or 'none'}, tone {plan.tone}",
-                 "Identity similarity": score, "Size": f"{image.width}x{image.height}"}
+                 "Identity similarity": score if score is not None else "n/a (no face found or no reference)", "Size": f"{image.width}x{image.height}"}
         name = f"{n:03d}-{seed}.png"
         save_png(image, out / name, infotext({**first_params, "seed": seed}, extra))
         finals.append(image)

@@ -1,15 +1,203 @@
-"""Builds the Profile Studio tab; works on gradio 3.41 (A1111) and 4.40 (Forge)."""
+"""The Profile Studio tab; the same code runs on gradio 3.41 (A1111) and 4.40 (Forge).
 
-from __future__ import annotations
+Portable choices (webui-host.md section 10): constructor kwargs only (no ``.style``), ``gr.File`` for
+uploads (file objects on 3.41, paths on 4.x: ``getattr(f, "name", f)``), ``gr.update``, no gradio
+internals (and no ``from __future__ import annotations``: gradio reads ``gr.SelectData`` hints).
+Every button calls the same :class:`~lib_profile.service.Studio` the HTTP API uses; long
+work runs as a background job whose status the tab polls.
+"""
+
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 from lib_profile import EXTENSION_NAME, __version__
+from lib_profile.hosts.base import HostError
+
+CSS_ID = "profile_studio"
 
 
-def build_tab():
-    """Return the tab's ``gr.Blocks``."""
+def _path(f) -> str:
+    return getattr(f, "name", f)
+
+
+def intake_markdown(report: dict[str, Any]) -> str:
+    c = report["counts"]
+    lines = [f"**{c['accepted']} of {c['total']} photos accepted.** " + (report.get("next_step") or "")]
+    for photo in report["photos"]:
+        if photo["status"] == "accepted":
+            sim = photo.get("identity_similarity")
+            lines.append(f"- ✅ {photo['file']}" + (f" (same person: {sim:.2f})" if sim is not None else ""))
+        else:
+            lines.append(f"- ❌ {photo['file']}: " + "; ".join(r["message"] for r in photo["reasons"]))
+    return "\n".join(lines)
+
+
+def job_markdown(job: Optional[dict[str, Any]]) -> str:
+    if not job:
+        return ""
+    pct = int(round(100 * (job.get("progress") or 0)))
+    eta = f", about {int(job['eta_s'])} s left" if job.get("eta_s") and job["state"] == "running" else ""
+    bar = f"<progress value='{pct}' max='100' style='width:100%'></progress>"
+    text = [f"**{job['kind'].capitalize()} job {job['id']}: {job['state']}** — {job.get('stage') or ''} {pct}%{eta}",
+            bar]
+    text += [f"- {msg}" for msg in job.get("messages", [])[-5:]]
+    return "\n\n".join(text)
+
+
+def build_tab(studio: Optional[Callable[[], Any]] = None):
+    """The tab's ``gr.Blocks``. ``studio()`` returns the service (made on first use)."""
     import gradio as gr
 
-    with gr.Blocks(analytics_enabled=False) as blocks:
-        gr.Markdown(f"## {EXTENSION_NAME}")
-        gr.Markdown(f"The studio steps arrive in coming versions. Version {__version__}.")
+    def identities() -> list[str]:
+        return [x["slug"] for x in studio().store.list()] if studio else []
+
+    def choices_update(value=None):
+        names = identities()
+        return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
+
+    def safe(fn):
+        """Errors become a message in the status box instead of a red gradio error."""
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except HostError as exc:
+                return error_outputs(fn, f"⚠️ {exc}")
+        wrapper.__name__ = fn.__name__
+        return wrapper
+
+    outputs_count: dict[str, int] = {}
+
+    def error_outputs(fn, message):
+        n = outputs_count[fn.__name__]
+        return tuple([message] + [gr.update()] * (n - 1)) if n > 1 else message
+
+    with gr.Blocks(analytics_enabled=False, elem_id=CSS_ID) as blocks:
+        gr.Markdown(f"## {EXTENSION_NAME} <small>{__version__}</small>\n"
+                    "Upload about ten everyday photos of one person, train their face LoRA, then make studio "
+                    "portraits in the pose and colour look you pick.")
+        job_id = gr.State(None)
+        with gr.Row():
+            person = gr.Dropdown(label="Person", choices=[], value=None, elem_id=f"{CSS_ID}_person",
+                                 allow_custom_value=False, interactive=True)
+            new_name = gr.Textbox(label="New person's name", placeholder="e.g. Alice", elem_id=f"{CSS_ID}_new_name")
+            class_word = gr.Radio(["woman", "man", "person"], value="person", label="Class")
+            create = gr.Button("Create", elem_id=f"{CSS_ID}_create")
+        status = gr.Markdown("", elem_id=f"{CSS_ID}_status")
+
+        with gr.Tab("1. Photos"):
+            photos = gr.File(label="Photos (about 10; JPEG, PNG, WebP, HEIC)", file_count="multiple",
+                             file_types=["image", ".heic", ".heif"], elem_id=f"{CSS_ID}_photos")
+            check = gr.Button("Check photos", variant="primary", elem_id=f"{CSS_ID}_check")
+            with gr.Row():
+                report = gr.Markdown("", elem_id=f"{CSS_ID}_report")
+                sheet = gr.Image(label="Contact sheet", type="filepath", interactive=False,
+                                 elem_id=f"{CSS_ID}_sheet")
+
+        with gr.Tab("2. Train"):
+            with gr.Row():
+                steps = gr.Slider(10, 3000, value=800, step=10, label="Training steps")
+                train = gr.Button("Train", variant="primary", elem_id=f"{CSS_ID}_train")
+                cancel = gr.Button("Cancel", elem_id=f"{CSS_ID}_cancel")
+                resume = gr.Button("Resume", elem_id=f"{CSS_ID}_resume")
+
+        with gr.Tab("3. Portraits"):
+            from lib_profile.studio.pose import list_poses, thumbnail_path
+            from lib_profile.studio.tone import list_tones
+
+            pose_list = list_poses()
+            with gr.Row():
+                with gr.Column():
+                    poses = gr.Gallery(value=[(str(thumbnail_path(p.name)), p.name) for p in pose_list],
+                                       label="Pose (click one)", columns=6, height=260, allow_preview=False,
+                                       elem_id=f"{CSS_ID}_poses")
+                    pose = gr.Textbox(label="Pose", value=pose_list[0].name if pose_list else "",
+                                      elem_id=f"{CSS_ID}_pose")
+                    pose_photo = gr.Image(label="...or the pose of a reference photo", type="filepath")
+                with gr.Column():
+                    tone = gr.Radio([t.name for t in list_tones()], value="warm", label="Colour look")
+                    count = gr.Slider(1, 16, value=4, step=1, label="How many")
+                    seed = gr.Number(value=-1, label="Seed (-1: random)", precision=0)
+                    use_adetailer = gr.Checkbox(False, label="Use the ADetailer extension for faces (WebUI only)")
+                    go = gr.Button("Generate", variant="primary", elem_id=f"{CSS_ID}_generate")
+            gallery = gr.Gallery(label="Portraits (identity similarity in the caption)", columns=4, height=520,
+                                 elem_id=f"{CSS_ID}_gallery")
+            with gr.Row():
+                before = gr.Image(label="Before the face detail pass", type="filepath", interactive=False)
+                after = gr.Image(label="After", type="filepath", interactive=False)
+            downloads = gr.File(label="Download", file_count="multiple", interactive=False)
+        refresh = gr.Button("Refresh status", size="sm", elem_id=f"{CSS_ID}_refresh")
+
+        # -------------------------------------------------------------- handlers
+        def do_create(name, word):
+            record = studio().create_identity(name, word)
+            return f"Created **{record['name']}**. Now add photos.", choices_update(record["slug"])
+
+        def do_check(slug, files):
+            if not slug:
+                raise HostError("Create or choose a person first")
+            if not files:
+                raise HostError("Choose some photos first")
+            items = [(Path(_path(f)).name, Path(_path(f)).read_bytes()) for f in files]
+            rep = studio().add_photos(slug, items)
+            sheet_path = str(studio().identity_file(slug, "contact_sheet"))
+            return "Photos checked.", intake_markdown(rep), sheet_path
+
+        def do_train(slug, n):
+            if not slug:
+                raise HostError("Create or choose a person first")
+            job = studio().train(slug, {"steps": int(n)})
+            return job_markdown(job), job["id"]
+
+        def do_cancel(jid):
+            if not jid:
+                raise HostError("No job to cancel")
+            return job_markdown(studio().jobs.cancel(jid)), jid
+
+        def do_resume(jid):
+            if not jid:
+                raise HostError("No training to resume")
+            job = studio().resume(jid)
+            return job_markdown(job), job["id"]
+
+        def do_generate(slug, pose_name, photo, tone_name, n, first_seed, adetailer):
+            if not slug:
+                raise HostError("Create or choose a person first")
+            photo_bytes = Path(_path(photo)).read_bytes() if photo else None
+            job = studio().generate(slug, None if photo_bytes else (pose_name or None), tone_name, int(n),
+                                    int(first_seed), pose_photo=photo_bytes,
+                                    detail_engine="adetailer" if adetailer else "builtin")
+            return job_markdown(job), job["id"]
+
+        def do_poll(jid):
+            if not jid or not studio:
+                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            job = studio().jobs.get(jid)
+            result = job.get("result") or {}
+            if job["kind"] != "generate" or job["state"] != "done" or not result.get("images"):
+                return job_markdown(job), gr.update(), gr.update(), gr.update(), gr.update()
+            folder = Path(result["folder"])
+            pics = [(str(folder / i["file"]), f"{i['file']} · identity "
+                     + (f"{i['identity_similarity']:.2f}" if i["identity_similarity"] is not None else "n/a"))
+                    for i in result["images"]]
+            first = result["images"][0]
+            before_path = str(folder / first["before_detail"]) if first.get("before_detail") else None
+            files = [p for p, _c in pics] + [str(folder / "plan.json")]
+            return job_markdown(job), pics, before_path, str(folder / first["file"]), files
+
+        def pick_pose(evt: gr.SelectData):
+            return pose_list[evt.index].name if 0 <= evt.index < len(pose_list) else gr.update()
+
+        for fn, n in ((do_create, 2), (do_check, 3), (do_train, 2), (do_cancel, 2), (do_resume, 2),
+                      (do_generate, 2)):
+            outputs_count[fn.__name__] = n
+        create.click(safe(do_create), [new_name, class_word], [status, person])
+        check.click(safe(do_check), [person, photos], [status, report, sheet])
+        train.click(safe(do_train), [person, steps], [status, job_id])
+        cancel.click(safe(do_cancel), [job_id], [status, job_id])
+        resume.click(safe(do_resume), [job_id], [status, job_id])
+        go.click(safe(do_generate), [person, pose, pose_photo, tone, count, seed, use_adetailer], [status, job_id])
+        poses.select(pick_pose, None, [pose])
+        refresh.click(do_poll, [job_id], [status, gallery, before, after, downloads])
+        blocks.load(lambda: choices_update(), None, [person])
+        blocks.load(do_poll, [job_id], [status, gallery, before, after, downloads], every=2)
     return blocks

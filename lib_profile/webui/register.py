@@ -1,29 +1,70 @@
 """Callbacks that ``scripts/profile_studio.py`` registers with the WebUI.
 
-Nothing here imports the WebUI (``modules``) or gradio at module top.
+Nothing here imports the WebUI (``modules``) or gradio at module top. The studio service (WebUI
+host, job worker, stores) is made on first use and shared by the tab and the routes.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 from lib_profile import API_PREFIX, EXTENSION_NAME
+from lib_profile.serve import lazy
 
 TAB_ID = "profile_studio"
 VERSION_PATH = API_PREFIX + "/version"
+SECTION = ("profile_studio", EXTENSION_NAME)
+
+
+def _make_studio():
+    from modules import paths, shared
+
+    from lib_profile.hosts.webui import LORA_SUBFOLDER, WebUIHost
+    from lib_profile.service import Studio
+
+    host = WebUIHost()
+    opts = getattr(shared.opts, "data", {}) or {}
+    outputs = opts.get("profile_studio_outputs") or str(Path(paths.data_path) / "outputs" / "profile-studio")
+    return Studio(host, getattr(shared.cmd_opts, "profile_studio_dir", None),
+                  lora_root=host.lora_dir() / LORA_SUBFOLDER, outputs_root=outputs)
+
+
+get_studio = lazy(_make_studio)
 
 
 def ui_tabs():
     """``on_ui_tabs`` callback: the Profile Studio tab."""
     from lib_profile.ui.tab import build_tab
 
-    return [(build_tab(), EXTENSION_NAME, TAB_ID)]
+    return [(build_tab(get_studio), EXTENSION_NAME, TAB_ID)]
+
+
+def ui_settings():
+    """``on_ui_settings`` callback: defaults in Settings -> Profile Studio."""
+    import gradio as gr
+    from modules import shared
+
+    add = shared.opts.add_option
+    add("profile_studio_outputs", shared.OptionInfo(
+        "", "Portrait folder (empty: outputs/profile-studio)", section=SECTION))
+    add("profile_studio_train_steps", shared.OptionInfo(
+        800, "Default training steps", gr.Slider, {"minimum": 50, "maximum": 3000, "step": 50}, section=SECTION))
+    add("profile_studio_min_photos", shared.OptionInfo(
+        5, "Accepted photos needed to train", gr.Slider, {"minimum": 3, "maximum": 20, "step": 1}, section=SECTION))
+    add("profile_studio_detail_engine", shared.OptionInfo(
+        "builtin", "Face detail pass", gr.Radio, {"choices": ["builtin", "adetailer"]}, section=SECTION))
 
 
 def app_started(demo, app):
     """``on_app_started`` callback: add our API routes to ``app``.
 
     ``demo`` is None with ``--nowebui``. The WebUI calls this again with a new app after a UI
-    reload; routes already on ``app`` are not added twice.
+    reload; routes already on ``app`` are not added twice. ``--api-auth`` protects our routes too.
     """
     if any(getattr(route, "path", None) == VERSION_PATH for route in app.routes):
         return
+    from modules import shared
+
     from lib_profile.api.routes import make_router
 
-    app.include_router(make_router())
+    app.include_router(make_router(get_studio, getattr(shared.cmd_opts, "api_auth", None)))

@@ -381,10 +381,16 @@ def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: b
     """``modules.processing`` and friends; ``cn_models=None`` means no ControlNet extension."""
     state = State()
     shared.state = state
+    class OptionInfo:
+        def __init__(self, default=None, label="", component=None, component_args=None, section=None, **kw):
+            self.default, self.label, self.component, self.section = default, label, component, section
+
+    shared.OptionInfo = OptionInfo
     shared.opts = types.SimpleNamespace(outdir_samples="", outdir_txt2img_samples="out/txt2img",
                                         outdir_img2img_samples="out/img2img", outdir_grids="",
                                         outdir_txt2img_grids="out/txt2img-grids",
-                                        outdir_img2img_grids="out/img2img-grids", data={})
+                                        outdir_img2img_grids="out/img2img-grids", data={}, added={})
+    shared.opts.add_option = lambda key, info: shared.opts.added.__setitem__(key, info)
     shared.sd_upscalers = [UpscalerData(n, None, Upscaler()) for n in ("None", "Lanczos", "R-ESRGAN 4x+")]
 
     def runner():

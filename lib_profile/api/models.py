@@ -1,0 +1,147 @@
+"""Request and response models of the HTTP API.
+
+Written for pydantic 1 (A1111) and 2 (Forge) alike: every optional field is ``Optional[...] = None``,
+no ``model_config``/``Config``, free-form parts are plain ``dict``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from pydantic import BaseModel, Field
+
+
+class VersionResponse(BaseModel):
+    """What ``GET /version`` answers."""
+
+    name: str = Field(description="Name of the extension.")
+    version: str = Field(description="Version of the extension.")
+    api: int = Field(1, description="Version of this HTTP API; raised on incompatible changes.")
+    host: Optional[str] = Field(None, description="What turns plans into pixels: a1111, forge or diffusers.")
+
+
+class IdentityCreate(BaseModel):
+    name: str = Field(description="Display name of the person, e.g. 'Alice'; 1-40 characters, no '/' or '..'.")
+    class_word: str = Field("person", description="woman, man or person: the class the LoRA is trained on.")
+
+
+class LoraInfo(BaseModel):
+    name: str = Field(description="LoRA name as used in prompts: <lora:NAME:0.9>.")
+    file: str = Field(description="File name in the LoRA folder's profile-studio/<identity>/ subfolder.")
+    created: float = Field(description="Unix time the training finished.")
+    activation_text: Optional[str] = Field(None, description="Words that call the person up, e.g. 'ohwx woman'.")
+    identity_similarity: Optional[float] = Field(None, description="Mean identity similarity of the chosen checkpoint's validation portraits.")
+    run: Optional[str] = Field(None, description="The training run folder it came from.")
+
+
+class IdentitySummary(BaseModel):
+    slug: str = Field(description="The identity's id in URLs (lower-case name).")
+    name: str = Field(description="Display name.")
+    class_word: str = Field(description="woman, man or person.")
+    created: float = Field(description="Unix time of creation.")
+    loras: int = Field(0, description="How many LoRAs were trained.")
+
+
+class OutputSet(BaseModel):
+    job: str = Field(description="The generation job that made the set.")
+    images: List[str] = Field(description="Portrait file names; fetch with GET /files/{slug}/{job}/{name}.")
+
+
+class IdentityInfo(BaseModel):
+    slug: str = Field(description="The identity's id in URLs.")
+    name: str = Field(description="Display name.")
+    class_word: str = Field(description="woman, man or person.")
+    token: str = Field(description="The rare token the LoRA binds the face to.")
+    created: float = Field(description="Unix time of creation.")
+    photos: List[str] = Field(description="Uploaded photo file names.")
+    intake: Optional[dict] = Field(None, description="The last intake report (per photo: status, reasons, face, identity similarity).")
+    loras: List[LoraInfo] = Field(description="Trained LoRAs, oldest first; generation uses the newest unless told.")
+    jobs: List[str] = Field(description="Ids of the identity's jobs, newest first.")
+    outputs: List[OutputSet] = Field(description="Portrait sets made, newest first.")
+
+
+class ImageUpload(BaseModel):
+    name: str = Field("photo.jpg", description="File name (only its last part is kept).")
+    data: str = Field(description="The file's bytes, base64 (a data: URL prefix is allowed).")
+
+
+class PhotosUpload(BaseModel):
+    images: List[ImageUpload] = Field(description="About 10 photos of the person: JPEG, PNG, WebP, HEIC...")
+
+
+class IntakeReport(BaseModel):
+    ready: bool = Field(description="Enough good photos to train.")
+    counts: dict = Field(description="total, accepted, rejected, by_reason.")
+    next_step: Optional[str] = Field(None, description="What to do next, in words.")
+    photos: List[dict] = Field(description="Per photo: file, status, reasons (code, message), face, identity_similarity.")
+    contact_sheet: Optional[str] = Field(None, description="URL of the contact sheet PNG.")
+
+
+class TrainRequest(BaseModel):
+    steps: Optional[int] = Field(None, description="Training steps (default 800).")
+    rank: Optional[int] = Field(None, description="LoRA rank (default 32).")
+    alpha: Optional[float] = Field(None, description="LoRA alpha (default 32).")
+    learning_rate: Optional[float] = Field(None, description="Learning rate (default 1e-4).")
+    batch_size: Optional[int] = Field(None, description="Batch size (default 4).")
+    resolution: Optional[int] = Field(None, description="Training resolution, a multiple of 64 (default 512).")
+    seed: Optional[int] = Field(None, description="Seed; the same seed and photos give the same LoRA.")
+    validate_every: Optional[int] = Field(None, description="Render and score validation portraits every N steps (default 100).")
+    validation_images: Optional[int] = Field(None, description="Validation portraits per checkpoint (default 4).")
+    validation_steps: Optional[int] = Field(None, description="Sampling steps of a validation portrait (default 20).")
+    validation_size: Optional[int] = Field(None, description="Validation portrait size (default: the resolution).")
+    select: Optional[str] = Field(None, description="best, last or topK (average of the K best checkpoints; default top3).")
+    save_every: Optional[int] = Field(None, description="Write a resumable state every N steps (default 50).")
+    device: Optional[str] = Field(None, description="cpu or cuda (default: cuda when available).")
+    checkpoint: Optional[str] = Field(None, description="SD1.5 checkpoint file to train on (default: the one in use).")
+
+
+class GenerateRequest(BaseModel):
+    pose: Optional[str] = Field(None, description="A pose template name (GET /poses); none = pose by prompt.")
+    pose_photo: Optional[str] = Field(None, description="Or a reference photo, base64: its pose is used.")
+    tone: str = Field("warm", description="warm, cool, neutral or a user preset (GET /tones).")
+    count: int = Field(4, description="How many portraits (1-100).")
+    seed: int = Field(-1, description="First seed (-1: random); portrait n uses seed + n.")
+    prompt: Optional[str] = Field(None, description="What to make (default: a studio portrait of the person).")
+    lora: Optional[str] = Field(None, description="Which of the identity's LoRAs (default: the newest).")
+    lora_weight: float = Field(0.9, description="LoRA weight.")
+    switches: Optional[Dict[str, bool]] = Field(None, description="Stages on/off: detail, refine, detail2, upscale, grade.")
+    settings: Optional[dict] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip.")
+    detail_engine: str = Field("builtin", description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only).")
+
+
+class JobInfo(BaseModel):
+    id: str = Field(description="Job id.")
+    kind: str = Field(description="train or generate.")
+    identity: Optional[str] = Field(None, description="The identity's slug.")
+    state: str = Field(description="queued, running, done, failed, cancelled or interrupted.")
+    stage: Optional[str] = Field(None, description="What it is doing now.")
+    progress: float = Field(description="0 to 1.")
+    eta_s: Optional[float] = Field(None, description="Seconds left, estimated.")
+    messages: List[str] = Field(description="Notes and errors, in order.")
+    result: Optional[dict] = Field(None, description="When done: the LoRA (train) or the portraits (generate).")
+    error: Optional[str] = Field(None, description="Why it failed.")
+    created: float = Field(description="Unix time queued.")
+    started: Optional[float] = Field(None, description="Unix time started.")
+    finished: Optional[float] = Field(None, description="Unix time ended.")
+    links: Optional[Dict[str, str]] = Field(None, description="URLs: self, cancel, resume, images.")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str = Field(description="The identity's slug.")
+    removed: List[str] = Field(description="Folders removed.")
+
+
+class PoseInfo(BaseModel):
+    name: str
+    title: str
+    description: str
+    framing: str
+    thumbnail: str = Field(description="URL of the thumbnail PNG.")
+
+
+class ToneInfo(BaseModel):
+    name: str
+    title: str
+    description: str
+    sampler: str
+    scheduler: str

@@ -1,0 +1,162 @@
+"""Runs jobs one at a time in a worker thread, keeps their live state, and cancels them.
+
+A handler gets a :class:`JobContext`: ``ctx.update(stage=, progress=, eta_s=, message=)`` publishes
+progress (kept in memory for polling, written to SQLite at most twice a second and on every state
+change), ``ctx.cancelled`` is set by :meth:`JobManager.cancel`, and the handler's return value is
+the job's result. Raising :class:`~lib_profile.hosts.base.Interrupted` ends it as cancelled.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+import uuid
+from typing import Any, Callable, Optional
+
+from lib_profile.hosts.base import HostError, Interrupted
+from lib_profile.jobs.db import FINAL, JobDB
+from lib_profile.store.identities import Conflict, NotFound
+
+Handler = Callable[["JobContext"], Any]
+
+
+class JobContext:
+    def __init__(self, manager: "JobManager", job: dict[str, Any]):
+        self.manager = manager
+        self.id = job["id"]
+        self.kind = job["kind"]
+        self.identity = job["identity"]
+        self.params = job["params"] or {}
+        self.cancelled = threading.Event()
+        self.live: dict[str, Any] = {"stage": None, "progress": 0.0, "eta_s": None, "messages": []}
+        self._flushed = 0.0
+
+    @property
+    def task_id(self) -> str:
+        """The id the WebUI's ``/internal/progress`` knows this job by."""
+        return f"task(profile-studio-{self.id})"
+
+    def update(self, stage: Optional[str] = None, progress: Optional[float] = None, eta_s: Optional[float] = None,
+               message: Optional[str] = None, flush: bool = False) -> None:
+        with self.manager._lock:
+            if stage is not None:
+                flush = flush or stage != self.live["stage"]
+                self.live["stage"] = stage
+            if progress is not None:
+                self.live["progress"] = max(0.0, min(1.0, float(progress)))
+            if eta_s is not None:
+                self.live["eta_s"] = round(float(eta_s), 1)
+            if message:
+                self.live["messages"] = [*self.live["messages"], message]
+                flush = True
+        now = time.monotonic()
+        if flush or now - self._flushed > 0.5:
+            self._flushed = now
+            self.manager.db.update(self.id, **dict(self.live))
+
+
+class JobManager:
+    def __init__(self, db: JobDB, handlers: dict[str, Handler]):
+        self.db = db
+        self.handlers = handlers
+        self._lock = threading.RLock()
+        self._queue: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._running: dict[str, JobContext] = {}
+        self.db.mark_interrupted()
+        self._worker = threading.Thread(target=self._work, name="profile-studio-jobs", daemon=True)
+        self._worker.start()
+
+    # -- public
+    def submit(self, kind: str, identity: Optional[str], params: dict[str, Any]) -> dict[str, Any]:
+        if kind not in self.handlers:
+            raise HostError(f"Unknown job kind {kind!r}")
+        job_id = uuid.uuid4().hex[:12]
+        job = self.db.insert(job_id, kind, identity, params)
+        self._queue.put(job_id)
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job = self.db.get(job_id) if isinstance(job_id, str) and job_id.isalnum() else None
+        if job is None:
+            raise NotFound(f"No job {job_id!r}")
+        with self._lock:
+            ctx = self._running.get(job_id)
+            if ctx is not None:
+                job.update(ctx.live)
+        return job
+
+    def list(self, identity: Optional[str] = None) -> list[dict[str, Any]]:
+        return [self.get(j["id"]) if j["state"] == "running" else j for j in self.db.list(identity)]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job = self.get(job_id)
+        if job["state"] in FINAL:
+            raise Conflict(f"Job {job_id} has already ended ({job['state']})")
+        with self._lock:
+            ctx = self._running.get(job_id)
+            if ctx is not None:
+                ctx.cancelled.set()
+                ctx.update(message="Cancel requested; stopping after the current step", flush=True)
+            else:
+                self.db.update(job_id, state="cancelled", finished=time.time())
+        return self.get(job_id)
+
+    def busy_with(self, identity: str) -> bool:
+        return any(j["state"] in ("queued", "running") for j in self.db.list(identity))
+
+    def forget(self, identity: str) -> int:
+        """Delete the identity's job records (after its data is deleted)."""
+        return self.db.delete_for(identity)
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(job_id)
+            if job["state"] in FINAL:
+                return job
+            time.sleep(0.05)
+        raise TimeoutError(f"job {job_id} still {self.get(job_id)['state']} after {timeout} s")
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for ctx in self._running.values():
+                ctx.cancelled.set()
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+
+    # -- worker
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None:
+                return
+            job = self.db.get(job_id)
+            if job is None or job["state"] != "queued":
+                continue  # cancelled while queued, or deleted with its identity
+            ctx = JobContext(self, job)
+            with self._lock:
+                self._running[job_id] = ctx
+            self.db.update(job_id, state="running", started=time.time())
+            state, result, error = "done", None, None
+            try:
+                result = self.handlers[job["kind"]](ctx)
+                if ctx.cancelled.is_set():
+                    state = "cancelled"
+            except Interrupted:
+                state = "cancelled"
+            except HostError as exc:
+                state, error = "failed", str(exc)
+            except Exception as exc:  # noqa: BLE001 - a job must never take the worker down
+                state, error = "failed", f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+            with self._lock:
+                self._running.pop(job_id, None)
+                if state == "done":
+                    ctx.live["progress"] = 1.0
+                    ctx.live["eta_s"] = 0.0
+                if error:
+                    ctx.live["messages"] = [*ctx.live["messages"], error]
+            if self.db.get(job_id) is not None:
+                self.db.update(job_id, state=state, result=result, error=error, finished=time.time(), **ctx.live)

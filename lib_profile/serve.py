@@ -1,0 +1,76 @@
+"""Standalone serving: the same routes and tab as in the WebUI, on the diffusers host, without a WebUI."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from lib_profile import __version__
+
+
+def make_app(studio: Callable[[], Any], auth: Optional[str] = None, ui: bool = True):
+    """A FastAPI app with the API routes and (``ui``) the tab mounted at ``/``."""
+    from fastapi import FastAPI
+
+    from lib_profile.api.routes import make_router, parse_auth
+
+    app = FastAPI(title="Profile Studio", version=__version__)
+    app.include_router(make_router(studio, auth))
+    if ui:
+        import gradio as gr
+
+        from lib_profile.ui.tab import build_tab
+
+        blocks = build_tab(studio)
+        blocks.queue()
+        if parse_auth(auth):
+            blocks.auth = parse_auth(auth)
+            blocks.auth_message = None
+        app = gr.mount_gradio_app(app, blocks, path="/")
+    return app
+
+
+def lazy(factory: Callable[[], Any]) -> Callable[[], Any]:
+    """``factory()`` called once, on first use, from any thread."""
+    lock = threading.Lock()
+    box: list = []
+
+    def get():
+        if not box:
+            with lock:
+                if not box:
+                    box.append(factory())
+        return box[0]
+
+    get.peek = lambda: box[0] if box else None  # the object if made, without making it
+    return get
+
+
+def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Optional[str] = None,
+                   controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None):
+    def make():
+        from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
+        from lib_profile.service import Studio
+
+        cn = {"pose": controlnet_pose, "tile": controlnet_tile}
+        cn = {k: str(tiny_controlnet(data_dir)) if v == "tiny" else v for k, v in cn.items()}
+        for kind, path in cn.items():
+            if path and not Path(path).is_file():
+                from lib_profile.hosts.base import HostError
+
+                raise HostError(f"ControlNet {kind} model not found: {path}")
+        host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn)
+        return Studio(host, data_dir)
+
+    return make
+
+
+def serve(checkpoint: str, port: int = 7870, listen: str = "127.0.0.1", data_dir: Optional[str] = None,
+          auth: Optional[str] = None, device: Optional[str] = None, controlnet_pose: Optional[str] = None,
+          controlnet_tile: Optional[str] = None) -> None:
+    import uvicorn
+
+    studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile))
+    studio()  # load the model before answering, so the first request is not slow and errors show now
+    uvicorn.run(make_app(studio, auth), host=listen, port=port, log_level="info")

@@ -1,0 +1,307 @@
+"""The studio as a service: identities, photos, training and generation jobs, on one host.
+
+The API routes and the tab both call this; it runs the same in the WebUI (WebUI host, LoRAs in the
+WebUI's Lora folder, portraits in its outputs folder) and standalone (diffusers host, all under the
+data folder). Data flows one way: photos -> intake -> LoRA -> plan -> portraits -> result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from lib_profile import paths
+from lib_profile.hosts.base import Host, HostError, Interrupted, RunControl
+from lib_profile.jobs.db import JobDB
+from lib_profile.jobs.manager import JobContext, JobManager
+from lib_profile.store.identities import Conflict, IdentityStore, NotFound
+
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_CANCELLED = 3  # the train command's exit code for a resumable stop
+
+# Training settings a request may set, with the checks the trainer applies; None = the trainer's default.
+TRAIN_OPTIONS = ("steps", "rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "validate_every",
+                 "validation_images", "validation_steps", "validation_size", "select", "save_every", "log_every",
+                 "device")
+
+
+class Studio:
+    def __init__(self, host: Host, data_dir: str | Path | None = None, lora_root: str | Path | None = None,
+                 outputs_root: str | Path | None = None):
+        self.host = host
+        self.data_dir = paths.data_dir(data_dir)
+        self.store = IdentityStore(self.data_dir / "identities", lora_root or self.data_dir / "loras",
+                                   outputs_root or self.data_dir / "outputs")
+        self.jobs = JobManager(JobDB(self.data_dir / "jobs.sqlite3"),
+                               {"train": self._train, "generate": self._generate})
+        self._delete_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.jobs.db.close()
+
+    # ------------------------------------------------------------------ identities
+    def create_identity(self, name: str, class_word: str = "person") -> dict[str, Any]:
+        return self.store.create(name, class_word)
+
+    def identity(self, slug: str) -> dict[str, Any]:
+        record = self.store.get(slug)
+        record["jobs"] = [j["id"] for j in self.jobs.list(slug)]
+        record["outputs"] = self.outputs(slug)
+        return record
+
+    def delete_identity(self, slug: str) -> list[str]:
+        """Cancel the identity's jobs, then remove every file and record of it."""
+        self.store.get(slug)
+        with self._delete_lock:
+            for job in self.jobs.list(slug):
+                if job["state"] in ("queued", "running"):
+                    self.jobs.cancel(job["id"])
+                    self.jobs.wait(job["id"], timeout=120)
+            removed = self.store.delete(slug)
+            self.jobs.forget(slug)
+        return removed
+
+    def add_photos(self, slug: str, files: list[tuple[str, bytes]]) -> dict[str, Any]:
+        if self.jobs.busy_with(slug):
+            raise Conflict("This identity has a job queued or running; add photos when it has finished")
+        return self.store.add_photos(slug, files)
+
+    def outputs(self, slug: str) -> list[dict[str, Any]]:
+        """The portrait sets made for an identity, newest first."""
+        root = self.store.outputs_folder(slug)
+        sets = []
+        for folder in sorted(root.glob("*/result.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+            result = json.loads(folder.read_text("utf-8"))
+            sets.append({"job": folder.parent.name, "images": [i["file"] for i in result["images"]]})
+        return sets
+
+    def output_file(self, slug: str, job_id: str, name: str) -> Path:
+        """A file of a portrait set; refuses anything outside that folder."""
+        folder = (self.store.outputs_folder(slug) / job_id).resolve()
+        path = (folder / name).resolve()
+        if path.parent != folder or not path.is_file() or not job_id.isalnum():
+            raise NotFound(f"No file {name!r} in job {job_id}")
+        return path
+
+    def identity_file(self, slug: str, which: str) -> Path:
+        files = {"contact_sheet": self.store.folder(slug) / "intake" / "contact_sheet.png"}
+        path = files.get(which)
+        if path is None or not path.is_file():
+            raise NotFound(f"No {which} for identity {slug!r}")
+        return path
+
+    # ------------------------------------------------------------------ jobs
+    def train(self, slug: str, options: Optional[dict[str, Any]] = None, checkpoint: Optional[str] = None) -> dict:
+        record = self.store.get(slug)
+        self.store.intake_dir(slug)  # ready to train, or a clear message
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        unknown = set(options) - set(TRAIN_OPTIONS)
+        if unknown:
+            raise HostError(f"Unknown training setting(s): {', '.join(sorted(unknown))}")
+        if self.jobs.busy_with(slug):
+            raise Conflict("This identity already has a job queued or running")
+        run = time.strftime("%Y%m%d-%H%M%S")
+        params = {"options": options, "checkpoint": checkpoint, "run": run, "name": record["slug"],
+                  "resume": False}
+        return self.jobs.submit("train", slug, params)
+
+    def resume(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job["kind"] != "train" or job["state"] not in ("cancelled", "interrupted", "failed"):
+            raise Conflict("Only a cancelled, interrupted or failed training job can be resumed")
+        state = self.store.folder(job["identity"]) / "training" / job["params"]["run"] / "state" / "state.pt"
+        if not state.is_file():
+            raise Conflict("This training stopped before its first checkpoint; start a new training instead")
+        return self.jobs.submit("train", job["identity"], {**job["params"], "resume": True, "resumes": job_id})
+
+    def generate(self, slug: str, pose: Optional[str] = None, tone: str = "warm", count: int = 4, seed: int = -1,
+                 prompt: Optional[str] = None, switches: Optional[dict[str, bool]] = None,
+                 pose_photo: Optional[bytes] = None, lora: Optional[str] = None, lora_weight: float = 0.9,
+                 settings: Optional[dict[str, Any]] = None, detail_engine: str = "builtin") -> dict[str, Any]:
+        from lib_profile.studio.plan import build_plan
+
+        self.store.get(slug)
+        entry = self._lora(slug, lora)
+        # check the choices now, so a bad pose or tone is a 400, not a failed job
+        if detail_engine == "adetailer" and not (hasattr(self.host, "adetailer_present")
+                                                 and self.host.adetailer_present()):
+            raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
+        build_plan(prompt or "x", entry["path"] if entry else None, None, tone, count, seed, switches, lora_weight,
+                   detail_engine=detail_engine, **(settings or {}))
+        if pose and not pose_photo:
+            from lib_profile.studio.pose import load_pose
+
+            load_pose(pose)
+        params = {"pose": pose, "tone": tone, "count": count, "seed": seed, "prompt": prompt, "switches": switches,
+                  "lora": entry["name"] if entry else None, "lora_weight": lora_weight, "settings": settings or {},
+                  "pose_photo": pose_photo is not None, "detail_engine": detail_engine}
+        job = self.jobs.submit("generate", slug, params)
+        if pose_photo is not None:
+            folder = self.store.outputs_folder(slug) / job["id"]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "pose-photo.upload").write_bytes(pose_photo)
+        return job
+
+    def _lora(self, slug: str, name: Optional[str]) -> Optional[dict[str, Any]]:
+        loras = self.store.get(slug)["loras"]
+        if name:
+            entry = next((x for x in loras if x["name"] == name), None)
+            if entry is None:
+                raise NotFound(f"Identity {slug!r} has no LoRA {name!r}")
+        else:
+            entry = loras[-1] if loras else None
+        if entry is not None:
+            entry = {**entry, "path": str(self.store.lora_folder(slug) / entry["file"])}
+        return entry
+
+    # ------------------------------------------------------------------ job handlers
+    def _train(self, ctx: JobContext) -> dict[str, Any]:
+        p = ctx.params
+        slug = ctx.identity
+        intake = self.store.intake_dir(slug)
+        out = self.store.folder(slug) / "training" / p["run"]
+        out.mkdir(parents=True, exist_ok=True)
+        events, cancel = out / "events.jsonl", out / "CANCEL"
+        checkpoint = p.get("checkpoint") or self.host.checkpoint_path()
+        opts = {"steps": 800, **p["options"]}
+        cmd = [sys.executable, "-m", "lib_profile", "--data-dir", str(self.data_dir), "train", str(intake),
+               "--checkpoint", str(checkpoint), "--name", p["name"], "--out", str(out), "--events", str(events),
+               "--cancel-file", str(cancel)]
+        for key, value in opts.items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        if p.get("resume"):
+            cmd.append("--resume")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(EXTENSION_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        steps = int(opts["steps"])
+        ctx.update(stage="starting", progress=0.0, message=f"Training {p['name']} for {steps} steps")
+        log = out / "train.log"
+        error = None
+        with self.host.training_slot(ctx.task_id, steps), open(log, "ab") as log_file:
+            proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(EXTENSION_ROOT))
+            host_control = self.host.control()
+            offset = 0
+            while True:
+                stopped = proc.poll() is not None
+                offset, error = self._read_events(events, offset, ctx, steps, error)
+                if stopped:
+                    break
+                if (ctx.cancelled.is_set() or (host_control.should_interrupt and host_control.should_interrupt())) \
+                        and not cancel.exists():
+                    cancel.touch()
+                time.sleep(0.2)
+        if proc.returncode == TRAIN_CANCELLED:
+            ctx.update(message="Training stopped; resume it to continue from the last step")
+            raise Interrupted()
+        if proc.returncode != 0:
+            tail = log.read_text("utf-8", "replace").strip().splitlines()[-3:]
+            raise HostError(error or f"Training failed (exit {proc.returncode}): {' | '.join(tail)}")
+        report = json.loads((out / "train_report.json").read_text("utf-8"))
+        entry = self._publish(slug, out, report)
+        return {"lora": entry["name"], "file": entry["file"], "identity_similarity": entry["identity_similarity"],
+                "report": report["choice"], "steps": steps}
+
+    @staticmethod
+    def _read_events(events: Path, offset: int, ctx: JobContext, steps: int, error: Optional[str]):
+        if not events.is_file():
+            return offset, error
+        with open(events, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "step":
+                step = int(ev.get("step", 0))
+                ctx.update(stage="train", progress=0.02 + 0.9 * step / max(steps, 1), eta_s=ev.get("eta_s"))
+            elif ev.get("event") == "phase":
+                phase = ev.get("phase")
+                if phase == "error":
+                    error = ev.get("message")
+                elif phase:
+                    ctx.update(stage=phase)
+            elif ev.get("event") == "validation":
+                ctx.update(message=f"step {ev.get('step')}: identity similarity {ev.get('identity')}")
+        return offset + end, error
+
+    def _publish(self, slug: str, out: Path, report: dict[str, Any]) -> dict[str, Any]:
+        """Copy the LoRA (and what travels with it) into the LoRA root, where the WebUI lists it."""
+        from lib_profile.lora.apply import read_metadata
+
+        record = self.store.get(slug)
+        src = out / report["file"]
+        dest_dir = self.store.lora_folder(slug)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        stem = src.stem
+        copies = [(src, dest_dir / src.name)]
+        identity = out / f"{stem}.identity.json"
+        if identity.is_file():
+            copies.append((identity, dest_dir / identity.name))
+        sheet = out / (report.get("contact_sheet") or "")
+        if report.get("contact_sheet") and sheet.is_file():
+            copies.append((sheet, dest_dir / f"{stem}.preview.png"))
+        for a, b in copies:
+            tmp = b.with_name(b.name + ".partial")
+            shutil.copyfile(a, tmp)
+            tmp.replace(b)
+        meta = read_metadata(dest_dir / src.name)
+        activation = meta.get("profile_studio_activation_text", f"{record['token']} {record['class_word']}")
+        (dest_dir / f"{stem}.json").write_text(json.dumps({
+            "description": f"Profile Studio face LoRA of {record['name']}", "sd version": "SD1",
+            "activation text": activation, "preferred weight": 0.9, "notes": "",
+        }, indent=1), "utf-8")
+        entry = {"name": stem, "file": src.name, "created": time.time(), "activation_text": activation,
+                 "identity_similarity": report["choice"].get("identity_similarity"), "run": out.name}
+        self.store.add_lora(slug, entry)
+        return entry
+
+    def _generate(self, ctx: JobContext) -> dict[str, Any]:
+        from lib_profile.studio.plan import build_plan, default_prompt
+        from lib_profile.studio.pose import pose_from_photo_file
+        from lib_profile.studio.run import count_passes, run_plan
+
+        p = ctx.params
+        slug = ctx.identity
+        out = self.store.outputs_folder(slug) / ctx.id
+        out.mkdir(parents=True, exist_ok=True)
+        entry = self._lora(slug, p["lora"]) if p.get("lora") else None
+        pose = p.get("pose")
+        if p.get("pose_photo"):
+            pose = str(pose_from_photo_file(out / "pose-photo.upload", out / "pose-from-photo.json"))
+        host = self.host
+        plan = build_plan(p.get("prompt") or default_prompt(entry["path"] if entry else None),
+                          entry["path"] if entry else None, pose, p["tone"], p["count"], p["seed"], p.get("switches"),
+                          p.get("lora_weight", 0.9), host.controlnet_model("pose"), host.controlnet_model("tile"),
+                          self.data_dir, p.get("detail_engine", "builtin"), **(p.get("settings") or {}))
+        notes = getattr(host, "notes", None)
+        if notes:
+            plan.notes.extend(dict.fromkeys(notes))
+            notes.clear()
+        stages = len(plan.enabled())
+        started = time.perf_counter()
+
+        def on_stage(n: int, index: int, kind: str) -> None:
+            done = (n * stages + [i for i, _s in plan.enabled()].index(index)) / (plan.count * stages)
+            elapsed = time.perf_counter() - started
+            ctx.update(stage=f"portrait {n + 1} of {plan.count}: {kind}", progress=done,
+                       eta_s=elapsed / done * (1 - done) if done > 0 else None)
+
+        host_control = host.control()
+        control = RunControl(should_interrupt=lambda: ctx.cancelled.is_set() or bool(
+            host_control.should_interrupt and host_control.should_interrupt()))
+        with host.job(ctx.task_id, count_passes(plan)):
+            result = run_plan(plan, host, out, control=control, on_stage=on_stage)
+        for note in result["notes"]:
+            ctx.update(message=note)
+        return {"folder": str(out), **result}

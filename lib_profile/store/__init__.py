@@ -1,0 +1,1 @@
+"""Where a user's identities live on disk, and how every trace of one is removed."""

@@ -1,0 +1,247 @@
+"""The HTTP API end to end: a real uvicorn server on 127.0.0.1, the diffusers host and the tiny model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from lib_profile import API_PREFIX, sample_photos
+
+NAME = "Zyxwq Test"  # a name no shipped file contains, so a byte scan can prove it is gone
+SLUG = "zyxwq-test"
+TRAIN = {"steps": 6, "resolution": 64, "batch_size": 2, "validate_every": 3, "validation_images": 1,
+         "validation_steps": 2, "validation_size": 64, "save_every": 2, "log_every": 1, "select": "best",
+         "device": "cpu"}
+SMALL = {"width": 128, "height": 192, "steps": 3}
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+class Server:
+    """uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not (self.server.started and self.server.servers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def studio(host, tiny_controlnet, tmp_path):
+    from lib_profile.service import Studio
+
+    host.controlnet_files = {"pose": str(tiny_controlnet), "tile": str(tiny_controlnet)}
+    s = Studio(host, tmp_path / "data", lora_root=tmp_path / "webui" / "models" / "Lora" / "profile-studio",
+               outputs_root=tmp_path / "webui" / "outputs" / "profile-studio")
+    yield s
+    s.close()
+    host.controlnet_files = {}
+
+
+@pytest.fixture
+def api(studio):
+    from lib_profile.serve import make_app
+
+    server = Server(make_app(lambda: studio, ui=False))
+    with httpx.Client(base_url=server.url + API_PREFIX, timeout=120) as client:
+        yield client
+    server.stop()
+
+
+def wait(api, job_id, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.get(f"/jobs/{job_id}").json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def upload_selfies(api, slug=SLUG, extra=()):
+    files = [("files", (f"{name}.jpg", png(img), "image/jpeg")) for name, img in sample_photos.selfies()[:6]]
+    files += list(extra)
+    return api.post(f"/identities/{slug}/photos", files=files)
+
+
+def test_identity_names_are_checked(api):
+    assert api.post("/identities", json={"name": NAME, "class_word": "woman"}).status_code == 201
+    assert api.post("/identities", json={"name": NAME}).status_code == 409
+    for bad in ("../x", "", "   ", "a/b", "x" * 41):
+        r = api.post("/identities", json={"name": bad})
+        assert r.status_code == 400, bad
+        assert r.json()["detail"]
+    assert api.post("/identities", json={"name": "Bob", "class_word": "cat"}).status_code == 400
+    assert api.get("/identities/..%2Fetc").status_code == 404
+    assert api.get("/identities/nobody").status_code == 404
+    assert [x["slug"] for x in api.get("/identities").json()] == [SLUG]
+
+
+def test_the_whole_flow_and_delete_leaves_nothing(api, studio, tmp_path):
+    api.post("/identities", json={"name": NAME, "class_word": "woman"}).raise_for_status()
+    broken = ("files", ("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "image/jpeg"))
+    no_face = ("files", ("coffee.jpg", png(sample_photos.coffee()), "image/jpeg"))
+    r = upload_selfies(api, extra=[broken, no_face])
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["ready"] and report["counts"]["accepted"] == 6 and report["counts"]["rejected"] == 2
+    reasons = {p["file"]: p["reasons"] for p in report["photos"]}
+    assert reasons["broken.jpg"] and reasons["coffee.jpg"]
+    assert api.get(report["contact_sheet"].replace(API_PREFIX, "")).headers["content-type"] == "image/png"
+
+    job = api.post(f"/identities/{SLUG}/train", json=TRAIN)
+    assert job.status_code == 202, job.text
+    job = wait(api, job.json()["id"])
+    assert job["state"] == "done", job
+    lora = job["result"]["lora"]
+    lora_dir = tmp_path / "webui" / "models" / "Lora" / "profile-studio" / SLUG
+    assert (lora_dir / f"{lora}.safetensors").is_file() and (lora_dir / f"{lora}.json").is_file()
+    assert (lora_dir / f"{lora}.identity.json").is_file()
+
+    gen = api.post(f"/identities/{SLUG}/generate", json={"pose": "three_quarter_left", "tone": "cool", "count": 1,
+                                                         "seed": 11, "settings": SMALL})
+    assert gen.status_code == 202, gen.text
+    gen = wait(api, gen.json()["id"])
+    assert gen["state"] == "done", gen["error"]
+    image = api.get(gen["links"]["image0"].replace(API_PREFIX, ""))
+    assert image.status_code == 200
+    pic = Image.open(io.BytesIO(image.content))
+    assert pic.size == (256, 384) and "Identity similarity" in pic.text["parameters"]
+    assert f"<lora:{lora}:" in pic.text["parameters"]
+    info = api.get(f"/identities/{SLUG}").json()
+    assert info["loras"][0]["name"] == lora and info["outputs"][0]["job"] == gen["id"]
+    assert api.get(f"/files/{SLUG}/{gen['id']}/..%2F..%2Fjobs.sqlite3").status_code == 404
+
+    r = api.delete(f"/identities/{SLUG}")
+    assert r.status_code == 200 and r.json()["removed"]
+    assert api.get(f"/identities/{SLUG}").status_code == 404
+    assert api.get(f"/jobs?identity={SLUG}").json() == []
+    assert api.get(f"/jobs/{gen['id']}").status_code == 404
+    leftovers = []
+    for root in (tmp_path / "data", tmp_path / "webui"):
+        for path in root.rglob("*"):
+            if SLUG in path.name or NAME in path.name:
+                leftovers.append(str(path))
+            elif path.is_file() and (SLUG.encode() in path.read_bytes() or NAME.encode() in path.read_bytes()):
+                leftovers.append(f"{path} (contents)")
+    assert leftovers == []
+
+
+def test_cancel_mid_training_then_resume(api, studio):
+    api.post("/identities", json={"name": NAME}).raise_for_status()
+    upload_selfies(api).raise_for_status()
+    job = api.post(f"/identities/{SLUG}/train", json={**TRAIN, "steps": 150, "save_every": 2}).json()
+    deadline = time.monotonic() + 240
+    while True:
+        state = api.get(f"/jobs/{job['id']}").json()
+        if state["stage"] == "train" and state["progress"] > 0.03:
+            break
+        assert time.monotonic() < deadline and state["state"] in ("queued", "running"), state
+        time.sleep(0.1)
+    with ThreadPoolExecutor(16) as pool:  # many clients polling a running job at once
+        polls = list(pool.map(lambda _i: api.get(f"/jobs/{job['id']}"), range(100)))
+    assert all(p.status_code == 200 and p.json()["id"] == job["id"] for p in polls)
+    assert api.post(f"/jobs/{job['id']}/cancel").status_code == 200
+    stopped = wait(api, job["id"])
+    assert stopped["state"] == "cancelled" and stopped["links"]["resume"]
+    assert api.post(f"/jobs/{job['id']}/cancel").status_code == 409
+    resumed = api.post(f"/jobs/{job['id']}/resume")
+    assert resumed.status_code == 202, resumed.text
+    assert api.post(f"/identities/{SLUG}/train", json=TRAIN).status_code == 409  # one job at a time
+    log = studio.store.folder(SLUG) / "training" / studio.jobs.get(job["id"])["params"]["run"] / "events.jsonl"
+    done = wait(api, resumed.json()["id"], timeout=600)
+    assert done["state"] == "done", done
+    assert '"phase": "cancelled"' in log.read_text()
+
+
+def test_bad_requests_get_clear_messages(api):
+    api.post("/identities", json={"name": NAME}).raise_for_status()
+    r = api.post(f"/identities/{SLUG}/train", json={})
+    assert r.status_code == 400 and "photos" in r.json()["detail"].lower()
+    r = api.post(f"/identities/{SLUG}/generate", json={"tone": "purple"})
+    assert r.status_code == 400 and "purple" in r.json()["detail"]
+    r = api.post(f"/identities/{SLUG}/generate", json={"pose": "handstand"})
+    assert r.status_code == 400 and "handstand" in r.json()["detail"]
+    r = api.post(f"/identities/{SLUG}/photos/base64", json={"images": [{"name": "a.jpg", "data": "%%%"}]})
+    assert r.status_code == 400 and "base64" in r.json()["detail"]
+    assert api.get("/jobs/nope").status_code == 404
+    assert api.post(f"/identities/{SLUG}/photos", files=[]).status_code in (400, 422)
+
+
+def test_base64_upload_and_listings(api):
+    api.post("/identities", json={"name": NAME}).raise_for_status()
+    images = [{"name": f"{n}.jpg", "data": base64.b64encode(png(i)).decode()} for n, i in sample_photos.selfies()[:5]]
+    r = api.post(f"/identities/{SLUG}/photos/base64", json={"images": images})
+    assert r.status_code == 200 and r.json()["counts"]["accepted"] == 5
+    poses = api.get("/poses").json()
+    assert len(poses) >= 8 and api.get(poses[0]["thumbnail"].replace(API_PREFIX, "")).status_code == 200
+    assert {"warm", "cool", "neutral"} <= {t["name"] for t in api.get("/tones").json()}
+    assert api.get("/version").json()["host"] == "diffusers"
+
+
+def test_auth_protects_every_route(studio):
+    from lib_profile.serve import make_app
+
+    server = Server(make_app(lambda: studio, auth="ann:s3cret", ui=False))
+    try:
+        with httpx.Client(base_url=server.url + API_PREFIX) as client:
+            assert client.get("/version").status_code == 401
+            assert client.get("/identities").status_code == 401
+            assert client.get("/version", auth=("ann", "wrong")).status_code == 401
+            assert client.get("/version", auth=("ann", "s3cret")).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_openapi_documents_every_field(api):
+    spec = httpx.get(str(api.base_url).split(API_PREFIX)[0] + "/openapi.json").json()
+    paths = [p for p in spec["paths"] if p.startswith(API_PREFIX)]
+    assert len(paths) >= 14
+    schemas = spec["components"]["schemas"]
+    for model in ("GenerateRequest", "TrainRequest", "JobInfo", "IdentityInfo", "IntakeReport"):
+        props = schemas[model]["properties"]
+        missing = [k for k, v in props.items() if not v.get("description")]
+        assert not missing, f"{model}: {missing}"
+
+
+def test_a_restart_marks_running_jobs_interrupted(tmp_path):
+    from lib_profile.jobs.db import JobDB
+    from lib_profile.jobs.manager import JobManager
+
+    db = JobDB(tmp_path / "jobs.sqlite3")
+    db.insert("abc123", "train", "x", {})
+    db.update("abc123", state="running")
+    db.close()
+    manager = JobManager(JobDB(tmp_path / "jobs.sqlite3"), {"train": lambda ctx: None})
+    job = manager.get("abc123")
+    assert job["state"] == "interrupted" and "stopped" in job["messages"][-1]
+    manager.shutdown()
+    assert sqlite3.connect(tmp_path / "jobs.sqlite3").execute("select count(*) from jobs").fetchone()[0] == 1
+    assert os.path.exists(tmp_path / "jobs.sqlite3")
