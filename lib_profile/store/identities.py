@@ -146,20 +146,21 @@ class IdentityStore:
                 tmp = dest.with_name(dest.name + ".partial")
                 tmp.write_bytes(data)
                 tmp.replace(dest)
-            new = folder / "intake.partial"
-            shutil.rmtree(new, ignore_errors=True)
+            # the old intake stays whole until the new one is: it is set aside, restored on failure
+            current, old = folder / "intake", folder / "intake.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if current.exists():
+                current.rename(old)
             opts = IntakeOptions(token=record["token"], class_word=record["class_word"], **intake_options)
             photos = sorted(p for p in uploads.iterdir() if p.is_file() and not p.name.endswith(".partial"))
             try:
-                report = run_intake(photos, new, opts)
-            except Exception:
-                shutil.rmtree(new, ignore_errors=True)
+                report = run_intake(photos, current, opts)
+            except BaseException:
+                shutil.rmtree(current, ignore_errors=True)
+                if old.exists():
+                    old.rename(current)
                 raise
-            old = folder / "intake"
-            if old.exists():
-                old.rename(folder / "intake.old")
-            new.rename(old)
-            shutil.rmtree(folder / "intake.old", ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
         return report
 
     def intake_dir(self, slug: str) -> Path:

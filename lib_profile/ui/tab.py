@@ -22,13 +22,16 @@ def _path(f) -> str:
 
 def intake_markdown(report: dict[str, Any]) -> str:
     c = report["counts"]
-    lines = [f"**{c['accepted']} of {c['total']} photos accepted.** " + (report.get("next_step") or "")]
+    need = max(0, report["min_photos"] - c["accepted"])
+    advice = "Ready to train: go to **2. Train**." if report["ready"] else \
+        f"Add at least {need} more good photo{'s' if need != 1 else ''} (see the reasons below)."
+    lines = [f"**{c['accepted']} of {c['total']} photos accepted.** {advice}"]
     for photo in report["photos"]:
         if photo["status"] == "accepted":
             sim = photo.get("identity_similarity")
-            lines.append(f"- ✅ {photo['file']}" + (f" (same person: {sim:.2f})" if sim is not None else ""))
+            lines.append(f"- **accepted** {photo['file']}" + (f" (same person: {sim:.2f})" if sim is not None else ""))
         else:
-            lines.append(f"- ❌ {photo['file']}: " + "; ".join(r["message"] for r in photo["reasons"]))
+            lines.append(f"- **rejected** {photo['file']}: " + "; ".join(r["message"] for r in photo["reasons"]))
     return "\n".join(lines)
 
 
