@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lib_profile import paths
 from lib_profile.hosts.base import Host, HostError, Interrupted, RunControl
@@ -34,8 +34,11 @@ TRAIN_OPTIONS = ("steps", "rank", "alpha", "learning_rate", "batch_size", "resol
 
 class Studio:
     def __init__(self, host: Host, data_dir: str | Path | None = None, lora_root: str | Path | None = None,
-                 outputs_root: str | Path | None = None):
+                 outputs_root: str | Path | None = None, defaults: Optional[Callable[[], dict[str, Any]]] = None):
+        """``defaults()``: the user's settings (WebUI Settings -> Profile Studio): ``train_steps``,
+        ``min_photos``, ``detail_engine``; read at each use, so changes apply at once."""
         self.host = host
+        self.defaults = defaults or dict
         self.data_dir = paths.data_dir(data_dir)
         self.store = IdentityStore(self.data_dir / "identities", lora_root or self.data_dir / "loras",
                                    outputs_root or self.data_dir / "outputs")
@@ -72,7 +75,12 @@ class Studio:
     def add_photos(self, slug: str, files: list[tuple[str, bytes]]) -> dict[str, Any]:
         if self.jobs.busy_with(slug):
             raise Conflict("This identity has a job queued or running; add photos when it has finished")
-        return self.store.add_photos(slug, files)
+        min_photos = self.defaults().get("min_photos")
+        if not min_photos:
+            return self.store.add_photos(slug, files)
+        from lib_profile.photos.checks import Thresholds
+
+        return self.store.add_photos(slug, files, thresholds=Thresholds(min_photos=int(min_photos)))
 
     def outputs(self, slug: str) -> list[dict[str, Any]]:
         """The portrait sets made for an identity, newest first."""
@@ -125,12 +133,13 @@ class Studio:
     def generate(self, slug: str, pose: Optional[str] = None, tone: str = "warm", count: int = 4, seed: int = -1,
                  prompt: Optional[str] = None, switches: Optional[dict[str, bool]] = None,
                  pose_photo: Optional[bytes] = None, lora: Optional[str] = None, lora_weight: float = 0.9,
-                 settings: Optional[dict[str, Any]] = None, detail_engine: str = "builtin") -> dict[str, Any]:
+                 settings: Optional[dict[str, Any]] = None, detail_engine: Optional[str] = None) -> dict[str, Any]:
         from lib_profile.studio.plan import build_plan
 
         self.store.get(slug)
         entry = self._lora(slug, lora)
         # check the choices now, so a bad pose or tone is a 400, not a failed job
+        detail_engine = detail_engine or self.defaults().get("detail_engine") or "builtin"
         if detail_engine == "adetailer" and not (hasattr(self.host, "adetailer_present")
                                                  and self.host.adetailer_present()):
             raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
@@ -171,7 +180,7 @@ class Studio:
         out.mkdir(parents=True, exist_ok=True)
         events, cancel = out / "events.jsonl", out / "CANCEL"
         checkpoint = p.get("checkpoint") or self.host.checkpoint_path()
-        opts = {"steps": 800, **p["options"]}
+        opts = {"steps": int(self.defaults().get("train_steps") or 800), **p["options"]}
         cmd = [sys.executable, "-m", "lib_profile", "--data-dir", str(self.data_dir), "train", str(intake),
                "--checkpoint", str(checkpoint), "--name", p["name"], "--out", str(out), "--events", str(events),
                "--cancel-file", str(cancel)]
@@ -232,7 +241,9 @@ class Studio:
                 elif phase:
                     ctx.update(stage=phase)
             elif ev.get("event") == "validation":
-                ctx.update(message=f"step {ev.get('step')}: identity similarity {ev.get('identity')}")
+                score = ev.get("identity")
+                ctx.update(message=f"step {ev.get('step')}: " + (f"identity similarity {score:.3f}" if score is not None
+                                                                  else "no face in the validation portraits yet"))
         return offset + end, error
 
     def _publish(self, slug: str, out: Path, report: dict[str, Any]) -> dict[str, Any]:
@@ -285,8 +296,9 @@ class Studio:
                           p.get("lora_weight", 0.9), host.controlnet_model("pose"), host.controlnet_model("tile"),
                           self.data_dir, p.get("detail_engine", "builtin"), **(p.get("settings") or {}))
         notes = getattr(host, "notes", None)
-        if notes:
-            plan.notes.extend(dict.fromkeys(notes))
+        if notes:  # the host's notes say more than the plan's generic one
+            plan.notes = [n for n in plan.notes if not n.startswith("No pose ControlNet model")]
+            plan.notes.extend(n for n in dict.fromkeys(notes) if n not in plan.notes)
             notes.clear()
         stages = len(plan.enabled())
         started = time.perf_counter()

@@ -245,3 +245,50 @@ def test_a_restart_marks_running_jobs_interrupted(tmp_path):
     manager.shutdown()
     assert sqlite3.connect(tmp_path / "jobs.sqlite3").execute("select count(*) from jobs").fetchone()[0] == 1
     assert os.path.exists(tmp_path / "jobs.sqlite3")
+
+
+def test_user_settings_apply(host, tmp_path):
+    from lib_profile.hosts.base import HostError
+    from lib_profile.service import Studio
+
+    settings = {"min_photos": 7, "detail_engine": "adetailer"}
+    studio = Studio(host, tmp_path / "data", defaults=lambda: settings)
+    try:
+        studio.create_identity(NAME)
+        files = [(f"{n}.jpg", png(i)) for n, i in sample_photos.selfies()[:6]]
+        report = studio.add_photos(SLUG, files)
+        assert report["counts"]["accepted"] == 6 and not report["ready"] and report["min_photos"] == 7
+        with pytest.raises(HostError, match="ADetailer"):
+            studio.generate(SLUG)
+        settings["detail_engine"] = "builtin"
+        assert studio.generate(SLUG, settings=SMALL, count=1)["state"] in ("queued", "running")
+    finally:
+        studio.close()
+
+
+def test_serve_command_answers_on_loopback(data_dir):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "lib_profile", "serve", "--checkpoint", "tiny", "--port", str(port)],
+                            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}{API_PREFIX}/version", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "serve did not answer"
+                time.sleep(0.5)
+        assert r.json()["host"] == "diffusers"
+        assert "Profile Studio" in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

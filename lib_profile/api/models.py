@@ -106,7 +106,7 @@ class GenerateRequest(BaseModel):
     lora_weight: float = Field(0.9, description="LoRA weight.")
     switches: Optional[Dict[str, bool]] = Field(None, description="Stages on/off: detail, refine, detail2, upscale, grade.")
     settings: Optional[dict] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip.")
-    detail_engine: str = Field("builtin", description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only).")
+    detail_engine: Optional[str] = Field(None, description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only); default: the setting, else builtin.")
 
 
 class JobInfo(BaseModel):

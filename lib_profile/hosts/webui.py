@@ -190,9 +190,10 @@ class WebUIHost(Host):
     def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
         """The WebUI name of the ControlNet model for ``kind`` (``pose``/``tile``), or None (then a note says
         which file to install)."""
+        present = self.controlnet_present()
         name = resolve_model_name(wanted, self.controlnet_models(), kind)
-        if name is None:
-            self.notes.append(missing_controlnet_message(kind, self.controlnet_present()))
+        if name is None:  # one note for a missing extension, one per missing model
+            self.notes.append(missing_controlnet_message(kind if present else "pose", present))
         return name
 
     # -- LoRA

@@ -202,5 +202,5 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         poses.select(pick_pose, None, [pose])
         refresh.click(do_poll, [job_id], [status, gallery, before, after, downloads])
         blocks.load(lambda: choices_update(), None, [person])
-        blocks.load(do_poll, [job_id], [status, gallery, before, after, downloads], every=2)
+        blocks.load(do_poll, [job_id], [status, gallery, before, after, downloads], every=2, show_progress="hidden")
     return blocks

@@ -25,8 +25,12 @@ def _make_studio():
     host = WebUIHost()
     opts = getattr(shared.opts, "data", {}) or {}
     outputs = opts.get("profile_studio_outputs") or str(Path(paths.data_path) / "outputs" / "profile-studio")
+    def defaults() -> dict:
+        data = getattr(shared.opts, "data", {}) or {}
+        return {key: data.get(f"profile_studio_{key}") for key in ("train_steps", "min_photos", "detail_engine")}
+
     return Studio(host, getattr(shared.cmd_opts, "profile_studio_dir", None),
-                  lora_root=host.lora_dir() / LORA_SUBFOLDER, outputs_root=outputs)
+                  lora_root=host.lora_dir() / LORA_SUBFOLDER, outputs_root=outputs, defaults=defaults)
 
 
 get_studio = lazy(_make_studio)
