@@ -101,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("explain", help="which pixels each prompt word drives (DAAM heat maps) for one image")
+    p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--word", action="append", required=True, help="a word or phrase of the prompt (repeatable)")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg-scale", type=float, default=6.5)
+    p.add_argument("--sampler", default="DPM++ 2M")
+    p.add_argument("--scheduler", default="Karras")
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    p.add_argument("--layers", help="only cross-attention layers FIRST-LAST (0-based, in UNet order)")
+    p.add_argument("--step-range", help="only sampling steps FIRST-LAST (0-based)")
+    p.add_argument("--threshold", type=float, help="also write a mask per word: map > THRESHOLD (0..1)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("serve", help="serve the API and the tab without a WebUI (diffusers host)")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
     p.add_argument("--port", type=int, default=7870)
@@ -310,6 +330,38 @@ def cmd_intake(args) -> int:
     return 0 if report["ready"] else 2
 
 
+def _range(text):
+    if not text:
+        return None
+    from lib_profile.hosts.base import HostError
+
+    try:
+        first, last = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise HostError(f"a range is FIRST-LAST, e.g. 0-9, not {text!r}") from None
+    if not 0 <= first <= last:
+        raise HostError(f"a range needs 0 <= FIRST <= LAST, not {text!r}")
+    return first, last
+
+
+def cmd_explain(args) -> int:
+    from lib_profile.attention.explain import explain, save
+    from lib_profile.hosts.base import Txt2ImgRequest
+    from lib_profile.hosts.diffusers_host import DiffusersHost
+
+    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
+                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
+                         scheduler=args.scheduler, seed=args.seed, clip_skip=args.clip_skip,
+                         loras=[_lora_arg(x) for x in args.lora])
+    req.validate()
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    report = save(explain(host, req, args.word, _range(args.layers), _range(args.step_range)), args.out,
+                  args.threshold)
+    for word, files in report["words"].items():
+        print(f"{word}: {Path(args.out) / files['overlay']}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from lib_profile.serve import serve
 
@@ -329,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake, "download": cmd_download,
                     "train": cmd_train, "tones": cmd_tones, "poses": cmd_poses,
-                    "generate": cmd_generate, "serve": cmd_serve}
+                    "generate": cmd_generate, "serve": cmd_serve, "explain": cmd_explain}
         return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)

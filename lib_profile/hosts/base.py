@@ -70,6 +70,7 @@ class RunControl:
 
     on_step: Optional[Callable[[int, int], None]] = None
     should_interrupt: Optional[Callable[[], bool]] = None
+    attention: Optional[Any] = None  # an attention.control.Controller installed for this call only
 
 
 @dataclass

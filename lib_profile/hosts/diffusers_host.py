@@ -9,6 +9,7 @@ picture on any device and batch size.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -223,7 +224,14 @@ class DiffusersHost(Host):
                 control_guidance_end=[u.guidance_end for u in req.controlnets],
             )
         loras = [(l.path, l.weight) for l in req.loras]
-        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad():
+        attention = contextlib.nullcontext()
+        if control.attention is not None:
+            from lib_profile.hosts.diffusers_attention import controlled
+
+            run_steps = steps if kind == "txt2img" else min(int(steps * req.denoising_strength), steps)
+            attention = controlled(self.model.unet, control.attention, run_steps, len(seeds))
+        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad(), \
+                attention:
             cond, uncond = self.encode_prompts(req.prompt, req.negative_prompt, req.clip_skip)
             n = len(seeds)
             args.update(prompt_embeds=cond.repeat(n, 1, 1), negative_prompt_embeds=uncond.repeat(n, 1, 1))

@@ -171,5 +171,7 @@ def encode(text_encoder, tokenizer, prompt: str, clip_skip: int = 1, min_chunks:
         # the WebUI scales each token's vector, then restores the chunk's original mean
         original_mean = z.mean()
         z = z * weights.unsqueeze(-1)
-        z = z * (original_mean / z.mean())
+        new_mean = z.mean()
+        if new_mean.abs() > 1e-4 * z.abs().mean():  # a mean near 0 (tiny random models) would blow up
+            z = z * (original_mean / new_mean)
     return z.reshape(1, -1, z.shape[-1]), len(chunks)

@@ -1,0 +1,159 @@
+"""DAAM: which pixels each prompt word drives (Tang et al., "What the DAAM", ACL 2023).
+
+For each cross-attention layer of the UNet's down and up blocks (optionally a layer or step range),
+the prompt's attention probabilities are summed over the sampling steps per layer and head; each
+per-layer, per-head map is upsampled (bicubic) to the latent size and clipped at 0, and they are
+averaged. A word's map is the mean of its tokens' maps, upsampled to the image and normalised to
+0..1. This is the reference ``daam`` package's aggregation, done inside our attention controller, so
+it works with WebUI prompts (emphasis, LoRA tags, several 75-token chunks) on every host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from lib_profile.attention.control import Call, Controller, Site
+from lib_profile.hosts.base import HostError
+
+
+@dataclass
+class Token:
+    position: int  # index into the conditioning's token axis (chunk * 77 + place in chunk)
+    text: str  # the token without its end-of-word marker
+    piece: int  # which prompt piece it came from
+    ends_word: bool = True
+
+
+class TokenMap:
+    """Where each word of a prompt sits on the conditioning's token axis, read the way the host encodes."""
+
+    def __init__(self, tokens: list[Token], chunks: int):
+        self.tokens = tokens
+        self.chunks = chunks
+
+    @classmethod
+    def from_prompt(cls, tokenizer, prompt: str) -> "TokenMap":
+        from lib_profile.hosts import prompt as prompts
+
+        parsed = prompts.parse(prompt)
+        chunks = prompts.chunk_tokens(tokenizer, parsed.pieces)
+        tokens = []
+        for c, chunk in enumerate(chunks):
+            for p, (token_id, owner) in enumerate(zip(chunk.ids, chunk.words)):
+                if owner >= 0:
+                    raw = tokenizer.convert_ids_to_tokens(token_id)
+                    tokens.append(Token(c * 77 + p, raw.replace("</w>", ""), owner, raw.endswith("</w>")))
+        return cls(tokens, len(chunks))
+
+    def words(self) -> list[str]:
+        """The prompt's words as the tokenizer joins them (sub-word pieces glued back)."""
+        out, current = [], ""
+        for i, token in enumerate(self.tokens):
+            current += token.text
+            if token.ends_word or i + 1 == len(self.tokens):
+                out.append(current)
+                current = ""
+        return list(dict.fromkeys(w for w in out if any(ch.isalnum() for ch in w)))
+
+    def positions(self, tokenizer, word: str) -> list[int]:
+        """Token positions of every occurrence of ``word`` (one or more words, several tokens each)."""
+        wanted = [t.replace("</w>", "") for t in tokenizer.tokenize(word.lower())]
+        if not wanted:
+            raise HostError("Choose a word of the prompt")
+        texts = [t.text for t in self.tokens]
+        found = []
+        for i in range(len(texts) - len(wanted) + 1):
+            if texts[i:i + len(wanted)] == wanted:
+                found.extend(t.position for t in self.tokens[i:i + len(wanted)])
+        if not found:
+            raise HostError(f"{word!r} is not in the prompt; its words are: {', '.join(dict.fromkeys(texts))}")
+        return found
+
+
+class DaamRecorder(Controller):
+    """Records cross-attention for word maps. ``positions``: the token positions to keep (None: all);
+    ``layers``: (first, last) index among the recorded cross-attention layers; ``steps``: (first, last)
+    sampling step; ``places``: UNet parts (the paper: down and up blocks); ``image``: which image of
+    the batch (under classifier-free guidance, its prompt half)."""
+
+    def __init__(self, positions: Optional[list[int]] = None, layers: Optional[tuple[int, int]] = None,
+                 steps: Optional[tuple[int, int]] = None, places: tuple[str, ...] = ("down", "up"), image: int = 0):
+        self.positions = sorted(set(positions)) if positions is not None else None
+        self.layers, self.step_range, self.places, self.image = layers, steps, places, image
+        self.raw: dict[int, object] = {}  # cross-layer number -> (heads, tokens, h, w), summed over steps
+        self.latent_hw = (0, 0)
+        self._cross_index: dict[int, int] = {}
+
+    def begin(self, steps, latent_hw):
+        self.latent_hw = latent_hw
+
+    def _layer(self, site: Site) -> int:
+        if site.index not in self._cross_index:
+            self._cross_index[site.index] = len(self._cross_index)
+        return self._cross_index[site.index]
+
+    def needs_probs(self, site, step):
+        if not site.cross or site.place not in self.places:
+            return False
+        if self.step_range and not self.step_range[0] <= step <= self.step_range[1]:
+            return False
+        layer = self._layer(site)
+        return not self.layers or self.layers[0] <= layer <= self.layers[1]
+
+    def probs(self, call: Call, probs):
+        import torch
+
+        rows = call.cond_rows or list(range(probs.shape[0]))
+        p = probs[rows[self.image]]  # (heads, queries, keys)
+        if self.positions is not None:
+            p = p[:, :, self.positions]
+        h, w = call.hw
+        maps = p.detach().float().permute(0, 2, 1).reshape(p.shape[0], p.shape[2], h, w)
+        layer = self._layer(call.site)
+        with torch.no_grad():
+            self.raw[layer] = maps if layer not in self.raw else self.raw[layer] + maps
+        return probs
+
+    def maps(self):
+        """(tokens, latent h, latent w): the mean over layers and heads of the upsampled, clipped maps."""
+        import torch
+        import torch.nn.functional as F
+
+        if not self.raw:
+            raise HostError("No attention was recorded (the pass made no sampling step?)")
+        total, count = None, 0
+        for raw in self.raw.values():
+            up = F.interpolate(raw, size=self.latent_hw, mode="bicubic").clamp_(min=0)
+            total = up.sum(0) if total is None else total + up.sum(0)
+            count += raw.shape[0]
+        return total / count
+
+    def word_map(self, positions: list[int], size: tuple[int, int]) -> np.ndarray:
+        """A word's map at ``size`` (w, h), 0..1, from its token positions."""
+        import torch
+        import torch.nn.functional as F
+
+        index = [self.positions.index(p) for p in positions] if self.positions is not None else positions
+        m = self.maps()[index].mean(0)[None, None]
+        m = F.interpolate(m, size=(size[1], size[0]), mode="bicubic")[0, 0]
+        m = (m - m.min()) / (m.max() - m.min() + 1e-8)
+        return m.clamp(0, 1).cpu().numpy()
+
+
+def overlay(image: Image.Image, heat: np.ndarray, caption: str, alpha: float = 0.5) -> Image.Image:
+    """The heat map (jet-like colours) over the image, the word as a caption below."""
+    from PIL import ImageDraw
+
+    import matplotlib
+
+    colours = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
+    base = np.asarray(image.convert("RGB").resize((heat.shape[1], heat.shape[0])), np.float32)
+    mixed = (base * (1 - alpha) + colours.astype(np.float32) * alpha).clip(0, 255).astype(np.uint8)
+    out = Image.new("RGB", (heat.shape[1], heat.shape[0] + 28), "white")
+    out.paste(Image.fromarray(mixed), (0, 0))
+    ImageDraw.Draw(out).text((6, heat.shape[0] + 6), caption, fill="black")
+    return out

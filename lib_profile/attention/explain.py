@@ -1,0 +1,72 @@
+"""Explain a portrait: generate it (same seed and settings) with DAAM recording, then word heat maps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from lib_profile import paths
+from lib_profile.attention.daam import DaamRecorder, TokenMap, overlay
+from lib_profile.hosts.base import Host, HostError, RunControl, Txt2ImgRequest
+
+
+@dataclass
+class Explanation:
+    image: Image.Image
+    maps: dict[str, np.ndarray]  # word -> (h, w) in 0..1
+    words: list[str]  # every word of the prompt one can ask about
+    seed: int
+
+    def mask(self, word: str, threshold: float = 0.4) -> Image.Image:
+        return Image.fromarray(((self.maps[word] > threshold) * 255).astype(np.uint8), "L")
+
+    def overlays(self) -> dict[str, Image.Image]:
+        return {w: overlay(self.image, m, w) for w, m in self.maps.items()}
+
+
+def tokenizer():
+    from lib_profile.hosts.tokenizer import load_tokenizer
+
+    return load_tokenizer(str(paths.tokenizer_dir()))
+
+
+def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[tuple[int, int]] = None,
+            steps: Optional[tuple[int, int]] = None, control: Optional[RunControl] = None) -> Explanation:
+    """Make the image of ``req`` (one image) and the DAAM map of each of ``words``."""
+    if req.batch_size != 1:
+        raise HostError("Explain makes one image at a time (batch size 1)")
+    tok = tokenizer()
+    tokens = TokenMap.from_prompt(tok, req.prompt)
+    wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}
+    if not wanted:
+        raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")
+    recorder = DaamRecorder(positions=[p for ps in wanted.values() for p in ps], layers=layers, steps=steps)
+    base = control or RunControl()
+    result = host.txt2img(req, RunControl(base.on_step, base.should_interrupt, recorder))
+    image = result.images[0]
+    maps = {w: recorder.word_map(ps, image.size) for w, ps in wanted.items()}
+    return Explanation(image, maps, tokens.words(), result.seeds[0])
+
+
+def save(explanation: Explanation, out: str | Path, threshold: Optional[float] = None) -> dict:
+    """``image.png``, ``<word>.png`` overlays (and ``<word>-mask.png`` with a threshold), ``explain.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    explanation.image.save(out / "image.png")
+    files = {}
+    for i, (word, picture) in enumerate(explanation.overlays().items()):
+        name = f"{i:02d}-{''.join(c if c.isalnum() else '_' for c in word)[:40]}"
+        picture.save(out / f"{name}.png")
+        np.save(out / f"{name}.npy", explanation.maps[word].astype(np.float32))
+        files[word] = {"overlay": f"{name}.png", "map": f"{name}.npy"}
+        if threshold is not None:
+            explanation.mask(word, threshold).save(out / f"{name}-mask.png")
+            files[word]["mask"] = f"{name}-mask.png"
+    report = {"image": "image.png", "seed": explanation.seed, "words": files, "prompt_words": explanation.words}
+    (out / "explain.json").write_text(json.dumps(report, indent=1), "utf-8")
+    return report

@@ -1,0 +1,102 @@
+"""Attention control on the diffusers host: our own attention processor on every UNet attention module.
+
+Installed for one call and removed afterwards (the UNet's previous processors come back, so a plain
+generation after an explained or edited one is bit for bit the same as before). Modules the controller
+does not ask for keep using PyTorch's fused ``scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
+
+
+class _State:
+    def __init__(self, controller: Controller, steps: int, images: int):
+        self.controller = controller
+        self.steps = steps
+        self.images = images
+        self.step = -1
+        self.latent_hw = (0, 0)
+
+    def rows(self, batch: int) -> tuple[list[int], list[int]]:
+        """diffusers batches [negative..., prompt...] under classifier-free guidance."""
+        if batch == 2 * self.images:
+            return list(range(self.images, batch)), list(range(self.images))
+        return list(range(batch)), []
+
+
+class ControlledAttnProcessor:
+    def __init__(self, site: Site, state: _State):
+        self.site = site
+        self.state = state
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
+                 **kwargs):
+        import torch
+        import torch.nn.functional as F
+
+        state = self.state
+        batch, n, _ = hidden_states.shape
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross is not None:
+            context = attn.norm_cross(context)
+        heads = attn.heads
+        q = attn.to_q(hidden_states)
+        k = attn.to_k(context)
+        v = attn.to_v(context)
+        d = q.shape[-1] // heads
+        q, k, v = (t.view(batch, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+        if state.controller.needs_probs(self.site, state.step):
+            scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale
+            probs = scores.softmax(dim=-1)
+            cond, uncond = state.rows(batch)
+            call = Call(self.site, state.step, state.steps, query_grid(state.latent_hw, n), cond, uncond)
+            probs = state.controller.probs(call, probs)
+            out = torch.matmul(probs.to(v.dtype), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(batch, -1, heads * d).to(q.dtype)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if attn.residual_connection:
+            raise NotImplementedError("residual attention is not part of SD1.5")
+        return out / attn.rescale_output_factor
+
+
+def sites(unet) -> list[tuple[str, Site]]:
+    from diffusers.models.attention_processor import Attention
+
+    out = []
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention):
+            out.append((name, Site(len(out), name, place_of(name), name.endswith("attn2"), module.heads)))
+    return out
+
+
+@contextlib.contextmanager
+def controlled(unet, controller: Controller, steps: int, images: int) -> Iterator[None]:
+    """Our processors on ``unet`` for the duration; the step counter follows the UNet's forward calls."""
+    state = _State(controller, steps, images)
+    saved = unet.attn_processors
+    found = sites(unet)
+    processors = {f"{name}.processor": ControlledAttnProcessor(site, state) for name, site in found}
+
+    def before_forward(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        state.step += 1
+        state.latent_hw = tuple(sample.shape[-2:])
+        if state.step == 0:
+            controller.begin(steps, state.latent_hw)
+
+    unet.set_attn_processor(processors)
+    handle = unet.register_forward_pre_hook(before_forward, with_kwargs=True)
+    try:
+        yield state
+    finally:
+        handle.remove()
+        unet.set_attn_processor(saved)
+        if state.step >= 0:
+            controller.end()

@@ -1,0 +1,113 @@
+"""Attention control on the diffusers host: DAAM word maps (against the reference ``daam`` package),
+token positions for WebUI prompts, and no patch left behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib_profile.attention.daam import DaamRecorder, TokenMap
+from lib_profile.attention.explain import explain, tokenizer
+from lib_profile.hosts.base import HostError, RunControl, Txt2ImgRequest
+
+PROMPT = "a photo of a red cat sitting on a wooden sofa"
+REQ = dict(width=128, height=128, steps=6, cfg_scale=7.0, sampler="Euler", scheduler="Automatic", seed=5)
+
+
+def corr(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_maps_match_the_daam_package(host):
+    daam = pytest.importorskip("daam")
+    words = ["cat", "red", "sofa", "wooden sofa", "photo"]
+    ours = explain(host, Txt2ImgRequest(prompt=PROMPT, **REQ), words)
+
+    pipe = host.pipeline("txt2img")
+    with daam.trace(pipe) as tc:
+        tc.latent_hw = (REQ["height"] // 8) * (REQ["width"] // 8)  # daam hard-codes 512/768 px
+        for hooker in tc.module:
+            if hasattr(hooker, "latent_hw"):
+                hooker.latent_hw = tc.latent_hw
+        image = pipe(PROMPT, negative_prompt="", width=REQ["width"], height=REQ["height"],
+                     num_inference_steps=REQ["steps"], guidance_scale=REQ["cfg_scale"],
+                     generator=[torch.Generator("cpu").manual_seed(REQ["seed"])]).images[0]
+        heat = tc.compute_global_heat_map()
+        reference = {w: heat.compute_word_heat_map(w).expand_as(image).numpy() for w in words}
+    assert np.abs(np.asarray(image, np.int16) - np.asarray(ours.image, np.int16)).max() <= 2  # same picture
+    for word in words:
+        assert corr(ours.maps[word], reference[word]) >= 0.99, word
+
+
+def test_no_patch_is_left_behind(host):
+    req = Txt2ImgRequest(prompt=PROMPT, **REQ)
+    before = np.asarray(host.txt2img(req).images[0])
+    processors = dict(host.model.unet.attn_processors)
+    explain(host, req, ["cat"])
+    after = np.asarray(host.txt2img(req).images[0])
+    assert np.array_equal(before, after)
+    assert {k: type(v) for k, v in host.model.unet.attn_processors.items()} == \
+        {k: type(v) for k, v in processors.items()}
+    assert not host.model.unet._forward_pre_hooks
+
+
+def test_long_weighted_prompts_with_lora_tags():
+    tok = tokenizer()
+    filler = ", ".join(["studio portrait"] * 40)  # well past 75 tokens: two CLIP chunks
+    prompt = f"{filler}, (smiling:1.3) woman BREAK blue background <lora:someone:0.8>"
+    tokens = TokenMap.from_prompt(tok, prompt)
+    assert tokens.chunks == 3
+    smiling = tokens.positions(tok, "smiling")
+    assert all(77 <= p < 154 for p in smiling)  # second chunk
+    background = tokens.positions(tok, "blue background")
+    assert all(p >= 154 for p in background) and len(background) == 2  # after BREAK: third chunk
+    assert "someone" not in tokens.words() and "lora" not in tokens.words()
+    with pytest.raises(HostError, match="not in the prompt"):
+        tokens.positions(tok, "dog")
+
+
+def test_long_prompt_maps_on_the_host(host):
+    filler = ", ".join(["studio portrait"] * 40)
+    out = explain(host, Txt2ImgRequest(prompt=f"{filler}, (smiling:1.3) woman, red scarf", **REQ),
+                  ["smiling", "red scarf"])
+    for word in ("smiling", "red scarf"):
+        m = out.maps[word]
+        assert m.shape == (128, 128) and 0 <= m.min() and m.max() <= 1 and m.std() > 0
+
+
+def test_layer_and_step_ranges_restrict_what_is_recorded(host):
+    req = Txt2ImgRequest(prompt=PROMPT, **REQ)
+    positions = TokenMap.from_prompt(tokenizer(), PROMPT).positions(tokenizer(), "cat")
+    full, some = DaamRecorder(positions), DaamRecorder(positions, layers=(0, 1), steps=(0, 2))
+    calls = {"full": 0, "some": 0}
+
+    def counting(recorder, key):
+        original = recorder.probs
+
+        def probs(call, p):
+            calls[key] += 1
+            return original(call, p)
+
+        recorder.probs = probs
+        return recorder
+
+    host.txt2img(req, RunControl(attention=counting(full, "full")))
+    host.txt2img(req, RunControl(attention=counting(some, "some")))
+    n_cross = len(full.raw)
+    assert calls["full"] == n_cross * REQ["steps"]
+    assert len(some.raw) == 2 and calls["some"] == 2 * 3
+    assert corr(full.word_map(positions, (128, 128)), some.word_map(positions, (128, 128))) < 0.9999
+
+
+def test_cli_explain_writes_overlays_maps_and_masks(tmp_path, tiny_checkpoint):
+    from lib_profile.cli import main
+
+    out = tmp_path / "ex"
+    assert main(["explain", "--checkpoint", "tiny", "--prompt", PROMPT, "--word", "cat", "--word", "sofa",
+                 "--width", "64", "--height", "64", "--steps", "3", "--seed", "1", "--threshold", "0.5",
+                 "--out", str(out)]) == 0
+    assert (out / "image.png").is_file() and (out / "00-cat.png").is_file() and (out / "01-sofa-mask.png").is_file()
+    assert main(["explain", "--checkpoint", "tiny", "--prompt", PROMPT, "--word", "dog", "--width", "64",
+                 "--height", "64", "--steps", "2", "--out", str(out)]) == 2
