@@ -111,3 +111,96 @@ def test_cli_explain_writes_overlays_maps_and_masks(tmp_path, tiny_checkpoint):
     assert (out / "image.png").is_file() and (out / "00-cat.png").is_file() and (out / "01-sofa-mask.png").is_file()
     assert main(["explain", "--checkpoint", "tiny", "--prompt", PROMPT, "--word", "dog", "--width", "64",
                  "--height", "64", "--steps", "2", "--out", str(out)]) == 2
+
+
+# ------------------------------------------------------------------ Prompt-to-Prompt
+
+@pytest.fixture(scope="module")
+def sharp(tiny_checkpoint):
+    """A tiny model whose cross-attention is peaked like a trained model's (random weights give near-uniform
+    attention, which no attention edit can move): its attention query/key weights are scaled up."""
+    from lib_profile.hosts.diffusers_host import DiffusersHost
+
+    h = DiffusersHost(tiny_checkpoint)
+    with torch.no_grad():
+        for name, module in h.model.unet.named_modules():
+            if name.endswith("attn2") or name.endswith("attn1"):
+                module.to_q.weight.mul_(6.0)
+                module.to_k.weight.mul_(6.0)
+    return h
+
+
+P2P_REQ = dict(width=64, height=64, steps=8, cfg_scale=7.0, sampler="Euler", scheduler="Automatic", seed=21)
+SOURCE = "portrait photo of a woman in a red sweater, warm light"
+
+
+def px(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), np.int16)
+
+
+def plain(host, prompt):
+    return px(host.txt2img(Txt2ImgRequest(prompt=prompt, **P2P_REQ)).images[0])
+
+
+def edited(host, **edit):
+    from lib_profile.attention.p2p import Edit, run_edit
+
+    res = run_edit(host, Txt2ImgRequest(prompt=SOURCE, **P2P_REQ), Edit(source=SOURCE, **edit))
+    assert res.seeds == [P2P_REQ["seed"]] * 2
+    return px(res.images[0]), px(res.images[1])
+
+
+def test_reweight_by_one_and_swap_to_the_same_prompt_reproduce_the_source(sharp):
+    source = plain(sharp, SOURCE)
+    for edit in (dict(mode="reweight", weights={"sweater": 1.0}), dict(mode="swap", target=SOURCE)):
+        src, out = edited(sharp, **edit)
+        assert np.abs(src - source).max() <= 2, edit
+        assert np.abs(out - src).max() <= 2, edit
+
+
+def test_swap_with_tau_zero_is_a_plain_generation_of_the_target(sharp):
+    target = SOURCE.replace("red", "blue")
+    _src, out = edited(sharp, mode="swap", target=target, cross_steps=0.0, self_steps=0.0)
+    assert np.abs(out - plain(sharp, target)).max() <= 2
+
+
+def test_swap_with_tau_one_keeps_the_source_layout_not_the_plain_target(sharp):
+    target = SOURCE.replace("red sweater", "green jacket")
+    src, out = edited(sharp, mode="swap", target=target, cross_steps=1.0, self_steps=0.4)
+    free = plain(sharp, target)
+    assert np.abs(out - free).mean() > 2.0  # clearly not the plain target image
+    assert np.abs(out - src).mean() < np.abs(free - src).mean()  # closer to the source
+
+
+def test_refine_and_reweight_change_the_edit_only(sharp):
+    src, out = edited(sharp, mode="refine", target="portrait photo of a smiling woman in a red sweater, warm light")
+    assert np.abs(src - plain(sharp, SOURCE)).max() <= 2 and np.abs(out - src).mean() > 0.5
+    src2, out2 = edited(sharp, mode="reweight", weights={"sweater": -2.0})
+    assert np.abs(out2 - src2).mean() > 0.5
+
+
+def test_local_blend_keeps_the_rest_of_the_source(sharp):
+    target = SOURCE.replace("red", "blue")
+    src, free = edited(sharp, mode="swap", target=target, cross_steps=0.5, self_steps=0.2)
+    src_b, blended = edited(sharp, mode="swap", target=target, cross_steps=0.5, self_steps=0.2,
+                            blend_words=["sweater"], blend_threshold=0.5)
+    assert np.abs(blended - src_b).mean() < np.abs(free - src).mean()
+
+
+def test_edit_leaves_no_patch_behind(sharp):
+    before = plain(sharp, SOURCE)
+    edited(sharp, mode="swap", target=SOURCE.replace("red", "blue"), blend_words=["sweater"])
+    assert np.array_equal(before, plain(sharp, SOURCE))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (dict(mode="swap", target="a woman"), "number of words"),
+    (dict(mode="reweight"), "weight"),
+    (dict(mode="reweight", weights={"sweater": 3}), "-2..2"),
+    (dict(mode="morph"), "mode"),
+    (dict(mode="swap", target=SOURCE, cross_steps=1.5), "cross_steps"),
+    (dict(mode="swap", target=SOURCE, blend_words=["dog"]), "neither prompt"),
+])
+def test_bad_edits_are_named(sharp, edit, message):
+    with pytest.raises(HostError, match=message):
+        edited(sharp, **edit)

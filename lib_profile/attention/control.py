@@ -47,6 +47,10 @@ class Controller:
     def probs(self, call: Call, probs):
         return probs
 
+    def step_end(self, step: int, latents):
+        """After each sampling step: may return changed latents (Prompt-to-Prompt's local blend)."""
+        return latents
+
     def end(self) -> None:
         """The pass ended (also after an error or an interrupt)."""
 
@@ -89,6 +93,11 @@ class Chain(Controller):
             if c.needs_probs(call.site, call.step):
                 probs = c.probs(call, probs)
         return probs
+
+    def step_end(self, step, latents):
+        for c in self.controllers:
+            latents = c.step_end(step, latents)
+        return latents
 
     def end(self):
         for c in self.controllers:

@@ -88,10 +88,17 @@ class Txt2ImgRequest:
     clip_skip: int = 1
     loras: list[LoraRef] = field(default_factory=list)
     controlnets: list[ControlUnit] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)  # one prompt per image (Prompt-to-Prompt); else `prompt`
+    seeds: list[int] = field(default_factory=list)  # one seed per image (e.g. all equal); else from `seed`
 
     def validate(self) -> None:
         if not isinstance(self.prompt, str):
             raise HostError("prompt must be text")
+        for name in ("prompts", "seeds"):
+            if getattr(self, name) and len(getattr(self, name)) != self.batch_size:
+                raise HostError(f"{name} needs one entry per image ({self.batch_size}), not {len(getattr(self, name))}")
+        if any(not 0 <= s < 2**32 for s in self.seeds):
+            raise HostError("seeds must be within 0..4294967295")
         for name in ("width", "height"):
             value = getattr(self, name)
             if not (64 <= value <= 4096) or value % 8:
@@ -114,8 +121,13 @@ class Txt2ImgRequest:
 
     def resolved_seeds(self) -> list[int]:
         """One seed per image, consecutive from the first, like the WebUI (-1 picks one at random)."""
+        if self.seeds:
+            return list(self.seeds)
         first = self.seed if self.seed != -1 else random.randrange(2**32)
         return [(first + i) % 2**32 for i in range(self.batch_size)]
+
+    def image_prompts(self) -> list[str]:
+        return list(self.prompts) if self.prompts else [self.prompt] * self.batch_size
 
     def describe(self) -> dict[str, Any]:
         """The request as JSON-ready data (images left out), for infotext and plan files."""

@@ -197,6 +197,8 @@ class DiffusersHost(Host):
                 control.on_step(step_index + 1, total)
             if control.should_interrupt is not None and control.should_interrupt():
                 raise Interrupted(step_index + 1, total)
+            if control.attention is not None and "latents" in callback_kwargs:
+                callback_kwargs["latents"] = control.attention.step_end(step_index, callback_kwargs["latents"])
             return callback_kwargs
 
         steps = req.steps
@@ -232,9 +234,16 @@ class DiffusersHost(Host):
             attention = controlled(self.model.unet, control.attention, run_steps, len(seeds))
         with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad(), \
                 attention:
-            cond, uncond = self.encode_prompts(req.prompt, req.negative_prompt, req.clip_skip)
             n = len(seeds)
-            args.update(prompt_embeds=cond.repeat(n, 1, 1), negative_prompt_embeds=uncond.repeat(n, 1, 1))
+            if req.prompts:  # one prompt per image, all padded to the same number of CLIP chunks
+                chunks = max(prompts.chunk_count(self.model.tokenizer, p) for p in req.prompts + [req.negative_prompt])
+                te, tok = self.model.text_encoder, self.model.tokenizer
+                cond = torch.cat([prompts.encode(te, tok, p, req.clip_skip, min_chunks=chunks)[0] for p in req.prompts])
+                uncond = prompts.encode(te, tok, req.negative_prompt, req.clip_skip, min_chunks=chunks)[0].repeat(n, 1, 1)
+                args.update(prompt_embeds=cond, negative_prompt_embeds=uncond)
+            else:
+                cond, uncond = self.encode_prompts(req.prompt, req.negative_prompt, req.clip_skip)
+                args.update(prompt_embeds=cond.repeat(n, 1, 1), negative_prompt_embeds=uncond.repeat(n, 1, 1))
             images = pipe(**args).images
         params = req.describe()
         params.update(

@@ -143,6 +143,11 @@ def chunk_tokens(tokenizer, pieces: list[tuple[str, float]]) -> list[Chunk]:
     return chunks
 
 
+def chunk_count(tokenizer, prompt: str) -> int:
+    """How many 77-token CLIP chunks the prompt is encoded in."""
+    return len(chunk_tokens(tokenizer, parse(prompt).pieces))
+
+
 def token_count(tokenizer, prompt: str) -> int:
     """How many CLIP tokens a prompt uses (tags removed), as the WebUI's counter shows."""
     parsed = parse(prompt)

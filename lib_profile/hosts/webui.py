@@ -97,8 +97,9 @@ def processing_kwargs(kind: str, req: Txt2ImgRequest, outdirs: tuple[str, str]) 
     """Constructor kwargs of ``StableDiffusionProcessingTxt2Img/Img2Img`` for a request (no flavour extras)."""
     kw: dict[str, Any] = dict(
         outpath_samples=outdirs[0], outpath_grids=outdirs[1],
-        prompt=lora_tags(req.prompt, req.loras), negative_prompt=req.negative_prompt,
-        seed=req.resolved_seeds()[0], subseed=-1, subseed_strength=0, sampler_name=req.sampler,
+        prompt=[lora_tags(x, req.loras) for x in req.prompts] if req.prompts else lora_tags(req.prompt, req.loras),
+        negative_prompt=req.negative_prompt,
+        seed=list(req.seeds) if req.seeds else req.resolved_seeds()[0], subseed=-1, subseed_strength=0, sampler_name=req.sampler,
         scheduler=req.scheduler, batch_size=req.batch_size, n_iter=1, steps=req.steps, cfg_scale=req.cfg_scale,
         width=req.width, height=req.height, do_not_save_samples=True, do_not_save_grid=True,
         override_settings={"CLIP_stop_at_last_layers": req.clip_skip, "return_mask": False,

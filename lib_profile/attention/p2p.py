@@ -1,0 +1,259 @@
+"""Prompt-to-Prompt (Hertz et al., ICLR 2023): edit an image by editing its prompt, keeping its layout.
+
+Source and edit are made in one batch from the same initial noise (two images, one seed). While
+sampling, the edit's cross-attention is replaced by the source's, mapped onto the edit's tokens, for
+the first ``cross_steps`` fraction of steps (tau), and its self-attention by the source's for the first
+``self_steps`` fraction (at the coarse layers, as the paper's code does). Modes:
+
+* ``swap``: word swap (the prompts have the same words but for the swapped ones); a swapped word's
+  tokens take the mean of the source word's token maps.
+* ``refine``: words added or removed; shared words take the source's maps, new words keep their own.
+* ``reweight``: the prompt stays; each chosen word's map is scaled by c in [-2, 2].
+
+``weights`` also works with swap and refine; ``blend_words`` restricts the change to where those
+words attend (local blend): after each step the edit's latent is taken from the source outside that
+mask. Only the prompt half of a classifier-free-guidance batch is touched.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Optional
+
+from lib_profile.attention.control import Call, Controller, Site
+from lib_profile.attention.daam import TokenMap
+from lib_profile.hosts.base import HostError
+
+MODES = ("swap", "refine", "reweight")
+SELF_MAX_QUERIES = 16 * 16  # self-attention is injected at layers with at most this many queries (P2P's code)
+
+
+@dataclass
+class Edit:
+    source: str
+    target: str = ""  # "" = the source (reweight)
+    mode: str = "swap"
+    cross_steps: float = 0.8  # tau: fraction of steps whose cross-attention comes from the source
+    self_steps: float = 0.4  # fraction of steps whose (coarse) self-attention comes from the source
+    weights: dict[str, float] = field(default_factory=dict)  # word -> c in [-2, 2]
+    blend_words: list[str] = field(default_factory=list)
+    blend_threshold: float = 0.3
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise HostError(f"edit mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        for name in ("cross_steps", "self_steps"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise HostError(f"{name} must be within 0..1, not {getattr(self, name)}")
+        for word, c in self.weights.items():
+            if not -2.0 <= float(c) <= 2.0:
+                raise HostError(f"the weight of {word!r} must be within -2..2, not {c}")
+        if not 0.0 < self.blend_threshold < 1.0:
+            raise HostError("blend_threshold must be within (0, 1)")
+        if self.mode == "reweight" and not self.weights:
+            raise HostError("reweight needs at least one word weight, e.g. {\"smiling\": 1.5}")
+
+    @property
+    def edited_prompt(self) -> str:
+        return self.target or self.source
+
+
+def _word_groups(tokens: TokenMap) -> list[tuple[str, list[int]]]:
+    """(word, its token positions) in prompt order."""
+    out, current, positions = [], "", []
+    for i, token in enumerate(tokens.tokens):
+        current += token.text
+        positions.append(token.position)
+        if token.ends_word or i + 1 == len(tokens.tokens):
+            out.append((current, positions))
+            current, positions = "", []
+    return out
+
+
+def token_mapping(tokenizer, edit: Edit, length: int):
+    """``(mapper, alphas)``: ``mapper[s, t]`` carries source position s to edit position t (a K x K matrix);
+    ``alphas[t]`` is 1 where the edit position takes the source's map, 0 where it keeps its own."""
+    import torch
+
+    src = _word_groups(TokenMap.from_prompt(tokenizer, edit.source))
+    dst = _word_groups(TokenMap.from_prompt(tokenizer, edit.edited_prompt))
+    mapper = torch.zeros(length, length)
+    alphas = torch.ones(length)
+    pairs: list[tuple[list[int], list[int]]] = []
+    if edit.mode == "swap":
+        if len(src) != len(dst):
+            raise HostError(f"A word swap keeps the number of words ({len(src)} vs {len(dst)}); "
+                            "use mode 'refine' to add or remove words")
+        pairs = [(s, t) for (_a, s), (_b, t) in zip(src, dst)]
+    else:
+        matcher = difflib.SequenceMatcher(a=[w for w, _p in src], b=[w for w, _p in dst], autojunk=False)
+        matched = set()
+        for block in matcher.get_matching_blocks():
+            for k in range(block.size):
+                pairs.append((src[block.a + k][1], dst[block.b + k][1]))
+                matched.add(block.b + k)
+        for j, (_w, positions) in enumerate(dst):
+            if j not in matched:  # a new word keeps its own map
+                for p in positions:
+                    mapper[p, p] = 1.0
+                    alphas[p] = 0.0
+    for s, t in pairs:
+        if len(s) == len(t):
+            for a, b in zip(s, t):
+                mapper[a, b] = 1.0
+        else:  # a word of another token count: each of its tokens takes the mean of the source word's
+            for b in t:
+                for a in s:
+                    mapper[a, b] = 1.0 / len(s)
+    # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up)
+    src_owned = {p for _w, ps in src for p in ps}
+    dst_owned = {p for _w, ps in dst for p in ps}
+    src_rest = [p for p in range(length) if p not in src_owned]
+    dst_rest = [p for p in range(length) if p not in dst_owned]
+    for a, b in zip(src_rest, dst_rest):
+        mapper[a, b] = 1.0
+    for b in dst_rest[len(src_rest):]:
+        mapper[b, b] = 1.0
+    return mapper, alphas
+
+
+class PromptToPrompt(Controller):
+    """The edit controller for a batch of two images: row 0 the source, row 1 the edit."""
+
+    def __init__(self, tokenizer, edit: Edit, chunks: int):
+        import torch
+
+        edit.validate()
+        self.edit = edit
+        self.length = 77 * chunks
+        self.mapper, self.alphas = token_mapping(tokenizer, edit, self.length)
+        self.identity_map = bool(torch.equal(self.mapper, torch.eye(self.length)))
+        dst_tokens = TokenMap.from_prompt(tokenizer, edit.edited_prompt)
+        self.equalizer = torch.ones(self.length)
+        for word, c in edit.weights.items():
+            for p in dst_tokens.positions(tokenizer, word):
+                self.equalizer[p] = float(c)
+        self.blend_positions: list[list[int]] = []
+        if edit.blend_words:
+            src_tokens = TokenMap.from_prompt(tokenizer, edit.source)
+            for word in edit.blend_words:
+                found = []
+                for tokens in (src_tokens, dst_tokens):
+                    try:
+                        found.append(tokens.positions(tokenizer, word))
+                    except HostError:
+                        found.append([])
+                if not any(found):
+                    raise HostError(f"blend word {word!r} is in neither prompt")
+                self.blend_positions.append(found)
+        self.steps = 1
+        self._blend_maps = None
+        self.latent_hw = (0, 0)
+
+    def begin(self, steps, latent_hw):
+        self.steps = max(1, steps)
+        self.latent_hw = latent_hw
+        self._blend_maps = None
+
+    def _cross_on(self, step: int) -> bool:
+        return step < round(self.edit.cross_steps * self.steps)
+
+    def _self_on(self, step: int) -> bool:
+        return step < round(self.edit.self_steps * self.steps)
+
+    def needs_probs(self, site: Site, step: int) -> bool:
+        if site.cross:
+            return self._cross_on(step) or bool(self.blend_positions)
+        return self._self_on(step)
+
+    def probs(self, call: Call, probs):
+        import torch
+
+        rows = call.cond_rows or list(range(probs.shape[0]))
+        if len(rows) != 2:
+            raise HostError("Prompt-to-Prompt runs on a batch of two images (source and edit)")
+        src, dst = rows
+        step = call.step
+        if not call.site.cross:
+            if self._self_on(step) and probs.shape[2] <= SELF_MAX_QUERIES:
+                probs = probs.clone()
+                probs[dst] = probs[src]
+            return probs
+        if self.blend_positions and probs.shape[2] == self._blend_queries():
+            self._record_blend(call, probs, src, dst)
+        if not self._cross_on(step):
+            return probs
+        base = probs[src]
+        mapper = self.mapper.to(base.device, base.dtype)
+        if self.edit.mode == "refine":
+            moved = torch.matmul(base, mapper)
+            alphas = self.alphas.to(base.device, base.dtype)
+            new = moved * alphas + probs[dst] * (1 - alphas)
+        else:
+            new = base if self.identity_map else torch.matmul(base, mapper)
+        if self.edit.weights:
+            new = new * self.equalizer.to(base.device, base.dtype)
+        probs = probs.clone()
+        probs[dst] = new
+        return probs
+
+    # -- local blend
+    def _blend_queries(self) -> int:
+        h, w = self.latent_hw
+        return (-(-h // 4)) * (-(-w // 4))  # the 1/4-resolution layers, as P2P's LocalBlend uses 16x16 at 512 px
+
+    def _record_blend(self, call: Call, probs, src: int, dst: int) -> None:
+        import torch
+
+        h, w = call.hw
+        total = None
+        for (src_pos, dst_pos) in self.blend_positions:
+            for row, pos in ((src, src_pos), (dst, dst_pos)):
+                if pos:
+                    m = probs[row][:, :, pos].mean(0).sum(-1).reshape(h, w).float()
+                    total = m if total is None else torch.maximum(total, m)
+        if total is not None:
+            self._blend_maps = total if self._blend_maps is None else self._blend_maps + total
+
+    def step_end(self, step: int, latents):
+        import torch.nn.functional as F
+
+        if not self.blend_positions or self._blend_maps is None:
+            return latents
+        m = self._blend_maps[None, None]
+        m = F.interpolate(m, size=tuple(latents.shape[-2:]), mode="bilinear", align_corners=False)
+        m = F.max_pool2d(m, 3, 1, 1)
+        m = m / (m.max() + 1e-8)
+        mask = (m > self.edit.blend_threshold).to(latents.dtype)
+        self._blend_maps = None
+        out = latents.clone()
+        out[1:2] = latents[0:1] + mask * (latents[1:2] - latents[0:1])
+        return out
+
+
+def edit_request(req, edit: Edit):
+    """The two-image request (source, edit; one seed) for an edit of ``req``."""
+    import copy
+
+    seed = req.resolved_seeds()[0]
+    out = copy.copy(req)
+    out.prompt = edit.source
+    out.prompts = [edit.source, edit.edited_prompt]
+    out.seeds = [seed, seed]
+    out.batch_size = 2
+    return out
+
+
+def run_edit(host, req, edit: Edit, control=None, tokenizer=None):
+    """Source and edited image of ``req``'s prompt edited as ``edit`` says; returns the host's Result."""
+    from lib_profile.attention.explain import tokenizer as default_tokenizer
+    from lib_profile.hosts import prompt as prompts
+    from lib_profile.hosts.base import RunControl
+
+    tok = tokenizer or default_tokenizer()
+    edit.validate()
+    chunks = max(prompts.chunk_count(tok, p) for p in (edit.source, edit.edited_prompt, req.negative_prompt))
+    controller = PromptToPrompt(tok, edit, chunks)
+    base = control or RunControl()
+    return host.txt2img(edit_request(req, edit), RunControl(base.on_step, base.should_interrupt, controller))
