@@ -121,6 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("edit", help="edit an image by editing its prompt (Prompt-to-Prompt); writes source and edit")
+    p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
+    p.add_argument("--prompt", required=True, help="the source prompt")
+    p.add_argument("--target", default="", help="the edited prompt (swap, refine)")
+    p.add_argument("--mode", default="swap", choices=["swap", "refine", "reweight"])
+    p.add_argument("--weight", action="append", default=[], metavar="WORD=C", help="scale a word's attention by C (-2..2)")
+    p.add_argument("--blend", action="append", default=[], metavar="WORD", help="change only where WORD attends")
+    p.add_argument("--cross-steps", type=float, default=0.8, help="tau: fraction of steps with the source's cross-attention")
+    p.add_argument("--self-steps", type=float, default=0.4, help="fraction of steps with the source's self-attention")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg-scale", type=float, default=6.5)
+    p.add_argument("--sampler", default="DPM++ 2M")
+    p.add_argument("--scheduler", default="Karras")
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("serve", help="serve the API and the tab without a WebUI (diffusers host)")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
     p.add_argument("--port", type=int, default=7870)
@@ -362,6 +384,38 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_edit(args) -> int:
+    from lib_profile.attention.p2p import Edit, run_edit
+    from lib_profile.hosts.base import HostError, Txt2ImgRequest
+    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.infotext import save_png
+
+    weights = {}
+    for item in args.weight:
+        word, _, value = item.rpartition("=")
+        try:
+            weights[word] = float(value)
+        except ValueError:
+            raise HostError(f"--weight is WORD=C, e.g. smiling=1.5, not {item!r}") from None
+    edit = Edit(source=args.prompt, target=args.target, mode=args.mode, cross_steps=args.cross_steps,
+                self_steps=args.self_steps, weights=weights, blend_words=args.blend)
+    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
+                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
+                         scheduler=args.scheduler, seed=args.seed, clip_skip=args.clip_skip,
+                         loras=[_lora_arg(x) for x in args.lora])
+    req.validate()
+    edit.validate()
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    res = run_edit(host, req, edit)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, image, text in (("source.png", res.images[0], res.infotexts[0]),
+                              ("edited.png", res.images[1], res.infotexts[1])):
+        save_png(image, out / name, text)
+        print(out / name)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from lib_profile.serve import serve
 
@@ -381,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"doctor": cmd_doctor, "txt2img": cmd_txt2img, "intake": cmd_intake, "download": cmd_download,
                     "train": cmd_train, "tones": cmd_tones, "poses": cmd_poses,
-                    "generate": cmd_generate, "serve": cmd_serve, "explain": cmd_explain}
+                    "generate": cmd_generate, "serve": cmd_serve, "explain": cmd_explain,
+                    "edit": cmd_edit}
         return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)

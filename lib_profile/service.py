@@ -43,7 +43,8 @@ class Studio:
         self.store = IdentityStore(self.data_dir / "identities", lora_root or self.data_dir / "loras",
                                    outputs_root or self.data_dir / "outputs")
         self.jobs = JobManager(JobDB(self.data_dir / "jobs.sqlite3"),
-                               {"train": self._train, "generate": self._generate})
+                               {"train": self._train, "generate": self._generate, "explain": self._explain,
+                                "edit": self._edit})
         self._delete_lock = threading.Lock()
 
     def close(self) -> None:
@@ -158,6 +159,82 @@ class Studio:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "pose-photo.upload").write_bytes(pose_photo)
         return job
+
+    def explain(self, slug: str, words: list[str], job: Optional[str] = None, image: Optional[str] = None,
+                prompt: Optional[str] = None, seed: int = -1, settings: Optional[dict[str, Any]] = None,
+                layers: Optional[tuple[int, int]] = None, steps: Optional[tuple[int, int]] = None) -> dict:
+        """Word heat maps of a portrait's first pass (``job`` + ``image``), or of a new image of ``prompt``."""
+        from lib_profile.attention.daam import TokenMap
+        from lib_profile.attention.explain import tokenizer
+
+        req = self._source_request(slug, job, image, prompt, seed, settings)
+        tokens = TokenMap.from_prompt(tokenizer(), req.prompt)
+        words = [w for w in (words or []) if w and w.strip()]
+        if not words:
+            raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")
+        for word in words:
+            tokens.positions(tokenizer(), word)
+        params = {"source": self._source_params(job, image, prompt, seed, settings), "words": words,
+                  "layers": list(layers) if layers else None, "steps": list(steps) if steps else None}
+        return self.jobs.submit("explain", slug, params)
+
+    def edit(self, slug: str, target: Optional[str] = None, mode: str = "swap", job: Optional[str] = None,
+             image: Optional[str] = None, prompt: Optional[str] = None, seed: int = -1,
+             settings: Optional[dict[str, Any]] = None, cross_steps: float = 0.8, self_steps: float = 0.4,
+             weights: Optional[dict[str, float]] = None, blend_words: Optional[list[str]] = None,
+             blend_threshold: float = 0.3, replace: Optional[dict[str, str]] = None) -> dict:
+        """Edit a portrait's first pass by editing its prompt (Prompt-to-Prompt): source and edit in one batch."""
+        from lib_profile.attention.p2p import Edit, token_mapping
+        from lib_profile.attention.explain import tokenizer
+
+        req = self._source_request(slug, job, image, prompt, seed, settings)
+        if replace:  # words swapped in the source prompt: the easy way to write a target
+            import re
+
+            target = req.prompt
+            for old, new in replace.items():
+                pattern = re.compile(rf"\b{re.escape(old)}\b")
+                if not pattern.search(target):
+                    raise HostError(f"{old!r} is not in the prompt: {req.prompt}")
+                target = pattern.sub(new, target)
+        edit = Edit(source=req.prompt, target=target or "", mode=mode, cross_steps=cross_steps,
+                    self_steps=self_steps, weights=dict(weights or {}), blend_words=list(blend_words or []),
+                    blend_threshold=blend_threshold)
+        edit.validate()
+        token_mapping(tokenizer(), edit, 77 * 8)  # a swap with another word count is refused now, not later
+        params = {"source": self._source_params(job, image, prompt, seed, settings),
+                  "edit": {k: getattr(edit, k) for k in ("target", "mode", "cross_steps", "self_steps", "weights",
+                                                         "blend_words", "blend_threshold")}}
+        return self.jobs.submit("edit", slug, params)
+
+    @staticmethod
+    def _source_params(job, image, prompt, seed, settings) -> dict[str, Any]:
+        return {"job": job, "image": image, "prompt": prompt, "seed": seed, "settings": settings or {}}
+
+    def _source_request(self, slug: str, job: Optional[str], image: Optional[str], prompt: Optional[str],
+                        seed: int = -1, settings: Optional[dict[str, Any]] = None):
+        """The txt2img request that made a studio portrait (its plan and seed), or one for a new prompt
+        with the identity's newest LoRA."""
+        from lib_profile.studio.plan import Plan, build_plan, default_prompt
+        from lib_profile.studio.run import first_stage_request, pose_unit
+
+        self.store.get(slug)
+        if job:
+            if not image:
+                raise HostError("Name the portrait (image) of that job to explain or edit")
+            folder = self.output_file(slug, job, "plan.json").parent
+            self.output_file(slug, job, image)
+            result = json.loads((folder / "result.json").read_text("utf-8"))
+            item = next((i for i in result["images"] if i["file"] == image), None)
+            if item is None:
+                raise NotFound(f"{image!r} is not a portrait of job {job}")
+            plan = Plan.load(folder / "plan.json")
+            return first_stage_request(plan, item["seed"], pose_unit(plan))
+        entry = self._lora(slug, None)
+        lora = entry["path"] if entry else None
+        plan = build_plan(prompt or default_prompt(lora), lora, None, "neutral", 1, seed, None, 0.9,
+                          data_dir=self.data_dir, **(settings or {}))
+        return first_stage_request(plan, plan.seed)
 
     def _lora(self, slug: str, name: Optional[str]) -> Optional[dict[str, Any]]:
         loras = self.store.get(slug)["loras"]
@@ -276,6 +353,52 @@ class Studio:
                  "identity_similarity": report["choice"].get("identity_similarity"), "run": out.name}
         self.store.add_lora(slug, entry)
         return entry
+
+    def _attention_run(self, ctx: JobContext):
+        src = ctx.params["source"]
+        req = self._source_request(ctx.identity, src["job"], src["image"], src["prompt"], src["seed"],
+                                   src["settings"])
+        out = self.store.outputs_folder(ctx.identity) / ctx.id
+        out.mkdir(parents=True, exist_ok=True)
+        host_control = self.host.control()
+        total = req.steps
+
+        def on_step(step: int, steps: int) -> None:
+            ctx.update(stage="sampling", progress=step / max(steps, 1))
+
+        control = RunControl(on_step=on_step, should_interrupt=lambda: ctx.cancelled.is_set() or bool(
+            host_control.should_interrupt and host_control.should_interrupt()))
+        return req, out, control, total
+
+    def _explain(self, ctx: JobContext) -> dict[str, Any]:
+        from lib_profile.attention.explain import explain, save
+
+        req, out, control, total = self._attention_run(ctx)
+        p = ctx.params
+        with self.host.job(ctx.task_id, 1):
+            explanation = explain(self.host, req, p["words"], tuple(p["layers"]) if p["layers"] else None,
+                                  tuple(p["steps"]) if p["steps"] else None, control)
+        report = save(explanation, out)
+        return {"folder": str(out), **report}
+
+    def _edit(self, ctx: JobContext) -> dict[str, Any]:
+        from lib_profile.attention.p2p import Edit, run_edit
+
+        req, out, control, total = self._attention_run(ctx)
+        e = ctx.params["edit"]
+        edit = Edit(source=req.prompt, **e)
+        with self.host.job(ctx.task_id, 1):
+            res = run_edit(self.host, req, edit, control)
+        res.images[0].save(out / "source.png")
+        from lib_profile.infotext import infotext, save_png
+
+        save_png(res.images[1], out / "edited.png",
+                 infotext({**res.params, "prompt": edit.edited_prompt},
+                          {"Prompt-to-Prompt": f"{edit.mode}, cross {edit.cross_steps}, self {edit.self_steps}"}))
+        result = {"source": "source.png", "edited": "edited.png", "seed": res.seeds[0], "prompt": edit.edited_prompt,
+                  "source_prompt": edit.source, "mode": edit.mode}
+        (out / "edit.json").write_text(json.dumps(result, indent=1), "utf-8")
+        return {"folder": str(out), **result}
 
     def _generate(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.studio.plan import build_plan, default_prompt

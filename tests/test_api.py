@@ -292,3 +292,37 @@ def test_serve_command_answers_on_loopback(data_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_explain_and_edit_a_studio_portrait(api, studio):
+    api.post("/identities", json={"name": NAME}).raise_for_status()
+    upload_selfies(api).raise_for_status()
+    job = wait(api, api.post(f"/identities/{SLUG}/train", json=TRAIN).json()["id"])
+    assert job["state"] == "done", job["error"]
+    gen = wait(api, api.post(f"/identities/{SLUG}/generate", json={
+        "count": 1, "seed": 7, "prompt": "studio portrait of ohwx person in a red sweater",
+        "settings": {"width": 64, "height": 64, "steps": 3}, "switches": {"upscale": False}}).json()["id"])
+    assert gen["state"] == "done", gen["error"]
+    image = gen["result"]["images"][0]["file"]
+
+    ex = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "words": ["sweater", "red"]})
+    assert ex.status_code == 202, ex.text
+    ex = wait(api, ex.json()["id"])
+    assert ex["state"] == "done", ex["error"]
+    assert api.get(ex["links"]["overlay:sweater"].replace(API_PREFIX, "")).status_code == 200
+    assert ex["result"]["seed"] == 7
+
+    ed = api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": image, "mode": "swap",
+                                 "replace": {"red": "blue"}})
+    assert ed.status_code == 202, ed.text
+    ed = wait(api, ed.json()["id"])
+    assert ed["state"] == "done", ed["error"]
+    edited = Image.open(io.BytesIO(api.get(ed["links"]["edited"].replace(API_PREFIX, "")).content))
+    assert "blue sweater" in edited.text["parameters"] and "Prompt-to-Prompt" in edited.text["parameters"]
+
+    bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "words": ["dog"]})
+    assert bad.status_code == 400 and "not in the prompt" in bad.json()["detail"]
+    bad = api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": image, "target": "a cat"})
+    assert bad.status_code == 400 and "number of words" in bad.json()["detail"]
+    bad = api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": "nope.png", "target": "x"})
+    assert bad.status_code == 404

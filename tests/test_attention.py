@@ -204,3 +204,17 @@ def test_edit_leaves_no_patch_behind(sharp):
 def test_bad_edits_are_named(sharp, edit, message):
     with pytest.raises(HostError, match=message):
         edited(sharp, **edit)
+
+
+def test_cli_edit_writes_source_and_edit(tmp_path, tiny_checkpoint):
+    from PIL import Image
+
+    from lib_profile.cli import main
+
+    out = tmp_path / "ed"
+    assert main(["edit", "--checkpoint", "tiny", "--prompt", SOURCE, "--target", SOURCE.replace("red", "blue"),
+                 "--width", "64", "--height", "64", "--steps", "3", "--seed", "4", "--out", str(out)]) == 0
+    edited_png = Image.open(out / "edited.png")
+    assert "blue sweater" in edited_png.text["parameters"] and (out / "source.png").is_file()
+    assert main(["edit", "--checkpoint", "tiny", "--prompt", SOURCE, "--mode", "reweight", "--weight", "sweater=5",
+                 "--out", str(out)]) == 2

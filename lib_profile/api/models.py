@@ -111,14 +111,14 @@ class GenerateRequest(BaseModel):
 
 class JobInfo(BaseModel):
     id: str = Field(description="Job id.")
-    kind: str = Field(description="train or generate.")
+    kind: str = Field(description="train, generate, explain or edit.")
     identity: Optional[str] = Field(None, description="The identity's slug.")
     state: str = Field(description="queued, running, done, failed, cancelled or interrupted.")
     stage: Optional[str] = Field(None, description="What it is doing now.")
     progress: float = Field(description="0 to 1.")
     eta_s: Optional[float] = Field(None, description="Seconds left, estimated.")
     messages: List[str] = Field(description="Notes and errors, in order.")
-    result: Optional[dict] = Field(None, description="When done: the LoRA (train) or the portraits (generate).")
+    result: Optional[dict] = Field(None, description="When done: the LoRA (train), the portraits (generate), the word maps (explain) or source and edited image (edit).")
     error: Optional[str] = Field(None, description="Why it failed.")
     created: float = Field(description="Unix time queued.")
     started: Optional[float] = Field(None, description="Unix time started.")
@@ -145,3 +145,32 @@ class ToneInfo(BaseModel):
     description: str
     sampler: str
     scheduler: str
+
+
+class ExplainRequest(BaseModel):
+    identity: str = Field(description="The identity (slug) whose portrait or LoRA it is.")
+    words: List[str] = Field(description="Words or phrases of the prompt to map.")
+    job: Optional[str] = Field(None, description="A generate job; with image: explain that portrait's first pass.")
+    image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
+    prompt: Optional[str] = Field(None, description="Or: a new prompt (with the identity's newest LoRA).")
+    seed: int = Field(-1, description="Seed for a new prompt (-1: random).")
+    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ...")
+    layers: Optional[List[int]] = Field(None, description="Only cross-attention layers [first, last] (0-based).")
+    steps: Optional[List[int]] = Field(None, description="Only sampling steps [first, last] (0-based).")
+
+
+class EditRequest(BaseModel):
+    identity: str = Field(description="The identity (slug) whose portrait or LoRA it is.")
+    target: Optional[str] = Field(None, description="The edited prompt (swap, refine); empty for reweight.")
+    replace: Optional[Dict[str, str]] = Field(None, description="Or: words to replace in the source prompt, e.g. {\"red\": \"blue\"}.")
+    mode: str = Field("swap", description="swap (same words but the swapped ones), refine (words added or removed) or reweight.")
+    job: Optional[str] = Field(None, description="A generate job; with image: edit that portrait's first pass.")
+    image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
+    prompt: Optional[str] = Field(None, description="Or: a source prompt to make and edit (with the identity's newest LoRA).")
+    seed: int = Field(-1, description="Seed for a new prompt (-1: random).")
+    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ...")
+    cross_steps: float = Field(0.8, description="tau: fraction of steps whose cross-attention comes from the source (0..1).")
+    self_steps: float = Field(0.4, description="Fraction of steps whose self-attention comes from the source (0..1).")
+    weights: Optional[Dict[str, float]] = Field(None, description="Word -> c in [-2, 2]: scale that word's attention.")
+    blend_words: Optional[List[str]] = Field(None, description="Local blend: change only where these words attend.")
+    blend_threshold: float = Field(0.3, description="Local blend mask threshold (0..1).")

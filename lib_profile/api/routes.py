@@ -104,6 +104,13 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         if job["kind"] == "train":
             out["resume"] = f"{base}/resume"
         result = job.get("result") or {}
+        files = f"{API_PREFIX}/files/{job['identity']}/{job['id']}"
+        if job["kind"] == "explain" and result.get("words"):
+            out["image"] = f"{files}/{result['image']}"
+            for word, f in result["words"].items():
+                out[f"overlay:{word}"] = f"{files}/{f['overlay']}"
+        if job["kind"] == "edit" and result.get("edited"):
+            out["source"], out["edited"] = f"{files}/{result['source']}", f"{files}/{result['edited']}"
         if job["kind"] == "generate" and result.get("images"):
             for i, item in enumerate(result["images"]):
                 out[f"image{i}"] = f"{API_PREFIX}/files/{job['identity']}/{job['id']}/{item['file']}"
@@ -170,6 +177,20 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         return job_info(call(studio().generate, slug, body.pose, body.tone, body.count, body.seed, body.prompt,
                              body.switches, photo, body.lora, body.lora_weight, body.settings, body.detail_engine))
 
+    def explain(body: m.ExplainRequest) -> m.JobInfo:
+        """DAAM word heat maps of a studio portrait's first pass (or of a new prompt); returns a job."""
+        pair = lambda v: tuple(v) if v else None  # noqa: E731
+        if body.layers and len(body.layers) != 2 or body.steps and len(body.steps) != 2:
+            raise HTTPException(400, "layers and steps are [first, last]")
+        return job_info(call(studio().explain, body.identity, body.words, body.job, body.image, body.prompt,
+                             body.seed, body.settings, pair(body.layers), pair(body.steps)))
+
+    def edit(body: m.EditRequest) -> m.JobInfo:
+        """Prompt-to-Prompt: edit a studio portrait's first pass by editing its prompt; returns a job."""
+        return job_info(call(studio().edit, body.identity, body.target, body.mode, body.job, body.image,
+                             body.prompt, body.seed, body.settings, body.cross_steps, body.self_steps,
+                             body.weights, body.blend_words, body.blend_threshold, body.replace))
+
     def list_jobs(identity: Optional[str] = None) -> List[m.JobInfo]:
         """Jobs, newest first (optionally of one identity)."""
         return [job_info(j) for j in studio().jobs.list(identity)]
@@ -228,6 +249,8 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
     r("/jobs/{job_id}/cancel", cancel_job, methods=["POST"], response_model=m.JobInfo)
     r("/jobs/{job_id}/resume", resume_job, methods=["POST"], response_model=m.JobInfo, status_code=202)
     r("/files/{slug}/{job_id}/{name}", get_file, methods=["GET"], response_class=FileResponse)
+    r("/explain", explain, methods=["POST"], response_model=m.JobInfo, status_code=202)
+    r("/edit", edit, methods=["POST"], response_model=m.JobInfo, status_code=202)
     r("/poses", poses, methods=["GET"], response_model=List[m.PoseInfo])
     r("/poses/{name}/thumbnail.png", pose_thumbnail, methods=["GET"], response_class=FileResponse)
     r("/tones", tones, methods=["GET"], response_model=List[m.ToneInfo])

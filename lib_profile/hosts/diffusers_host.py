@@ -253,5 +253,5 @@ class DiffusersHost(Host):
         )
         if unmatched:
             params["lora_unmatched_keys"] = len(unmatched)
-        texts = [infotext({**params, "seed": s}) for s in seeds]
+        texts = [infotext({**params, "seed": s, "prompt": p}) for s, p in zip(seeds, req.image_prompts())]
         return Result(images=images, seeds=seeds, params=params, infotexts=texts)

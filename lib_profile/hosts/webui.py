@@ -256,6 +256,9 @@ class WebUIHost(Host):
     def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl],
              extra_scripts: list[tuple[str, list]] = ()) -> Result:
         req.validate()
+        if control is not None and control.attention is not None:
+            raise HostError("Explain and edit (attention control) do not run through the WebUI host yet; "
+                            "use `python -m lib_profile explain/edit` or `serve` meanwhile")
         shared = self._m("shared")
         processing = self._m("processing")
         if control and control.should_interrupt and control.should_interrupt() or shared.state.interrupted:

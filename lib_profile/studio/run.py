@@ -45,6 +45,24 @@ def _ramp(n: int, overlap: int, start: bool, end: bool) -> np.ndarray:
     return w
 
 
+def pose_unit(plan: Plan) -> Optional[ControlUnit]:
+    """The pose ControlNet unit of a plan (its pose drawn at the plan's size), or None."""
+    if not (plan.pose and plan.controlnet_pose):
+        return None
+    from lib_profile.studio.pose import load_pose, render
+
+    return ControlUnit("pose", render(load_pose(plan.pose), plan.width, plan.height), plan.controlnet_pose, 1.0)
+
+
+def first_stage_request(plan: Plan, seed: int, pose: Optional[ControlUnit] = None) -> Txt2ImgRequest:
+    """The plan's txt2img pass for one seed (what explain and edit re-run of a studio portrait)."""
+    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    return Txt2ImgRequest(prompt=plan.prompt, negative_prompt=plan.negative_prompt, width=plan.width,
+                          height=plan.height, steps=plan.steps, cfg_scale=plan.cfg_scale, sampler=plan.sampler,
+                          scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip, loras=loras,
+                          controlnets=[pose] if pose else [])
+
+
 def upscale_tiles(width: int, height: int, plan: Plan, params: dict) -> int:
     """How many img2img tile passes the upscale stage makes for an image of this size."""
     if float(params.get("denoising_strength", 0.2)) <= 0:
@@ -112,13 +130,9 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
     plan.save(out / "plan.json")
     tone = get_tone(plan.tone)
     loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
-    pose_unit = None
-    if plan.pose and plan.controlnet_pose:
-        from lib_profile.studio.pose import load_pose, render
-
-        pose_map = render(load_pose(plan.pose), plan.width, plan.height)
-        pose_map.save(out / "pose.png")
-        pose_unit = ControlUnit("pose", pose_map, plan.controlnet_pose, 1.0)
+    pose = pose_unit(plan)
+    if pose is not None:
+        pose.image.save(out / "pose.png")
     scorer = IdentityScorer(reference_from_lora(plan.lora["path"]) if plan.lora else None)
     stages = plan.enabled()
     items: list[dict[str, Any]] = []
@@ -137,11 +151,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
             started = time.perf_counter()
             p = stage.params
             if stage.kind == "txt2img":
-                res = host.txt2img(Txt2ImgRequest(
-                    prompt=plan.prompt, negative_prompt=plan.negative_prompt, width=plan.width, height=plan.height,
-                    steps=plan.steps, cfg_scale=plan.cfg_scale, sampler=plan.sampler, scheduler=plan.scheduler,
-                    seed=seed, clip_skip=plan.clip_skip, loras=loras,
-                    controlnets=[pose_unit] if pose_unit else []), control)
+                res = host.txt2img(first_stage_request(plan, seed, pose), control)
                 image, first_params = res.images[0], res.params
             elif image is None:
                 raise HostError("The plan's first enabled stage must be txt2img")
