@@ -128,6 +128,37 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                 before = gr.Image(label="Before the face detail pass", type="filepath", interactive=False)
                 after = gr.Image(label="After", type="filepath", interactive=False)
             downloads = gr.File(label="Download", file_count="multiple", interactive=False)
+
+        with gr.Tab("4. Explain"):
+            gr.Markdown("Which part of a portrait each prompt word drives (DAAM): pick a portrait, type words "
+                        "of its prompt. The maps belong to the portrait's first pass.")
+            with gr.Row():
+                portrait = gr.Dropdown(label="Portrait", choices=[], elem_id=f"{CSS_ID}_portrait",
+                                       allow_custom_value=False)
+                words = gr.Textbox(label="Words (comma separated)", placeholder="eyes, smile, sweater",
+                                   elem_id=f"{CSS_ID}_words")
+                explain_btn = gr.Button("Explain", variant="primary", elem_id=f"{CSS_ID}_explain")
+            maps = gr.Gallery(label="Word maps", columns=4, height=420, elem_id=f"{CSS_ID}_maps")
+
+        with gr.Tab("5. Edit"):
+            gr.Markdown("Edit a portrait by editing its prompt (Prompt-to-Prompt): the layout and the person "
+                        "stay. Swap words (\"red -> blue\"), refine (a new prompt with words added), or "
+                        "re-weight words (\"smiling=1.5\").")
+            with gr.Row():
+                edit_portrait = gr.Dropdown(label="Portrait", choices=[], allow_custom_value=False)
+                mode = gr.Radio(["swap", "refine", "reweight"], value="swap", label="Edit")
+            with gr.Row():
+                swaps = gr.Textbox(label="Swap (old -> new, comma separated)", placeholder="red -> blue")
+                target = gr.Textbox(label="...or the whole edited prompt (refine)")
+                weights = gr.Textbox(label="Word weights (word=c, c in -2..2)", placeholder="smiling=1.5")
+            with gr.Row():
+                tau = gr.Slider(0, 1, value=0.8, step=0.05, label="Keep the layout for this part of the steps")
+                self_tau = gr.Slider(0, 1, value=0.4, step=0.05, label="Keep the structure (self-attention) for")
+                blend = gr.Textbox(label="Change only where these words are (local blend)", placeholder="sweater")
+                edit_btn = gr.Button("Edit", variant="primary", elem_id=f"{CSS_ID}_edit")
+            with gr.Row():
+                edit_before = gr.Image(label="Before", type="filepath", interactive=False)
+                edit_after = gr.Image(label="After", type="filepath", interactive=False)
         refresh = gr.Button("Refresh status", size="sm", elem_id=f"{CSS_ID}_refresh")
 
         # -------------------------------------------------------------- handlers
@@ -171,27 +202,74 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                                     detail_engine="adetailer" if adetailer else "builtin")
             return job_markdown(job), job["id"]
 
+        def portraits(slug):
+            if not slug or not studio:
+                return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+            names = [f"{s['job']}/{img}" for s in studio().outputs(slug) for img in s["images"]]
+            value = names[0] if names else None
+            return gr.update(choices=names, value=value), gr.update(choices=names, value=value)
+
+        def split(choice):
+            if not choice or "/" not in choice:
+                raise HostError("Make portraits first (3. Portraits), then pick one")
+            return choice.split("/", 1)
+
+        def do_explain(slug, choice, text):
+            job_name, image = split(choice)
+            job = studio().explain(slug, [w.strip() for w in (text or "").split(",")], job_name, image)
+            return job_markdown(job), job["id"]
+
+        def do_edit(slug, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text):
+            job_name, image = split(choice)
+            replace = {}
+            for pair in filter(None, (x.strip() for x in (swap_text or "").split(","))):
+                old, arrow, new = pair.partition("->")
+                if not arrow:
+                    raise HostError(f"Write swaps as 'old -> new', not {pair!r}")
+                replace[old.strip()] = new.strip()
+            word_weights = {}
+            for pair in filter(None, (x.strip() for x in (weight_text or "").split(","))):
+                word, eq, value = pair.rpartition("=")
+                try:
+                    word_weights[word.strip()] = float(value)
+                except ValueError:
+                    raise HostError(f"Write weights as 'word=1.5', not {pair!r}") from None
+            job = studio().edit(slug, target_text or None, how, job_name, image, cross_steps=float(cross),
+                                self_steps=float(self_steps), weights=word_weights,
+                                blend_words=[w.strip() for w in (blend_text or "").split(",") if w.strip()],
+                                replace=replace or None)
+            return job_markdown(job), job["id"]
+
         def do_poll(jid):
+            keep = gr.update()
             if not jid or not studio:
-                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+                return (keep,) * 8
             job = studio().jobs.get(jid)
             result = job.get("result") or {}
-            if job["kind"] != "generate" or job["state"] != "done" or not result.get("images"):
-                return job_markdown(job), gr.update(), gr.update(), gr.update(), gr.update()
+            if job["state"] != "done" or not result:
+                return (job_markdown(job),) + (keep,) * 7
             folder = Path(result["folder"])
+            if job["kind"] == "explain":
+                overlays = [(str(folder / f["overlay"]), w) for w, f in result["words"].items()]
+                return (job_markdown(job),) + (keep,) * 4 + (overlays, keep, keep)
+            if job["kind"] == "edit":
+                return (job_markdown(job),) + (keep,) * 5 + (str(folder / result["source"]),
+                                                              str(folder / result["edited"]))
+            if job["kind"] != "generate" or not result.get("images"):
+                return (job_markdown(job),) + (keep,) * 7
             pics = [(str(folder / i["file"]), f"{i['file']} · identity "
                      + (f"{i['identity_similarity']:.2f}" if i["identity_similarity"] is not None else "n/a"))
                     for i in result["images"]]
             first = result["images"][0]
             before_path = str(folder / first["before_detail"]) if first.get("before_detail") else None
             files = [p for p, _c in pics] + [str(folder / "plan.json")]
-            return job_markdown(job), pics, before_path, str(folder / first["file"]), files
+            return job_markdown(job), pics, before_path, str(folder / first["file"]), files, keep, keep, keep
 
         def pick_pose(evt: gr.SelectData):
             return pose_list[evt.index].name if 0 <= evt.index < len(pose_list) else gr.update()
 
         for fn, n in ((do_create, 2), (do_check, 3), (do_train, 2), (do_cancel, 2), (do_resume, 2),
-                      (do_generate, 2)):
+                      (do_generate, 2), (do_explain, 2), (do_edit, 2)):
             outputs_count[fn.__name__] = n
         create.click(safe(do_create), [new_name, class_word], [status, person])
         check.click(safe(do_check), [person, photos], [status, report, sheet])
@@ -200,7 +278,13 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         resume.click(safe(do_resume), [job_id], [status, job_id])
         go.click(safe(do_generate), [person, pose, pose_photo, tone, count, seed, use_adetailer], [status, job_id])
         poses.select(pick_pose, None, [pose])
-        refresh.click(do_poll, [job_id], [status, gallery, before, after, downloads])
+        explain_btn.click(safe(do_explain), [person, portrait, words], [status, job_id])
+        edit_btn.click(safe(do_edit), [person, edit_portrait, mode, swaps, target, weights, tau, self_tau, blend],
+                       [status, job_id])
+        person.change(portraits, [person], [portrait, edit_portrait])
+        polled = [status, gallery, before, after, downloads, maps, edit_before, edit_after]
+        refresh.click(do_poll, [job_id], polled)
+        refresh.click(portraits, [person], [portrait, edit_portrait])
         blocks.load(lambda: choices_update(), None, [person])
-        blocks.load(do_poll, [job_id], [status, gallery, before, after, downloads], every=2, show_progress="hidden")
+        blocks.load(do_poll, [job_id], polled, every=2, show_progress="hidden")
     return blocks

@@ -1,0 +1,65 @@
+"""The tab's buttons, called as gradio calls them (no browser): portraits -> explain and edit -> results."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from lib_profile import sample_photos
+
+try:
+    from test_api import NAME, SLUG, TRAIN, png
+except ImportError:
+    from tests.test_api import NAME, SLUG, TRAIN, png
+
+
+def handler(blocks, name):
+    fns = blocks.fns if isinstance(blocks.fns, list) else list(blocks.fns.values())
+    return next(f.fn for f in fns if getattr(f.fn, "__name__", None) == name)
+
+
+def finish(studio, job_id):
+    job = studio.jobs.wait(job_id, timeout=300)
+    assert job["state"] == "done", job["error"]
+    return job
+
+
+@pytest.fixture
+def ready(host, tmp_path, monkeypatch):
+    """A person with a LoRA and one portrait, and the tab built on the same service."""
+    from lib_profile.service import Studio
+    from lib_profile.ui.tab import build_tab
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    studio = Studio(host, tmp_path / "data")
+    studio.create_identity(NAME)
+    studio.add_photos(SLUG, [(f"{n}.jpg", png(i)) for n, i in sample_photos.selfies()[:6]])
+    finish(studio, studio.train(SLUG, TRAIN)["id"])
+    gen = finish(studio, studio.generate(SLUG, count=1, seed=3, prompt="portrait of ohwx person in a red sweater",
+                                         settings={"width": 64, "height": 64, "steps": 3},
+                                         switches={"upscale": False})["id"])
+    yield studio, build_tab(lambda: studio), gen
+    studio.close()
+
+
+def test_explain_and_edit_buttons(ready):
+    studio, blocks, gen = ready
+    portrait_update, _same = handler(blocks, "portraits")(SLUG)
+    choice = portrait_update["value"]
+    assert choice == f"{gen['id']}/{gen['result']['images'][0]['file']}"
+
+    status, job_id = handler(blocks, "do_explain")(SLUG, choice, "sweater, red")
+    assert "explain" in status.lower()
+    finish(studio, job_id)
+    polled = handler(blocks, "do_poll")(job_id)
+    assert [caption for _path, caption in polled[5]] == ["sweater", "red"]
+
+    status, job_id = handler(blocks, "do_edit")(SLUG, choice, "swap", "red -> blue", "", "", 0.8, 0.4, "")
+    finish(studio, job_id)
+    polled = handler(blocks, "do_poll")(job_id)
+    assert polled[6].endswith("source.png") and polled[7].endswith("edited.png")
+
+    message = handler(blocks, "do_edit")(SLUG, choice, "swap", "red blue", "", "", 0.8, 0.4, "")
+    assert "old -> new" in message[0]
+    message = handler(blocks, "do_explain")(SLUG, None, "x")
+    assert "Make portraits first" in message[0]
