@@ -249,7 +249,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from lib_profile.hosts.base import HostError
     from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
     from lib_profile.studio.plan import build_plan, default_prompt
     from lib_profile.studio.run import run_plan

@@ -120,7 +120,6 @@ class DaamRecorder(Controller):
 
     def maps(self):
         """(tokens, latent h, latent w): the mean over layers and heads of the upsampled, clipped maps."""
-        import torch
         import torch.nn.functional as F
 
         if not self.raw:
@@ -134,7 +133,6 @@ class DaamRecorder(Controller):
 
     def word_map(self, positions: list[int], size: tuple[int, int]) -> np.ndarray:
         """A word's map at ``size`` (w, h), 0..1, from its token positions."""
-        import torch
         import torch.nn.functional as F
 
         index = [self.positions.index(p) for p in positions] if self.positions is not None else positions

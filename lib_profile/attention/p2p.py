@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Optional
 
 from lib_profile.attention.control import Call, Controller, Site
 from lib_profile.attention.daam import TokenMap

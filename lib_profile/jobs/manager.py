@@ -73,7 +73,7 @@ class JobManager:
         if kind not in self.handlers:
             raise HostError(f"Unknown job kind {kind!r}")
         job_id = uuid.uuid4().hex[:12]
-        job = self.db.insert(job_id, kind, identity, params)
+        self.db.insert(job_id, kind, identity, params)
         self._queue.put(job_id)
         return self.get(job_id)
 
