@@ -168,7 +168,7 @@ class Studio:
         from lib_profile.attention.explain import tokenizer
 
         req = self._source_request(slug, job, image, prompt, seed, settings)
-        tokens = TokenMap.from_prompt(tokenizer(), req.prompt)
+        tokens = TokenMap.for_host(self.host, tokenizer(), req.prompt)
         words = [w for w in (words or []) if w and w.strip()]
         if not words:
             raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")

@@ -49,6 +49,24 @@ class TokenMap:
                     tokens.append(Token(c * 77 + p, raw.replace("</w>", ""), owner, raw.endswith("</w>")))
         return cls(tokens, len(chunks))
 
+    @classmethod
+    def from_chunks(cls, tokenizer, chunks: list[list[int]]) -> "TokenMap":
+        """From a host's own 77-id chunks (BOS, tokens, EOS/padding)."""
+        special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+        tokens = []
+        for c, ids in enumerate(chunks):
+            for p, token_id in enumerate(ids):
+                if token_id not in special:
+                    raw = tokenizer.convert_ids_to_tokens(int(token_id))
+                    tokens.append(Token(c * 77 + p, raw.replace("</w>", ""), -1, raw.endswith("</w>")))
+        return cls(tokens, len(chunks))
+
+    @classmethod
+    def for_host(cls, host, tokenizer, prompt: str) -> "TokenMap":
+        """The host's own tokenisation when it has one (the WebUI), else ours (the same as the diffusers host)."""
+        chunks = host.token_chunks(prompt) if hasattr(host, "token_chunks") else None
+        return cls.from_chunks(tokenizer, chunks) if chunks else cls.from_prompt(tokenizer, prompt)
+
     def words(self) -> list[str]:
         """The prompt's words as the tokenizer joins them (sub-word pieces glued back)."""
         out, current = [], ""

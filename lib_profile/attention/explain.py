@@ -41,7 +41,7 @@ def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[
     if req.batch_size != 1:
         raise HostError("Explain makes one image at a time (batch size 1)")
     tok = tokenizer()
-    tokens = TokenMap.from_prompt(tok, req.prompt)
+    tokens = TokenMap.for_host(host, tok, req.prompt)
     wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}
     if not wanted:
         raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")

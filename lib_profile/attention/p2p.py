@@ -70,13 +70,14 @@ def _word_groups(tokens: TokenMap) -> list[tuple[str, list[int]]]:
     return out
 
 
-def token_mapping(tokenizer, edit: Edit, length: int):
+def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
     """``(mapper, alphas)``: ``mapper[s, t]`` carries source position s to edit position t (a K x K matrix);
     ``alphas[t]`` is 1 where the edit position takes the source's map, 0 where it keeps its own."""
     import torch
 
-    src = _word_groups(TokenMap.from_prompt(tokenizer, edit.source))
-    dst = _word_groups(TokenMap.from_prompt(tokenizer, edit.edited_prompt))
+    tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
+    src = _word_groups(tokens_of(edit.source))
+    dst = _word_groups(tokens_of(edit.edited_prompt))
     mapper = torch.zeros(length, length)
     alphas = torch.ones(length)
     pairs: list[tuple[list[int], list[int]]] = []
@@ -120,22 +121,16 @@ def token_mapping(tokenizer, edit: Edit, length: int):
 class PromptToPrompt(Controller):
     """The edit controller for a batch of two images: row 0 the source, row 1 the edit."""
 
-    def __init__(self, tokenizer, edit: Edit, chunks: int):
-        import torch
-
+    def __init__(self, tokenizer, edit: Edit, chunks: int, tokens_of=None):
         edit.validate()
         self.edit = edit
-        self.length = 77 * chunks
-        self.mapper, self.alphas = token_mapping(tokenizer, edit, self.length)
-        self.identity_map = bool(torch.equal(self.mapper, torch.eye(self.length)))
-        dst_tokens = TokenMap.from_prompt(tokenizer, edit.edited_prompt)
-        self.equalizer = torch.ones(self.length)
-        for word, c in edit.weights.items():
-            for p in dst_tokens.positions(tokenizer, word):
-                self.equalizer[p] = float(c)
+        self.tokenizer = tokenizer
+        self.tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
+        self._build(77 * chunks)
+        dst_tokens = self.tokens_of(edit.edited_prompt)
         self.blend_positions: list[list[int]] = []
         if edit.blend_words:
-            src_tokens = TokenMap.from_prompt(tokenizer, edit.source)
+            src_tokens = self.tokens_of(edit.source)
             for word in edit.blend_words:
                 found = []
                 for tokens in (src_tokens, dst_tokens):
@@ -149,6 +144,20 @@ class PromptToPrompt(Controller):
         self.steps = 1
         self._blend_maps = None
         self.latent_hw = (0, 0)
+
+    def _build(self, length: int) -> None:
+        """Token mapping, alphas and word weights for a conditioning of ``length`` tokens."""
+        import torch
+
+        self.length = length
+        self.mapper, self.alphas = token_mapping(self.tokenizer, self.edit, length, self.tokens_of)
+        self.identity_map = bool(torch.equal(self.mapper, torch.eye(length)))
+        dst_tokens = self.tokens_of(self.edit.edited_prompt)
+        self.equalizer = torch.ones(length)
+        for word, c in self.edit.weights.items():
+            for p in dst_tokens.positions(self.tokenizer, word):
+                if p < length:
+                    self.equalizer[p] = float(c)
 
     def begin(self, steps, latent_hw):
         self.steps = max(1, steps)
@@ -183,6 +192,8 @@ class PromptToPrompt(Controller):
             self._record_blend(call, probs, src, dst)
         if not self._cross_on(step):
             return probs
+        if probs.shape[-1] != self.length:  # the host padded the conditioning to another chunk count
+            self._build(probs.shape[-1])
         base = probs[src]
         mapper = self.mapper.to(base.device, base.dtype)
         if self.edit.mode == "refine":
@@ -253,6 +264,6 @@ def run_edit(host, req, edit: Edit, control=None, tokenizer=None):
     tok = tokenizer or default_tokenizer()
     edit.validate()
     chunks = max(prompts.chunk_count(tok, p) for p in (edit.source, edit.edited_prompt, req.negative_prompt))
-    controller = PromptToPrompt(tok, edit, chunks)
+    controller = PromptToPrompt(tok, edit, chunks, lambda prompt: TokenMap.for_host(host, tok, prompt))
     base = control or RunControl()
     return host.txt2img(edit_request(req, edit), RunControl(base.on_step, base.should_interrupt, controller))

@@ -84,3 +84,19 @@ def restore_vram() -> None:
     from modules import sd_models, shared
 
     sd_models.send_model_to_device(shared.sd_model)
+
+
+def attention(controller, latent_hw: tuple[int, int], images: int):
+    """Per-instance attention patches on the loaded model's UNet for one processing call."""
+    from modules import script_callbacks, shared
+
+    from lib_profile.hosts.webui_attention import controlled
+
+    return controlled(shared.sd_model.model.diffusion_model, controller, latent_hw, images, script_callbacks)
+
+
+def token_chunks(text: str) -> list[list[int]]:
+    from modules import shared
+
+    chunks, _count = shared.sd_model.cond_stage_model.tokenize_line(text)
+    return [list(c.tokens) for c in chunks]

@@ -57,3 +57,17 @@ def free_vram() -> None:
 
 def restore_vram() -> None:
     pass
+
+
+def attention(controller, latent_hw: tuple[int, int], images: int):
+    from lib_profile.hosts.base import HostError
+
+    raise HostError("Explain and edit do not run inside Forge yet (its attention patches are still to be wired); "
+                    "use them from A1111, `python -m lib_profile explain/edit`, or `serve`")
+
+
+def token_chunks(text: str) -> list[list[int]]:
+    from modules import shared
+
+    chunks, _count = shared.sd_model.text_processing_engine.tokenize_line(text)
+    return [list(c.tokens) for c in chunks]

@@ -256,15 +256,18 @@ class WebUIHost(Host):
     def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl],
              extra_scripts: list[tuple[str, list]] = ()) -> Result:
         req.validate()
-        if control is not None and control.attention is not None:
-            raise HostError("Explain and edit (attention control) do not run through the WebUI host yet; "
-                            "use `python -m lib_profile explain/edit` or `serve` meanwhile")
         shared = self._m("shared")
         processing = self._m("processing")
         if control and control.should_interrupt and control.should_interrupt() or shared.state.interrupted:
             raise Interrupted()
         p = self._processing(kind, req, extra_scripts)
-        with contextlib.closing(p):
+        attention = contextlib.nullcontext()
+        if control is not None and control.attention is not None:
+            if kind != "txt2img":
+                raise HostError("Attention control (explain, edit) runs on txt2img passes")
+            attention = self.flavour.attention(control.attention, (req.height // 8, req.width // 8),
+                                               req.batch_size)
+        with attention, contextlib.closing(p):
             processed = processing.process_images(p)
         n = len(processed.all_seeds or []) or req.batch_size
         images = list(processed.images[processed.index_of_first_image:][:n])
@@ -309,6 +312,13 @@ class WebUIHost(Host):
         if shared.state.interrupted:
             raise Interrupted()
         return out
+
+    def token_chunks(self, prompt: str) -> list[list[int]]:
+        """The prompt's 77-id CLIP chunks exactly as this WebUI splits them (A1111 breaks long prompts at
+        commas), so word positions for explain and edit line up."""
+        from lib_profile.hosts.prompt import extract_networks
+
+        return self.flavour.token_chunks(extract_networks(prompt)[0])
 
     def checkpoint_path(self) -> str:
         """The checkpoint file selected in the WebUI (what the user generates with, so what we train on)."""

@@ -1,0 +1,97 @@
+"""Attention control inside A1111: a per-instance ``forward`` on each of the UNet's CrossAttention modules.
+
+A1111 replaces ``CrossAttention.forward`` at class level with its chosen optimisation (sdp, xformers,
+Doggettx...) and re-applies it on model load (webui-host.md 6.2 and fact 9). We never touch the class:
+for one job each module instance gets its own ``forward``, which calls the class's (optimised) one
+unless the controller asks for that layer and step; then it computes the attention probabilities
+explicitly. The instance attributes are deleted afterwards, so nothing is left behind. The sampling
+step comes from the WebUI's ``on_cfg_denoiser`` callback; A1111 batches conds first, then unconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Iterator
+
+from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
+
+
+class _State:
+    def __init__(self, controller: Controller, latent_hw: tuple[int, int], images: int):
+        self.controller = controller
+        self.latent_hw = latent_hw
+        self.images = images
+        self.step = 0
+        self.steps = 1
+        self.started = False
+
+    def rows(self, batch: int) -> tuple[list[int], list[int]]:
+        if batch == 2 * self.images:  # A1111: [conds..., unconds...]
+            return list(range(self.images)), list(range(self.images, batch))
+        return list(range(batch)), []
+
+
+def crossattention_modules(diffusion_model) -> list[tuple[str, object]]:
+    """The UNet's attention modules (ldm ``CrossAttention`` or anything shaped like it), in forward order."""
+    out = []
+    for name, module in diffusion_model.named_modules():
+        if name.endswith(("attn1", "attn2")) and all(hasattr(module, a) for a in ("to_q", "to_k", "to_v", "to_out")):
+            out.append((name, module))
+    return out
+
+
+def _controlled_forward(site: Site, state: _State):
+    def forward(self, x, context=None, mask=None, **kwargs):
+        if not state.controller.needs_probs(site, state.step):
+            return type(self).forward(self, x, context=context, mask=mask, **kwargs)
+        ctx = x if context is None else context
+        heads = self.heads
+        q, k, v = self.to_q(x), self.to_k(ctx), self.to_v(ctx)
+        batch, n, inner = q.shape
+        d = inner // heads
+        q, k, v = (t.reshape(batch, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+        scale = getattr(self, "scale", d ** -0.5)
+        probs = (q.float() @ k.float().transpose(-1, -2) * scale).softmax(dim=-1)  # upcast, as opts.upcast_attn
+        cond, uncond = state.rows(batch)
+        probs = state.controller.probs(Call(site, state.step, state.steps, query_grid(state.latent_hw, n),
+                                            cond, uncond), probs)
+        out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(batch, n, inner)
+        return self.to_out(out)
+
+    return forward
+
+
+@contextlib.contextmanager
+def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, int], images: int,
+               script_callbacks) -> Iterator[_State]:
+    """Patch every attention module of ``diffusion_model`` for the duration of one processing call."""
+    state = _State(controller, latent_hw, images)
+
+    def on_cfg_denoiser(params) -> None:
+        state.step = int(params.sampling_step)
+        state.steps = int(params.total_sampling_steps)
+        if not state.started:
+            state.started = True
+            controller.begin(state.steps, state.latent_hw)
+
+    patched = []
+    for index, (name, module) in enumerate(crossattention_modules(diffusion_model)):
+        site = Site(index, name, place_of(name), name.endswith("attn2"), int(module.heads))
+        module.forward = types.MethodType(_controlled_forward(site, state), module)
+        patched.append(module)
+    def on_cfg_after_cfg(params) -> None:  # Prompt-to-Prompt's local blend, on the denoised latents
+        params.x = controller.step_end(state.step, params.x)
+
+    script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="profile-studio-attention")
+    script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg, name="profile-studio-blend")
+    try:
+        yield state
+    finally:
+        script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
+        script_callbacks.remove_callbacks_for_function(on_cfg_after_cfg)
+        for module in patched:
+            if "forward" in module.__dict__:
+                del module.forward
+        if state.started:
+            controller.end()

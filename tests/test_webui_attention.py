@@ -1,0 +1,109 @@
+"""A1111 attention plumbing (per-instance forward patches) against an ldm-shaped stand-in UNet."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+
+from lib_profile.attention.control import Controller
+from lib_profile.hosts import webui_attention as wa
+
+
+class CrossAttention(torch.nn.Module):
+    """ldm's CrossAttention surface (heads, scale, to_q/k/v, to_out); A1111 sets ``forward`` on the class."""
+
+    calls = 0
+
+    def __init__(self, dim, context_dim=None, heads=2):
+        super().__init__()
+        context_dim = context_dim or dim
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.to_q = torch.nn.Linear(dim, dim, bias=False)
+        self.to_k = torch.nn.Linear(context_dim, dim, bias=False)
+        self.to_v = torch.nn.Linear(context_dim, dim, bias=False)
+        self.to_out = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.Dropout(0.0))
+
+    def forward(self, x, context=None, mask=None, **kwargs):  # the "optimised" class-level path (sdp)
+        type(self).calls += 1
+        ctx = x if context is None else context
+        b, n, inner = x.shape[0], x.shape[1], self.to_q.out_features
+        q, k, v = (t.reshape(b, -1, self.heads, inner // self.heads).transpose(1, 2)
+                   for t in (self.to_q(x), self.to_k(ctx), self.to_v(ctx)))
+        return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, inner))
+
+
+def unet():
+    model = torch.nn.Module()
+    block = torch.nn.Module()
+    block.attn1, block.attn2 = CrossAttention(8), CrossAttention(8, 6)
+    model.input_blocks = torch.nn.ModuleList([torch.nn.Module(), torch.nn.Module()])
+    model.input_blocks[1].transformer_blocks = torch.nn.ModuleList([block])
+    return model.eval()
+
+
+def callbacks():
+    registry = {"cfg_denoiser": [], "cfg_after_cfg": []}
+    module = types.SimpleNamespace(registry=registry)
+    module.on_cfg_denoiser = lambda fn, name=None: registry["cfg_denoiser"].append(fn)
+    module.on_cfg_after_cfg = lambda fn, name=None: registry["cfg_after_cfg"].append(fn)
+
+    def remove(fn):
+        for fns in registry.values():
+            if fn in fns:
+                fns.remove(fn)
+
+    module.remove_callbacks_for_function = remove
+    return module
+
+
+class Recorder(Controller):
+    def __init__(self):
+        self.calls, self.began, self.ended = [], None, False
+
+    def begin(self, steps, latent_hw):
+        self.began = (steps, latent_hw)
+
+    def needs_probs(self, site, step):
+        return site.cross and step >= 1
+
+    def probs(self, call, probs):
+        self.calls.append((call.site.name, call.step, call.hw, call.cond_rows, call.uncond_rows, tuple(probs.shape)))
+        return probs
+
+    def end(self):
+        self.ended = True
+
+
+def test_patched_modules_record_only_what_is_asked_and_match_the_optimised_path():
+    model, cb, rec = unet(), callbacks(), Recorder()
+    attn1 = model.input_blocks[1].transformer_blocks[0].attn1
+    attn2 = model.input_blocks[1].transformer_blocks[0].attn2
+    x, ctx = torch.randn(2, 16, 8), torch.randn(2, 5, 6)  # batch: [cond, uncond]; a 4x4 latent
+    reference = attn2(x, context=ctx)
+    with wa.controlled(model, rec, (4, 4), 1, cb):
+        for step in range(3):
+            for fn in cb.registry["cfg_denoiser"]:
+                fn(types.SimpleNamespace(sampling_step=step, total_sampling_steps=3))
+            CrossAttention.calls = 0
+            attn1(x)
+            out = attn2(x, context=ctx)
+            assert CrossAttention.calls == (1 if step >= 1 else 2)  # the explicit path skips the class forward
+            assert torch.allclose(out, reference, atol=1e-5)
+    assert rec.began == (3, (4, 4)) and rec.ended
+    assert rec.calls == [("input_blocks.1.transformer_blocks.0.attn2", s, (4, 4), [0], [1], (2, 2, 16, 5))
+                         for s in (1, 2)]
+    assert "forward" not in attn1.__dict__ and "forward" not in attn2.__dict__
+    assert cb.registry == {"cfg_denoiser": [], "cfg_after_cfg": []}
+
+
+def test_patches_go_away_after_an_error():
+    model, cb = unet(), callbacks()
+    try:
+        with wa.controlled(model, Recorder(), (4, 4), 1, cb):
+            raise RuntimeError("sampling failed")
+    except RuntimeError:
+        pass
+    assert all("forward" not in m.__dict__ for _n, m in wa.crossattention_modules(model))
+    assert cb.registry == {"cfg_denoiser": [], "cfg_after_cfg": []}
