@@ -82,7 +82,8 @@ def test_patched_modules_record_only_what_is_asked_and_match_the_optimised_path(
     attn2 = model.input_blocks[1].transformer_blocks[0].attn2
     x, ctx = torch.randn(2, 16, 8), torch.randn(2, 5, 6)  # batch: [cond, uncond]; a 4x4 latent
     reference = attn2(x, context=ctx)
-    with wa.controlled(model, rec, (4, 4), 1, cb):
+    with wa.controlled(model, rec, (4, 4), 1, cb) as scripts:
+        assert scripts == []
         for step in range(3):
             for fn in cb.registry["cfg_denoiser"]:
                 fn(types.SimpleNamespace(sampling_step=step, total_sampling_steps=3))
@@ -106,4 +107,78 @@ def test_patches_go_away_after_an_error():
     except RuntimeError:
         pass
     assert all("forward" not in m.__dict__ for _n, m in wa.crossattention_modules(model))
+    assert cb.registry == {"cfg_denoiser": [], "cfg_after_cfg": []}
+
+
+# ------------------------------------------------------------------ Forge: replace patches on a UNet patcher
+
+class UnetPatcher:
+    """The parts of Forge's ``UnetPatcher`` used: ``clone`` and ``set_model_attn{1,2}_replace``."""
+
+    def __init__(self, model, patches=None):
+        self.model, self.patches = model, dict(patches or {})
+
+    def clone(self):
+        return UnetPatcher(self.model, self.patches)
+
+    def set_model_attn1_replace(self, patch, block_name, number, transformer_index=None):
+        self.patches[("attn1", block_name, number, transformer_index)] = patch
+
+    def set_model_attn2_replace(self, patch, block_name, number, transformer_index=None):
+        self.patches[("attn2", block_name, number, transformer_index)] = patch
+
+
+def forge_model():
+    km = torch.nn.Module()
+    km.diffusion_model = torch.nn.Module()
+    dm = km.diffusion_model
+    dm.input_blocks = torch.nn.ModuleList([torch.nn.Module() for _ in range(5)])
+    dm.input_blocks[4].add_module("1", torch.nn.Module())
+    getattr(dm.input_blocks[4], "1").transformer_blocks = torch.nn.ModuleList([torch.nn.Module()])
+    blk = getattr(dm.input_blocks[4], "1").transformer_blocks[0]
+    blk.attn1, blk.attn2 = CrossAttention(8), CrossAttention(8, 6)
+    dm.middle_block = torch.nn.ModuleList([torch.nn.Module(), torch.nn.Module()])
+    dm.middle_block[1].transformer_blocks = torch.nn.ModuleList([torch.nn.Module()])
+    dm.middle_block[1].transformer_blocks[0].attn2 = CrossAttention(8, 6)
+    return km
+
+
+def test_forge_block_keys():
+    from lib_profile.hosts.forge_attention import block_key
+
+    assert block_key("input_blocks.4.1.transformer_blocks.0.attn2") == ("input", 4, 0, True)
+    assert block_key("middle_block.1.transformer_blocks.0.attn1") == ("middle", 0, 0, False)
+    assert block_key("output_blocks.11.1.transformer_blocks.0.attn2") == ("output", 11, 0, True)
+    assert block_key("input_blocks.4.1.proj_in") is None
+
+
+def test_forge_script_patches_a_clone_and_the_patch_computes_attention():
+    import types as t
+
+    from lib_profile.hosts.forge_attention import controlled
+
+    class Script:  # modules.scripts.Script stand-in
+        pass
+
+    original = UnetPatcher(forge_model())
+    p = t.SimpleNamespace(sd_model=t.SimpleNamespace(forge_objects=t.SimpleNamespace(unet=original)))
+    cb, rec = callbacks(), Recorder()
+    with controlled(rec, (4, 4), cb, Script) as scripts:
+        (script,) = scripts
+        assert isinstance(script, Script) and script.title() == "Profile Studio attention"
+        script.process_before_every_sampling(p)
+        script.process_before_every_sampling(p)  # Forge may call it twice per pass
+        patched = p.sd_model.forge_objects.unet
+        assert patched is not original and original.patches == {}
+        assert set(patched.patches) == {("attn1", "input", 4, 0), ("attn2", "input", 4, 0), ("attn2", "middle", 0, 0)}
+        for fn in cb.registry["cfg_denoiser"]:
+            fn(t.SimpleNamespace(sampling_step=1, total_sampling_steps=4))
+        q, k, v = torch.randn(2, 16, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+        out = patched.patches[("attn2", "input", 4, 0)](q, k, v, {"n_heads": 2, "cond_or_uncond": [1, 0]})
+        qh, kh, vh = (x.reshape(2, -1, 2, 4).transpose(1, 2) for x in (q, k, v))
+        expected = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(2, 16, 8)
+        assert torch.allclose(out, expected, atol=1e-5)
+    (name, step, hw, cond, uncond, shape) = rec.calls[0]
+    assert (step, hw, cond, uncond, shape) == (1, (4, 4), [1], [0], (2, 2, 16, 5))
+    assert rec.began == (4, (4, 4)) and rec.ended
     assert cb.registry == {"cfg_denoiser": [], "cfg_after_cfg": []}

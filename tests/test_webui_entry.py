@@ -53,6 +53,7 @@ def test_script_registers_one_tab_and_one_app_started(webui):
     assert len(registered["app_started"]) == 1
     assert len(registered["ui_settings"]) == 1
     assert all(not v for k, v in registered.items() if k not in ("ui_tabs", "app_started", "ui_settings"))
+    assert not registered["cfg_denoiser"]  # attention hooks are registered per job only
     scripts = webui.scripts
     assert not any(
         isinstance(v, type) and issubclass(v, scripts.Script) for v in vars(module).values()

@@ -293,3 +293,49 @@ def test_adetailer_engine_off_the_webui_is_a_clear_error(host):
         detail_pass(host, pose_map(64, 64), "x", "", [], 1, "Euler", "Karras", 6.0, 1, DetailParams(engine="adetailer"))
     with pytest.raises(HostError, match="builtin"):
         DetailParams(engine="magic")
+
+
+@pytest.mark.parametrize("webui", [dict(flavour="forge")], indirect=True, ids=["forge"])
+def test_forge_attention_control_rides_in_the_runner_and_leaves(webui):
+    import types
+
+    from lib_profile.attention.control import Controller
+
+    modules, host = webui
+    seen = []
+
+    class Unet:
+        def __init__(self):
+            self.model = types.SimpleNamespace(diffusion_model=__import__("torch").nn.Module())
+            self.patches = {}
+
+        def clone(self):
+            seen.append("clone")
+            return Unet()
+
+    modules.shared.sd_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=Unet()))
+    processing = modules.processing
+    original = processing.StableDiffusionProcessingTxt2Img
+
+    class P(original):
+        @property
+        def sd_model(self):
+            return modules.shared.sd_model
+
+        @sd_model.setter
+        def sd_model(self, value):
+            pass
+
+    processing.StableDiffusionProcessingTxt2Img = P
+    req = Txt2ImgRequest(prompt="a b", prompts=["a b", "a c"], seeds=[7, 7], batch_size=2)
+    res = host.txt2img(req, RunControlWith(Controller()))
+    p = processing.calls[-1]
+    assert [s.title() for s in p.scripts.alwayson_scripts] == ["Profile Studio attention"]
+    assert seen == ["clone"] and p.prompt == ["a b", "a c"] and res.seeds == [7, 7]
+    assert not modules.script_callbacks.callbacks["cfg_denoiser"]
+
+
+def RunControlWith(controller):
+    from lib_profile.hosts.base import RunControl
+
+    return RunControl(attention=controller)

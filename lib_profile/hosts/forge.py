@@ -60,10 +60,12 @@ def restore_vram() -> None:
 
 
 def attention(controller, latent_hw: tuple[int, int], images: int):
-    from lib_profile.hosts.base import HostError
+    """Attention-replace patches on Forge's UNet patcher, applied by a script object in the runner."""
+    from modules import script_callbacks, scripts
 
-    raise HostError("Explain and edit do not run inside Forge yet (its attention patches are still to be wired); "
-                    "use them from A1111, `python -m lib_profile explain/edit`, or `serve`")
+    from lib_profile.hosts.forge_attention import controlled
+
+    return controlled(controller, latent_hw, script_callbacks, scripts.Script)
 
 
 def token_chunks(text: str) -> list[list[int]]:

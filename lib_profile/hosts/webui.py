@@ -117,10 +117,10 @@ def processing_kwargs(kind: str, req: Txt2ImgRequest, outdirs: tuple[str, str]) 
     return kw
 
 
-def filtered_runner(base, wanted: list[tuple[str, list]]):
+def filtered_runner(base, wanted: list[tuple[str, list]], own_scripts: list = ()):
     """A copy of a WebUI ``ScriptRunner`` holding copies of only the wanted always-on scripts, each
-    given ``args`` at its own slice. ``wanted``: ``[(lower-case title, args), ...]``.
-    Returns ``(runner, script_args, titles not found)``."""
+    given ``args`` at its own slice. ``wanted``: ``[(lower-case title, args), ...]``; 
+    ``own_scripts``: script objects of ours to run too (no args). Returns ``(runner, script_args, titles not found)``."""
     runner = copy.copy(base)
     runner.alwayson_scripts = []
     runner.selectable_scripts = []
@@ -133,11 +133,15 @@ def filtered_runner(base, wanted: list[tuple[str, list]]):
         if script is None:
             missing.append(title)
             continue
-        own = copy.copy(script)
-        own.args_from, own.args_to = len(args), len(args) + len(script_args)
+        mine = copy.copy(script)
+        mine.args_from, mine.args_to = len(args), len(args) + len(script_args)
         args.extend(script_args)
-        runner.alwayson_scripts.append(own)
-        runner.scripts.append(own)
+        runner.alwayson_scripts.append(mine)
+        runner.scripts.append(mine)
+    for script in own_scripts:
+        script.args_from = script.args_to = len(args)
+        runner.alwayson_scripts.append(script)
+        runner.scripts.append(script)
     return runner, args, missing
 
 
@@ -222,7 +226,8 @@ class WebUIHost(Host):
         return LoraRef(str(dest), lora.weight)
 
     # -- running
-    def _processing(self, kind: str, req: Txt2ImgRequest, extra_scripts: list[tuple[str, list]] = ()):
+    def _processing(self, kind: str, req: Txt2ImgRequest, extra_scripts: list[tuple[str, list]] = (),
+                    own_scripts: list = ()):
         processing = self._m("processing")
         req = copy.copy(req)
         req.loras = [self.publish_lora(x) for x in req.loras]
@@ -241,7 +246,7 @@ class WebUIHost(Host):
             units = [self.flavour.controlnet_unit(u, self._cn_name(u)) for u in req.controlnets]
             wanted.append(("controlnet", units))
         wanted.extend(extra_scripts)
-        runner, args, _missing = filtered_runner(self._runner(kind), wanted)
+        runner, args, _missing = filtered_runner(self._runner(kind), wanted, own_scripts)
         p.scripts = runner
         p.script_args_value = args  # assigning the value directly skips setup(), as ADetailer does
         return p
@@ -260,15 +265,16 @@ class WebUIHost(Host):
         processing = self._m("processing")
         if control and control.should_interrupt and control.should_interrupt() or shared.state.interrupted:
             raise Interrupted()
-        p = self._processing(kind, req, extra_scripts)
-        attention = contextlib.nullcontext()
+        attention = contextlib.nullcontext([])
         if control is not None and control.attention is not None:
             if kind != "txt2img":
                 raise HostError("Attention control (explain, edit) runs on txt2img passes")
             attention = self.flavour.attention(control.attention, (req.height // 8, req.width // 8),
                                                req.batch_size)
-        with attention, contextlib.closing(p):
-            processed = processing.process_images(p)
+        with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
+            p = self._processing(kind, req, extra_scripts, own_scripts or [])
+            with contextlib.closing(p):
+                processed = processing.process_images(p)
         n = len(processed.all_seeds or []) or req.batch_size
         images = list(processed.images[processed.index_of_first_image:][:n])
         if shared.state.interrupted or not images:

@@ -64,7 +64,7 @@ def _controlled_forward(site: Site, state: _State):
 
 @contextlib.contextmanager
 def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, int], images: int,
-               script_callbacks) -> Iterator[_State]:
+               script_callbacks) -> Iterator[list]:
     """Patch every attention module of ``diffusion_model`` for the duration of one processing call."""
     state = _State(controller, latent_hw, images)
 
@@ -86,7 +86,7 @@ def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, in
     script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="profile-studio-attention")
     script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg, name="profile-studio-blend")
     try:
-        yield state
+        yield []  # A1111 needs no script in the runner: the modules themselves are patched
     finally:
         script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
         script_callbacks.remove_callbacks_for_function(on_cfg_after_cfg)

@@ -170,13 +170,20 @@ class ScriptRunner:
                 continue
             s.setup(p, *p.script_args[s.args_from:s.args_to])
 
-    def process(self, p):
+    def process(self, p):  # the real runner calls only scripts that override the hook
         for s in self.alwayson_scripts:
-            s.process(p, *p.script_args[s.args_from:s.args_to])
+            if hasattr(s, "process"):
+                s.process(p, *p.script_args[s.args_from:s.args_to])
+
+    def process_before_every_sampling(self, p):
+        for s in self.alwayson_scripts:
+            if hasattr(s, "process_before_every_sampling"):
+                s.process_before_every_sampling(p, *p.script_args[s.args_from:s.args_to])
 
     def postprocess(self, p, processed):
         for s in self.alwayson_scripts:
-            s.postprocess(p, processed, *p.script_args[s.args_from:s.args_to])
+            if hasattr(s, "postprocess"):
+                s.postprocess(p, processed, *p.script_args[s.args_from:s.args_to])
 
 
 @dataclass(repr=False)
@@ -325,7 +332,9 @@ def make_processing(flavour: str, state: State, shared) -> types.ModuleType:
             raise ValueError(f"unknown sampler {p.sampler_name}")
         if p.scripts is not None:
             p.scripts.process(p)
-        seeds = [p.seed + i for i in range(p.batch_size)]
+            if flavour == "forge":
+                p.scripts.process_before_every_sampling(p)
+        seeds = list(p.seed) if isinstance(p.seed, list) else [p.seed + i for i in range(p.batch_size)]
         images = []
         state.sampling_steps = p.steps
         for step in range(p.steps):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 CALLBACK_CATEGORIES = (
     "app_started", "ui_tabs", "ui_settings", "before_ui", "model_loaded", "script_unloaded",
+    "cfg_denoiser", "cfg_after_cfg",
 )
 
 
@@ -37,6 +38,13 @@ def _script_callbacks() -> types.ModuleType:
 
     for category in CALLBACK_CATEGORIES:
         setattr(module, f"on_{category}", make_on(category))
+
+    def remove_callbacks_for_function(fn):
+        for callbacks in module.callbacks.values():
+            while fn in callbacks:
+                callbacks.remove(fn)
+
+    module.remove_callbacks_for_function = remove_callbacks_for_function
     return module
 
 

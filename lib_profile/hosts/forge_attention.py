@@ -1,0 +1,113 @@
+"""Attention control inside Forge: attention-replace patches on a clone of Forge's UNet patcher.
+
+Forge rebuilds ``p.sd_model.forge_objects`` before every sampling pass, so patches are applied in a
+``process_before_every_sampling`` hook (webui-host.md fact 9): our own always-on script object, put into
+the filtered runner for this one call. Each transformer block's attn1/attn2 gets a replace patch
+``patch(q, k, v, extra_options)`` (projected q, k, v; ``extra_options["n_heads"]``, ``cond_or_uncond``);
+layers the controller does not ask for use the fused path. The sampling step comes from
+``on_cfg_denoiser``, which Forge calls too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Iterator, Optional
+
+from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
+
+_BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)(?:\.\d+)?\.transformer_blocks\.(\d+)\.attn([12])$")
+
+
+def block_key(name: str) -> Optional[tuple[str, int, int, bool]]:
+    """``"input_blocks.4.1.transformer_blocks.0.attn2"`` -> ``("input", 4, 0, True)`` (Forge's patch key)."""
+    match = _BLOCK.search(name)
+    if match is None:
+        return None
+    part, number, index, which = match.groups()
+    block = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}[part]
+    return block, 0 if block == "middle" else int(number), int(index), which == "2"
+
+
+def _rows(extra_options: dict, batch: int) -> tuple[list[int], list[int]]:
+    order = list(extra_options.get("cond_or_uncond") or [0])
+    chunk = max(1, batch // len(order))
+    cond = [i * chunk + j for i, c in enumerate(order) if c == 0 for j in range(chunk)]
+    uncond = [i * chunk + j for i, c in enumerate(order) if c != 0 for j in range(chunk)]
+    return cond, uncond
+
+
+class _State:
+    def __init__(self, controller: Controller, latent_hw: tuple[int, int]):
+        self.controller, self.latent_hw = controller, latent_hw
+        self.step, self.steps, self.started = 0, 1, False
+
+
+def make_patch(site: Site, state: _State):
+    def patch(q, k, v, extra_options):
+        import torch.nn.functional as F
+
+        heads = int(extra_options["n_heads"])
+        batch, n, inner = q.shape
+        d = inner // heads
+        qh, kh, vh = (t.reshape(t.shape[0], -1, heads, d).transpose(1, 2) for t in (q, k, v))
+        if not state.controller.needs_probs(site, state.step):
+            out = F.scaled_dot_product_attention(qh, kh, vh)
+        else:
+            probs = (qh.float() @ kh.float().transpose(-1, -2) * d ** -0.5).softmax(dim=-1)
+            cond, uncond = _rows(extra_options, batch)
+            probs = state.controller.probs(Call(site, state.step, state.steps, query_grid(state.latent_hw, n),
+                                                cond, uncond), probs)
+            out = probs.to(vh.dtype) @ vh
+        return out.transpose(1, 2).reshape(batch, n, inner)
+
+    return patch
+
+
+@contextlib.contextmanager
+def controlled(controller: Controller, latent_hw: tuple[int, int], script_callbacks, script_base) -> Iterator[list]:
+    """Yields the script object to put into the processing's runner; everything is undone on exit."""
+    state = _State(controller, latent_hw)
+
+    def on_cfg_denoiser(params) -> None:
+        state.step = int(params.sampling_step)
+        state.steps = int(params.total_sampling_steps)
+        if not state.started:
+            state.started = True
+            controller.begin(state.steps, state.latent_hw)
+
+    def on_cfg_after_cfg(params) -> None:
+        params.x = controller.step_end(state.step, params.x)
+
+    class ProfileStudioAttention(script_base):
+        filename = "profile_studio_attention.py"
+
+        def title(self):
+            return "Profile Studio attention"
+
+        def show(self, is_img2img):
+            return False
+
+        def process_before_every_sampling(self, p, *args, **kwargs):  # Forge: may run twice per pass; idempotent
+            unet = p.sd_model.forge_objects.unet.clone()
+            index = 0
+            for name, module in unet.model.diffusion_model.named_modules():
+                key = block_key(name)
+                if key is None:
+                    continue
+                block, number, transformer, cross = key
+                site = Site(index, name, place_of(name), cross, int(getattr(module, "heads", 0)))
+                index += 1
+                setter = unet.set_model_attn2_replace if cross else unet.set_model_attn1_replace
+                setter(make_patch(site, state), block, number, transformer)
+            p.sd_model.forge_objects.unet = unet
+
+    script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="profile-studio-attention")
+    script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg, name="profile-studio-blend")
+    try:
+        yield [ProfileStudioAttention()]
+    finally:
+        script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
+        script_callbacks.remove_callbacks_for_function(on_cfg_after_cfg)
+        if state.started:
+            controller.end()
