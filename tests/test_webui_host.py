@@ -339,3 +339,13 @@ def RunControlWith(controller):
     from lib_profile.hosts.base import RunControl
 
     return RunControl(attention=controller)
+
+
+def test_overridden_settings_do_not_stick_after_a_pass(webui):
+    """A1111 restores only options already saved; our CLIP skip override must not become the user's setting."""
+    modules, host = webui
+    data = modules.shared.opts.data
+    data["samples_save"] = True
+    host.txt2img(Txt2ImgRequest(prompt="x", seed=1, clip_skip=2))
+    assert "CLIP_stop_at_last_layers" not in data and "return_mask" not in data
+    assert data["samples_save"] is True

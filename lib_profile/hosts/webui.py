@@ -273,7 +273,7 @@ class WebUIHost(Host):
                                                req.batch_size)
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
             p = self._processing(kind, req, extra_scripts, own_scripts or [])
-            with contextlib.closing(p):
+            with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings):
                 processed = processing.process_images(p)
         n = len(processed.all_seeds or []) or req.batch_size
         images = list(processed.images[processed.index_of_first_image:][:n])
@@ -382,6 +382,27 @@ class WebUIHost(Host):
         state.sampling_step, state.sampling_steps = step, steps
         if text:
             state.textinfo = text
+
+
+@contextlib.contextmanager
+def restoring_opts(opts, keys) -> Iterator[None]:
+    """Put the WebUI's options back exactly as they were after a pass with ``override_settings``.
+    A1111 1.10.1 restores only options already in ``opts.data`` (processing.py: ``stored_opts``), so an
+    override of a setting the user never saved (e.g. CLIP skip) would stay set for every later generation."""
+    data = getattr(opts, "data", None)
+    if data is None:
+        yield
+        return
+    missing = object()
+    saved = {k: data.get(k, missing) for k in list(keys or {})}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is missing:
+                data.pop(key, None)
+            else:
+                data[key] = value
 
 
 def control_image_array(image: Image.Image) -> np.ndarray:

@@ -324,6 +324,16 @@ def make_processing(flavour: str, state: State, shared) -> types.ModuleType:
 
     def process_images(p):
         module.calls.append(p)
+        # A1111 1.10.1: overrides are applied to opts, and only keys already in opts.data are restored
+        stored = {k: shared.opts.data[k] for k in (p.override_settings or {}) if k in shared.opts.data}
+        shared.opts.data.update(p.override_settings or {})
+        try:
+            return _process(p)
+        finally:
+            if p.override_settings_restore_afterwards:
+                shared.opts.data.update(stored)
+
+    def _process(p):
         if state.job_count == -1:
             state.job_count = p.n_iter
         if flavour == "forge" and getattr(p, "enable_hr", False):
