@@ -24,6 +24,31 @@ def _lora_arg(text: str):
     return LoraRef(path=text, weight=1.0)
 
 
+def _portrait_args(p) -> None:
+    """The generation settings explain and edit share (a 2:3 portrait by default)."""
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=768)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg-scale", type=float, default=6.5)
+    p.add_argument("--sampler", default="DPM++ 2M")
+    p.add_argument("--scheduler", default="Karras")
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+
+
+def _portrait_request(args):
+    from lib_profile.hosts.base import Txt2ImgRequest
+
+    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
+                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
+                         scheduler=args.scheduler, seed=args.seed, clip_skip=args.clip_skip,
+                         loras=[_lora_arg(x) for x in args.lora])
+    req.validate()
+    return req
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_profile", description="Profile Studio without a WebUI.")
     parser.add_argument("--data-dir", help="where Profile Studio keeps its data and caches "
@@ -104,17 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="which pixels each prompt word drives (DAAM heat maps) for one image")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--negative-prompt", default="")
     p.add_argument("--word", action="append", required=True, help="a word or phrase of the prompt (repeatable)")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=768)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg-scale", type=float, default=6.5)
-    p.add_argument("--sampler", default="DPM++ 2M")
-    p.add_argument("--scheduler", default="Karras")
-    p.add_argument("--seed", type=int, default=-1)
-    p.add_argument("--clip-skip", type=int, default=1)
-    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    _portrait_args(p)
     p.add_argument("--layers", help="only cross-attention layers FIRST-LAST (0-based, in UNet order)")
     p.add_argument("--step-range", help="only sampling steps FIRST-LAST (0-based)")
     p.add_argument("--threshold", type=float, help="also write a mask per word: map > THRESHOLD (0..1)")
@@ -130,16 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", action="append", default=[], metavar="WORD", help="change only where WORD attends")
     p.add_argument("--cross-steps", type=float, default=0.8, help="tau: fraction of steps with the source's cross-attention")
     p.add_argument("--self-steps", type=float, default=0.4, help="fraction of steps with the source's self-attention")
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=768)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg-scale", type=float, default=6.5)
-    p.add_argument("--sampler", default="DPM++ 2M")
-    p.add_argument("--scheduler", default="Karras")
-    p.add_argument("--seed", type=int, default=-1)
-    p.add_argument("--clip-skip", type=int, default=1)
-    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    _portrait_args(p)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True)
 
@@ -367,14 +374,9 @@ def _range(text):
 
 def cmd_explain(args) -> int:
     from lib_profile.attention.explain import explain, save
-    from lib_profile.hosts.base import Txt2ImgRequest
     from lib_profile.hosts.diffusers_host import DiffusersHost
 
-    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
-                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
-                         scheduler=args.scheduler, seed=args.seed, clip_skip=args.clip_skip,
-                         loras=[_lora_arg(x) for x in args.lora])
-    req.validate()
+    req = _portrait_request(args)
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
     report = save(explain(host, req, args.word, _range(args.layers), _range(args.step_range)), args.out,
                   args.threshold)
@@ -385,7 +387,7 @@ def cmd_explain(args) -> int:
 
 def cmd_edit(args) -> int:
     from lib_profile.attention.p2p import Edit, run_edit
-    from lib_profile.hosts.base import HostError, Txt2ImgRequest
+    from lib_profile.hosts.base import HostError
     from lib_profile.hosts.diffusers_host import DiffusersHost
     from lib_profile.infotext import save_png
 
@@ -398,11 +400,7 @@ def cmd_edit(args) -> int:
             raise HostError(f"--weight is WORD=C, e.g. smiling=1.5, not {item!r}") from None
     edit = Edit(source=args.prompt, target=args.target, mode=args.mode, cross_steps=args.cross_steps,
                 self_steps=args.self_steps, weights=weights, blend_words=args.blend)
-    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
-                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
-                         scheduler=args.scheduler, seed=args.seed, clip_skip=args.clip_skip,
-                         loras=[_lora_arg(x) for x in args.lora])
-    req.validate()
+    req = _portrait_request(args)
     edit.validate()
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
     res = run_edit(host, req, edit)

@@ -15,6 +15,7 @@ import re
 from typing import Iterator, Optional
 
 from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
+from lib_profile.hosts.webui_attention import StepState, step_hooks
 
 _BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)(?:\.\d+)?\.transformer_blocks\.(\d+)\.attn([12])$")
 
@@ -37,13 +38,7 @@ def _rows(extra_options: dict, batch: int) -> tuple[list[int], list[int]]:
     return cond, uncond
 
 
-class _State:
-    def __init__(self, controller: Controller, latent_hw: tuple[int, int]):
-        self.controller, self.latent_hw = controller, latent_hw
-        self.step, self.steps, self.started = 0, 1, False
-
-
-def make_patch(site: Site, state: _State):
+def make_patch(site: Site, state: StepState):
     def patch(q, k, v, extra_options):
         import torch.nn.functional as F
 
@@ -67,17 +62,7 @@ def make_patch(site: Site, state: _State):
 @contextlib.contextmanager
 def controlled(controller: Controller, latent_hw: tuple[int, int], script_callbacks, script_base) -> Iterator[list]:
     """Yields the script object to put into the processing's runner; everything is undone on exit."""
-    state = _State(controller, latent_hw)
-
-    def on_cfg_denoiser(params) -> None:
-        state.step = int(params.sampling_step)
-        state.steps = int(params.total_sampling_steps)
-        if not state.started:
-            state.started = True
-            controller.begin(state.steps, state.latent_hw)
-
-    def on_cfg_after_cfg(params) -> None:
-        params.x = controller.step_end(state.step, params.x)
+    state = StepState(controller, latent_hw)
 
     class ProfileStudioAttention(script_base):
         filename = "profile_studio_attention.py"
@@ -102,12 +87,5 @@ def controlled(controller: Controller, latent_hw: tuple[int, int], script_callba
                 setter(make_patch(site, state), block, number, transformer)
             p.sd_model.forge_objects.unet = unet
 
-    script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="profile-studio-attention")
-    script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg, name="profile-studio-blend")
-    try:
+    with step_hooks(state, script_callbacks):
         yield [ProfileStudioAttention()]
-    finally:
-        script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
-        script_callbacks.remove_callbacks_for_function(on_cfg_after_cfg)
-        if state.started:
-            controller.end()

@@ -17,8 +17,10 @@ from typing import Iterator
 from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
 
 
-class _State:
-    def __init__(self, controller: Controller, latent_hw: tuple[int, int], images: int):
+class StepState:
+    """The pass as the WebUI reports it: the step from ``on_cfg_denoiser`` (A1111 and Forge alike)."""
+
+    def __init__(self, controller: Controller, latent_hw: tuple[int, int], images: int = 1):
         self.controller = controller
         self.latent_hw = latent_hw
         self.images = images
@@ -41,7 +43,7 @@ def crossattention_modules(diffusion_model) -> list[tuple[str, object]]:
     return out
 
 
-def _controlled_forward(site: Site, state: _State):
+def _controlled_forward(site: Site, state: StepState):
     def forward(self, x, context=None, mask=None, **kwargs):
         if not state.controller.needs_probs(site, state.step):
             return type(self).forward(self, x, context=context, mask=mask, **kwargs)
@@ -66,7 +68,26 @@ def _controlled_forward(site: Site, state: _State):
 def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, int], images: int,
                script_callbacks) -> Iterator[list]:
     """Patch every attention module of ``diffusion_model`` for the duration of one processing call."""
-    state = _State(controller, latent_hw, images)
+    state = StepState(controller, latent_hw, images)
+    patched = []
+    for index, (name, module) in enumerate(crossattention_modules(diffusion_model)):
+        site = Site(index, name, place_of(name), name.endswith("attn2"), int(module.heads))
+        module.forward = types.MethodType(_controlled_forward(site, state), module)
+        patched.append(module)
+    try:
+        with step_hooks(state, script_callbacks):
+            yield []  # A1111 needs no script in the runner: the modules themselves are patched
+    finally:
+        for module in patched:
+            if "forward" in module.__dict__:
+                del module.forward
+
+
+@contextlib.contextmanager
+def step_hooks(state: StepState, script_callbacks) -> Iterator[StepState]:
+    """Follow the sampling step (``on_cfg_denoiser``), give the controller the denoised latents after each
+    step (``on_cfg_after_cfg``: Prompt-to-Prompt's local blend), and end the controller afterwards."""
+    controller = state.controller
 
     def on_cfg_denoiser(params) -> None:
         state.step = int(params.sampling_step)
@@ -75,23 +96,15 @@ def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, in
             state.started = True
             controller.begin(state.steps, state.latent_hw)
 
-    patched = []
-    for index, (name, module) in enumerate(crossattention_modules(diffusion_model)):
-        site = Site(index, name, place_of(name), name.endswith("attn2"), int(module.heads))
-        module.forward = types.MethodType(_controlled_forward(site, state), module)
-        patched.append(module)
-    def on_cfg_after_cfg(params) -> None:  # Prompt-to-Prompt's local blend, on the denoised latents
+    def on_cfg_after_cfg(params) -> None:
         params.x = controller.step_end(state.step, params.x)
 
     script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="profile-studio-attention")
     script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg, name="profile-studio-blend")
     try:
-        yield []  # A1111 needs no script in the runner: the modules themselves are patched
+        yield state
     finally:
         script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
         script_callbacks.remove_callbacks_for_function(on_cfg_after_cfg)
-        for module in patched:
-            if "forward" in module.__dict__:
-                del module.forward
         if state.started:
             controller.end()
