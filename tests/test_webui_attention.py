@@ -182,3 +182,33 @@ def test_forge_script_patches_a_clone_and_the_patch_computes_attention():
     assert (step, hw, cond, uncond, shape) == (1, (4, 4), [1], [0], (2, 2, 16, 5))
     assert rec.began == (4, (4, 4)) and rec.ended
     assert cb.registry == {"cfg_denoiser": [], "cfg_after_cfg": []}
+
+
+class TinyUNet(torch.nn.Module):
+    """Calls its one transformer block like a UNet forward (``context`` = the text conditioning)."""
+
+    def __init__(self):
+        super().__init__()
+        block = torch.nn.Module()
+        block.attn1, block.attn2 = CrossAttention(8), CrossAttention(8, 6)
+        self.input_blocks = torch.nn.ModuleList([torch.nn.Module(), torch.nn.Module()])
+        self.input_blocks[1].transformer_blocks = torch.nn.ModuleList([block])
+
+    def forward(self, x, context):
+        block = self.input_blocks[1].transformer_blocks[0]
+        return block.attn2(block.attn1(x), context=context)
+
+
+def test_separate_cond_and_uncond_calls_are_told_apart():
+    """A1111 runs prompt and negative prompt apart when their lengths differ: conds first, then unconds."""
+    model, cb, rec = TinyUNet(), callbacks(), Recorder()
+    x = torch.randn(1, 16, 8)
+    with wa.controlled(model, rec, (4, 4), 1, cb):
+        for step in range(3):
+            for fn in cb.registry["cfg_denoiser"]:
+                fn(types.SimpleNamespace(sampling_step=step, total_sampling_steps=3))
+            model(x, torch.randn(1, 154, 6))  # the prompt: two chunks
+            model(x, torch.randn(1, 77, 6))  # the negative prompt: one chunk
+    rows = [(step, cond, uncond, shape[-1]) for _n, step, _hw, cond, uncond, shape in rec.calls]
+    assert rows == [(1, [0], [], 154), (1, [], [0], 77), (2, [0], [], 154), (2, [], [0], 77)]
+    assert not model._forward_pre_hooks

@@ -125,8 +125,9 @@ class DaamRecorder(Controller):
     def probs(self, call: Call, probs):
         import torch
 
-        rows = call.cond_rows or list(range(probs.shape[0]))
-        p = probs[rows[self.image]]  # (heads, queries, keys)
+        if not call.cond_rows:  # a negative-prompt-only call
+            return probs
+        p = probs[call.cond_rows[self.image]]  # (heads, queries, keys)
         if self.positions is not None:
             p = p[:, :, self.positions]
         h, w = call.hw

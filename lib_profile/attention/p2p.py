@@ -178,7 +178,9 @@ class PromptToPrompt(Controller):
     def probs(self, call: Call, probs):
         import torch
 
-        rows = call.cond_rows or list(range(probs.shape[0]))
+        rows = call.cond_rows
+        if not rows:  # a negative-prompt-only call: P2P edits the prompt half only
+            return probs
         if len(rows) != 2:
             raise HostError("Prompt-to-Prompt runs on a batch of two images (source and edit)")
         src, dst = rows

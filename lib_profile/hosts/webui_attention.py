@@ -27,11 +27,23 @@ class StepState:
         self.step = 0
         self.steps = 1
         self.started = False
+        self.unet_call = 0  # which UNet call of the current step (A1111 may run cond and uncond apart)
+        self._call_step = -1
+
+    def next_unet_call(self) -> None:
+        if self._call_step != self.step:
+            self._call_step, self.unet_call = self.step, 0
+        else:
+            self.unet_call += 1
 
     def rows(self, batch: int) -> tuple[list[int], list[int]]:
-        if batch == 2 * self.images:  # A1111: [conds..., unconds...]
+        """A1111 batches [conds..., unconds...]; when the prompt and the negative prompt have different
+        lengths (or batch_cond_uncond is off) it runs the conds first, then the unconds, in separate calls."""
+        if batch == 2 * self.images:
             return list(range(self.images)), list(range(self.images, batch))
-        return list(range(batch)), []
+        if self.unet_call == 0:
+            return list(range(batch)), []
+        return [], list(range(batch))
 
 
 def crossattention_modules(diffusion_model) -> list[tuple[str, object]]:
@@ -74,10 +86,12 @@ def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, in
         site = Site(index, name, place_of(name), name.endswith("attn2"), int(module.heads))
         module.forward = types.MethodType(_controlled_forward(site, state), module)
         patched.append(module)
+    handle = diffusion_model.register_forward_pre_hook(lambda module, args: state.next_unet_call())
     try:
         with step_hooks(state, script_callbacks):
             yield []  # A1111 needs no script in the runner: the modules themselves are patched
     finally:
+        handle.remove()
         for module in patched:
             if "forward" in module.__dict__:
                 del module.forward
