@@ -162,20 +162,35 @@ class Studio:
 
     def explain(self, slug: str, words: list[str], job: Optional[str] = None, image: Optional[str] = None,
                 prompt: Optional[str] = None, seed: int = -1, settings: Optional[dict[str, Any]] = None,
-                layers: Optional[tuple[int, int]] = None, steps: Optional[tuple[int, int]] = None) -> dict:
-        """Word heat maps of a portrait's first pass (``job`` + ``image``), or of a new image of ``prompt``."""
+                layers: Optional[tuple[int, int]] = None, steps: Optional[tuple[int, int]] = None,
+                stage: Optional[int] = None) -> dict:
+        """Word heat maps of a portrait's first pass (``job`` + ``image``), of a later pass of it (``stage``:
+        its index in the plan, a detail or refine stage), or of a new image of ``prompt``."""
         from lib_profile.attention.daam import TokenMap
         from lib_profile.attention.explain import tokenizer
 
         req = self._source_request(slug, job, image, prompt, seed, settings)
-        tokens = TokenMap.for_host(self.host, tokenizer(), req.prompt)
+        text = req.prompt
+        if stage is not None:
+            from lib_profile.studio.run import stage_prompt
+
+            if not job:
+                raise HostError("A stage is a pass of a studio portrait: name its job and image too")
+            plan = self._portrait(slug, job, image)[0]
+            if not 0 <= stage < len(plan.stages) or not plan.stages[stage].enabled or \
+                    plan.stages[stage].kind not in ("txt2img", "detail", "refine"):
+                raise HostError("stage must be the index of an enabled txt2img, detail or refine stage: "
+                                + ", ".join(f"{i} ({s.kind})" for i, s in plan.enabled()))
+            text = stage_prompt(plan, plan.stages[stage])
+        tokens = TokenMap.for_host(self.host, tokenizer(), text)
         words = [w for w in (words or []) if w and w.strip()]
         if not words:
             raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")
         for word in words:
             tokens.positions(tokenizer(), word)
         params = {"source": self._source_params(job, image, prompt, seed, settings), "words": words,
-                  "layers": list(layers) if layers else None, "steps": list(steps) if steps else None}
+                  "layers": list(layers) if layers else None, "steps": list(steps) if steps else None,
+                  "stage": stage}
         return self.jobs.submit("explain", slug, params)
 
     def edit(self, slug: str, target: Optional[str] = None, mode: str = "swap", job: Optional[str] = None,
@@ -215,26 +230,32 @@ class Studio:
                         seed: int = -1, settings: Optional[dict[str, Any]] = None):
         """The txt2img request that made a studio portrait (its plan and seed), or one for a new prompt
         with the identity's newest LoRA."""
-        from lib_profile.studio.plan import Plan, build_plan, default_prompt
+        from lib_profile.studio.plan import build_plan, default_prompt
         from lib_profile.studio.run import first_stage_request, pose_unit
 
         self.store.get(slug)
         if job:
-            if not image:
-                raise HostError("Name the portrait (image) of that job to explain or edit")
-            folder = self.output_file(slug, job, "plan.json").parent
-            self.output_file(slug, job, image)
-            result = json.loads((folder / "result.json").read_text("utf-8"))
-            item = next((i for i in result["images"] if i["file"] == image), None)
-            if item is None:
-                raise NotFound(f"{image!r} is not a portrait of job {job}")
-            plan = Plan.load(folder / "plan.json")
-            return first_stage_request(plan, item["seed"], pose_unit(plan))
+            plan, portrait_seed = self._portrait(slug, job, image)
+            return first_stage_request(plan, portrait_seed, pose_unit(plan))
         entry = self._lora(slug, None)
         lora = entry["path"] if entry else None
         plan = build_plan(prompt or default_prompt(lora), lora, None, "neutral", 1, seed, None, 0.9,
                           data_dir=self.data_dir, **(settings or {}))
         return first_stage_request(plan, plan.seed)
+
+    def _portrait(self, slug: str, job: str, image: Optional[str]):
+        """(plan, seed) of a studio portrait."""
+        from lib_profile.studio.plan import Plan
+
+        if not image:
+            raise HostError("Name the portrait (image) of that job to explain or edit")
+        folder = self.output_file(slug, job, "plan.json").parent
+        self.output_file(slug, job, image)
+        result = json.loads((folder / "result.json").read_text("utf-8"))
+        item = next((i for i in result["images"] if i["file"] == image), None)
+        if item is None:
+            raise NotFound(f"{image!r} is not a portrait of job {job}")
+        return Plan.load(folder / "plan.json"), item["seed"]
 
     def _lora(self, slug: str, name: Optional[str]) -> Optional[dict[str, Any]]:
         loras = self.store.get(slug)["loras"]
@@ -371,13 +392,20 @@ class Studio:
         return req, out, control, total
 
     def _explain(self, ctx: JobContext) -> dict[str, Any]:
-        from lib_profile.attention.explain import explain, save
+        from lib_profile.attention.explain import explain, explain_stage, save
 
         req, out, control, total = self._attention_run(ctx)
         p = ctx.params
-        with self.host.job(ctx.task_id, 1):
-            explanation = explain(self.host, req, p["words"], tuple(p["layers"]) if p["layers"] else None,
-                                  tuple(p["steps"]) if p["steps"] else None, control)
+        layers = tuple(p["layers"]) if p["layers"] else None
+        steps = tuple(p["steps"]) if p["steps"] else None
+        if p.get("stage") is not None:
+            src = p["source"]
+            plan, seed = self._portrait(ctx.identity, src["job"], src["image"])
+            with self.host.job(ctx.task_id, p["stage"] + 1):
+                explanation = explain_stage(self.host, plan, seed, p["stage"], p["words"], layers, steps, control)
+        else:
+            with self.host.job(ctx.task_id, 1):
+                explanation = explain(self.host, req, p["words"], layers, steps, control)
         report = save(explanation, out)
         return {"folder": str(out), **report}
 

@@ -320,6 +320,18 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
     edited = Image.open(io.BytesIO(api.get(ed["links"]["edited"].replace(API_PREFIX, "")).content))
     assert "blue sweater" in edited.text["parameters"] and "Prompt-to-Prompt" in edited.text["parameters"]
 
+    later = wait(api, api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 2,
+                                                 "words": ["sharp focus"]}).json()["id"])  # the refine pass
+    assert later["state"] == "done", later["error"]
+    assert set(later["result"]["words"]) == {"sharp focus"}
+    face = wait(api, api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 1,
+                                                "words": ["sweater"]}).json()["id"])  # detail: the tiny model draws no face
+    assert face["state"] == "failed" and "No face" in face["error"]
+    bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 4, "words": ["x"]})
+    assert bad.status_code == 400 and "refine" in bad.json()["detail"]
+    bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 2,
+                                     "words": ["sweater"]})  # not in the refine pass's prompt
+    assert bad.status_code == 400 and "not in the prompt" in bad.json()["detail"]
     bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "words": ["dog"]})
     assert bad.status_code == 400 and "not in the prompt" in bad.json()["detail"]
     bad = api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": image, "target": "a cat"})

@@ -157,6 +157,7 @@ class ExplainRequest(BaseModel):
     settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ...")
     layers: Optional[List[int]] = Field(None, description="Only cross-attention layers [first, last] (0-based).")
     steps: Optional[List[int]] = Field(None, description="Only sampling steps [first, last] (0-based).")
+    stage: Optional[int] = Field(None, description="Explain a later pass of the portrait: the index of a detail or refine stage in its plan.json (default: the first pass).")
 
 
 class EditRequest(BaseModel):

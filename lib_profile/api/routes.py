@@ -183,7 +183,7 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         if body.layers and len(body.layers) != 2 or body.steps and len(body.steps) != 2:
             raise HTTPException(400, "layers and steps are [first, last]")
         return job_info(call(studio().explain, body.identity, body.words, body.job, body.image, body.prompt,
-                             body.seed, body.settings, pair(body.layers), pair(body.steps)))
+                             body.seed, body.settings, pair(body.layers), pair(body.steps), body.stage))
 
     def edit(body: m.EditRequest) -> m.JobInfo:
         """Prompt-to-Prompt: edit a studio portrait's first pass by editing its prompt; returns a job."""

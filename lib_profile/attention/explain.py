@@ -70,3 +70,38 @@ def save(explanation: Explanation, out: str | Path, threshold: Optional[float] =
     report = {"image": "image.png", "seed": explanation.seed, "words": files, "prompt_words": explanation.words}
     (out / "explain.json").write_text(json.dumps(report, indent=1), "utf-8")
     return report
+
+
+def explain_stage(host: Host, plan, seed: int, stage_index: int, words: list[str],
+                  layers: Optional[tuple[int, int]] = None, steps: Optional[tuple[int, int]] = None,
+                  control: Optional[RunControl] = None) -> Explanation:
+    """The word maps of one later pass of a studio portrait (a detail or refine pass), made again from its
+    plan and seed; a detail pass's maps are placed on the face box it repainted."""
+    from lib_profile.studio.run import replay, stage_prompt
+
+    stage = plan.stages[stage_index] if 0 <= stage_index < len(plan.stages) else None
+    if stage is None:
+        raise HostError(f"The plan has no stage {stage_index}")
+    tok = tokenizer()
+    prompt = stage_prompt(plan, stage)
+    tokens = TokenMap.for_host(host, tok, prompt)
+    wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}
+    if not wanted:
+        raise HostError(f"Choose words of that pass's prompt: {', '.join(tokens.words())}")
+    recorder = DaamRecorder(positions=[p for ps in wanted.values() for p in ps], layers=layers, steps=steps)
+    base = control or RunControl()
+    image, info = replay(plan, host, seed, stage_index, RunControl(base.on_step, base.should_interrupt, recorder),
+                         base)
+    if stage.kind == "detail" and not info.get("faces"):
+        raise HostError("No face was found at that point, so the detail pass did not run: nothing to explain")
+    region = info.get("region")
+    maps = {}
+    for word, positions in wanted.items():
+        if region:
+            x0, y0, x1, y1 = (int(v) for v in region)
+            full = np.zeros((image.height, image.width), np.float32)
+            full[y0:y1, x0:x1] = recorder.word_map(positions, (x1 - x0, y1 - y0))
+            maps[word] = full
+        else:
+            maps[word] = recorder.word_map(positions, image.size)
+    return Explanation(image, maps, tokens.words(), seed)

@@ -267,8 +267,6 @@ class WebUIHost(Host):
             raise Interrupted()
         attention = contextlib.nullcontext([])
         if control is not None and control.attention is not None:
-            if kind != "txt2img":
-                raise HostError("Attention control (explain, edit) runs on txt2img passes")
             attention = self.flavour.attention(control.attention, (req.height // 8, req.width // 8),
                                                req.batch_size)
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)

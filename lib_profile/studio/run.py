@@ -116,6 +116,64 @@ def tiled_upscale(host: Host, image: Image.Image, plan: Plan, params: dict, lora
     return Image.fromarray((acc / np.maximum(weight, 1e-6)).clip(0, 255).round().astype(np.uint8))
 
 
+def run_stage(plan: Plan, host: Host, stage, image: Optional[Image.Image], seed: int, loras: list[LoraRef],
+              pose: Optional[ControlUnit], tone, control: Optional[RunControl] = None
+              ) -> tuple[Image.Image, dict[str, Any]]:
+    """One stage of one portrait: the image after it, and what its pass reported (``params``; a detail
+    pass's ``region``, the box that was repainted)."""
+    p = stage.params
+    if stage.kind == "txt2img":
+        res = host.txt2img(first_stage_request(plan, seed, pose), control)
+        return res.images[0], {"params": res.params}
+    if image is None:
+        raise HostError("The plan's first enabled stage must be txt2img")
+    if stage.kind == "detail":
+        out, info = detail_pass(host, image, plan.prompt, plan.negative_prompt, loras, seed, plan.sampler,
+                                plan.scheduler, plan.cfg_scale, plan.clip_skip, DetailParams(**p), control)
+        return out, info
+    if stage.kind == "refine":
+        res = host.img2img(Img2ImgRequest(
+            prompt=p.get("prompt", plan.prompt), negative_prompt=plan.negative_prompt, width=image.width,
+            height=image.height, steps=int(p.get("steps", 20)), cfg_scale=plan.cfg_scale,
+            sampler=plan.sampler, scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip,
+            loras=loras, init_image=image, denoising_strength=float(p.get("denoising_strength", 0.25))), control)
+        return res.images[0], {"params": res.params}
+    if stage.kind == "upscale":
+        return tiled_upscale(host, image, plan, p, loras, seed, control), {}
+    if stage.kind == "grade":
+        return grade_image(image, tone, p.get("strength")), {}
+    raise HostError(f"Unknown stage {stage.kind!r}")
+
+
+def stage_prompt(plan: Plan, stage) -> str:
+    """The prompt a stage's pass is made with (the refinement has its own, "filter-like" one)."""
+    return stage.params.get("prompt", plan.prompt) if stage.kind == "refine" else plan.prompt
+
+
+def replay(plan: Plan, host: Host, seed: int, stage_index: int, stage_control: RunControl,
+           control: Optional[RunControl] = None) -> tuple[Image.Image, dict[str, Any]]:
+    """Make one portrait again up to the stage ``plan.stages[stage_index]``, with ``stage_control`` (e.g. an
+    attention controller) on that stage's pass; returns the image after it and what the pass reported."""
+    enabled = dict(plan.enabled())
+    if stage_index not in enabled:
+        raise HostError(f"Stage {stage_index} is not an enabled stage of this plan; enabled: "
+                        + ", ".join(f"{i} ({s.kind})" for i, s in enabled.items()))
+    if enabled[stage_index].kind not in ("txt2img", "detail", "refine"):
+        raise HostError("Only the txt2img, detail and refine passes can be explained or edited "
+                        f"(stage {stage_index} is {enabled[stage_index].kind})")
+    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    pose, tone = pose_unit(plan), get_tone(plan.tone)
+    image: Optional[Image.Image] = None
+    for index, stage in enabled.items():
+        if control and control.should_interrupt and control.should_interrupt():
+            raise Interrupted()
+        image, info = run_stage(plan, host, stage, image, seed, loras, pose, tone,
+                                stage_control if index == stage_index else control)
+        if index == stage_index:
+            return image, info
+    raise HostError(f"Stage {stage_index} was not reached")
+
+
 def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunControl] = None,
              on_stage: Optional[Callable[[int, int, str], None]] = None) -> dict[str, Any]:
     """Make ``plan.count`` portraits into ``out``: PNGs with infotext, plan.json, result.json, a contact sheet."""
@@ -149,30 +207,11 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
             if on_stage:
                 on_stage(n, index, stage.kind)
             started = time.perf_counter()
-            p = stage.params
+            if stage.kind == "detail" and before_detail is None and image is not None:
+                before_detail = image
+            image, info = run_stage(plan, host, stage, image, seed, loras, pose, tone, control)
             if stage.kind == "txt2img":
-                res = host.txt2img(first_stage_request(plan, seed, pose), control)
-                image, first_params = res.images[0], res.params
-            elif image is None:
-                raise HostError("The plan's first enabled stage must be txt2img")
-            elif stage.kind == "detail":
-                if before_detail is None:
-                    before_detail = image
-                image, _info = detail_pass(host, image, plan.prompt, plan.negative_prompt, loras, seed, plan.sampler,
-                                           plan.scheduler, plan.cfg_scale, plan.clip_skip,
-                                           DetailParams(**p), control)
-            elif stage.kind == "refine":
-                res = host.img2img(Img2ImgRequest(
-                    prompt=p.get("prompt", plan.prompt), negative_prompt=plan.negative_prompt, width=image.width,
-                    height=image.height, steps=int(p.get("steps", 20)), cfg_scale=plan.cfg_scale,
-                    sampler=plan.sampler, scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip,
-                    loras=loras, init_image=image, denoising_strength=float(p.get("denoising_strength", 0.25))),
-                    control)
-                image = res.images[0]
-            elif stage.kind == "upscale":
-                image = tiled_upscale(host, image, plan, p, loras, seed, control)
-            elif stage.kind == "grade":
-                image = grade_image(image, tone, p.get("strength"))
+                first_params = info["params"]
             timings[f"{index}:{stage.kind}"] = round(time.perf_counter() - started, 3)
         score = scorer(image)
         extra = {"Profile Studio": f"pose {plan.pose or 'none'}, tone {plan.tone}",
