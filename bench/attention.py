@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import median_times, model_folder  # noqa: E402
 
 
 def main() -> int:
@@ -40,12 +39,7 @@ def main() -> int:
     from lib_profile.hosts.diffusers_host import DiffusersHost
 
     work = Path(tempfile.mkdtemp(prefix="bench-attention-"))
-    if args.full_size:
-        folder = work / "full"
-        folder.mkdir()
-        tiny.build_into(folder, tiny.full_size_configs(), diffusers_copy=False)
-    else:
-        folder = tiny.ensure_tiny(work / "cache")
+    folder = model_folder(work, args.full_size)
     size = args.size or (512 if args.full_size else 128)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     host = DiffusersHost(folder / tiny.CHECKPOINT, device=device, data_dir=work)
@@ -59,10 +53,6 @@ def main() -> int:
     tokens = TokenMap.from_prompt(tok, prompt)
     positions = {w: tokens.positions(tok, w) for w in words}
     edit = Edit(source=prompt, target=prompt.replace("red", "blue"), mode="swap")
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
 
     def plain():
         host.txt2img(req)
@@ -100,17 +90,7 @@ def main() -> int:
     runs = {"plain": plain, "ours+DAAM": ours_daam, "plain batch 2": plain_batch2, "P2P edit": p2p}
     if daam is not None:
         runs["daam package"] = package_daam
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():  # warm-up
-        fn()
-    for _ in range(args.repeats):  # interleaved, so drift hits all alike
-        for name, fn in runs.items():
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_times(runs, args.repeats, device)
     shape = "full SD1.5 shape" if args.full_size else "tiny model"
     print(f"txt2img {size}x{size}, {args.steps} steps Euler, CFG 7, {shape}, {device}, {args.repeats} repeats, "
           f"{len(words)} words")

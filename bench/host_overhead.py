@@ -12,13 +12,12 @@ bookkeeping, result and infotext building).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import median_times, model_folder  # noqa: E402
 
 
 def main() -> int:
@@ -38,12 +37,7 @@ def main() -> int:
     from lib_profile.hosts.diffusers_host import DiffusersHost
 
     work = Path(tempfile.mkdtemp(prefix="bench-host-"))
-    if args.full_size:
-        folder = work / "full"
-        folder.mkdir()
-        tiny.build_into(folder, tiny.full_size_configs(), diffusers_copy=True)
-    else:
-        folder = tiny.ensure_tiny(work / "cache")
+    folder = model_folder(work, args.full_size, diffusers_copy=True)
     size = args.size or (512 if args.full_size else 64)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -58,10 +52,6 @@ def main() -> int:
     req = Txt2ImgRequest(prompt=prompt, negative_prompt=negative, width=size, height=size, steps=args.steps,
                          cfg_scale=7.0, sampler="Euler a", seed=1)
 
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     def run_ours():
         ours.txt2img(req)
 
@@ -69,17 +59,7 @@ def main() -> int:
         plain(prompt, negative_prompt=negative, width=size, height=size, num_inference_steps=args.steps,
               guidance_scale=7.0, generator=torch.Generator("cpu").manual_seed(1))
 
-    times: dict[str, list[float]] = {"ours": [], "plain": []}
-    for fn in (run_ours, run_plain):  # warm-up
-        fn()
-    for _ in range(args.repeats):  # interleaved, so drift hits both alike
-        for name, fn in (("ours", run_ours), ("plain", run_plain)):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_times({"ours": run_ours, "plain": run_plain}, args.repeats, device)
     shape = "full SD1.5 shape" if args.full_size else "tiny model"
     print(f"txt2img {size}x{size}, {args.steps} steps Euler a, CFG 7, {shape}, {device}, {args.repeats} repeats")
     print(f"  plain diffusers pipeline : {med['plain']:.4f} s (median)")

@@ -382,19 +382,18 @@ class Studio:
         out = self.store.outputs_folder(ctx.identity) / ctx.id
         out.mkdir(parents=True, exist_ok=True)
         host_control = self.host.control()
-        total = req.steps
 
         def on_step(step: int, steps: int) -> None:
             ctx.update(stage="sampling", progress=step / max(steps, 1))
 
         control = RunControl(on_step=on_step, should_interrupt=lambda: ctx.cancelled.is_set() or bool(
             host_control.should_interrupt and host_control.should_interrupt()))
-        return req, out, control, total
+        return req, out, control
 
     def _explain(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.attention.explain import explain, explain_stage, save
 
-        req, out, control, total = self._attention_run(ctx)
+        req, out, control = self._attention_run(ctx)
         p = ctx.params
         layers = tuple(p["layers"]) if p["layers"] else None
         steps = tuple(p["steps"]) if p["steps"] else None
@@ -412,7 +411,7 @@ class Studio:
     def _edit(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.attention.p2p import Edit, run_edit
 
-        req, out, control, total = self._attention_run(ctx)
+        req, out, control = self._attention_run(ctx)
         e = ctx.params["edit"]
         edit = Edit(source=req.prompt, **e)
         with self.host.job(ctx.task_id, 1):

@@ -67,15 +67,20 @@ class TokenMap:
         chunks = host.token_chunks(prompt) if hasattr(host, "token_chunks") else None
         return cls.from_chunks(tokenizer, chunks) if chunks else cls.from_prompt(tokenizer, prompt)
 
-    def words(self) -> list[str]:
-        """The prompt's words as the tokenizer joins them (sub-word pieces glued back)."""
-        out, current = [], ""
+    def word_groups(self) -> list[tuple[str, list[int]]]:
+        """(word, its token positions) in prompt order; sub-word pieces glued back into their word."""
+        out, current, positions = [], "", []
         for i, token in enumerate(self.tokens):
             current += token.text
+            positions.append(token.position)
             if token.ends_word or i + 1 == len(self.tokens):
-                out.append(current)
-                current = ""
-        return list(dict.fromkeys(w for w in out if any(ch.isalnum() for ch in w)))
+                out.append((current, positions))
+                current, positions = "", []
+        return out
+
+    def words(self) -> list[str]:
+        """The prompt's distinct words (what one can ask a map of)."""
+        return list(dict.fromkeys(w for w, _p in self.word_groups() if any(ch.isalnum() for ch in w)))
 
     def positions(self, tokenizer, word: str) -> list[int]:
         """Token positions of every occurrence of ``word`` (one or more words, several tokens each)."""

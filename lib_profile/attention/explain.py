@@ -35,17 +35,23 @@ def tokenizer():
     return load_tokenizer(str(paths.tokenizer_dir()))
 
 
+def _recording(host: Host, prompt: str, words: list[str], layers, steps):
+    """The prompt's tokens as the host reads them, each wanted word's positions, and a recorder for them."""
+    tok = tokenizer()
+    tokens = TokenMap.for_host(host, tok, prompt)
+    wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}
+    if not wanted:
+        raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")
+    recorder = DaamRecorder(positions=[p for ps in wanted.values() for p in ps], layers=layers, steps=steps)
+    return tokens, wanted, recorder
+
+
 def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[tuple[int, int]] = None,
             steps: Optional[tuple[int, int]] = None, control: Optional[RunControl] = None) -> Explanation:
     """Make the image of ``req`` (one image) and the DAAM map of each of ``words``."""
     if req.batch_size != 1:
         raise HostError("Explain makes one image at a time (batch size 1)")
-    tok = tokenizer()
-    tokens = TokenMap.for_host(host, tok, req.prompt)
-    wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}
-    if not wanted:
-        raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")
-    recorder = DaamRecorder(positions=[p for ps in wanted.values() for p in ps], layers=layers, steps=steps)
+    tokens, wanted, recorder = _recording(host, req.prompt, words, layers, steps)
     base = control or RunControl()
     result = host.txt2img(req, RunControl(base.on_step, base.should_interrupt, recorder))
     image = result.images[0]
@@ -82,13 +88,7 @@ def explain_stage(host: Host, plan, seed: int, stage_index: int, words: list[str
     stage = plan.stages[stage_index] if 0 <= stage_index < len(plan.stages) else None
     if stage is None:
         raise HostError(f"The plan has no stage {stage_index}")
-    tok = tokenizer()
-    prompt = stage_prompt(plan, stage)
-    tokens = TokenMap.for_host(host, tok, prompt)
-    wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}
-    if not wanted:
-        raise HostError(f"Choose words of that pass's prompt: {', '.join(tokens.words())}")
-    recorder = DaamRecorder(positions=[p for ps in wanted.values() for p in ps], layers=layers, steps=steps)
+    tokens, wanted, recorder = _recording(host, stage_prompt(plan, stage), words, layers, steps)
     base = control or RunControl()
     image, info = replay(plan, host, seed, stage_index, RunControl(base.on_step, base.should_interrupt, recorder),
                          base)

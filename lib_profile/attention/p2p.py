@@ -58,26 +58,14 @@ class Edit:
         return self.target or self.source
 
 
-def _word_groups(tokens: TokenMap) -> list[tuple[str, list[int]]]:
-    """(word, its token positions) in prompt order."""
-    out, current, positions = [], "", []
-    for i, token in enumerate(tokens.tokens):
-        current += token.text
-        positions.append(token.position)
-        if token.ends_word or i + 1 == len(tokens.tokens):
-            out.append((current, positions))
-            current, positions = "", []
-    return out
-
-
 def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
     """``(mapper, alphas)``: ``mapper[s, t]`` carries source position s to edit position t (a K x K matrix);
     ``alphas[t]`` is 1 where the edit position takes the source's map, 0 where it keeps its own."""
     import torch
 
     tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
-    src = _word_groups(tokens_of(edit.source))
-    dst = _word_groups(tokens_of(edit.edited_prompt))
+    src = tokens_of(edit.source).word_groups()
+    dst = tokens_of(edit.edited_prompt).word_groups()
     mapper = torch.zeros(length, length)
     alphas = torch.ones(length)
     pairs: list[tuple[list[int], list[int]]] = []

@@ -63,15 +63,19 @@ def first_stage_request(plan: Plan, seed: int, pose: Optional[ControlUnit] = Non
                           controlnets=[pose] if pose else [])
 
 
+def tile_grid(big_w: int, big_h: int, plan: Plan, params: dict) -> tuple[int, int, int, list[int], list[int]]:
+    """Tile width, height, overlap and the tiles' x and y positions over an upscaled image."""
+    tw, th, overlap = min(plan.width, big_w), min(plan.height, big_h), int(params.get("tile_overlap", 64))
+    return tw, th, overlap, _positions(big_w, tw, overlap), _positions(big_h, th, overlap)
+
+
 def upscale_tiles(width: int, height: int, plan: Plan, params: dict) -> int:
     """How many img2img tile passes the upscale stage makes for an image of this size."""
     if float(params.get("denoising_strength", 0.2)) <= 0:
         return 0
     scale = float(params.get("scale", 2.0))
-    big_w, big_h = int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
-    overlap = int(params.get("tile_overlap", 64))
-    return (len(_positions(big_w, min(plan.width, big_w), overlap))
-            * len(_positions(big_h, min(plan.height, big_h), overlap)))
+    _tw, _th, _overlap, xs, ys = tile_grid(int(width * scale) // 8 * 8, int(height * scale) // 8 * 8, plan, params)
+    return len(xs) * len(ys)
 
 
 def count_passes(plan: Plan) -> int:
@@ -94,8 +98,7 @@ def tiled_upscale(host: Host, image: Image.Image, plan: Plan, params: dict, lora
     strength = float(params.get("denoising_strength", 0.2))
     if strength <= 0:
         return big
-    tw, th, overlap = min(plan.width, big.width), min(plan.height, big.height), int(params.get("tile_overlap", 64))
-    xs, ys = _positions(big.width, tw, overlap), _positions(big.height, th, overlap)
+    tw, th, overlap, xs, ys = tile_grid(big.width, big.height, plan, params)
     acc = np.zeros((big.height, big.width, 3), np.float32)
     weight = np.zeros((big.height, big.width, 1), np.float32)
     for yi, y in enumerate(ys):
