@@ -375,12 +375,15 @@ class Studio:
         self.store.add_lora(slug, entry)
         return entry
 
-    def _attention_run(self, ctx: JobContext):
+    def _source_of(self, ctx: JobContext):
         src = ctx.params["source"]
-        req = self._source_request(ctx.identity, src["job"], src["image"], src["prompt"], src["seed"],
-                                   src["settings"])
+        return self._source_request(ctx.identity, src["job"], src["image"], src["prompt"], src["seed"],
+                                    src["settings"])
+
+    def _attention_run(self, ctx: JobContext):
+        """The job's output folder (made only when its results are written, so a failed job leaves none)
+        and its run control (the job's cancel and the host's interrupt)."""
         out = self.store.outputs_folder(ctx.identity) / ctx.id
-        out.mkdir(parents=True, exist_ok=True)
         host_control = self.host.control()
 
         def on_step(step: int, steps: int) -> None:
@@ -388,12 +391,12 @@ class Studio:
 
         control = RunControl(on_step=on_step, should_interrupt=lambda: ctx.cancelled.is_set() or bool(
             host_control.should_interrupt and host_control.should_interrupt()))
-        return req, out, control
+        return out, control
 
     def _explain(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.attention.explain import explain, explain_stage, save
 
-        req, out, control = self._attention_run(ctx)
+        out, control = self._attention_run(ctx)
         p = ctx.params
         layers = tuple(p["layers"]) if p["layers"] else None
         steps = tuple(p["steps"]) if p["steps"] else None
@@ -403,6 +406,7 @@ class Studio:
             with self.host.job(ctx.task_id, p["stage"] + 1):
                 explanation = explain_stage(self.host, plan, seed, p["stage"], p["words"], layers, steps, control)
         else:
+            req = self._source_of(ctx)
             with self.host.job(ctx.task_id, 1):
                 explanation = explain(self.host, req, p["words"], layers, steps, control)
         report = save(explanation, out)
@@ -411,11 +415,12 @@ class Studio:
     def _edit(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.attention.p2p import Edit, run_edit
 
-        req, out, control = self._attention_run(ctx)
-        e = ctx.params["edit"]
-        edit = Edit(source=req.prompt, **e)
+        out, control = self._attention_run(ctx)
+        req = self._source_of(ctx)
+        edit = Edit(source=req.prompt, **ctx.params["edit"])
         with self.host.job(ctx.task_id, 1):
             res = run_edit(self.host, req, edit, control)
+        out.mkdir(parents=True, exist_ok=True)
         res.images[0].save(out / "source.png")
         from lib_profile.infotext import infotext, save_png
 

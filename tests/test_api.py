@@ -327,6 +327,7 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
     face = wait(api, api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 1,
                                                 "words": ["sweater"]}).json()["id"])  # detail: the tiny model draws no face
     assert face["state"] == "failed" and "No face" in face["error"]
+    assert not (studio.store.outputs_folder(SLUG) / face["id"]).exists()  # a failed job leaves no folder
     bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 4, "words": ["x"]})
     assert bad.status_code == 400 and "refine" in bad.json()["detail"]
     bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 2,
