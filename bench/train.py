@@ -2,17 +2,20 @@
 
 The reference is what a straightforward script does: diffusers + peft LoRA on the same attention
 projections, encoding every batch with the VAE and the text encoder at every step, reading the loss
-back every step. Ours caches latents and text once and syncs only at log steps. Same model, rank,
+back every step. Ours caches latents and text once, syncs only at log steps, and on a GPU replays each
+step as one CUDA graph (lib_profile/train/step.py). Same model, rank,
 steps, batch, resolution and learning rate. Reports steps/s of each and the ratio, the achieved TFLOP/s of ours
 (one step's FLOPs counted with torch's FlopCounterMode), and on a GPU the peak memory of each.
 
     .venv-forge/bin/python bench/train.py                  # tiny model, CPU (peft is in the Forge env)
     .venv-forge/bin/python bench/train.py --full-size      # SD1.5 shape, random weights, 512 px (GPU)
+    .venv-forge/bin/python bench/train.py --full-size --end-to-end 1000   # + whole 1,000-step runs, both memory modes
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -85,6 +88,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--resolution", type=int, default=None)
     ap.add_argument("--rank", type=int, default=32)
+    ap.add_argument("--intake", help="an intake folder to train on (default: made here from the sample photos)")
+    ap.add_argument("--end-to-end", type=int, default=0, metavar="STEPS",
+                    help="also time whole runs of STEPS steps with the defaults (load, cache, validation every 100 "
+                         "steps, export), in the normal and the low-memory mode, with the peak GPU memory of each")
     args = ap.parse_args()
 
     import torch
@@ -103,31 +110,34 @@ def main() -> int:
     res = args.resolution or (512 if args.full_size else 128)
     steps = args.steps or (100 if gpu else 30)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    intake = make_intake(work)
+    intake = Path(args.intake) if args.intake else make_intake(work)
     ckpt_dir = work / "model"
     ckpt_dir.mkdir()
     tiny.build_into(ckpt_dir, tiny.full_size_configs() if args.full_size else None, diffusers_copy=False,
                     half=args.full_size)
     ckpt = ckpt_dir / tiny.CHECKPOINT
 
-    # ours
-    cfg = TrainConfig(name="bench", steps=steps, rank=args.rank, alpha=args.rank, batch_size=args.batch,
-                      resolution=res, validation_images=0, validate_every=10**9, save_every=10**9,
-                      log_every=max(steps // 2, 1), select="last", gradient_checkpointing=False)
-    trainer = Trainer(intake, ckpt, work / "ours", cfg, data_dir=work)
-    trainer.prepare()
-    if gpu:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    trainer.run()
-    if gpu:
-        torch.cuda.synchronize()
-    ours_s = steps / (time.perf_counter() - t0)
-    ours_mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else None
+    def ours(name: str, checkpointing: bool):
+        cfg = TrainConfig(name="bench", steps=steps, rank=args.rank, alpha=args.rank, batch_size=args.batch,
+                          resolution=res, validation_images=0, validate_every=10**9, save_every=10**9,
+                          log_every=max(steps // 2, 1), select="last", gradient_checkpointing=checkpointing)
+        trainer = Trainer(intake, ckpt, work / name, cfg, data_dir=work)
+        trainer.prepare()
+        reset_peak(gpu)
+        t0 = time.perf_counter()
+        trainer.run()
+        sync(gpu)
+        return trainer, steps / (time.perf_counter() - t0), peak(gpu)
+
+    trainer, ours_s, ours_mem = ours("ours", False)
     flops = step_flops(trainer, args.batch)
     del trainer
+    low = None
     if gpu:
+        torch.cuda.empty_cache()
+        trainer, low_s, low_mem = ours("ours-low-memory", True)
+        low = (low_s, low_mem)
+        del trainer
         torch.cuda.empty_cache()
 
     # reference
@@ -140,27 +150,89 @@ def main() -> int:
     data = read_intake(intake)
     step = reference_loop(model, data.crops, data.captions, steps, args.batch, res, 1e-4, args.rank, device, dtype)
     step()  # warm-up
-    if gpu:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak(gpu)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    if gpu:
-        torch.cuda.synchronize()
+    sync(gpu)
     ref_s = steps / (time.perf_counter() - t0)
-    ref_mem = torch.cuda.max_memory_allocated() / 2**30 if gpu else None
+    ref_mem = peak(gpu)
+    del model, step
+    if gpu:
+        torch.cuda.empty_cache()
 
     shape = "SD1.5 shape (random weights)" if args.full_size else "tiny model"
-    print(f"LoRA training, {shape}, {res}px, batch {args.batch}, rank {args.rank}, {steps} steps, {device}")
-    print(f"  reference loop (peft, encode every step): {ref_s:.2f} steps/s" +
-          (f", peak {ref_mem:.1f} GiB" if gpu else ""))
-    print(f"  Profile Studio trainer                  : {ours_s:.2f} steps/s" +
-          (f", peak {ours_mem:.1f} GiB" if gpu else ""))
+    name = torch.cuda.get_device_name(device) if gpu else "cpu"
+    print(f"LoRA training, {shape}, {res}px, batch {args.batch}, rank {args.rank}, {steps} steps, {name}")
+    print(f"  reference loop (peft, encode every step): {ref_s:.2f} steps/s{ref_mem}")
+    print(f"  Profile Studio trainer                  : {ours_s:.2f} steps/s{ours_mem}")
+    if low:
+        print(f"  ... low-memory mode (grad. checkpoint.) : {low[0]:.2f} steps/s{low[1]}")
     print(f"  ratio ours / reference                  : {ours_s / ref_s:.2f}x")
     print(f"  achieved (ours): {flops * ours_s / 1e12:.3f} TFLOP/s ({flops / 1e9:.1f} GFLOP per step, counted); "
           f"1,000 steps would take {1000 / ours_s / 60:.1f} min")
+    sys.stdout.flush()
+    for checkpointing in ((False, True) if gpu else (False,)) if args.end_to_end else ():
+        end_to_end(intake, ckpt, work, args.end_to_end, res, checkpointing, gpu)
     return 0
+
+
+def sync(gpu: bool) -> None:
+    import torch
+
+    if gpu:
+        torch.cuda.synchronize()
+
+
+def reset_peak(gpu: bool) -> None:
+    import torch
+
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak(gpu: bool) -> str:
+    """Peak GPU memory since the last reset: allocated by tensors, and reserved by the caching allocator."""
+    import torch
+
+    if not gpu:
+        return ""
+    return (f", peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB allocated "
+            f"({torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved)")
+
+
+def end_to_end(intake: Path, ckpt: Path, work: Path, steps: int, res: int, checkpointing: bool, gpu: bool) -> None:
+    """A whole training run with the default settings, timed from loading the checkpoint to the exported LoRA."""
+    import torch
+
+    from lib_profile.train import trainer as T
+
+    cfg = T.TrainConfig(name="bench", steps=steps, resolution=res, gradient_checkpointing=checkpointing)
+    note = ""
+    try:
+        from PIL import Image
+
+        T._Scorer(T.read_intake(intake))(Image.new("RGB", (64, 64)))  # loads the face detector and embedder
+    except Exception as exc:  # the identity model is not installed here: validation renders, scores are None
+        note = f" (validation portraits rendered but not scored: {type(exc).__name__}: {exc})"
+        T._Scorer = lambda intake: (lambda image: None)
+    gc.collect()  # the previous run's model and CUDA graph pool
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    trainer = T.Trainer(intake, ckpt, work / f"e2e-{int(checkpointing)}", cfg, data_dir=work)
+    result = trainer.run()
+    sync(gpu)
+    took = time.perf_counter() - t0
+    mode = "low-memory mode" if checkpointing else "normal mode"
+    print(f"  whole run, {steps} steps, {mode}: {took:.1f} s ({took / 60:.2f} min) from loading the checkpoint to "
+          f"the exported LoRA, {cfg.validation_images} validation portraits every {cfg.validate_every} steps, "
+          f"select {cfg.select}{peak(gpu)}{note}")
+    print(f"    -> {Path(result['file']).name}")
+    sys.stdout.flush()
+    del trainer
 
 
 def step_flops(trainer, batch: int) -> float:

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="trade speed for memory (default: on when the GPU has under 12 GB free)")
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"])
+    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                   help="run each GPU step eagerly instead of replaying it as one CUDA graph (slower; for debugging)")
     p.add_argument("--validate-every", type=int, default=100)
     p.add_argument("--validation-images", type=int, default=4)
     p.add_argument("--validation-steps", type=int, default=20)
@@ -235,7 +237,7 @@ def cmd_train(args) -> int:
                       learning_rate=args.learning_rate, batch_size=args.batch_size, resolution=args.resolution,
                       seed=args.seed, clip_skip=args.clip_skip, feed_forward=args.feed_forward,
                       train_text_encoder=args.train_text_encoder, gradient_checkpointing=args.gradient_checkpointing,
-                      optimizer=args.optimizer, validate_every=args.validate_every,
+                      optimizer=args.optimizer, cuda_graph=args.cuda_graph, validate_every=args.validate_every,
                       validation_images=args.validation_images, validation_steps=args.validation_steps,
                       validation_size=args.validation_size, select=args.select, log_every=args.log_every,
                       save_every=args.save_every, device=args.device)

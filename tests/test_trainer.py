@@ -224,3 +224,28 @@ def test_text_encoder_and_feed_forward_options_export_their_layers(intake_dir, t
     keys = load_file(result["file"]).keys()
     assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj.") for k in keys)
     assert any("_ff_net_0_proj." in k for k in keys) and any("_ff_net_2." in k for k in keys)
+
+
+def test_cuda_graph_is_for_gpu_runs_with_cached_captions_only(intake_dir, tiny_checkpoint, tmp_path):
+    trainer = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run", small(steps=2))
+    trainer.prepare()
+    assert not trainer._graphed()  # CPU: eager
+    trainer.gpu = True
+    assert trainer._graphed()
+    for change in ({"train_text_encoder": True}, {"cuda_graph": False}, {"optimizer": "adamw8bit"}):
+        trainer.cfg = small(steps=2, **change)
+        assert not trainer._graphed(), change
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_step_replayed_as_a_cuda_graph_trains_like_the_eager_step(intake_dir, tiny_checkpoint, tmp_path):
+    runs = {}
+    for graph in (True, False):
+        events = Collect()
+        cfg = small(steps=20, device="cuda", cuda_graph=graph, learning_rate=1e-3)
+        runs[graph] = load_file(Trainer(intake_dir, tiny_checkpoint, tmp_path / str(graph), cfg, events).run()["file"])
+        assert [e["cuda_graph"] for e in events.items if "cuda_graph" in e] == [graph]
+    a, b = runs[True], runs[False]
+    scale = max(a[k].abs().max().item() for k in a if k.endswith("up.weight"))
+    # equal up to the GPU's own non-determinism (atomic adds in the backward kernels)
+    assert all((a[k] - b[k]).abs().max().item() < 0.25 * scale for k in a if k.endswith("up.weight"))

@@ -25,6 +25,7 @@ from PIL import Image
 from lib_profile import __version__
 from lib_profile.hosts.base import HostError
 from lib_profile.train import lora as L
+from lib_profile.train.step import TrainStep
 
 CANCELLED = 3  # exit code of a cancelled run (a resumable checkpoint is on disk)
 
@@ -44,6 +45,7 @@ class TrainConfig:
     train_text_encoder: bool = False
     gradient_checkpointing: Optional[bool] = None  # None: on when the GPU has under 12 GB free
     optimizer: str = "adamw"  # "adamw" (fused on GPU) or "adamw8bit" (needs bitsandbytes)
+    cuda_graph: bool = True  # on a GPU, replay each step as one CUDA graph (lib_profile/train/step.py)
     validate_every: int = 100
     validation_images: int = 4
     validation_steps: int = 20
@@ -280,7 +282,13 @@ class Trainer:
             except ImportError as exc:
                 raise HostError("optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes") from exc
             return bnb.optim.AdamW8bit(params, lr=self.cfg.learning_rate)
-        return torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=1e-2, fused=self.gpu or None)
+        return torch.optim.AdamW(params, lr=self.cfg.learning_rate, weight_decay=1e-2, fused=self.gpu or None,
+                                 capturable=self._graphed())
+
+    def _graphed(self) -> bool:
+        """Whether the training step runs as a CUDA graph: on a GPU, with cached captions and plain AdamW."""
+        cfg = self.cfg
+        return self.gpu and cfg.cuda_graph and not cfg.train_text_encoder and cfg.optimizer == "adamw"
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -314,7 +322,6 @@ class Trainer:
 
     def run(self, resume: bool = False, cancel_file: Optional[Path] = None) -> dict[str, Any]:
         import torch
-        import torch.nn.functional as F
         from diffusers import DDPMScheduler
 
         from lib_profile.hosts.checkpoint import SCHEDULER_CONFIG
@@ -341,7 +348,15 @@ class Trainer:
                     for f in (self.out / old).glob("step-*"):
                         f.unlink()
             n = len(self.intake.crops)
-            ev("phase", phase="train", step=step, steps=cfg.steps, device=str(self.device))
+            train_step = TrainStep(self.model.unet, self.latents, self._text, self.caption_index, alphas, optimizer,
+                                   self.amp_dtype, self.device)
+            if self._graphed():
+                try:
+                    train_step.capture(cfg.batch_size, self.text_cache)
+                except Exception as exc:  # noqa: BLE001 - any capture failure: run the same step eagerly
+                    ev("phase", phase="train", note=f"CUDA graph capture failed, running eagerly: {exc}"[:300])
+            ev("phase", phase="train", step=step, steps=cfg.steps, device=str(self.device),
+               cuda_graph=train_step.graph is not None)
             loss_sum = torch.zeros((), device=self.device)
             window_start, window_steps = time.perf_counter(), 0
             while step < cfg.steps:
@@ -352,20 +367,9 @@ class Trainer:
                 idx = torch.randint(n, (cfg.batch_size,), generator=gen)
                 flip = torch.randint(2, (cfg.batch_size,), generator=gen)
                 t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
-                lat = self.latents[idx.to(self.latents.device), flip.to(self.latents.device)]
-                noise = torch.randn(lat.shape, generator=gen).to(self.device, lat.dtype)
-                t_dev = t.to(self.device)
-                a = alphas[t_dev].view(-1, 1, 1, 1)
-                noisy = a.sqrt() * lat + (1 - a).sqrt() * noise
-                cond = self._text(self.caption_index[idx])
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.gpu):
-                    pred = self.model.unet(noisy, t_dev, encoder_hidden_states=cond).sample
-                loss = F.mse_loss(pred.float(), noise.float())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                noise = torch.randn((cfg.batch_size,) + tuple(self.latents.shape[2:]), generator=gen)
+                loss_sum += train_step(idx, flip, t, noise)
                 step += 1
-                loss_sum += loss.detach()
                 window_steps += 1
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     now = time.perf_counter()
@@ -430,13 +434,19 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         scores = []
         m.unet.eval()
+        prompts = self.validation_prompts()
+        # one batched call per `batch_size` portraits; one at a time in the low-memory mode
+        per_call = 1 if cfg.gradient_checkpointing else max(1, min(len(prompts), cfg.batch_size))
         with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.gpu):
-            for k, text in enumerate(self.validation_prompts()):
-                image = self._pipe(text, negative_prompt="blurry, lowres, deformed", width=size, height=size,
-                                   num_inference_steps=cfg.validation_steps, guidance_scale=6.5,
-                                   generator=torch.Generator().manual_seed(1000 + k)).images[0]
-                image.save(folder / f"step-{step:06d}-{k}.png")
-                scores.append(self._scorer(image))
+            for start in range(0, len(prompts), per_call):
+                ks = range(start, min(start + per_call, len(prompts)))
+                images = self._pipe([prompts[k] for k in ks], negative_prompt=["blurry, lowres, deformed"] * len(ks),
+                                    width=size, height=size, num_inference_steps=cfg.validation_steps,
+                                    guidance_scale=6.5,
+                                    generator=[torch.Generator().manual_seed(1000 + k) for k in ks]).images
+                for k, image in zip(ks, images):
+                    image.save(folder / f"step-{step:06d}-{k}.png")
+                    scores.append(self._scorer(image))
         m.unet.train()
         found = [s for s in scores if s is not None]
         self._scores = getattr(self, "_scores", {})
