@@ -145,10 +145,12 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                         "stay. Swap words (\"red -> blue\"), refine (a new prompt with words added), or "
                         "re-weight words (\"smiling=1.5\").")
             with gr.Row():
-                edit_portrait = gr.Dropdown(label="Portrait", choices=[], allow_custom_value=False)
+                edit_portrait = gr.Dropdown(label="Portrait", choices=[], allow_custom_value=False,
+                                            elem_id=f"{CSS_ID}_edit_portrait")
                 mode = gr.Radio(["swap", "refine", "reweight"], value="swap", label="Edit")
             with gr.Row():
-                swaps = gr.Textbox(label="Swap (old -> new, comma separated)", placeholder="red -> blue")
+                swaps = gr.Textbox(label="Swap (old -> new, comma separated)", placeholder="red -> blue",
+                                   elem_id=f"{CSS_ID}_swaps")
                 target = gr.Textbox(label="...or the whole edited prompt (refine)")
                 weights = gr.Textbox(label="Word weights (word=c, c in -2..2)", placeholder="smiling=1.5")
             with gr.Row():
@@ -157,9 +159,10 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                 blend = gr.Textbox(label="Change only where these words are (local blend)", placeholder="sweater")
                 edit_btn = gr.Button("Edit", variant="primary", elem_id=f"{CSS_ID}_edit")
             with gr.Row():
-                edit_before = gr.Image(label="Before", type="filepath", interactive=False)
-                edit_after = gr.Image(label="After", type="filepath", interactive=False)
+                edit_before = gr.Image(label="Before", type="filepath", interactive=False, elem_id=f"{CSS_ID}_edit_before")
+                edit_after = gr.Image(label="After", type="filepath", interactive=False, elem_id=f"{CSS_ID}_edit_after")
         refresh = gr.Button("Refresh status", size="sm", elem_id=f"{CSS_ID}_refresh")
+        poll = gr.Button("Poll", visible=False, elem_id=f"{CSS_ID}_poll")  # clicked by javascript/profile_studio.js
 
         # -------------------------------------------------------------- handlers
         def do_create(name, word):
@@ -273,18 +276,21 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             outputs_count[fn.__name__] = n
         create.click(safe(do_create), [new_name, class_word], [status, person])
         check.click(safe(do_check), [person, photos], [status, report, sheet])
-        train.click(safe(do_train), [person, steps], [status, job_id])
-        cancel.click(safe(do_cancel), [job_id], [status, job_id])
-        resume.click(safe(do_resume), [job_id], [status, job_id])
-        go.click(safe(do_generate), [person, pose, pose_photo, tone, count, seed, use_adetailer], [status, job_id])
         poses.select(pick_pose, None, [pose])
-        explain_btn.click(safe(do_explain), [person, portrait, words], [status, job_id])
-        edit_btn.click(safe(do_edit), [person, edit_portrait, mode, swaps, target, weights, tau, self_tau, blend],
-                       [status, job_id])
+        job_starts = [(train, do_train, [person, steps]), (cancel, do_cancel, [job_id]), (resume, do_resume, [job_id]),
+                      (go, do_generate, [person, pose, pose_photo, tone, count, seed, use_adetailer]),
+                      (explain_btn, do_explain, [person, portrait, words]),
+                      (edit_btn, do_edit, [person, edit_portrait, mode, swaps, target, weights, tau, self_tau, blend])]
+        for button, fn, inputs in job_starts:
+            button.click(safe(fn), inputs, [status, job_id])
         person.change(portraits, [person], [portrait, edit_portrait])
         polled = [status, gallery, before, after, downloads, maps, edit_before, edit_after]
         refresh.click(do_poll, [job_id], polled)
         refresh.click(portraits, [person], [portrait, edit_portrait])
         blocks.load(lambda: choices_update(), None, [person])
-        blocks.load(do_poll, [job_id], polled, every=2, show_progress="hidden")
+        poll.click(do_poll, [job_id], polled, show_progress="hidden")
+        # the poller: the WebUI loads javascript/ itself; standalone, the page gets it here (it installs once)
+        js = (Path(__file__).resolve().parents[2] / "javascript" / "profile_studio.js").read_text("utf-8")
+        gradio_4 = int(gr.__version__.split(".")[0]) >= 4
+        blocks.load(None, None, None, **{"js" if gradio_4 else "_js": f"() => {{ {js} }}"})
     return blocks
