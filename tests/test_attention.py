@@ -218,3 +218,38 @@ def test_cli_edit_writes_source_and_edit(tmp_path, tiny_checkpoint):
     assert "blue sweater" in edited_png.text["parameters"] and (out / "source.png").is_file()
     assert main(["edit", "--checkpoint", "tiny", "--prompt", SOURCE, "--mode", "reweight", "--weight", "sweater=5",
                  "--out", str(out)]) == 2
+
+
+class FirstPassIsAPhoto:
+    """The diffusers host, except that its text-to-image pass returns a real face photo: the tiny model
+    draws noise, and a detail pass needs a face to repaint. Every later pass runs on the real host."""
+
+    def __init__(self, host, photo):
+        self._host, self._photo = host, photo
+
+    def __getattr__(self, name):
+        return getattr(self._host, name)
+
+    def txt2img(self, req, control=None):
+        from lib_profile.hosts.base import Result
+
+        return Result([self._photo.resize((req.width, req.height))], [req.seed], {"prompt": req.prompt})
+
+
+def test_explaining_the_face_detail_pass_maps_the_words_on_the_repainted_face(host, astronaut):
+    from lib_profile.attention.explain import explain_stage
+    from lib_profile.studio.plan import build_plan
+
+    plan = build_plan("studio portrait photo of a woman, blue eyes", None, None, "neutral", seed=4,
+                      width=256, height=256, steps=3, switches={"refine": False, "detail2": False,
+                                                                "upscale": False, "grade": False})
+    plan.stages[1].params.update(steps=3, size=64)
+    photo = astronaut.crop((100, 0, 400, 300))  # a face filling much of the frame
+    result = explain_stage(FirstPassIsAPhoto(host, photo), plan, 4, 1, ["eyes", "woman"])
+    assert set(result.maps) == {"eyes", "woman"} and result.image.size == (256, 256)
+    for heat in result.maps.values():
+        inside = heat > 0
+        ys, xs = np.nonzero(inside)
+        assert inside.mean() < 0.9 and heat.max() == pytest.approx(1.0, abs=1e-3)  # only on the face box
+        box = heat[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        assert box.shape[0] >= 32 and box.shape[1] >= 32  # the repainted region, not a speck
