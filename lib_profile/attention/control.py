@@ -106,3 +106,28 @@ class Chain(Controller):
 
 def optional(controller: Optional[Controller]) -> Controller:
     return controller if controller is not None else Controller()
+
+
+class OnDevice:
+    """Small CPU tensors (index lists, mapping matrices) copied to the device once, not at every attention
+    call: a copy from host memory waits for the GPU to catch up, which stalls a launch-bound generation at
+    every call that makes one."""
+
+    def __init__(self):
+        self._cache: dict[tuple, object] = {}
+
+    def get(self, name, value, like):
+        """``value`` (a tensor, or a list of indices) on ``like``'s device (tensors also in its dtype)."""
+        import torch
+
+        index = not torch.is_tensor(value)
+        key = (name, like.device, None if index else like.dtype)
+        found = self._cache.get(key)
+        if found is None:
+            found = (torch.tensor(value, dtype=torch.long) if index else value).to(
+                like.device, None if index else like.dtype)
+            self._cache[key] = found
+        return found
+
+    def clear(self) -> None:
+        self._cache.clear()

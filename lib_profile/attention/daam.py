@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from lib_profile.attention.control import Call, Controller, Site
+from lib_profile.attention.control import Call, Controller, OnDevice, Site
 from lib_profile.hosts.base import HostError
 
 
@@ -110,6 +110,7 @@ class DaamRecorder(Controller):
         self.raw: dict[int, object] = {}  # cross-layer number -> (heads, tokens, h, w), summed over steps
         self.latent_hw = (0, 0)
         self._cross_index: dict[int, int] = {}
+        self._on_device = OnDevice()
 
     def begin(self, steps, latent_hw):
         self.latent_hw = latent_hw
@@ -134,7 +135,7 @@ class DaamRecorder(Controller):
             return probs
         p = probs[call.cond_rows[self.image]]  # (heads, queries, keys)
         if self.positions is not None:
-            p = p[:, :, self.positions]
+            p = p.index_select(2, self._on_device.get("positions", self.positions, p))
         h, w = call.hw
         maps = p.detach().float().permute(0, 2, 1).reshape(p.shape[0], p.shape[2], h, w)
         layer = self._layer(call.site)

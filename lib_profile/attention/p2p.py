@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from lib_profile.attention.control import Call, Controller, Site
+from lib_profile.attention.control import Call, Controller, OnDevice, Site
 from lib_profile.attention.daam import TokenMap
 from lib_profile.hosts.base import HostError
 
@@ -138,6 +138,7 @@ class PromptToPrompt(Controller):
         import torch
 
         self.length = length
+        self._on_device = OnDevice()  # device copies of the tensors below
         self.mapper, self.alphas = token_mapping(self.tokenizer, self.edit, length, self.tokens_of)
         self.identity_map = bool(torch.equal(self.mapper, torch.eye(length)))
         dst_tokens = self.tokens_of(self.edit.edited_prompt)
@@ -185,15 +186,15 @@ class PromptToPrompt(Controller):
         if probs.shape[-1] != self.length:  # the host padded the conditioning to another chunk count
             self._build(probs.shape[-1])
         base = probs[src]
-        mapper = self.mapper.to(base.device, base.dtype)
+        mapper = self._on_device.get("mapper", self.mapper, base)
         if self.edit.mode == "refine":
             moved = torch.matmul(base, mapper)
-            alphas = self.alphas.to(base.device, base.dtype)
+            alphas = self._on_device.get("alphas", self.alphas, base)
             new = moved * alphas + probs[dst] * (1 - alphas)
         else:
             new = base if self.identity_map else torch.matmul(base, mapper)
         if self.edit.weights:
-            new = new * self.equalizer.to(base.device, base.dtype)
+            new = new * self._on_device.get("equalizer", self.equalizer, base)
         probs = probs.clone()
         probs[dst] = new
         return probs
@@ -211,7 +212,8 @@ class PromptToPrompt(Controller):
         for (src_pos, dst_pos) in self.blend_positions:
             for row, pos in ((src, src_pos), (dst, dst_pos)):
                 if pos:
-                    m = probs[row][:, :, pos].mean(0).sum(-1).reshape(h, w).float()
+                    m = probs[row].index_select(2, self._on_device.get(tuple(pos), pos, probs)).mean(0).sum(-1)
+                    m = m.reshape(h, w).float()
                     total = m if total is None else torch.maximum(total, m)
         if total is not None:
             self._blend_maps = total if self._blend_maps is None else self._blend_maps + total
