@@ -253,3 +253,45 @@ def test_explaining_the_face_detail_pass_maps_the_words_on_the_repainted_face(ho
         assert inside.mean() < 0.9 and heat.max() == pytest.approx(1.0, abs=1e-3)  # only on the face box
         box = heat[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         assert box.shape[0] >= 32 and box.shape[1] >= 32  # the repainted region, not a speck
+
+
+def test_p2p_leaves_the_fused_path_only_where_it_changes_attention(sharp):
+    """Self-attention is injected at the quarter-resolution layers and coarser (16x16 at 512 px, 16x24 on a
+    2:3 portrait); the fine layers keep the fused path, where explicit probabilities would cost the most."""
+    from lib_profile.attention.control import Chain, Controller, Site
+    from lib_profile.attention.p2p import Edit, PromptToPrompt, edit_request
+
+    p2p = PromptToPrompt(tokenizer(), Edit(source=SOURCE, target=SOURCE.replace("red", "blue")), 1)
+    p2p.begin(20, (96, 64))  # a 512x768 portrait
+    self_site, cross_site = Site(0, "down.attn1", "down", False, 8), Site(1, "down.attn2", "down", True, 8)
+    assert p2p.needs_probs(self_site, 0, 24 * 16) and p2p.needs_probs(self_site, 0, 12 * 8)
+    assert not p2p.needs_probs(self_site, 0, 48 * 32) and not p2p.needs_probs(self_site, 0, 96 * 64)
+    assert not p2p.needs_probs(self_site, 8, 24 * 16)  # past self_steps
+    assert p2p.needs_probs(cross_site, 0, 96 * 64) and not p2p.needs_probs(cross_site, 16, 96 * 64)
+
+    class Spy(Controller):
+        def __init__(self):
+            self.seen = []
+
+        def needs_probs(self, site, step, queries):
+            self.seen.append((site.cross, queries))
+            return False
+
+    spy = Spy()
+    edit = Edit(source=SOURCE, target=SOURCE.replace("red", "blue"), self_steps=1.0)
+    tok = tokenizer()
+    chain = Chain(PromptToPrompt(tok, edit, 1), spy)
+    explicit = []
+    original = chain.probs
+
+    def probs(call, p):
+        explicit.append((call.site.cross, p.shape[2]))
+        return original(call, p)
+
+    chain.probs = probs
+    req = Txt2ImgRequest(prompt=SOURCE, **{**P2P_REQ, "width": 64, "height": 96})
+    sharp.txt2img(edit_request(req, edit), RunControl(attention=chain))
+    coarse = 3 * 2  # a 12x8 latent's quarter
+    assert 12 * 8 in {q for cross, q in spy.seen if not cross}  # the full-size self-attention layers were asked ...
+    assert all(q <= coarse for cross, q in explicit if not cross)  # ... and kept the fused path
+    assert any(not cross for cross, _q in explicit)  # the coarse ones were injected

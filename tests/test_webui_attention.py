@@ -65,7 +65,7 @@ class Recorder(Controller):
     def begin(self, steps, latent_hw):
         self.began = (steps, latent_hw)
 
-    def needs_probs(self, site, step):
+    def needs_probs(self, site, step, queries):
         return site.cross and step >= 1
 
     def probs(self, call, probs):

@@ -1,7 +1,7 @@
 """The host-neutral attention controller.
 
 A host that supports attention control calls, for every UNet attention module on every sampling step,
-``controller.needs_probs(site, step)``; only when that is true does the module leave the fast fused
+``controller.needs_probs(site, step, queries)``; only when that is true does the module leave the fast fused
 (SDPA) path: it computes the attention probabilities explicitly, hands them to
 ``controller.probs(call, probs)`` (which may record them or return changed ones) and uses what comes
 back. Probabilities are ``(batch, heads, queries, keys)``; ``call.cond_rows`` / ``call.uncond_rows`` say
@@ -41,7 +41,8 @@ class Controller:
     def begin(self, steps: int, latent_hw: tuple[int, int]) -> None:
         """A sampling pass of ``steps`` steps on a ``latent_hw`` latent starts."""
 
-    def needs_probs(self, site: Site, step: int) -> bool:
+    def needs_probs(self, site: Site, step: int, queries: int) -> bool:
+        """Whether this module, at this step, with ``queries`` query positions, needs explicit probabilities."""
         return False
 
     def probs(self, call: Call, probs):
@@ -85,12 +86,12 @@ class Chain(Controller):
         for c in self.controllers:
             c.begin(steps, latent_hw)
 
-    def needs_probs(self, site, step):
-        return any(c.needs_probs(site, step) for c in self.controllers)
+    def needs_probs(self, site, step, queries):
+        return any(c.needs_probs(site, step, queries) for c in self.controllers)
 
     def probs(self, call, probs):
         for c in self.controllers:
-            if c.needs_probs(call.site, call.step):
+            if c.needs_probs(call.site, call.step, call.hw[0] * call.hw[1]):
                 probs = c.probs(call, probs)
         return probs
 

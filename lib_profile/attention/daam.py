@@ -120,7 +120,7 @@ class DaamRecorder(Controller):
             self._cross_index[site.index] = len(self._cross_index)
         return self._cross_index[site.index]
 
-    def needs_probs(self, site, step):
+    def needs_probs(self, site, step, queries):
         if not site.cross or site.place not in self.places:
             return False
         if self.step_range and not self.step_range[0] <= step <= self.step_range[1]:

@@ -3,7 +3,8 @@
 Source and edit are made in one batch from the same initial noise (two images, one seed). While
 sampling, the edit's cross-attention is replaced by the source's, mapped onto the edit's tokens, for
 the first ``cross_steps`` fraction of steps (tau), and its self-attention by the source's for the first
-``self_steps`` fraction (at the coarse layers, as the paper's code does). Modes:
+``self_steps`` fraction, at the coarse layers (a quarter of the latent's size or less: 16x16 at 512 px, as in
+the paper's code; the fine layers keep the fused path). Modes:
 
 * ``swap``: word swap (the prompts have the same words but for the swapped ones); a swapped word's
   tokens take the mean of the source word's token maps.
@@ -25,7 +26,6 @@ from lib_profile.attention.daam import TokenMap
 from lib_profile.hosts.base import HostError
 
 MODES = ("swap", "refine", "reweight")
-SELF_MAX_QUERIES = 16 * 16  # self-attention is injected at layers with at most this many queries (P2P's code)
 
 
 @dataclass
@@ -159,10 +159,10 @@ class PromptToPrompt(Controller):
     def _self_on(self, step: int) -> bool:
         return step < round(self.edit.self_steps * self.steps)
 
-    def needs_probs(self, site: Site, step: int) -> bool:
+    def needs_probs(self, site: Site, step: int, queries: int) -> bool:
         if site.cross:
             return self._cross_on(step) or bool(self.blend_positions)
-        return self._self_on(step)
+        return self._self_on(step) and queries <= self._coarse_queries()
 
     def probs(self, call: Call, probs):
         import torch
@@ -175,11 +175,11 @@ class PromptToPrompt(Controller):
         src, dst = rows
         step = call.step
         if not call.site.cross:
-            if self._self_on(step) and probs.shape[2] <= SELF_MAX_QUERIES:
+            if self._self_on(step) and probs.shape[2] <= self._coarse_queries():
                 probs = probs.clone()
                 probs[dst] = probs[src]
             return probs
-        if self.blend_positions and probs.shape[2] == self._blend_queries():
+        if self.blend_positions and probs.shape[2] == self._coarse_queries():
             self._record_blend(call, probs, src, dst)
         if not self._cross_on(step):
             return probs
@@ -199,11 +199,13 @@ class PromptToPrompt(Controller):
         probs[dst] = new
         return probs
 
-    # -- local blend
-    def _blend_queries(self) -> int:
+    def _coarse_queries(self) -> int:
+        """Queries of the quarter-resolution layers (16x16 at 512 px): P2P's self-attention injection works on
+        these and coarser ones, its local blend on these."""
         h, w = self.latent_hw
-        return (-(-h // 4)) * (-(-w // 4))  # the 1/4-resolution layers, as P2P's LocalBlend uses 16x16 at 512 px
+        return (-(-h // 4)) * (-(-w // 4))
 
+    # -- local blend
     def _record_blend(self, call: Call, probs, src: int, dst: int) -> None:
         import torch
 

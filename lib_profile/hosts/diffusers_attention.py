@@ -49,7 +49,7 @@ class ControlledAttnProcessor:
         v = attn.to_v(context)
         d = q.shape[-1] // heads
         q, k, v = (t.view(batch, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-        if state.controller.needs_probs(self.site, state.step):
+        if state.controller.needs_probs(self.site, state.step, n):
             scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale
             probs = scores.softmax(dim=-1)
             cond, uncond = state.rows(batch)

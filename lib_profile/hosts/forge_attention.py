@@ -46,7 +46,7 @@ def make_patch(site: Site, state: StepState):
         batch, n, inner = q.shape
         d = inner // heads
         qh, kh, vh = (t.reshape(t.shape[0], -1, heads, d).transpose(1, 2) for t in (q, k, v))
-        if not state.controller.needs_probs(site, state.step):
+        if not state.controller.needs_probs(site, state.step, q.shape[1]):
             out = F.scaled_dot_product_attention(qh, kh, vh)
         else:
             probs = (qh.float() @ kh.float().transpose(-1, -2) * d ** -0.5).softmax(dim=-1)

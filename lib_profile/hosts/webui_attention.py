@@ -57,7 +57,7 @@ def crossattention_modules(diffusion_model) -> list[tuple[str, object]]:
 
 def _controlled_forward(site: Site, state: StepState):
     def forward(self, x, context=None, mask=None, **kwargs):
-        if not state.controller.needs_probs(site, state.step):
+        if not state.controller.needs_probs(site, state.step, x.shape[1]):
             return type(self).forward(self, x, context=context, mask=mask, **kwargs)
         ctx = x if context is None else context
         heads = self.heads
