@@ -36,6 +36,10 @@ def _portrait_args(p) -> None:
     p.add_argument("--seed", type=int, default=-1)
     p.add_argument("--clip-skip", type=int, default=1)
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    p.add_argument("--hires-scale", type=float, default=1.0, help="hires fix: a second pass at this scale (1 = off)")
+    p.add_argument("--hires-steps", type=int, default=0, help="hires fix steps (0 = as many as --steps)")
+    p.add_argument("--hires-denoising", type=float, default=0.5, help="hires fix denoising strength (0..1)")
+    p.add_argument("--hires-upscaler", default="Latent", help="Latent, Latent (nearest), Latent (bicubic), Lanczos, ...")
 
 
 def _portrait_request(args):
@@ -44,7 +48,9 @@ def _portrait_request(args):
     req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
                          height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
                          scheduler=args.scheduler, seed=args.seed, clip_skip=args.clip_skip,
-                         loras=[_lora_arg(x) for x in args.lora])
+                         loras=[_lora_arg(x) for x in args.lora], hires_scale=args.hires_scale,
+                         hires_steps=args.hires_steps, hires_denoising=args.hires_denoising,
+                         hires_upscaler=args.hires_upscaler)
     req.validate()
     return req
 
@@ -135,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _portrait_args(p)
     p.add_argument("--layers", help="only cross-attention layers FIRST-LAST (0-based, in UNet order)")
     p.add_argument("--step-range", help="only sampling steps FIRST-LAST (0-based)")
+    p.add_argument("--hires-pass", action="store_true", help="map the hires fix pass (default: the first pass)")
     p.add_argument("--threshold", type=float, help="also write a mask per word: map > THRESHOLD (0..1)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True)
@@ -380,8 +387,8 @@ def cmd_explain(args) -> int:
 
     req = _portrait_request(args)
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
-    report = save(explain(host, req, args.word, _range(args.layers), _range(args.step_range)), args.out,
-                  args.threshold)
+    report = save(explain(host, req, args.word, _range(args.layers), _range(args.step_range),
+                          hires_pass=args.hires_pass), args.out, args.threshold)
     for word, files in report["words"].items():
         print(f"{word}: {Path(args.out) / files['overlay']}")
     return 0

@@ -29,6 +29,9 @@ def infotext(params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) 
         "Denoising strength": params.get("denoising_strength") if params.get("kind") != "txt2img" else None,
         "Clip skip": params.get("clip_skip") if (params.get("clip_skip") or 1) > 1 else None,
     }
+    if params.get("kind") == "txt2img" and (params.get("hires_scale") or 1) > 1:  # the WebUI's hires fix fields
+        fields.update({"Denoising strength": params.get("hires_denoising"), "Hires upscale": params["hires_scale"],
+                       "Hires steps": params.get("hires_steps") or None, "Hires upscaler": params.get("hires_upscaler")})
     loras = params.get("loras") or []
     if loras:
         fields["Lora weights"] = ", ".join(f"{Path(x['path']).stem}: {x['weight']}" for x in loras)

@@ -163,13 +163,17 @@ class Studio:
     def explain(self, slug: str, words: list[str], job: Optional[str] = None, image: Optional[str] = None,
                 prompt: Optional[str] = None, seed: int = -1, settings: Optional[dict[str, Any]] = None,
                 layers: Optional[tuple[int, int]] = None, steps: Optional[tuple[int, int]] = None,
-                stage: Optional[int] = None) -> dict:
+                stage: Optional[int] = None, hires: bool = False) -> dict:
         """Word heat maps of a portrait's first pass (``job`` + ``image``), of a later pass of it (``stage``:
-        its index in the plan, a detail or refine stage), or of a new image of ``prompt``."""
+        its index in the plan, a detail or refine stage), or of a new image of ``prompt`` (``hires``: of its
+        hires fix pass, with ``settings`` such as ``{"hires_scale": 2}``)."""
         from lib_profile.attention.daam import TokenMap
         from lib_profile.attention.explain import tokenizer
 
         req = self._source_request(slug, job, image, prompt, seed, settings)
+        if hires and not req.hires:
+            raise HostError("There is no hires fix pass to explain: give a new prompt with settings "
+                            "{\"hires_scale\": 2} (or another scale above 1), or explain the first pass")
         text = req.prompt
         if stage is not None:
             from lib_profile.studio.run import stage_prompt
@@ -190,15 +194,22 @@ class Studio:
             tokens.positions(tokenizer(), word)
         params = {"source": self._source_params(job, image, prompt, seed, settings), "words": words,
                   "layers": list(layers) if layers else None, "steps": list(steps) if steps else None,
-                  "stage": stage}
+                  "stage": stage, "hires": bool(hires)}
         return self.jobs.submit("explain", slug, params)
+
+    def stage_index(self, slug: str, job: str, image: str, kind: str) -> Optional[int]:
+        """The index of the first enabled ``kind`` stage (``detail``, ``refine``) of a portrait's plan; None when
+        that portrait's plan has no such pass."""
+        plan = self._portrait(slug, job, image)[0]
+        return next((i for i, s in plan.enabled() if s.kind == kind), None)
 
     def edit(self, slug: str, target: Optional[str] = None, mode: str = "swap", job: Optional[str] = None,
              image: Optional[str] = None, prompt: Optional[str] = None, seed: int = -1,
              settings: Optional[dict[str, Any]] = None, cross_steps: float = 0.8, self_steps: float = 0.4,
              weights: Optional[dict[str, float]] = None, blend_words: Optional[list[str]] = None,
-             blend_threshold: float = 0.3, replace: Optional[dict[str, str]] = None) -> dict:
-        """Edit a portrait's first pass by editing its prompt (Prompt-to-Prompt): source and edit in one batch."""
+             blend_threshold: float = 0.3, replace: Optional[dict[str, str]] = None, finish: bool = True) -> dict:
+        """Edit a portrait's first pass by editing its prompt (Prompt-to-Prompt): source and edit in one batch;
+        with ``finish``, a studio portrait's later passes (face detail, refine, upscale, colour) follow on the edit."""
         from lib_profile.attention.p2p import Edit, token_mapping
         from lib_profile.attention.explain import tokenizer
 
@@ -219,7 +230,8 @@ class Studio:
         token_mapping(tokenizer(), edit, 77 * 8)  # a swap with another word count is refused now, not later
         params = {"source": self._source_params(job, image, prompt, seed, settings),
                   "edit": {k: getattr(edit, k) for k in ("target", "mode", "cross_steps", "self_steps", "weights",
-                                                         "blend_words", "blend_threshold")}}
+                                                         "blend_words", "blend_threshold")},
+                  "finish": bool(finish)}
         return self.jobs.submit("edit", slug, params)
 
     @staticmethod
@@ -229,19 +241,35 @@ class Studio:
     def _source_request(self, slug: str, job: Optional[str], image: Optional[str], prompt: Optional[str],
                         seed: int = -1, settings: Optional[dict[str, Any]] = None):
         """The txt2img request that made a studio portrait (its plan and seed), or one for a new prompt
-        with the identity's newest LoRA."""
+        with the identity's newest LoRA (``settings``: plan settings, and hires fix as ``hires_scale``,
+        ``hires_steps``, ``hires_denoising``, ``hires_upscaler``)."""
         from lib_profile.studio.plan import build_plan, default_prompt
         from lib_profile.studio.run import first_stage_request, pose_unit
 
         self.store.get(slug)
+        settings = dict(settings or {})
+        hires = {k: settings.pop(k) for k in list(settings) if k.startswith("hires_")}
         if job:
+            if hires:
+                raise HostError("Hires fix settings are for a new prompt; a studio portrait's later passes are the "
+                                "stages of its plan (stage: the index of its detail or refine stage)")
             plan, portrait_seed = self._portrait(slug, job, image)
             return first_stage_request(plan, portrait_seed, pose_unit(plan))
         entry = self._lora(slug, None)
         lora = entry["path"] if entry else None
         plan = build_plan(prompt or default_prompt(lora), lora, None, "neutral", 1, seed, None, 0.9,
-                          data_dir=self.data_dir, **(settings or {}))
-        return first_stage_request(plan, plan.seed)
+                          data_dir=self.data_dir, **settings)
+        req = first_stage_request(plan, plan.seed)
+        for key, value in hires.items():
+            if not hasattr(req, key):
+                raise HostError(f"Unknown hires setting {key!r}; the hires fix settings are hires_scale, "
+                                "hires_steps, hires_denoising and hires_upscaler")
+            setattr(req, key, value)
+        req.validate()
+        if req.hires and req.hires_upscaler not in self.host.hires_upscalers():
+            raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
+                            f"{', '.join(self.host.hires_upscalers())}")
+        return req
 
     def _portrait(self, slug: str, job: str, image: Optional[str]):
         """(plan, seed) of a studio portrait."""
@@ -408,29 +436,59 @@ class Studio:
         else:
             req = self._source_of(ctx)
             with self.host.job(ctx.task_id, 1):
-                explanation = explain(self.host, req, p["words"], layers, steps, control)
+                explanation = explain(self.host, req, p["words"], layers, steps, control,
+                                      hires_pass=bool(p.get("hires")))
         report = save(explanation, out)
         return {"folder": str(out), **report}
 
     def _edit(self, ctx: JobContext) -> dict[str, Any]:
+        """The edit of a first pass; for a studio portrait (unless ``finish`` is off) the edit is then finished
+        by the portrait's later passes, and the before/after pair is the portrait and the edited portrait."""
+        import dataclasses
+
         from lib_profile.attention.p2p import Edit, run_edit
+        from lib_profile.infotext import infotext, save_png
+        from lib_profile.studio.run import count_passes, finish
 
         out, control = self._attention_run(ctx)
         req = self._source_of(ctx)
         edit = Edit(source=req.prompt, **ctx.params["edit"])
-        with self.host.job(ctx.task_id, 1):
+        src = ctx.params["source"]
+        plan = None
+        if src.get("job") and ctx.params.get("finish", True):
+            plan, _seed = self._portrait(ctx.identity, src["job"], src["image"])
+            plan = dataclasses.replace(plan, prompt=edit.edited_prompt, count=1)
+        with self.host.job(ctx.task_id, count_passes(plan) if plan else 1):
             res = run_edit(self.host, req, edit, control)
+            edited = res.images[1]
+            if plan is not None:
+                ctx.update(stage="finishing", message="face detail, refine and upscale passes on the edit")
+                edited = finish(plan, self.host, edited, res.seeds[0], control)
+        text = infotext({**res.params, "prompt": edit.edited_prompt},
+                        {"Prompt-to-Prompt": f"{edit.mode}, cross {edit.cross_steps}, self {edit.self_steps}"})
         out.mkdir(parents=True, exist_ok=True)
-        res.images[0].save(out / "source.png")
-        from lib_profile.infotext import infotext, save_png
-
-        save_png(res.images[1], out / "edited.png",
-                 infotext({**res.params, "prompt": edit.edited_prompt},
-                          {"Prompt-to-Prompt": f"{edit.mode}, cross {edit.cross_steps}, self {edit.self_steps}"}))
         result = {"source": "source.png", "edited": "edited.png", "seed": res.seeds[0], "prompt": edit.edited_prompt,
-                  "source_prompt": edit.source, "mode": edit.mode}
+                  "source_prompt": edit.source, "mode": edit.mode, "finished": plan is not None}
+        if plan is None:
+            res.images[0].save(out / "source.png")
+        else:  # before: the portrait itself; the first passes are kept beside
+            shutil.copyfile(self.output_file(ctx.identity, src["job"], src["image"]), out / "source.png")
+            res.images[0].save(out / "source-first-pass.png")
+            save_png(res.images[1], out / "edited-first-pass.png", text)
+            result["first_pass"] = {"source": "source-first-pass.png", "edited": "edited-first-pass.png"}
+            result["identity_similarity"] = self._likeness(plan, edited)
+        save_png(edited, out / "edited.png", text)
         (out / "edit.json").write_text(json.dumps(result, indent=1), "utf-8")
         return {"folder": str(out), **result}
+
+    @staticmethod
+    def _likeness(plan, image) -> Optional[float]:
+        """The identity similarity of ``image`` to the person of ``plan``'s LoRA (None: no face, no reference)."""
+        from lib_profile.identity.score import IdentityScorer, reference_from_lora
+
+        if not plan.lora:
+            return None
+        return IdentityScorer(reference_from_lora(plan.lora["path"]))(image)
 
     def _generate(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.studio.plan import build_plan, default_prompt

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -319,6 +320,25 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
     assert ed["state"] == "done", ed["error"]
     edited = Image.open(io.BytesIO(api.get(ed["links"]["edited"].replace(API_PREFIX, "")).content))
     assert "blue sweater" in edited.text["parameters"] and "Prompt-to-Prompt" in edited.text["parameters"]
+    # finished like the portrait: before is the portrait itself, after went through the same later passes
+    portrait = api.get(f"/files/{SLUG}/{gen['id']}/{image}").content
+    assert api.get(ed["links"]["source"].replace(API_PREFIX, "")).content == portrait
+    assert ed["result"]["finished"] and "identity_similarity" in ed["result"]
+    folder = studio.store.outputs_folder(SLUG) / ed["id"]
+    assert (folder / "edited-first-pass.png").is_file() and (folder / "source-first-pass.png").is_file()
+    assert edited.size == Image.open(io.BytesIO(portrait)).size
+    same = wait(api, api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": image, "mode": "reweight",
+                                             "weights": {"sweater": 1.0}}).json()["id"])  # an edit that changes nothing
+    assert same["state"] == "done", same["error"]
+    same_edit = np.asarray(Image.open(io.BytesIO(api.get(same["links"]["edited"].replace(API_PREFIX, "")).content)), np.int16)
+    assert np.abs(same_edit - np.asarray(Image.open(io.BytesIO(portrait)), np.int16)).max() <= 2  # is the portrait
+    raw = wait(api, api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": image, "mode": "swap",
+                                            "replace": {"red": "blue"}, "finish": False}).json()["id"])
+    assert raw["state"] == "done" and not raw["result"]["finished"]
+    raw_edit = api.get(raw["links"]["edited"].replace(API_PREFIX, "")).content
+    assert raw_edit != api.get(ed["links"]["edited"].replace(API_PREFIX, "")).content  # the later passes did run
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(raw_edit))),
+                          np.asarray(Image.open(folder / "edited-first-pass.png")))
 
     later = wait(api, api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 2,
                                                  "words": ["sharp focus"]}).json()["id"])  # the refine pass
@@ -339,3 +359,24 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
     assert bad.status_code == 400 and "number of words" in bad.json()["detail"]
     bad = api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": "nope.png", "target": "x"})
     assert bad.status_code == 404
+
+    # a new prompt made with hires fix: its hires pass explained, and edited through both passes
+    hires = {"width": 64, "height": 64, "steps": 3, "hires_scale": 1.5, "hires_steps": 2}
+    new = {"identity": SLUG, "prompt": "studio portrait of ohwx person in a red sweater", "seed": 3}
+    ex = wait(api, api.post("/explain", json={**new, "settings": hires, "hires": True, "words": ["sweater"]}).json()["id"])
+    assert ex["state"] == "done", ex["error"]
+    assert ex["result"]["pass"] == "hires"
+    assert Image.open(io.BytesIO(api.get(ex["links"]["image"].replace(API_PREFIX, "")).content)).size == (96, 96)
+    ed = wait(api, api.post("/edit", json={**new, "settings": hires, "replace": {"red": "blue"}}).json()["id"])
+    assert ed["state"] == "done", ed["error"]
+    edited = Image.open(io.BytesIO(api.get(ed["links"]["edited"].replace(API_PREFIX, "")).content))
+    assert edited.size == (96, 96) and "Hires upscale: 1.5" in edited.text["parameters"]
+    bad = api.post("/explain", json={**new, "settings": {"steps": 3}, "hires": True, "words": ["sweater"]})
+    assert bad.status_code == 400 and "hires_scale" in bad.json()["detail"]
+    bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "settings": hires,
+                                     "words": ["sweater"]})
+    assert bad.status_code == 400 and "new prompt" in bad.json()["detail"]
+    bad = api.post("/edit", json={**new, "settings": {**hires, "hires_denoising": 2}, "replace": {"red": "blue"}})
+    assert bad.status_code == 400 and "hires_denoising" in bad.json()["detail"]
+    bad = api.post("/edit", json={**new, "settings": {**hires, "hires_upscaler": "x"}, "replace": {"red": "blue"}})
+    assert bad.status_code == 400 and "Latent, Latent (nearest)" in bad.json()["detail"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lib_profile.attention.daam import DaamRecorder, TokenMap
 from lib_profile.attention.explain import explain, tokenizer
@@ -295,3 +296,39 @@ def test_p2p_leaves_the_fused_path_only_where_it_changes_attention(sharp):
     assert 12 * 8 in {q for cross, q in spy.seen if not cross}  # the full-size self-attention layers were asked ...
     assert all(q <= coarse for cross, q in explicit if not cross)  # ... and kept the fused path
     assert any(not cross for cross, _q in explicit)  # the coarse ones were injected
+
+
+def test_hires_fix_maps_belong_to_the_pass_asked_for(host):
+    """With hires fix on, the first pass's maps are those of the same image made without it; the hires pass
+    has maps of its own, recorded on its larger latent."""
+    words = ["cat", "sofa"]
+    base = Txt2ImgRequest(prompt=PROMPT, **REQ)
+    hires = Txt2ImgRequest(prompt=PROMPT, **REQ, hires_scale=1.5, hires_steps=4, hires_denoising=0.6)
+    plain = explain(host, base, words)
+    first = explain(host, hires, words)
+    second = explain(host, hires, words, hires_pass=True)
+    assert first.image.size == second.image.size == (192, 192) and plain.image.size == (128, 128)
+    assert first.sampling_pass == "first" and second.sampling_pass == "hires"
+    for word in words:
+        small = np.asarray(Image.fromarray((first.maps[word] * 255).astype(np.uint8)).resize((128, 128)), np.float64)
+        assert corr(small, plain.maps[word]) >= 0.99, word  # the first pass is the plain image's pass
+        assert second.maps[word].shape == (192, 192) and corr(second.maps[word], first.maps[word]) < 0.999
+    rec = DaamRecorder(sampling_pass=1)
+    host.txt2img(hires, RunControl(attention=rec))
+    assert rec.latent_hw == (24, 24) and max(r.shape[-1] for r in rec.raw.values()) == 24
+    with pytest.raises(HostError, match="no hires fix pass"):
+        explain(host, base, words, hires_pass=True)
+
+
+def test_an_edit_holds_through_the_hires_pass(sharp):
+    hires = dict(hires_scale=1.5, hires_steps=4, hires_denoising=0.5)
+    from lib_profile.attention.p2p import Edit, run_edit
+
+    req = Txt2ImgRequest(prompt=SOURCE, **P2P_REQ, **hires)
+    source = px(sharp.txt2img(req).images[0])
+    res = run_edit(sharp, req, Edit(source=SOURCE, mode="reweight", weights={"sweater": 1.0}))
+    assert res.images[1].size == (96, 96)
+    assert np.abs(px(res.images[0]) - source).max() <= 2 and np.abs(px(res.images[1]) - source).max() <= 2
+    res = run_edit(sharp, req, Edit(source=SOURCE, target=SOURCE.replace("red", "blue")))
+    assert np.abs(px(res.images[1]) - source).mean() > 0.5
+    assert np.array_equal(source, px(sharp.txt2img(req).images[0]))  # nothing left behind

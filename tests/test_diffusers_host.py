@@ -190,3 +190,23 @@ def test_clip_skip_changes_the_conditioning(host):
     one, _ = host.encode_prompts("a photo", "", 1)
     two, _ = host.encode_prompts("a photo", "", 2)
     assert not torch.allclose(one, two)
+
+
+def test_hires_fix_is_the_first_pass_upscaled_and_denoised_again(host):
+    """Hires fix = the plain image, upscaled, then an img2img pass at the larger size with the same seed."""
+    hires = dict(hires_scale=1.5, hires_steps=6, hires_denoising=0.5)
+    steps = []
+    res = host.txt2img(req(hires_upscaler="Lanczos", **hires), RunControl(on_step=lambda s, t: steps.append((s, t))))
+    assert res.images[0].size == (96, 96) and res.params["first_pass_size"] == [64, 64]
+    assert "Hires upscale: 1.5" in res.infotexts[0] and "Hires upscaler: Lanczos" in res.infotexts[0]
+    assert steps == [(i, 4 + 3) for i in range(1, 8)]  # 4 steps, then half of 6
+    first = host.txt2img(req()).images[0].resize((96, 96), Image.LANCZOS)
+    again = host.img2img(Img2ImgRequest(**{**req().__dict__, "width": 96, "height": 96, "steps": 6,
+                                           "init_image": first, "denoising_strength": 0.5}))
+    assert np.abs(arr(res.images[0]) - arr(again.images[0])).max() <= 1
+    latent = host.txt2img(req(**hires))  # "Latent": the first pass's latents are upscaled, not its image
+    assert latent.images[0].size == (96, 96) and not np.array_equal(arr(latent.images[0]), arr(res.images[0]))
+    for bad, message in ((dict(hires_scale=5), "hires_scale"), (dict(hires_scale=2, hires_denoising=0), "hires_denoising"),
+                         (dict(hires_scale=2, hires_upscaler="ESRGAN"), "hires upscaler")):
+        with pytest.raises(HostError, match=message):
+            host.txt2img(req(**bad))

@@ -8,11 +8,14 @@ from lib_profile.hosts.base import HostError, Txt2ImgRequest
 
 
 @pytest.mark.parametrize("name", samplers.sampler_names())
-def test_every_sampler_runs(host, name):
-    result = host.txt2img(Txt2ImgRequest(prompt="portrait photo", width=64, height=64, steps=3, sampler=name, seed=3))
+def test_every_sampler_runs_and_a_seed_gives_the_same_image(host, name):
+    req = Txt2ImgRequest(prompt="portrait photo", width=64, height=64, steps=3, sampler=name, seed=3)
+    result = host.txt2img(req)
     assert result.images[0].size == (64, 64)
     assert result.params["sampler"] == name
     assert np.asarray(result.images[0]).std() > 0
+    # stochastic samplers too (DPM++ SDE draws from a Brownian tree, seeded per image like the WebUI)
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(host.txt2img(req).images[0])), name
 
 
 @pytest.mark.parametrize("given, sampler, schedule", [

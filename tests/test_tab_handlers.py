@@ -63,3 +63,8 @@ def test_explain_and_edit_buttons(ready):
     assert "old -> new" in message[0]
     message = handler(blocks, "do_explain")(SLUG, None, "x")
     assert "Make portraits first" in message[0]
+    status, job_id = handler(blocks, "do_explain")(SLUG, choice, "sharp focus", "refine")  # a later pass
+    job = finish(studio, job_id)
+    assert job["result"]["pass"] == "refine" and job["params"]["stage"] == 2
+    face = handler(blocks, "do_explain")(SLUG, choice, "sweater", "face detail")  # the tiny model draws no face:
+    assert studio.jobs.wait(face[1], timeout=300)["state"] == "failed"  # the job says so

@@ -212,3 +212,34 @@ def test_separate_cond_and_uncond_calls_are_told_apart():
     rows = [(step, cond, uncond, shape[-1]) for _n, step, _hw, cond, uncond, shape in rec.calls]
     assert rows == [(1, [0], [], 154), (1, [], [0], 77), (2, [0], [], 154), (2, [], [0], 77)]
     assert not model._forward_pre_hooks
+
+
+def test_a_hires_fix_pass_begins_the_controller_again_at_its_own_size():
+    """A1111/Forge run hires fix inside the same processing call: the step count starts again and the latent
+    grows. Each pass begins and ends the controller; DAAM records only the pass asked for."""
+    from lib_profile.attention.control import Chain
+    from lib_profile.attention.daam import DaamRecorder
+
+    class Passes(Controller):
+        def __init__(self):
+            self.log = []
+
+        def begin(self, steps, latent_hw):
+            self.log.append(("begin", steps, latent_hw))
+
+        def end(self):
+            self.log.append(("end",))
+
+    model, cb, passes = unet(), callbacks(), Passes()
+    first, hires = DaamRecorder(), DaamRecorder(sampling_pass=1)
+    attn2 = model.input_blocks[1].transformer_blocks[0].attn2
+    with wa.controlled(model, Chain(passes, first, hires), (4, 4), 1, cb):
+        for hw, steps in (((4, 4), 3), ((8, 8), 2)):
+            for step in range(steps):
+                for fn in cb.registry["cfg_denoiser"]:
+                    fn(types.SimpleNamespace(sampling_step=step, total_sampling_steps=steps, x=torch.zeros(2, 4, *hw)))
+                attn2(torch.randn(2, hw[0] * hw[1], 8), context=torch.randn(2, 5, 6))
+    assert passes.log == [("begin", 3, (4, 4)), ("end",), ("begin", 2, (8, 8)), ("end",)]
+    assert [tuple(r.shape) for r in first.raw.values()] == [(2, 5, 4, 4)]
+    assert [tuple(r.shape) for r in hires.raw.values()] == [(2, 5, 8, 8)]
+    assert first.maps().shape[-2:] == (4, 4) and hires.maps().shape[-2:] == (8, 8)

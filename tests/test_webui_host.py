@@ -349,3 +349,19 @@ def test_overridden_settings_do_not_stick_after_a_pass(webui):
     host.txt2img(Txt2ImgRequest(prompt="x", seed=1, clip_skip=2))
     assert "CLIP_stop_at_last_layers" not in data and "return_mask" not in data
     assert data["samples_save"] is True
+
+
+@both()
+def test_hires_fix_goes_to_the_webuis_own_fields(webui):
+    modules, host = webui
+    res = host.txt2img(Txt2ImgRequest(prompt="x", width=512, height=768, seed=1, hires_scale=1.5, hires_steps=12,
+                                      hires_denoising=0.45, hires_upscaler="R-ESRGAN 4x+"))
+    (p,) = modules.processing.calls
+    assert (p.enable_hr, p.hr_scale, p.hr_upscaler, p.hr_second_pass_steps, p.denoising_strength) == \
+        (True, 1.5, "R-ESRGAN 4x+", 12, 0.45)
+    assert res.images[0].size == (768, 1152) and res.params["width"] == 768
+    assert res.params["first_pass_size"] == [512, 768]
+    host.txt2img(Txt2ImgRequest(prompt="x", seed=1))
+    assert not modules.processing.calls[-1].enable_hr  # off unless asked
+    with pytest.raises(HostError, match="Latent, Latent \\(nearest\\), None, Lanczos"):
+        host.txt2img(Txt2ImgRequest(prompt="x", seed=1, hires_scale=2, hires_upscaler="SuperScale 9000"))

@@ -154,10 +154,11 @@ class ExplainRequest(BaseModel):
     image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
     prompt: Optional[str] = Field(None, description="Or: a new prompt (with the identity's newest LoRA).")
     seed: int = Field(-1, description="Seed for a new prompt (-1: random).")
-    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ...")
+    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ..., and hires fix: hires_scale (1 = off), hires_steps, hires_denoising, hires_upscaler.")
     layers: Optional[List[int]] = Field(None, description="Only cross-attention layers [first, last] (0-based).")
     steps: Optional[List[int]] = Field(None, description="Only sampling steps [first, last] (0-based).")
     stage: Optional[int] = Field(None, description="Explain a later pass of the portrait: the index of a detail or refine stage in its plan.json (default: the first pass).")
+    hires: bool = Field(False, description="For a new prompt made with hires fix (settings {\"hires_scale\": 2, \"hires_steps\": 0, \"hires_denoising\": 0.5, \"hires_upscaler\": \"Latent\"}): map the hires pass instead of the first pass.")
 
 
 class EditRequest(BaseModel):
@@ -169,9 +170,10 @@ class EditRequest(BaseModel):
     image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
     prompt: Optional[str] = Field(None, description="Or: a source prompt to make and edit (with the identity's newest LoRA).")
     seed: int = Field(-1, description="Seed for a new prompt (-1: random).")
-    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ...")
+    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ..., and hires fix: hires_scale (1 = off), hires_steps, hires_denoising, hires_upscaler (the edit holds in both passes).")
     cross_steps: float = Field(0.8, description="tau: fraction of steps whose cross-attention comes from the source (0..1).")
     self_steps: float = Field(0.4, description="Fraction of steps whose self-attention comes from the source (0..1).")
     weights: Optional[Dict[str, float]] = Field(None, description="Word -> c in [-2, 2]: scale that word's attention.")
     blend_words: Optional[List[str]] = Field(None, description="Local blend: change only where these words attend.")
     blend_threshold: float = Field(0.3, description="Local blend mask threshold (0..1).")
+    finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the first passes are kept beside). Off: the first passes only.")

@@ -183,13 +183,14 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         if body.layers and len(body.layers) != 2 or body.steps and len(body.steps) != 2:
             raise HTTPException(400, "layers and steps are [first, last]")
         return job_info(call(studio().explain, body.identity, body.words, body.job, body.image, body.prompt,
-                             body.seed, body.settings, pair(body.layers), pair(body.steps), body.stage))
+                             body.seed, body.settings, pair(body.layers), pair(body.steps), body.stage,
+                             body.hires))
 
     def edit(body: m.EditRequest) -> m.JobInfo:
         """Prompt-to-Prompt: edit a studio portrait's first pass by editing its prompt; returns a job."""
         return job_info(call(studio().edit, body.identity, body.target, body.mode, body.job, body.image,
                              body.prompt, body.seed, body.settings, body.cross_steps, body.self_steps,
-                             body.weights, body.blend_words, body.blend_threshold, body.replace))
+                             body.weights, body.blend_words, body.blend_threshold, body.replace, body.finish))
 
     def list_jobs(identity: Optional[str] = None) -> List[m.JobInfo]:
         """Jobs, newest first (optionally of one identity)."""

@@ -101,19 +101,25 @@ class DaamRecorder(Controller):
     """Records cross-attention for word maps. ``positions``: the token positions to keep (None: all);
     ``layers``: (first, last) index among the recorded cross-attention layers; ``steps``: (first, last)
     sampling step; ``places``: UNet parts (the paper: down and up blocks); ``image``: which image of
-    the batch (under classifier-free guidance, its prompt half)."""
+    the batch (under classifier-free guidance, its prompt half); ``sampling_pass``: which sampling pass of
+    the generation (0: the first; 1: the hires fix pass)."""
 
     def __init__(self, positions: Optional[list[int]] = None, layers: Optional[tuple[int, int]] = None,
-                 steps: Optional[tuple[int, int]] = None, places: tuple[str, ...] = ("down", "up"), image: int = 0):
+                 steps: Optional[tuple[int, int]] = None, places: tuple[str, ...] = ("down", "up"), image: int = 0,
+                 sampling_pass: int = 0):
         self.positions = sorted(set(positions)) if positions is not None else None
         self.layers, self.step_range, self.places, self.image = layers, steps, places, image
+        self.sampling_pass = sampling_pass
         self.raw: dict[int, object] = {}  # cross-layer number -> (heads, tokens, h, w), summed over steps
         self.latent_hw = (0, 0)
+        self._pass = -1
         self._cross_index: dict[int, int] = {}
         self._on_device = OnDevice()
 
     def begin(self, steps, latent_hw):
-        self.latent_hw = latent_hw
+        self._pass += 1
+        if self._pass == self.sampling_pass:
+            self.latent_hw = latent_hw
 
     def _layer(self, site: Site) -> int:
         if site.index not in self._cross_index:
@@ -121,7 +127,7 @@ class DaamRecorder(Controller):
         return self._cross_index[site.index]
 
     def needs_probs(self, site, step, queries):
-        if not site.cross or site.place not in self.places:
+        if not site.cross or site.place not in self.places or self._pass != self.sampling_pass:
             return False
         if self.step_range and not self.step_range[0] <= step <= self.step_range[1]:
             return False
@@ -148,6 +154,8 @@ class DaamRecorder(Controller):
         import torch.nn.functional as F
 
         if not self.raw:
+            if self._pass < self.sampling_pass:
+                raise HostError("The generation made no hires fix pass to explain (turn hires fix on)")
             raise HostError("No attention was recorded (the pass made no sampling step?)")
         total, count = None, 0
         for raw in self.raw.values():

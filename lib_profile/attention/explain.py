@@ -21,6 +21,7 @@ class Explanation:
     maps: dict[str, np.ndarray]  # word -> (h, w) in 0..1
     words: list[str]  # every word of the prompt one can ask about
     seed: int
+    sampling_pass: str = "first"  # which pass the maps belong to: first, hires (fix), or a plan stage's kind
 
     def mask(self, word: str, threshold: float = 0.4) -> Image.Image:
         return Image.fromarray(((self.maps[word] > threshold) * 255).astype(np.uint8), "L")
@@ -35,28 +36,33 @@ def tokenizer():
     return load_tokenizer(str(paths.tokenizer_dir()))
 
 
-def _recording(host: Host, prompt: str, words: list[str], layers, steps):
+def _recording(host: Host, prompt: str, words: list[str], layers, steps, sampling_pass: int = 0):
     """The prompt's tokens as the host reads them, each wanted word's positions, and a recorder for them."""
     tok = tokenizer()
     tokens = TokenMap.for_host(host, tok, prompt)
     wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}
     if not wanted:
         raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")
-    recorder = DaamRecorder(positions=[p for ps in wanted.values() for p in ps], layers=layers, steps=steps)
+    recorder = DaamRecorder(positions=[p for ps in wanted.values() for p in ps], layers=layers, steps=steps,
+                            sampling_pass=sampling_pass)
     return tokens, wanted, recorder
 
 
 def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[tuple[int, int]] = None,
-            steps: Optional[tuple[int, int]] = None, control: Optional[RunControl] = None) -> Explanation:
-    """Make the image of ``req`` (one image) and the DAAM map of each of ``words``."""
+            steps: Optional[tuple[int, int]] = None, control: Optional[RunControl] = None,
+            hires_pass: bool = False) -> Explanation:
+    """Make the image of ``req`` (one image) and the DAAM map of each of ``words``: of its first sampling pass,
+    or with ``hires_pass`` of its hires fix pass (``steps`` then counts that pass's steps)."""
     if req.batch_size != 1:
         raise HostError("Explain makes one image at a time (batch size 1)")
-    tokens, wanted, recorder = _recording(host, req.prompt, words, layers, steps)
+    if hires_pass and not req.hires:
+        raise HostError("There is no hires fix pass to explain: set hires_scale above 1, or explain the first pass")
+    tokens, wanted, recorder = _recording(host, req.prompt, words, layers, steps, int(hires_pass))
     base = control or RunControl()
     result = host.txt2img(req, RunControl(base.on_step, base.should_interrupt, recorder))
     image = result.images[0]
     maps = {w: recorder.word_map(ps, image.size) for w, ps in wanted.items()}
-    return Explanation(image, maps, tokens.words(), result.seeds[0])
+    return Explanation(image, maps, tokens.words(), result.seeds[0], "hires" if hires_pass else "first")
 
 
 def save(explanation: Explanation, out: str | Path, threshold: Optional[float] = None) -> dict:
@@ -73,7 +79,8 @@ def save(explanation: Explanation, out: str | Path, threshold: Optional[float] =
         if threshold is not None:
             explanation.mask(word, threshold).save(out / f"{name}-mask.png")
             files[word]["mask"] = f"{name}-mask.png"
-    report = {"image": "image.png", "seed": explanation.seed, "words": files, "prompt_words": explanation.words}
+    report = {"image": "image.png", "seed": explanation.seed, "pass": explanation.sampling_pass, "words": files,
+              "prompt_words": explanation.words}
     (out / "explain.json").write_text(json.dumps(report, indent=1), "utf-8")
     return report
 
@@ -104,4 +111,4 @@ def explain_stage(host: Host, plan, seed: int, stage_index: int, words: list[str
             maps[word] = full
         else:
             maps[word] = recorder.word_map(positions, image.size)
-    return Explanation(image, maps, tokens.words(), seed)
+    return Explanation(image, maps, tokens.words(), seed, stage.kind)

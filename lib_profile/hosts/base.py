@@ -90,6 +90,20 @@ class Txt2ImgRequest:
     controlnets: list[ControlUnit] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)  # one prompt per image (Prompt-to-Prompt); else `prompt`
     seeds: list[int] = field(default_factory=list)  # one seed per image (e.g. all equal); else from `seed`
+    # hires fix (txt2img only; the WebUI's): a second pass at hires_scale x the size, from the first pass's image
+    # upscaled by hires_upscaler ("Latent" upscales the latents), denoised by hires_denoising over hires_steps steps
+    hires_scale: float = 1.0  # 1 = off
+    hires_steps: int = 0  # 0 = as many as steps
+    hires_denoising: float = 0.5
+    hires_upscaler: str = "Latent"
+
+    @property
+    def hires(self) -> bool:
+        return self.hires_scale > 1.0
+
+    def hires_size(self) -> tuple[int, int]:
+        """(width, height) of the hires pass, as the WebUI computes it."""
+        return int(self.width * self.hires_scale), int(self.height * self.hires_scale)
 
     def validate(self) -> None:
         if not isinstance(self.prompt, str):
@@ -113,6 +127,16 @@ class Txt2ImgRequest:
             raise HostError(f"clip_skip must be within 1..12, not {self.clip_skip}")
         if not -1 <= self.seed < 2**32:
             raise HostError(f"seed must be -1 (random) or within 0..4294967295, not {self.seed}")
+        if not 1.0 <= self.hires_scale <= 4.0:
+            raise HostError(f"hires_scale must be within 1..4 (1 = no hires fix), not {self.hires_scale}")
+        if self.hires:
+            if max(self.hires_size()) > 4096:
+                raise HostError(f"the hires pass would be {self.hires_size()[0]}x{self.hires_size()[1]}; keep it "
+                                "within 4096 px (a smaller hires_scale)")
+            if not 0 <= self.hires_steps <= 500:
+                raise HostError(f"hires_steps must be within 0..500 (0 = as many as steps), not {self.hires_steps}")
+            if not 0.0 < self.hires_denoising <= 1.0:
+                raise HostError(f"hires_denoising must be within (0, 1], not {self.hires_denoising}")
         for lora in self.loras:
             if not Path(lora.path).is_file():
                 raise HostError(f"LoRA file not found: {lora.path}")
@@ -158,6 +182,8 @@ class Img2ImgRequest(Txt2ImgRequest):
         super().validate()
         if self.init_image is None:
             raise HostError("img2img needs an init image")
+        if self.hires:
+            raise HostError("hires fix is a txt2img option; img2img makes one pass")
         if not 0.0 < self.denoising_strength <= 1.0:
             raise HostError(f"denoising_strength must be within (0, 1], not {self.denoising_strength}")
 
@@ -215,6 +241,10 @@ class Host(ABC):
     def upscalers(self) -> list[str]: ...
 
     # -- optional parts, with what a host without them does
+    def hires_upscalers(self) -> list[str]:
+        """What hires fix can upscale with (latent modes first, then image upscalers)."""
+        return self.upscalers()
+
     def checkpoint_path(self) -> str:
         """The SD1.5 checkpoint file in use (what a LoRA is trained on)."""
         raise HostError(f"The {self.name} host cannot name its checkpoint file")

@@ -36,6 +36,7 @@ from lib_profile.infotext import infotext
 from lib_profile.lora import apply as lora_apply
 
 UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
+LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic"}  # hires fix
 
 
 def resolve_checkpoint(checkpoint: str | Path, data_dir: str | Path | None = None) -> Path:
@@ -88,6 +89,9 @@ class DiffusersHost(Host):
 
     def upscalers(self) -> list[str]:
         return list(UPSCALERS)
+
+    def hires_upscalers(self) -> list[str]:
+        return [*LATENT_UPSCALERS, *UPSCALERS]
 
     def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result:
         req.validate()
@@ -183,20 +187,86 @@ class DiffusersHost(Host):
 
         control = control or RunControl()
         seeds = req.resolved_seeds()
+        started = time.perf_counter()
+        hires = kind == "txt2img" and req.hires
+        if hires and req.hires_upscaler not in self.hires_upscalers():
+            raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
+                            f"{', '.join(self.hires_upscalers())}")
+        loras = [(l.path, l.weight) for l in req.loras]
+        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad():
+            embeds = self._embeds(req, len(seeds))
+            if not hires:
+                images, labels = self._pass(kind, req, control, seeds, embeds)
+            else:  # the WebUI's hires fix: upscale the first pass, then denoise it again at the larger size
+                second = self._hires_request(req)
+                progress = (0, _run_steps(req) + _run_steps(second))
+                latent = req.hires_upscaler in LATENT_UPSCALERS
+                first, labels = self._pass(kind, req, control, seeds, embeds, progress=progress,
+                                           output="latent" if latent else "pil")
+                width, height = second.width, second.height
+                if latent:
+                    init = torch.nn.functional.interpolate(first, size=(height // 8, width // 8),
+                                                           mode=LATENT_UPSCALERS[req.hires_upscaler])
+                else:
+                    method = UPSCALERS[req.hires_upscaler] or Image.LANCZOS
+                    init = [img.resize((width, height), method) for img in first]
+                images, _labels = self._pass("img2img", second, control, seeds, embeds, init=init,
+                                             progress=(_run_steps(req), progress[1]))
+        params = req.describe()
+        params.update(
+            kind=kind, host=self.name, sampler=labels[0], scheduler=labels[1], seed=seeds[0],
+            seeds=seeds, model=self.model.name, model_hash=self.model.shorthash,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if hires:
+            params.update(width=images[0].width, height=images[0].height, first_pass_size=[req.width, req.height])
+        if unmatched:
+            params["lora_unmatched_keys"] = len(unmatched)
+        texts = [infotext({**params, "seed": s, "prompt": p}) for s, p in zip(seeds, req.image_prompts())]
+        return Result(images=images, seeds=seeds, params=params, infotexts=texts)
+
+    @staticmethod
+    def _hires_request(req: Txt2ImgRequest) -> Img2ImgRequest:
+        """The hires pass of ``req`` as an img2img request (its init image is given apart)."""
+        width, height = req.hires_size()
+        return Img2ImgRequest(**{**req.__dict__, "width": width // 8 * 8, "height": height // 8 * 8,
+                                 "steps": req.hires_steps or req.steps, "hires_scale": 1.0,
+                                 "denoising_strength": req.hires_denoising})
+
+    def _embeds(self, req: Txt2ImgRequest, n: int) -> dict[str, Any]:
+        """Prompt and negative-prompt embeddings for ``n`` images."""
+        import torch
+
+        if req.prompts:  # one prompt per image, all padded to the same number of CLIP chunks
+            chunks = max(prompts.chunk_count(self.model.tokenizer, p) for p in req.prompts + [req.negative_prompt])
+            te, tok = self.model.text_encoder, self.model.tokenizer
+            cond = torch.cat([prompts.encode(te, tok, p, req.clip_skip, min_chunks=chunks)[0] for p in req.prompts])
+            uncond = prompts.encode(te, tok, req.negative_prompt, req.clip_skip, min_chunks=chunks)[0].repeat(n, 1, 1)
+            return dict(prompt_embeds=cond, negative_prompt_embeds=uncond)
+        cond, uncond = self.encode_prompts(req.prompt, req.negative_prompt, req.clip_skip)
+        return dict(prompt_embeds=cond.repeat(n, 1, 1), negative_prompt_embeds=uncond.repeat(n, 1, 1))
+
+    def _pass(self, kind: str, req: Txt2ImgRequest, control: RunControl, seeds: list[int], embeds: dict[str, Any],
+              init=None, progress: tuple[int, int] = (0, 0), output: str = "pil"):
+        """One sampling pass: ``(images or latents, (sampler label, schedule label))``. ``init``: the init
+        images (or latents) instead of ``req.init_image``; ``progress``: (steps before this pass, steps in all)
+        for the step reports of a run of several passes."""
+        import torch
+
         scheduler, sampler_label, schedule_label = samplers.make_scheduler(
             req.sampler, req.scheduler, self.model.scheduler_config)
+        if hasattr(scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree: seeded per image like the WebUI,
+            scheduler.noise_sampler_seed = list(seeds)  # not at random (the same seed must give the same image)
         pipe = self.pipeline(kind, req.controlnets)
         pipe.scheduler = scheduler
-        started = time.perf_counter()
-        state = {"step": 0}
+        offset, overall = progress
 
         def on_step_end(pipeline, step_index, timestep, callback_kwargs):
-            total = getattr(pipeline, "_num_timesteps", None) or req.steps
-            state["step"] = step_index + 1
+            total = overall or getattr(pipeline, "_num_timesteps", None) or req.steps
             if control.on_step is not None:
-                control.on_step(step_index + 1, total)
+                control.on_step(offset + step_index + 1, total)
             if control.should_interrupt is not None and control.should_interrupt():
-                raise Interrupted(step_index + 1, total)
+                raise Interrupted(offset + step_index + 1, total)
             if control.attention is not None and "latents" in callback_kwargs:
                 callback_kwargs["latents"] = control.attention.step_end(step_index, callback_kwargs["latents"])
             return callback_kwargs
@@ -207,12 +277,13 @@ class DiffusersHost(Host):
         args: dict[str, Any] = dict(
             num_inference_steps=steps, guidance_scale=req.cfg_scale,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-            callback_on_step_end=on_step_end, output_type="pil",
+            callback_on_step_end=on_step_end, output_type=output, **embeds,
         )
         if kind == "txt2img":
             args.update(width=req.width, height=req.height)
         else:
-            init = req.init_image.convert("RGB").resize((req.width, req.height), Image.LANCZOS)
+            if init is None:
+                init = req.init_image.convert("RGB").resize((req.width, req.height), Image.LANCZOS)
             args.update(image=init, strength=req.denoising_strength)
             if kind == "inpaint":
                 args.update(mask_image=req.mask.convert("L"), width=req.width, height=req.height)
@@ -225,33 +296,19 @@ class DiffusersHost(Host):
                 control_guidance_start=[u.guidance_start for u in req.controlnets],
                 control_guidance_end=[u.guidance_end for u in req.controlnets],
             )
-        loras = [(l.path, l.weight) for l in req.loras]
         attention = contextlib.nullcontext()
         if control.attention is not None:
             from lib_profile.hosts.diffusers_attention import controlled
 
-            run_steps = steps if kind == "txt2img" else min(int(steps * req.denoising_strength), steps)
-            attention = controlled(self.model.unet, control.attention, run_steps, len(seeds))
-        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad(), \
-                attention:
-            n = len(seeds)
-            if req.prompts:  # one prompt per image, all padded to the same number of CLIP chunks
-                chunks = max(prompts.chunk_count(self.model.tokenizer, p) for p in req.prompts + [req.negative_prompt])
-                te, tok = self.model.text_encoder, self.model.tokenizer
-                cond = torch.cat([prompts.encode(te, tok, p, req.clip_skip, min_chunks=chunks)[0] for p in req.prompts])
-                uncond = prompts.encode(te, tok, req.negative_prompt, req.clip_skip, min_chunks=chunks)[0].repeat(n, 1, 1)
-                args.update(prompt_embeds=cond, negative_prompt_embeds=uncond)
-            else:
-                cond, uncond = self.encode_prompts(req.prompt, req.negative_prompt, req.clip_skip)
-                args.update(prompt_embeds=cond.repeat(n, 1, 1), negative_prompt_embeds=uncond.repeat(n, 1, 1))
-            images = pipe(**args).images
-        params = req.describe()
-        params.update(
-            kind=kind, host=self.name, sampler=sampler_label, scheduler=schedule_label, seed=seeds[0],
-            seeds=seeds, model=self.model.name, model_hash=self.model.shorthash,
-            seconds=round(time.perf_counter() - started, 3),
-        )
-        if unmatched:
-            params["lora_unmatched_keys"] = len(unmatched)
-        texts = [infotext({**params, "seed": s, "prompt": p}) for s, p in zip(seeds, req.image_prompts())]
-        return Result(images=images, seeds=seeds, params=params, infotexts=texts)
+            attention = controlled(self.model.unet, control.attention, _run_steps(req, steps), len(seeds))
+        with attention:
+            return pipe(**args).images, (sampler_label, schedule_label)
+
+
+def _run_steps(req: Txt2ImgRequest, steps: Optional[int] = None) -> int:
+    """The sampling steps a pass of ``req`` runs (an img2img pass runs its denoising share of them)."""
+    steps = steps or req.steps
+    if isinstance(req, Img2ImgRequest):
+        steps = max(steps, math.ceil(1 / req.denoising_strength))
+        return min(int(steps * req.denoising_strength), steps)
+    return steps

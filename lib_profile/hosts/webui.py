@@ -106,6 +106,9 @@ def processing_kwargs(kind: str, req: Txt2ImgRequest, outdirs: tuple[str, str]) 
                            "return_mask_composite": False, "samples_save": False},
         override_settings_restore_afterwards=True,
     )
+    if kind == "txt2img" and req.hires:  # the WebUI's own hires fix
+        kw.update(enable_hr=True, hr_scale=req.hires_scale, hr_upscaler=req.hires_upscaler,
+                  hr_second_pass_steps=req.hires_steps, denoising_strength=req.hires_denoising)
     if kind != "txt2img":
         assert isinstance(req, Img2ImgRequest)
         kw.update(init_images=[req.init_image.convert("RGB")], resize_mode=0,
@@ -179,6 +182,10 @@ class WebUIHost(Host):
 
     def upscalers(self) -> list[str]:
         return [u.name for u in self._m("shared").sd_upscalers]
+
+    def hires_upscalers(self) -> list[str]:
+        """What hires fix can upscale with: the latent modes, then the image upscalers."""
+        return [*getattr(self._m("shared"), "latent_upscale_modes", {}), *self.upscalers()]
 
     # -- ControlNet
     def _runner(self, kind: str):
@@ -263,6 +270,9 @@ class WebUIHost(Host):
         req.validate()
         shared = self._m("shared")
         processing = self._m("processing")
+        if kind == "txt2img" and req.hires and req.hires_upscaler not in self.hires_upscalers():
+            raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
+                            f"{', '.join(self.hires_upscalers())}")
         if control and control.should_interrupt and control.should_interrupt() or shared.state.interrupted:
             raise Interrupted()
         attention = contextlib.nullcontext([])
@@ -278,6 +288,8 @@ class WebUIHost(Host):
         if shared.state.interrupted or not images:
             raise Interrupted(getattr(shared.state, "sampling_step", 0), req.steps)
         params = req.describe()
+        if kind == "txt2img" and req.hires:
+            params.update(width=images[0].width, height=images[0].height, first_pass_size=[req.width, req.height])
         params.update(kind=kind, host=self.name, seed=processed.all_seeds[0], seeds=list(processed.all_seeds),
                       model=getattr(processed, "sd_model_name", None), model_hash=getattr(processed, "sd_model_hash", None),
                       sampler=processed.sampler_name, prompt=req.prompt)

@@ -99,14 +99,21 @@ def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, in
 
 @contextlib.contextmanager
 def step_hooks(state: StepState, script_callbacks) -> Iterator[StepState]:
-    """Follow the sampling step (``on_cfg_denoiser``), give the controller the denoised latents after each
-    step (``on_cfg_after_cfg``: Prompt-to-Prompt's local blend), and end the controller afterwards."""
+    """Follow the sampling step and pass (``on_cfg_denoiser``; a hires fix pass begins the controller again at
+    its own size), give the controller the denoised latents after each step (``on_cfg_after_cfg``:
+    Prompt-to-Prompt's local blend), and end the controller after each pass."""
     controller = state.controller
 
     def on_cfg_denoiser(params) -> None:
-        state.step = int(params.sampling_step)
-        state.steps = int(params.total_sampling_steps)
-        if not state.started:
+        step, steps = int(params.sampling_step), int(params.total_sampling_steps)
+        x = getattr(params, "x", None)
+        latent_hw = tuple(x.shape[-2:]) if x is not None and getattr(x, "ndim", 0) == 4 else state.latent_hw
+        # a new sampling pass (hires fix): the step count starts again, or the latent's size changed
+        new_pass = state.started and (step < state.step or steps != state.steps or latent_hw != state.latent_hw)
+        if new_pass:
+            controller.end()
+        state.step, state.steps, state.latent_hw = step, steps, latent_hw
+        if not state.started or new_pass:
             state.started = True
             controller.begin(state.steps, state.latent_hw)
 

@@ -177,6 +177,21 @@ def replay(plan: Plan, host: Host, seed: int, stage_index: int, stage_control: R
     raise HostError(f"Stage {stage_index} was not reached")
 
 
+def finish(plan: Plan, host: Host, image: Image.Image, seed: int, control: Optional[RunControl] = None
+           ) -> Image.Image:
+    """The plan's passes after its first (face detail, refine, upscale, colour) on ``image``, a first pass made
+    another way (e.g. a Prompt-to-Prompt edit of it), as :func:`run_plan` runs them for ``seed``."""
+    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    pose, tone = pose_unit(plan), get_tone(plan.tone)
+    for _index, stage in plan.enabled():
+        if stage.kind == "txt2img":
+            continue
+        if control and control.should_interrupt and control.should_interrupt():
+            raise Interrupted()
+        image, _info = run_stage(plan, host, stage, image, seed, loras, pose, tone, control)
+    return image
+
+
 def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunControl] = None,
              on_stage: Optional[Callable[[int, int, str], None]] = None) -> dict[str, Any]:
     """Make ``plan.count`` portraits into ``out``: PNGs with infotext, plan.json, result.json, a contact sheet."""

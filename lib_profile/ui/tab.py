@@ -14,6 +14,7 @@ from lib_profile import EXTENSION_NAME, __version__
 from lib_profile.hosts.base import HostError
 
 CSS_ID = "profile_studio"
+PASSES = {"first pass": None, "face detail": "detail", "refine": "refine"}  # Explain: which pass, by its stage kind
 
 
 def _path(f) -> str:
@@ -131,10 +132,13 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
 
         with gr.Tab("4. Explain"):
             gr.Markdown("Which part of a portrait each prompt word drives (DAAM): pick a portrait, type words "
-                        "of its prompt. The maps belong to the portrait's first pass.")
+                        "of its prompt. The maps belong to the pass you pick: the first pass lays the portrait "
+                        "out; the face detail pass repaints the face (its maps lie on the face), the refine pass "
+                        "sharpens the whole picture (their prompts add their own words).")
             with gr.Row():
                 portrait = gr.Dropdown(label="Portrait", choices=[], elem_id=f"{CSS_ID}_portrait",
                                        allow_custom_value=False)
+                which_pass = gr.Radio(list(PASSES), value="first pass", label="Pass", elem_id=f"{CSS_ID}_pass")
                 words = gr.Textbox(label="Words (comma separated)", placeholder="eyes, smile, sweater",
                                    elem_id=f"{CSS_ID}_words")
                 explain_btn = gr.Button("Explain", variant="primary", elem_id=f"{CSS_ID}_explain")
@@ -143,7 +147,8 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         with gr.Tab("5. Edit"):
             gr.Markdown("Edit a portrait by editing its prompt (Prompt-to-Prompt): the layout and the person "
                         "stay. Swap words (\"red -> blue\"), refine (a new prompt with words added), or "
-                        "re-weight words (\"smiling=1.5\").")
+                        "re-weight words (\"smiling=1.5\"). The edit then goes through the portrait's own face "
+                        "detail, refine and upscale passes: before and after are finished portraits.")
             with gr.Row():
                 edit_portrait = gr.Dropdown(label="Portrait", choices=[], allow_custom_value=False,
                                             elem_id=f"{CSS_ID}_edit_portrait")
@@ -217,9 +222,14 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                 raise HostError("Make portraits first (3. Portraits), then pick one")
             return choice.split("/", 1)
 
-        def do_explain(slug, choice, text):
+        def do_explain(slug, choice, text, which="first pass"):
             job_name, image = split(choice)
-            job = studio().explain(slug, [w.strip() for w in (text or "").split(",")], job_name, image)
+            stage = None
+            if PASSES.get(which):
+                stage = studio().stage_index(slug, job_name, image, PASSES[which])
+                if stage is None:
+                    raise HostError(f"That portrait was made without a {which} pass")
+            job = studio().explain(slug, [w.strip() for w in (text or "").split(",")], job_name, image, stage=stage)
             return job_markdown(job), job["id"]
 
         def do_edit(slug, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text):
@@ -279,7 +289,7 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         poses.select(pick_pose, None, [pose])
         job_starts = [(train, do_train, [person, steps]), (cancel, do_cancel, [job_id]), (resume, do_resume, [job_id]),
                       (go, do_generate, [person, pose, pose_photo, tone, count, seed, use_adetailer]),
-                      (explain_btn, do_explain, [person, portrait, words]),
+                      (explain_btn, do_explain, [person, portrait, words, which_pass]),
                       (edit_btn, do_edit, [person, edit_portrait, mode, swaps, target, weights, tau, self_tau, blend])]
         for button, fn, inputs in job_starts:
             button.click(safe(fn), inputs, [status, job_id])

@@ -364,7 +364,8 @@ def make_processing(flavour: str, state: State, shared) -> types.ModuleType:
                         out = Image.blend(base.resize((p.width, p.height)), paint.resize((p.width, p.height)),
                                           p.denoising_strength * 0.5)
                 else:
-                    out = Image.new("RGB", (p.width, p.height), _colour(s))
+                    size = (int(p.width * p.hr_scale), int(p.height * p.hr_scale)) if p.enable_hr else (p.width, p.height)
+                    out = Image.new("RGB", size, _colour(s))  # hires fix: the image at the upscaled size
                 images.append(out)
         processed = Processed(images=images, all_seeds=seeds, infotexts=[f"{p.prompt}\nSeed: {s}" for s in seeds],
                               sampler_name=p.sampler_name)
@@ -411,6 +412,8 @@ def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: b
                                         outdir_img2img_grids="out/img2img-grids", data={}, added={})
     shared.opts.add_option = lambda key, info: shared.opts.added.__setitem__(key, info)
     shared.sd_upscalers = [UpscalerData(n, None, Upscaler()) for n in ("None", "Lanczos", "R-ESRGAN 4x+")]
+    shared.latent_upscale_modes = {"Latent": {"mode": "bilinear", "antialias": False},
+                                   "Latent (nearest)": {"mode": "nearest", "antialias": False}}
 
     def runner():
         scripts = [ScriptSampler()]
