@@ -168,12 +168,10 @@ class Studio:
         its index in the plan, a detail or refine stage), or of a new image of ``prompt`` (``hires``: of its
         hires fix pass, with ``settings`` such as ``{"hires_scale": 2}``)."""
         from lib_profile.attention.daam import TokenMap
-        from lib_profile.attention.explain import tokenizer
+        from lib_profile.attention.explain import check_hires_pass, tokenizer
 
         req = self._source_request(slug, job, image, prompt, seed, settings)
-        if hires and not req.hires:
-            raise HostError("There is no hires fix pass to explain: give a new prompt with settings "
-                            "{\"hires_scale\": 2} (or another scale above 1), or explain the first pass")
+        check_hires_pass(req, hires)
         text = req.prompt
         if stage is not None:
             from lib_profile.studio.run import stage_prompt
@@ -244,7 +242,7 @@ class Studio:
         with the identity's newest LoRA (``settings``: plan settings, and hires fix as ``hires_scale``,
         ``hires_steps``, ``hires_denoising``, ``hires_upscaler``)."""
         from lib_profile.studio.plan import build_plan, default_prompt
-        from lib_profile.studio.run import first_stage_request, pose_unit
+        from lib_profile.studio.run import first_stage_request
 
         self.store.get(slug)
         settings = dict(settings or {})
@@ -253,8 +251,7 @@ class Studio:
             if hires:
                 raise HostError("Hires fix settings are for a new prompt; a studio portrait's later passes are the "
                                 "stages of its plan (stage: the index of its detail or refine stage)")
-            plan, portrait_seed = self._portrait(slug, job, image)
-            return first_stage_request(plan, portrait_seed, pose_unit(plan))
+            return self._portrait_request(slug, job, image)[1]
         entry = self._lora(slug, None)
         lora = entry["path"] if entry else None
         plan = build_plan(prompt or default_prompt(lora), lora, None, "neutral", 1, seed, None, 0.9,
@@ -266,10 +263,15 @@ class Studio:
                                 "hires_steps, hires_denoising and hires_upscaler")
             setattr(req, key, value)
         req.validate()
-        if req.hires and req.hires_upscaler not in self.host.hires_upscalers():
-            raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
-                            f"{', '.join(self.host.hires_upscalers())}")
+        self.host.check_hires(req)
         return req
+
+    def _portrait_request(self, slug: str, job: str, image: Optional[str]):
+        """(plan, the txt2img request of its first pass) of a studio portrait."""
+        from lib_profile.studio.run import first_stage_request, pose_unit
+
+        plan, seed = self._portrait(slug, job, image)
+        return plan, first_stage_request(plan, seed, pose_unit(plan))
 
     def _portrait(self, slug: str, job: str, image: Optional[str]):
         """(plan, seed) of a studio portrait."""
@@ -451,12 +453,14 @@ class Studio:
         from lib_profile.studio.run import count_passes, finish
 
         out, control = self._attention_run(ctx)
-        req = self._source_of(ctx)
-        edit = Edit(source=req.prompt, **ctx.params["edit"])
         src = ctx.params["source"]
         plan = None
         if src.get("job") and ctx.params.get("finish", True):
-            plan, _seed = self._portrait(ctx.identity, src["job"], src["image"])
+            plan, req = self._portrait_request(ctx.identity, src["job"], src["image"])
+        else:
+            req = self._source_of(ctx)
+        edit = Edit(source=req.prompt, **ctx.params["edit"])
+        if plan is not None:
             plan = dataclasses.replace(plan, prompt=edit.edited_prompt, count=1)
         with self.host.job(ctx.task_id, count_passes(plan) if plan else 1):
             res = run_edit(self.host, req, edit, control)

@@ -129,6 +129,3 @@ class OnDevice:
                 like.device, None if index else like.dtype)
             self._cache[key] = found
         return found
-
-    def clear(self) -> None:
-        self._cache.clear()

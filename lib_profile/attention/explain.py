@@ -48,6 +48,13 @@ def _recording(host: Host, prompt: str, words: list[str], layers, steps, samplin
     return tokens, wanted, recorder
 
 
+def check_hires_pass(req: Txt2ImgRequest, hires_pass: bool) -> None:
+    """Asking for the hires pass's maps needs a request made with hires fix."""
+    if hires_pass and not req.hires:
+        raise HostError("There is no hires fix pass to explain: set hires_scale above 1 (for a new prompt, in its "
+                        "settings, e.g. {\"hires_scale\": 2}), or explain the first pass")
+
+
 def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[tuple[int, int]] = None,
             steps: Optional[tuple[int, int]] = None, control: Optional[RunControl] = None,
             hires_pass: bool = False) -> Explanation:
@@ -55,8 +62,7 @@ def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[
     or with ``hires_pass`` of its hires fix pass (``steps`` then counts that pass's steps)."""
     if req.batch_size != 1:
         raise HostError("Explain makes one image at a time (batch size 1)")
-    if hires_pass and not req.hires:
-        raise HostError("There is no hires fix pass to explain: set hires_scale above 1, or explain the first pass")
+    check_hires_pass(req, hires_pass)
     tokens, wanted, recorder = _recording(host, req.prompt, words, layers, steps, int(hires_pass))
     base = control or RunControl()
     result = host.txt2img(req, RunControl(base.on_step, base.should_interrupt, recorder))

@@ -245,6 +245,12 @@ class Host(ABC):
         """What hires fix can upscale with (latent modes first, then image upscalers)."""
         return self.upscalers()
 
+    def check_hires(self, req: Txt2ImgRequest) -> None:
+        """A hires fix request names an upscaler this host has (else the error lists them)."""
+        if req.hires and req.hires_upscaler not in self.hires_upscalers():
+            raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
+                            f"{', '.join(self.hires_upscalers())}")
+
     def checkpoint_path(self) -> str:
         """The SD1.5 checkpoint file in use (what a LoRA is trained on)."""
         raise HostError(f"The {self.name} host cannot name its checkpoint file")

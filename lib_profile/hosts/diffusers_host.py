@@ -189,9 +189,7 @@ class DiffusersHost(Host):
         seeds = req.resolved_seeds()
         started = time.perf_counter()
         hires = kind == "txt2img" and req.hires
-        if hires and req.hires_upscaler not in self.hires_upscalers():
-            raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
-                            f"{', '.join(self.hires_upscalers())}")
+        self.check_hires(req)
         loras = [(l.path, l.weight) for l in req.loras]
         with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad():
             embeds = self._embeds(req, len(seeds))
@@ -271,9 +269,7 @@ class DiffusersHost(Host):
                 callback_kwargs["latents"] = control.attention.step_end(step_index, callback_kwargs["latents"])
             return callback_kwargs
 
-        steps = req.steps
-        if kind != "txt2img" and int(steps * req.denoising_strength) < 1:
-            steps = math.ceil(1 / req.denoising_strength)  # at least one denoising step, as the WebUI runs
+        steps = _schedule_steps(req)
         args: dict[str, Any] = dict(
             num_inference_steps=steps, guidance_scale=req.cfg_scale,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
@@ -300,15 +296,20 @@ class DiffusersHost(Host):
         if control.attention is not None:
             from lib_profile.hosts.diffusers_attention import controlled
 
-            attention = controlled(self.model.unet, control.attention, _run_steps(req, steps), len(seeds))
+            attention = controlled(self.model.unet, control.attention, _run_steps(req), len(seeds))
         with attention:
             return pipe(**args).images, (sampler_label, schedule_label)
 
 
-def _run_steps(req: Txt2ImgRequest, steps: Optional[int] = None) -> int:
-    """The sampling steps a pass of ``req`` runs (an img2img pass runs its denoising share of them)."""
-    steps = steps or req.steps
-    if isinstance(req, Img2ImgRequest):
-        steps = max(steps, math.ceil(1 / req.denoising_strength))
-        return min(int(steps * req.denoising_strength), steps)
-    return steps
+def _schedule_steps(req: Txt2ImgRequest) -> int:
+    """The steps of a pass's noise schedule: an img2img pass gets enough for at least one denoising step, as
+    the WebUI runs it."""
+    if isinstance(req, Img2ImgRequest) and int(req.steps * req.denoising_strength) < 1:
+        return math.ceil(1 / req.denoising_strength)
+    return req.steps
+
+
+def _run_steps(req: Txt2ImgRequest) -> int:
+    """The sampling steps a pass of ``req`` runs (an img2img pass runs its denoising share of its schedule)."""
+    steps = _schedule_steps(req)
+    return min(int(steps * req.denoising_strength), steps) if isinstance(req, Img2ImgRequest) else steps

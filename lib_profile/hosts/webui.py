@@ -270,9 +270,7 @@ class WebUIHost(Host):
         req.validate()
         shared = self._m("shared")
         processing = self._m("processing")
-        if kind == "txt2img" and req.hires and req.hires_upscaler not in self.hires_upscalers():
-            raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
-                            f"{', '.join(self.hires_upscalers())}")
+        self.check_hires(req)
         if control and control.should_interrupt and control.should_interrupt() or shared.state.interrupted:
             raise Interrupted()
         attention = contextlib.nullcontext([])

@@ -54,9 +54,14 @@ def pose_unit(plan: Plan) -> Optional[ControlUnit]:
     return ControlUnit("pose", render(load_pose(plan.pose), plan.width, plan.height), plan.controlnet_pose, 1.0)
 
 
+def plan_loras(plan: Plan) -> list[LoraRef]:
+    """The plan's identity LoRA at its weight (none without one)."""
+    return [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+
+
 def first_stage_request(plan: Plan, seed: int, pose: Optional[ControlUnit] = None) -> Txt2ImgRequest:
     """The plan's txt2img pass for one seed (what explain and edit re-run of a studio portrait)."""
-    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    loras = plan_loras(plan)
     return Txt2ImgRequest(prompt=plan.prompt, negative_prompt=plan.negative_prompt, width=plan.width,
                           height=plan.height, steps=plan.steps, cfg_scale=plan.cfg_scale, sampler=plan.sampler,
                           scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip, loras=loras,
@@ -164,7 +169,7 @@ def replay(plan: Plan, host: Host, seed: int, stage_index: int, stage_control: R
     if enabled[stage_index].kind not in ("txt2img", "detail", "refine"):
         raise HostError("Only the txt2img, detail and refine passes can be explained or edited "
                         f"(stage {stage_index} is {enabled[stage_index].kind})")
-    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    loras = plan_loras(plan)
     pose, tone = pose_unit(plan), get_tone(plan.tone)
     image: Optional[Image.Image] = None
     for index, stage in enabled.items():
@@ -181,7 +186,7 @@ def finish(plan: Plan, host: Host, image: Image.Image, seed: int, control: Optio
            ) -> Image.Image:
     """The plan's passes after its first (face detail, refine, upscale, colour) on ``image``, a first pass made
     another way (e.g. a Prompt-to-Prompt edit of it), as :func:`run_plan` runs them for ``seed``."""
-    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    loras = plan_loras(plan)
     pose, tone = pose_unit(plan), get_tone(plan.tone)
     for _index, stage in plan.enabled():
         if stage.kind == "txt2img":
@@ -205,7 +210,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
                           "are weighted less; shorten it for the most faithful result.")
     plan.save(out / "plan.json")
     tone = get_tone(plan.tone)
-    loras = [LoraRef(plan.lora["path"], float(plan.lora["weight"]))] if plan.lora else []
+    loras = plan_loras(plan)
     pose = pose_unit(plan)
     if pose is not None:
         pose.image.save(out / "pose.png")
