@@ -54,6 +54,29 @@ def test_no_patch_is_left_behind(host):
     assert not host.model.unet._forward_pre_hooks
 
 
+def test_daam_only_reads_so_the_explained_image_is_the_plain_one_bit_for_bit(host):
+    """DAAM changes no attention: the recorded layers keep the fused output (the probabilities are computed
+    beside it, for the prompt rows alone), so explaining costs no change to the picture."""
+    from lib_profile.attention.control import Chain
+
+    req = Txt2ImgRequest(prompt=PROMPT, **{**REQ, "seeds": [5, 6], "batch_size": 2})
+    plain_images = host.txt2img(req).images
+    rec, shapes = DaamRecorder(image=1), []
+    chain = Chain(rec)
+    original = chain.probs
+
+    def probs(call, p):
+        shapes.append((call.cond_rows, call.uncond_rows, p.shape[0]))
+        return original(call, p)
+
+    chain.probs = probs
+    images = host.txt2img(req, RunControl(attention=chain)).images
+    for a, b in zip(plain_images, images):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert shapes and all(s == ([0, 1], [], 2) for s in shapes)  # the 2 prompt rows of the 4-row CFG batch
+    assert rec.word_map(TokenMap.from_prompt(tokenizer(), PROMPT).positions(tokenizer(), "cat"), (32, 32)).max() > 0
+
+
 def test_long_weighted_prompts_with_lora_tags():
     tok = tokenizer()
     filler = ", ".join(["studio portrait"] * 40)  # well past 75 tokens: two CLIP chunks
@@ -256,46 +279,46 @@ def test_explaining_the_face_detail_pass_maps_the_words_on_the_repainted_face(ho
         assert box.shape[0] >= 32 and box.shape[1] >= 32  # the repainted region, not a speck
 
 
-def test_p2p_leaves_the_fused_path_only_where_it_changes_attention(sharp):
+def test_p2p_changes_attention_on_the_fused_path_and_reads_only_for_the_local_blend(sharp):
     """Self-attention is injected at the quarter-resolution layers and coarser (16x16 at 512 px, 16x24 on a
-    2:3 portrait); the fine layers keep the fused path, where explicit probabilities would cost the most."""
-    from lib_profile.attention.control import Chain, Controller, Site
+    2:3 portrait). Every change is a mix of rows on the fused path: no probabilities are materialised, except
+    the blend words' maps that the local blend reads at the quarter-resolution cross-attention layers."""
+    from lib_profile.attention.control import Chain, Site
     from lib_profile.attention.p2p import Edit, PromptToPrompt, edit_request
 
     p2p = PromptToPrompt(tokenizer(), Edit(source=SOURCE, target=SOURCE.replace("red", "blue")), 1)
     p2p.begin(20, (96, 64))  # a 512x768 portrait
     self_site, cross_site = Site(0, "down.attn1", "down", False, 8), Site(1, "down.attn2", "down", True, 8)
-    assert p2p.needs_probs(self_site, 0, 24 * 16) and p2p.needs_probs(self_site, 0, 12 * 8)
-    assert not p2p.needs_probs(self_site, 0, 48 * 32) and not p2p.needs_probs(self_site, 0, 96 * 64)
-    assert not p2p.needs_probs(self_site, 8, 24 * 16)  # past self_steps
-    assert p2p.needs_probs(cross_site, 0, 96 * 64) and not p2p.needs_probs(cross_site, 16, 96 * 64)
+    assert p2p.changes(self_site, 0, 24 * 16) and p2p.changes(self_site, 0, 12 * 8)
+    assert not p2p.changes(self_site, 0, 48 * 32) and not p2p.changes(self_site, 0, 96 * 64)
+    assert not p2p.changes(self_site, 8, 24 * 16)  # past self_steps
+    assert p2p.changes(cross_site, 0, 96 * 64) and not p2p.changes(cross_site, 16, 96 * 64)
+    assert not any(p2p.needs_probs(site, 0, q) for site in (self_site, cross_site) for q in (24 * 16, 96 * 64))
 
-    class Spy(Controller):
-        def __init__(self):
-            self.seen = []
-
-        def needs_probs(self, site, step, queries):
-            self.seen.append((site.cross, queries))
-            return False
-
-    spy = Spy()
-    edit = Edit(source=SOURCE, target=SOURCE.replace("red", "blue"), self_steps=1.0)
-    tok = tokenizer()
-    chain = Chain(PromptToPrompt(tok, edit, 1), spy)
-    explicit = []
-    original = chain.probs
-
-    def probs(call, p):
-        explicit.append((call.site.cross, p.shape[2]))
-        return original(call, p)
-
-    chain.probs = probs
     req = Txt2ImgRequest(prompt=SOURCE, **{**P2P_REQ, "width": 64, "height": 96})
-    sharp.txt2img(edit_request(req, edit), RunControl(attention=chain))
-    coarse = 3 * 2  # a 12x8 latent's quarter
-    assert 12 * 8 in {q for cross, q in spy.seen if not cross}  # the full-size self-attention layers were asked ...
-    assert all(q <= coarse for cross, q in explicit if not cross)  # ... and kept the fused path
-    assert any(not cross for cross, _q in explicit)  # the coarse ones were injected
+    for blend in ([], ["sweater"]):
+        edit = Edit(source=SOURCE, target=SOURCE.replace("red", "blue"), self_steps=1.0, blend_words=blend)
+        chain = Chain(PromptToPrompt(tokenizer(), edit, 1))
+        read, mixed = [], []
+        original_probs, original_mixes = chain.probs, chain.mixes
+
+        def probs(call, p, read=read, original=original_probs):
+            read.append((call.site.cross, p.shape[2]))
+            return original(call, p)
+
+        def mixes(call, like, mixed=mixed, original=original_mixes):
+            out = original(call, like)
+            mixed.extend((call.site.cross, call.hw[0] * call.hw[1], len(m.terms)) for m in out)
+            return out
+
+        chain.probs, chain.mixes = probs, mixes
+        sharp.txt2img(edit_request(req, edit), RunControl(attention=chain))
+        coarse = 3 * 2  # a 12x8 latent's quarter
+        assert {q for cross, q, _t in mixed if cross} == {96, 24, 6}  # every cross-attention layer
+        assert {q for cross, q, _t in mixed if not cross} == {6}  # self-attention: the coarse layers alone
+        assert read == ([(True, coarse)] * len(read) if blend else [])
+        # the tiny model's one quarter-resolution cross-attention layer (its mid block), read at every step
+        assert len(read) == (P2P_REQ["steps"] if blend else 0)
 
 
 def test_hires_fix_maps_belong_to_the_pass_asked_for(host):
@@ -315,7 +338,7 @@ def test_hires_fix_maps_belong_to_the_pass_asked_for(host):
         assert second.maps[word].shape == (192, 192) and corr(second.maps[word], first.maps[word]) < 0.999
     rec = DaamRecorder(sampling_pass=1)
     host.txt2img(hires, RunControl(attention=rec))
-    assert rec.latent_hw == (24, 24) and max(r.shape[-1] for r in rec.raw.values()) == 24
+    assert rec.latent_hw == (24, 24) and max(w for _h, w in rec.grids.values()) == 24
     with pytest.raises(HostError, match="no hires fix pass"):
         explain(host, base, words, hires_pass=True)
 

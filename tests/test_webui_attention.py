@@ -7,7 +7,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from lib_profile.attention.control import Controller
+from lib_profile.attention.control import Controller, Mix
 from lib_profile.hosts import webui_attention as wa
 
 
@@ -59,6 +59,8 @@ def callbacks():
 
 
 class Recorder(Controller):
+    """Reads cross-attention from step 1 on."""
+
     def __init__(self):
         self.calls, self.began, self.ended = [], None, False
 
@@ -70,19 +72,43 @@ class Recorder(Controller):
 
     def probs(self, call, probs):
         self.calls.append((call.site.name, call.step, call.hw, call.cond_rows, call.uncond_rows, tuple(probs.shape)))
-        return probs
 
     def end(self):
         self.ended = True
 
 
-def test_patched_modules_record_only_what_is_asked_and_match_the_optimised_path():
+class Mixer(Controller):
+    """Changes cross-attention: the second image's prompt row attends with the first's probabilities."""
+
+    def __init__(self, images=2):
+        self.images, self.calls = images, []
+
+    def changes(self, site, step, queries):
+        return site.cross
+
+    def mixes(self, call, like):
+        self.calls.append((call.step, call.cond_rows, call.uncond_rows, call.keys))
+        return [Mix(call.cond_rows[1], [(call.cond_rows[0], None)])] if len(call.cond_rows) == 2 else []
+
+
+def attention(module, x, ctx, rows_qk=None):
+    """Reference: the module's attention per row, optionally with another row's queries and keys."""
+    b, inner = x.shape[0], module.to_q.out_features
+    q, k, v = (t.reshape(b, -1, module.heads, inner // module.heads).transpose(1, 2)
+               for t in (module.to_q(x), module.to_k(ctx), module.to_v(ctx)))
+    if rows_qk:
+        q, k = q[rows_qk], k[rows_qk]
+    probs = (q @ k.transpose(-1, -2) * module.scale).softmax(-1)
+    return module.to_out((probs @ v).transpose(1, 2).reshape(b, x.shape[1], inner)), probs
+
+
+def test_patched_modules_read_only_what_is_asked_beside_the_optimised_path():
     model, cb, rec = unet(), callbacks(), Recorder()
     attn1 = model.input_blocks[1].transformer_blocks[0].attn1
     attn2 = model.input_blocks[1].transformer_blocks[0].attn2
-    x, ctx = torch.randn(2, 16, 8), torch.randn(2, 5, 6)  # batch: [cond, uncond]; a 4x4 latent
+    x, ctx = torch.randn(4, 16, 8), torch.randn(4, 5, 6)  # two images: [cond, cond, uncond, uncond]; a 4x4 latent
     reference = attn2(x, context=ctx)
-    with wa.controlled(model, rec, (4, 4), 1, cb) as scripts:
+    with wa.controlled(model, rec, (4, 4), 2, cb) as scripts:
         assert scripts == []
         for step in range(3):
             for fn in cb.registry["cfg_denoiser"]:
@@ -90,13 +116,48 @@ def test_patched_modules_record_only_what_is_asked_and_match_the_optimised_path(
             CrossAttention.calls = 0
             attn1(x)
             out = attn2(x, context=ctx)
-            assert CrossAttention.calls == (1 if step >= 1 else 2)  # the explicit path skips the class forward
-            assert torch.allclose(out, reference, atol=1e-5)
+            assert CrossAttention.calls == 2  # the class's (optimised) forward made both outputs ...
+            assert torch.equal(out, reference)  # ... unchanged
     assert rec.began == (3, (4, 4)) and rec.ended
-    assert rec.calls == [("input_blocks.1.transformer_blocks.0.attn2", s, (4, 4), [0], [1], (2, 2, 16, 5))
-                         for s in (1, 2)]
+    assert rec.calls == [("input_blocks.1.transformer_blocks.0.attn2", s, (4, 4), [0, 1], [], (2, 2, 16, 5))
+                         for s in (1, 2)]  # the prompt rows alone
     assert "forward" not in attn1.__dict__ and "forward" not in attn2.__dict__
     assert cb.registry == {"cfg_denoiser": [], "cfg_after_cfg": []}
+
+
+def test_a_reading_controller_gets_the_attention_that_made_the_output():
+    model, cb = unet(), callbacks()
+    attn2 = model.input_blocks[1].transformer_blocks[0].attn2
+    x, ctx = torch.randn(4, 16, 8), torch.randn(4, 5, 6)
+    seen = []
+
+    class Keep(Recorder):
+        def probs(self, call, probs):
+            seen.append(probs.clone())
+
+    with wa.controlled(model, Keep(), (4, 4), 2, cb):
+        for fn in cb.registry["cfg_denoiser"]:
+            fn(types.SimpleNamespace(sampling_step=1, total_sampling_steps=3))
+        attn2(x, context=ctx)
+    _out, probs = attention(attn2, x, ctx)
+    assert torch.allclose(seen[0], probs[:2], atol=1e-6)
+
+
+def test_a_changing_controller_mixes_rows_on_the_fused_path():
+    model, cb, mixer = unet(), callbacks(), Mixer()
+    attn2 = model.input_blocks[1].transformer_blocks[0].attn2
+    x, ctx = torch.randn(4, 16, 8), torch.randn(4, 5, 6)
+    plain, _p = attention(attn2, x, ctx)
+    mixed, _p = attention(attn2, x, ctx, rows_qk=[0, 0, 2, 3])  # row 1 attends with row 0's probabilities
+    with wa.controlled(model, mixer, (4, 4), 2, cb):
+        for fn in cb.registry["cfg_denoiser"]:
+            fn(types.SimpleNamespace(sampling_step=0, total_sampling_steps=3))
+        CrossAttention.calls = 0
+        out = attn2(x, context=ctx)
+        assert CrossAttention.calls == 0
+    assert mixer.calls == [(0, [0, 1], [2, 3], 5)]
+    assert torch.allclose(out, mixed, atol=1e-5) and not torch.allclose(out[1], plain[1], atol=1e-3)
+    assert torch.allclose(out[[0, 2, 3]], plain[[0, 2, 3]], atol=1e-5)
 
 
 def test_patches_go_away_after_an_error():
@@ -177,11 +238,27 @@ def test_forge_script_patches_a_clone_and_the_patch_computes_attention():
         out = patched.patches[("attn2", "input", 4, 0)](q, k, v, {"n_heads": 2, "cond_or_uncond": [1, 0]})
         qh, kh, vh = (x.reshape(2, -1, 2, 4).transpose(1, 2) for x in (q, k, v))
         expected = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(2, 16, 8)
-        assert torch.allclose(out, expected, atol=1e-5)
+        assert torch.equal(out, expected)  # read beside the fused path, which stays
     (name, step, hw, cond, uncond, shape) = rec.calls[0]
-    assert (step, hw, cond, uncond, shape) == (1, (4, 4), [1], [0], (2, 2, 16, 5))
+    assert (step, hw, cond, uncond, shape) == (1, (4, 4), [0], [], (1, 2, 16, 5))  # row 1 (the prompt's) alone
     assert rec.began == (4, (4, 4)) and rec.ended
     assert cb.registry == {"cfg_denoiser": [], "cfg_after_cfg": []}
+
+
+def test_forge_patch_mixes_the_prompt_rows_forge_names():
+    from lib_profile.attention.control import Site
+    from lib_profile.hosts.forge_attention import make_patch
+
+    mixer = Mixer()
+    state = wa.StepState(mixer, (4, 4), images=2)
+    patch = make_patch(Site(0, "input_blocks.4.1.transformer_blocks.0.attn2", "down", True, 2), state)
+    q, k, v = torch.randn(4, 16, 8), torch.randn(4, 5, 8), torch.randn(4, 5, 8)
+    out = patch(q, k, v, {"n_heads": 2, "cond_or_uncond": [1, 0]})  # [uncond, uncond, cond, cond]
+    qh, kh, vh = (x.reshape(4, -1, 2, 4).transpose(1, 2) for x in (q, k, v))
+    idx = [0, 1, 2, 2]  # the edit row (3) attends with the source row's (2) queries and keys, its own values
+    expected = F.scaled_dot_product_attention(qh[idx], kh[idx], vh).transpose(1, 2).reshape(4, 16, 8)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert mixer.calls == [(0, [2, 3], [0, 1], 5)]
 
 
 class TinyUNet(torch.nn.Module):
@@ -200,17 +277,20 @@ class TinyUNet(torch.nn.Module):
 
 
 def test_separate_cond_and_uncond_calls_are_told_apart():
+    from lib_profile.attention.control import Chain
+
     """A1111 runs prompt and negative prompt apart when their lengths differ: conds first, then unconds."""
-    model, cb, rec = TinyUNet(), callbacks(), Recorder()
+    model, cb, rec, mixer = TinyUNet(), callbacks(), Recorder(), Mixer()
     x = torch.randn(1, 16, 8)
-    with wa.controlled(model, rec, (4, 4), 1, cb):
+    with wa.controlled(model, Chain(rec, mixer), (4, 4), 1, cb):
         for step in range(3):
             for fn in cb.registry["cfg_denoiser"]:
                 fn(types.SimpleNamespace(sampling_step=step, total_sampling_steps=3))
             model(x, torch.randn(1, 154, 6))  # the prompt: two chunks
             model(x, torch.randn(1, 77, 6))  # the negative prompt: one chunk
-    rows = [(step, cond, uncond, shape[-1]) for _n, step, _hw, cond, uncond, shape in rec.calls]
-    assert rows == [(1, [0], [], 154), (1, [], [0], 77), (2, [0], [], 154), (2, [], [0], 77)]
+    assert mixer.calls == [(s, [0], [], 154) if prompt else (s, [], [0], 77) for s in range(3) for prompt in (1, 0)]
+    read = [(step, cond, uncond, shape[-1]) for _n, step, _hw, cond, uncond, shape in rec.calls]
+    assert read == [(1, [0], [], 154), (2, [0], [], 154)]  # the negative prompt's calls have nothing to read
     assert not model._forward_pre_hooks
 
 
@@ -240,6 +320,6 @@ def test_a_hires_fix_pass_begins_the_controller_again_at_its_own_size():
                     fn(types.SimpleNamespace(sampling_step=step, total_sampling_steps=steps, x=torch.zeros(2, 4, *hw)))
                 attn2(torch.randn(2, hw[0] * hw[1], 8), context=torch.randn(2, 5, 6))
     assert passes.log == [("begin", 3, (4, 4)), ("end",), ("begin", 2, (8, 8)), ("end",)]
-    assert [tuple(r.shape) for r in first.raw.values()] == [(2, 5, 4, 4)]
-    assert [tuple(r.shape) for r in hires.raw.values()] == [(2, 5, 8, 8)]
+    assert [tuple(r.shape) for r in first.raw.values()] == [(2, 16, 5)] and list(first.grids.values()) == [(4, 4)]
+    assert [tuple(r.shape) for r in hires.raw.values()] == [(2, 64, 5)] and list(hires.grids.values()) == [(8, 8)]
     assert first.maps().shape[-2:] == (4, 4) and hires.maps().shape[-2:] == (8, 8)

@@ -1,16 +1,27 @@
 """The host-neutral attention controller.
 
-A host that supports attention control calls, for every UNet attention module on every sampling step,
-``controller.needs_probs(site, step, queries)``; only when that is true does the module leave the fast fused
-(SDPA) path: it computes the attention probabilities explicitly, hands them to
-``controller.probs(call, probs)`` (which may record them or return changed ones) and uses what comes
-back. Probabilities are ``(batch, heads, queries, keys)``; ``call.cond_rows`` / ``call.uncond_rows`` say
-which batch rows belong to the prompt and which to the negative prompt (hosts order them differently).
+A host that supports attention control computes every UNet attention module's output on its fast fused
+(SDPA) path, and asks the controller two things about each module at each sampling step:
+
+* ``needs_probs(site, step, queries)``: the controller wants to *read* the attention probabilities (DAAM, the
+  local blend of Prompt-to-Prompt). The host computes them beside the fused output, for the prompt rows alone,
+  and hands them to ``probs(call, probs)``: ``(rows, heads, queries, keys)``, ``call.cond_rows`` numbering
+  those rows. Readers see the probabilities before any change.
+* ``changes(site, step, queries)``: the controller *changes* the attention of some rows. It says how in
+  ``mixes(call, like)``: each changed row attends with other rows' probabilities times key-space matrices,
+  ``P_row' = sum_j P_{src_j} @ B_j``. That is linear, so the host computes it on the fused path too, as
+  ``sum_j SDPA(q_{src_j}, k_{src_j}, B_j @ v_row)`` - Prompt-to-Prompt's replacement, refinement and
+  re-weighting never materialise a probability tensor. Here ``call.cond_rows`` / ``call.uncond_rows`` are rows
+  of the whole batch (hosts order the prompt and the negative prompt differently).
+
+Everything else keeps the fused output untouched, so a generation that is only read is bit for bit a plain one.
+``read_probs`` and ``mixed_attention`` are that shared logic; the hosts only lay out q, k and v.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 
@@ -33,6 +44,16 @@ class Call:
     hw: tuple[int, int]  # the queries' spatial grid (h, w); h * w == probs.shape[2]
     cond_rows: list[int] = field(default_factory=list)
     uncond_rows: list[int] = field(default_factory=list)
+    keys: int = 0  # the conditioning's token count (77 per prompt chunk) for cross-attention
+
+
+@dataclass
+class Mix:
+    """Row ``row`` of the batch attends with ``sum(probs[src] @ B for src, B in terms)``. ``B``: a (keys, keys)
+    matrix, a (keys,) vector (a diagonal matrix), or None (the identity); on the attention's device and dtype."""
+
+    row: int
+    terms: list = field(default_factory=list)  # [(src row, B), ...]
 
 
 class Controller:
@@ -42,11 +63,19 @@ class Controller:
         """A sampling pass of ``steps`` steps on a ``latent_hw`` latent starts."""
 
     def needs_probs(self, site: Site, step: int, queries: int) -> bool:
-        """Whether this module, at this step, with ``queries`` query positions, needs explicit probabilities."""
+        """Whether this module, at this step, with ``queries`` query positions, has probabilities to read."""
         return False
 
-    def probs(self, call: Call, probs):
-        return probs
+    def probs(self, call: Call, probs) -> None:
+        """Read the prompt rows' probabilities (``(rows, heads, queries, keys)``)."""
+
+    def changes(self, site: Site, step: int, queries: int) -> bool:
+        """Whether this module's attention changes at this step (then ``mixes`` says how)."""
+        return False
+
+    def mixes(self, call: Call, like) -> list[Mix]:
+        """The rows whose attention changes, and how; ``like``: a tensor on the attention's device and dtype."""
+        return []
 
     def step_end(self, step: int, latents):
         """After each sampling step: may return changed latents (Prompt-to-Prompt's local blend)."""
@@ -56,6 +85,7 @@ class Controller:
         """The pass ended (also after an error or an interrupt)."""
 
 
+@functools.lru_cache(maxsize=256)
 def query_grid(latent_hw: tuple[int, int], n_queries: int) -> tuple[int, int]:
     """The (h, w) grid of a layer's queries, from the latent size and the query count."""
     lh, lw = latent_hw
@@ -90,10 +120,20 @@ class Chain(Controller):
         return any(c.needs_probs(site, step, queries) for c in self.controllers)
 
     def probs(self, call, probs):
+        queries = call.hw[0] * call.hw[1]
         for c in self.controllers:
-            if c.needs_probs(call.site, call.step, call.hw[0] * call.hw[1]):
-                probs = c.probs(call, probs)
-        return probs
+            if c.needs_probs(call.site, call.step, queries):
+                c.probs(call, probs)
+
+    def changes(self, site, step, queries):
+        return any(c.changes(site, step, queries) for c in self.controllers)
+
+    def mixes(self, call, like):
+        queries = call.hw[0] * call.hw[1]
+        out = [m for c in self.controllers if c.changes(call.site, call.step, queries) for m in c.mixes(call, like)]
+        if len({m.row for m in out}) != len(out):
+            raise ValueError("two controllers change the same row's attention")
+        return out
 
     def step_end(self, step, latents):
         for c in self.controllers:
@@ -103,6 +143,50 @@ class Chain(Controller):
     def end(self):
         for c in self.controllers:
             c.end()
+
+
+def attention_probs(q, k, scale: float, upcast: bool = False):
+    """softmax(q k^T * scale) for q, k of (batch, heads, tokens, d); in float32 when ``upcast``."""
+    if upcast:
+        q, k = q.float(), k.float()
+    return (q @ k.transpose(-1, -2) * scale).softmax(dim=-1)
+
+
+def batch_rows(t, rows: list[int]):
+    """``t``'s rows on the batch axis (a view when they are consecutive, as every host's are)."""
+    first = rows[0]
+    if rows == list(range(first, first + len(rows))):
+        return t[first:first + len(rows)]
+    return t[rows]
+
+
+def read_probs(controller: Controller, call: Call, q, k, scale: float, upcast: bool = False) -> None:
+    """Hand ``controller`` the prompt rows' probabilities to read (the module's output comes from its fused path).
+    ``q``, ``k``: (batch, heads, tokens, d), or a callable giving them for the given rows (so a host projects only
+    those rows)."""
+    if not call.cond_rows:  # a negative-prompt-only call: nothing to read
+        return
+    if callable(q):
+        q, k = q(call.cond_rows)
+    else:
+        q, k = batch_rows(q, call.cond_rows), batch_rows(k, call.cond_rows)
+    rows = list(range(len(call.cond_rows)))
+    controller.probs(replace(call, cond_rows=rows, uncond_rows=[]), attention_probs(q, k, scale, upcast))
+
+
+def mixed_attention(controller: Controller, call: Call, q, k, v, out, scale: Optional[float] = None):
+    """``out`` (the fused output, (batch, heads, queries, d)) with the rows the controller changes recomputed,
+    each as ``sum_j SDPA(q[src_j], k[src_j], B_j @ v[row])``: fused too, no probabilities materialised."""
+    import torch.nn.functional as F
+
+    for mix in controller.mixes(call, v):
+        value, total = v[mix.row], None
+        for src, b in mix.terms:
+            moved = value if b is None else b[:, None] * value if b.ndim == 1 else b @ value
+            part = F.scaled_dot_product_attention(q[src:src + 1], k[src:src + 1], moved[None], scale=scale)
+            total = part if total is None else total + part
+        out[mix.row] = total[0]
+    return out
 
 
 def optional(controller: Optional[Controller]) -> Controller:

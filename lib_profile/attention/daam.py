@@ -110,11 +110,13 @@ class DaamRecorder(Controller):
         self.positions = sorted(set(positions)) if positions is not None else None
         self.layers, self.step_range, self.places, self.image = layers, steps, places, image
         self.sampling_pass = sampling_pass
-        self.raw: dict[int, object] = {}  # cross-layer number -> (heads, tokens, h, w), summed over steps
+        self.raw: dict[int, object] = {}  # cross-layer number -> (heads, queries, tokens), summed over steps
+        self.grids: dict[int, tuple[int, int]] = {}  # cross-layer number -> its (h, w) query grid
         self.latent_hw = (0, 0)
         self._pass = -1
         self._cross_index: dict[int, int] = {}
         self._on_device = OnDevice()
+        self._maps = None
 
     def begin(self, steps, latent_hw):
         self._pass += 1
@@ -138,16 +140,18 @@ class DaamRecorder(Controller):
         import torch
 
         if not call.cond_rows:  # a negative-prompt-only call
-            return probs
+            return
         p = probs[call.cond_rows[self.image]]  # (heads, queries, keys)
         if self.positions is not None:
             p = p.index_select(2, self._on_device.get("positions", self.positions, p))
-        h, w = call.hw
-        maps = p.detach().float().permute(0, 2, 1).reshape(p.shape[0], p.shape[2], h, w)
         layer = self._layer(call.site)
-        with torch.no_grad():
-            self.raw[layer] = maps if layer not in self.raw else self.raw[layer] + maps
-        return probs
+        with torch.no_grad():  # summed as it comes (one in-place add a call); laid out as maps only at the end
+            if layer in self.raw:
+                self.raw[layer].add_(p)
+            else:
+                self.raw[layer] = p.to(torch.float32, copy=True)
+                self.grids[layer] = call.hw
+        self._maps = None
 
     def maps(self):
         """(tokens, latent h, latent w): the mean over layers and heads of the upsampled, clipped maps."""
@@ -157,12 +161,16 @@ class DaamRecorder(Controller):
             if self._pass < self.sampling_pass:
                 raise HostError("The generation made no hires fix pass to explain (turn hires fix on)")
             raise HostError("No attention was recorded (the pass made no sampling step?)")
-        total, count = None, 0
-        for raw in self.raw.values():
-            up = F.interpolate(raw, size=self.latent_hw, mode="bicubic").clamp_(min=0)
-            total = up.sum(0) if total is None else total + up.sum(0)
-            count += raw.shape[0]
-        return total / count
+        if self._maps is None:
+            total, count = None, 0
+            for layer, raw in self.raw.items():
+                heads, _queries, tokens = raw.shape
+                layer_maps = raw.permute(0, 2, 1).reshape(heads, tokens, *self.grids[layer])
+                up = F.interpolate(layer_maps, size=self.latent_hw, mode="bicubic").clamp_(min=0)
+                total = up.sum(0) if total is None else total + up.sum(0)
+                count += heads
+            self._maps = total / count
+        return self._maps
 
     def word_map(self, positions: list[int], size: tuple[int, int]) -> np.ndarray:
         """A word's map at ``size`` (w, h), 0..1, from its token positions."""

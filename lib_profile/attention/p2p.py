@@ -4,7 +4,8 @@ Source and edit are made in one batch from the same initial noise (two images, o
 sampling, the edit's cross-attention is replaced by the source's, mapped onto the edit's tokens, for
 the first ``cross_steps`` fraction of steps (tau), and its self-attention by the source's for the first
 ``self_steps`` fraction, at the coarse layers (a quarter of the latent's size or less: 16x16 at 512 px, as in
-the paper's code; the fine layers keep the fused path). Modes:
+the paper's code). Each replacement is linear in the probabilities, so it runs on the fused attention path
+(``control.Mix``): no probability tensor is materialised. Modes:
 
 * ``swap``: word swap (the prompts have the same words but for the swapped ones); a swapped word's
   tokens take the mean of the source word's token maps.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from lib_profile.attention.control import Call, Controller, OnDevice, Site
+from lib_profile.attention.control import Call, Controller, Mix, OnDevice, Site
 from lib_profile.attention.daam import TokenMap
 from lib_profile.hosts.base import HostError
 
@@ -147,6 +148,13 @@ class PromptToPrompt(Controller):
             for p in dst_tokens.positions(self.tokenizer, word):
                 if p < length:
                     self.equalizer[p] = float(c)
+        # the edit's cross-attention as terms (row, B): P_edit' = sum P_row @ B (see ``mixes``)
+        taken = self.equalizer * self.alphas  # per edit token: how much of the source's (mapped) map it takes
+        source = (None if bool((taken == 1).all()) else taken) if self.identity_map else self.mapper * taken[None, :]
+        self.cross_terms = [("source", source)]
+        own = self.equalizer * (1 - self.alphas)  # new words of a refinement keep their own map
+        if bool(own.any()):
+            self.cross_terms.append(("edit", own))
 
     def begin(self, steps, latent_hw):
         self.steps = max(1, steps)
@@ -160,44 +168,43 @@ class PromptToPrompt(Controller):
         return step < round(self.edit.self_steps * self.steps)
 
     def needs_probs(self, site: Site, step: int, queries: int) -> bool:
+        """The local blend reads the blend words' maps at the quarter-resolution cross-attention layers."""
+        return bool(self.blend_positions) and site.cross and queries == self._coarse_queries()
+
+    def changes(self, site: Site, step: int, queries: int) -> bool:
         if site.cross:
-            return self._cross_on(step) or bool(self.blend_positions)
+            return self._cross_on(step)
         return self._self_on(step) and queries <= self._coarse_queries()
 
-    def probs(self, call: Call, probs):
-        import torch
+    def probs(self, call: Call, probs) -> None:
+        pair = self._pair(call)
+        if pair is not None:
+            self._record_blend(call, probs, *pair)
 
-        rows = call.cond_rows
-        if not rows:  # a negative-prompt-only call: P2P edits the prompt half only
-            return probs
-        if len(rows) != 2:
-            raise HostError("Prompt-to-Prompt runs on a batch of two images (source and edit)")
-        src, dst = rows
-        step = call.step
+    def mixes(self, call: Call, like) -> list[Mix]:
+        """The edit row attends with the source's probabilities: as they are in self-attention; mapped onto its own
+        tokens (and re-weighted) in cross-attention - ``P_edit' = P_source @ (mapper * weights)``, and for a
+        refinement ``+ P_edit @ diag((1 - alphas) * weights)`` for the new words."""
+        pair = self._pair(call)
+        if pair is None:
+            return []
+        src, dst = pair
         if not call.site.cross:
-            if self._self_on(step) and probs.shape[2] <= self._coarse_queries():
-                probs = probs.clone()
-                probs[dst] = probs[src]
-            return probs
-        if self.blend_positions and probs.shape[2] == self._coarse_queries():
-            self._record_blend(call, probs, src, dst)
-        if not self._cross_on(step):
-            return probs
-        if probs.shape[-1] != self.length:  # the host padded the conditioning to another chunk count
-            self._build(probs.shape[-1])
-        base = probs[src]
-        mapper = self._on_device.get("mapper", self.mapper, base)
-        if self.edit.mode == "refine":
-            moved = torch.matmul(base, mapper)
-            alphas = self._on_device.get("alphas", self.alphas, base)
-            new = moved * alphas + probs[dst] * (1 - alphas)
-        else:
-            new = base if self.identity_map else torch.matmul(base, mapper)
-        if self.edit.weights:
-            new = new * self._on_device.get("equalizer", self.equalizer, base)
-        probs = probs.clone()
-        probs[dst] = new
-        return probs
+            return [Mix(dst, [(src, None)])]
+        if call.keys and call.keys != self.length:  # the host padded the conditioning to another chunk count
+            self._build(call.keys)
+        rows = {"source": src, "edit": dst}
+        return [Mix(dst, [(rows[who], None if b is None else self._on_device.get(who, b, like))
+                          for who, b in self.cross_terms])]
+
+    @staticmethod
+    def _pair(call: Call):
+        """(source row, edit row) of the prompt half; None for a negative-prompt-only call (P2P leaves those)."""
+        if not call.cond_rows:
+            return None
+        if len(call.cond_rows) != 2:
+            raise HostError("Prompt-to-Prompt runs on a batch of two images (source and edit)")
+        return call.cond_rows[0], call.cond_rows[1]
 
     def _coarse_queries(self) -> int:
         """Queries of the quarter-resolution layers (16x16 at 512 px): P2P's self-attention injection works on

@@ -2,7 +2,7 @@
 
 Installed for one call and removed afterwards (the UNet's previous processors come back, so a plain
 generation after an explained or edited one is bit for bit the same as before). Modules the controller
-does not ask for keep using PyTorch's fused ``scaled_dot_product_attention``.
+reads beside PyTorch's fused ``scaled_dot_product_attention``, and changes (Prompt-to-Prompt) through it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
+from lib_profile.attention.control import (Call, Controller, Site, mixed_attention, place_of, query_grid,
+                                           read_probs)
 
 
 class _State:
@@ -35,7 +36,6 @@ class ControlledAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
                  **kwargs):
-        import torch
         import torch.nn.functional as F
 
         state = self.state
@@ -49,15 +49,16 @@ class ControlledAttnProcessor:
         v = attn.to_v(context)
         d = q.shape[-1] // heads
         q, k, v = (t.view(batch, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-        if state.controller.needs_probs(self.site, state.step, n):
-            scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale
-            probs = scores.softmax(dim=-1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False)
+        controller, step = state.controller, state.step
+        read, change = controller.needs_probs(self.site, step, n), controller.changes(self.site, step, n)
+        if read or change:
             cond, uncond = state.rows(batch)
-            call = Call(self.site, state.step, state.steps, query_grid(state.latent_hw, n), cond, uncond)
-            probs = state.controller.probs(call, probs)
-            out = torch.matmul(probs.to(v.dtype), v)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False)
+            call = Call(self.site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, k.shape[2])
+            if read:
+                read_probs(controller, call, q, k, attn.scale)
+            if change:
+                out = mixed_attention(controller, call, q, k, v, out, attn.scale)
         out = out.transpose(1, 2).reshape(batch, -1, heads * d).to(q.dtype)
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)

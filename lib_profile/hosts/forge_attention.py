@@ -3,8 +3,8 @@
 Forge rebuilds ``p.sd_model.forge_objects`` before every sampling pass, so patches are applied in a
 ``process_before_every_sampling`` hook (webui-host.md fact 9): our own always-on script object, put into
 the filtered runner for this one call. Each transformer block's attn1/attn2 gets a replace patch
-``patch(q, k, v, extra_options)`` (projected q, k, v; ``extra_options["n_heads"]``, ``cond_or_uncond``);
-layers the controller does not ask for use the fused path. The sampling step comes from
+``patch(q, k, v, extra_options)`` (projected q, k, v; ``extra_options["n_heads"]``, ``cond_or_uncond``)
+that computes the fused output and lets the controller read and change it. The sampling step comes from
 ``on_cfg_denoiser``, which Forge calls too.
 """
 
@@ -14,7 +14,8 @@ import contextlib
 import re
 from typing import Iterator, Optional
 
-from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
+from lib_profile.attention.control import (Call, Controller, Site, mixed_attention, place_of, query_grid,
+                                           read_probs)
 from lib_profile.hosts.webui_attention import StepState, step_hooks
 
 _BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)(?:\.\d+)?\.transformer_blocks\.(\d+)\.attn([12])$")
@@ -46,14 +47,16 @@ def make_patch(site: Site, state: StepState):
         batch, n, inner = q.shape
         d = inner // heads
         qh, kh, vh = (t.reshape(t.shape[0], -1, heads, d).transpose(1, 2) for t in (q, k, v))
-        if not state.controller.needs_probs(site, state.step, q.shape[1]):
-            out = F.scaled_dot_product_attention(qh, kh, vh)
-        else:
-            probs = (qh.float() @ kh.float().transpose(-1, -2) * d ** -0.5).softmax(dim=-1)
+        out = F.scaled_dot_product_attention(qh, kh, vh)
+        controller, step = state.controller, state.step
+        read, change = controller.needs_probs(site, step, n), controller.changes(site, step, n)
+        if read or change:
             cond, uncond = _rows(extra_options, batch)
-            probs = state.controller.probs(Call(site, state.step, state.steps, query_grid(state.latent_hw, n),
-                                                cond, uncond), probs)
-            out = probs.to(vh.dtype) @ vh
+            call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, kh.shape[2])
+            if read:
+                read_probs(controller, call, qh, kh, d ** -0.5, upcast=True)
+            if change:
+                out = mixed_attention(controller, call, qh, kh, vh, out)
         return out.transpose(1, 2).reshape(batch, n, inner)
 
     return patch

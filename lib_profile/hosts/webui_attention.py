@@ -2,10 +2,12 @@
 
 A1111 replaces ``CrossAttention.forward`` at class level with its chosen optimisation (sdp, xformers,
 Doggettx...) and re-applies it on model load (webui-host.md 6.2 and fact 9). We never touch the class:
-for one job each module instance gets its own ``forward``, which calls the class's (optimised) one
-unless the controller asks for that layer and step; then it computes the attention probabilities
-explicitly. The instance attributes are deleted afterwards, so nothing is left behind. The sampling
-step comes from the WebUI's ``on_cfg_denoiser`` callback; A1111 batches conds first, then unconds.
+for one job each module instance gets its own ``forward``, which calls the class's (optimised) one unless the
+controller changes that layer's attention at that step (then the module computes q, k, v itself and the change
+on PyTorch's fused attention); where the controller only reads, the class's output stays and the probabilities
+are computed for the prompt rows beside it. The instance attributes are deleted afterwards, so nothing is left
+behind. The sampling step comes from the WebUI's ``on_cfg_denoiser`` callback; A1111 batches conds first, then
+unconds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import contextlib
 import types
 from typing import Iterator
 
-from lib_profile.attention.control import Call, Controller, Site, place_of, query_grid
+from lib_profile.attention.control import (Call, Controller, Site, batch_rows, mixed_attention, place_of,
+                                           query_grid, read_probs)
 
 
 class StepState:
@@ -57,23 +60,39 @@ def crossattention_modules(diffusion_model) -> list[tuple[str, object]]:
 
 def _controlled_forward(site: Site, state: StepState):
     def forward(self, x, context=None, mask=None, **kwargs):
-        if not state.controller.needs_probs(site, state.step, x.shape[1]):
-            return type(self).forward(self, x, context=context, mask=mask, **kwargs)
+        import torch.nn.functional as F
+
+        controller, n, step = state.controller, x.shape[1], state.step
+        read, change = controller.needs_probs(site, step, n), controller.changes(site, step, n)
+        if not change:  # the WebUI's own (optimised) attention makes the output
+            out = type(self).forward(self, x, context=context, mask=mask, **kwargs)
+            if not read:
+                return out
         ctx = x if context is None else context
-        heads = self.heads
-        q, k, v = self.to_q(x), self.to_k(ctx), self.to_v(ctx)
-        batch, n, inner = q.shape
-        d = inner // heads
-        q, k, v = (t.reshape(batch, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-        scale = getattr(self, "scale", d ** -0.5)
-        probs = (q.float() @ k.float().transpose(-1, -2) * scale).softmax(dim=-1)  # upcast, as opts.upcast_attn
+        heads, batch = self.heads, x.shape[0]
+
+        def split(t):
+            return t.reshape(t.shape[0], -1, heads, t.shape[-1] // heads).transpose(1, 2)
+
         cond, uncond = state.rows(batch)
-        probs = state.controller.probs(Call(site, state.step, state.steps, query_grid(state.latent_hw, n),
-                                            cond, uncond), probs)
-        out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(batch, n, inner)
-        return self.to_out(out)
+        call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, ctx.shape[1])
+        if not change:  # only read: project the prompt rows beside it
+            def projected(rows):
+                return split(self.to_q(batch_rows(x, rows))), split(self.to_k(batch_rows(ctx, rows)))
+
+            read_probs(controller, call, projected, None, _scale(self), upcast=True)  # upcast, as opts.upcast_attn
+            return out
+        q, k, v = split(self.to_q(x)), split(self.to_k(ctx)), split(self.to_v(ctx))
+        if read:
+            read_probs(controller, call, q, k, _scale(self), upcast=True)
+        out = mixed_attention(controller, call, q, k, v, F.scaled_dot_product_attention(q, k, v), _scale(self))
+        return self.to_out(out.transpose(1, 2).reshape(batch, n, -1))
 
     return forward
+
+
+def _scale(module) -> float:
+    return getattr(module, "scale", None) or (module.to_q.out_features // module.heads) ** -0.5
 
 
 @contextlib.contextmanager
