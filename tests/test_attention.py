@@ -133,6 +133,8 @@ def test_cli_explain_writes_overlays_maps_and_masks(tmp_path, tiny_checkpoint):
                  "--width", "64", "--height", "64", "--steps", "3", "--seed", "1", "--threshold", "0.5",
                  "--out", str(out)]) == 0
     assert (out / "image.png").is_file() and (out / "00-cat.png").is_file() and (out / "01-sofa-mask.png").is_file()
+    text = Image.open(out / "image.png").text["parameters"]  # PNG Info makes the same image in txt2img
+    assert text.startswith(PROMPT) and "Seed: 1," in text and "Size: 64x64" in text
     assert main(["explain", "--checkpoint", "tiny", "--prompt", PROMPT, "--word", "dog", "--width", "64",
                  "--height", "64", "--steps", "2", "--out", str(out)]) == 2
 

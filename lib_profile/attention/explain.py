@@ -22,6 +22,7 @@ class Explanation:
     words: list[str]  # every word of the prompt one can ask about
     seed: int
     sampling_pass: str = "first"  # which pass the maps belong to: first, hires (fix), or a plan stage's kind
+    infotext: str = ""  # the generation's infotext, when it was one txt2img call
 
     def mask(self, word: str, threshold: float = 0.4) -> Image.Image:
         return Image.fromarray(((self.maps[word] > threshold) * 255).astype(np.uint8), "L")
@@ -68,14 +69,22 @@ def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[
     result = host.txt2img(req, RunControl(base.on_step, base.should_interrupt, recorder))
     image = result.images[0]
     maps = {w: recorder.word_map(ps, image.size) for w, ps in wanted.items()}
-    return Explanation(image, maps, tokens.words(), result.seeds[0], "hires" if hires_pass else "first")
+    return Explanation(image, maps, tokens.words(), result.seeds[0], "hires" if hires_pass else "first",
+                       result.infotexts[0] if result.infotexts else "")
 
 
 def save(explanation: Explanation, out: str | Path, threshold: Optional[float] = None) -> dict:
-    """``image.png``, ``<word>.png`` overlays (and ``<word>-mask.png`` with a threshold), ``explain.json``."""
+    """``image.png`` (with the generation's infotext: DAAM leaves the image as a plain generation makes it, so
+    PNG Info -> txt2img makes it again), ``<word>.png`` overlays (and ``<word>-mask.png`` with a threshold),
+    ``explain.json``."""
+    from lib_profile.infotext import save_png
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    explanation.image.save(out / "image.png")
+    if explanation.infotext:
+        save_png(explanation.image, out / "image.png", explanation.infotext)
+    else:
+        explanation.image.save(out / "image.png")
     files = {}
     for i, (word, picture) in enumerate(explanation.overlays().items()):
         name = f"{i:02d}-{''.join(c if c.isalnum() else '_' for c in word)[:40]}"
