@@ -7,6 +7,7 @@
 
     .venv/bin/python bench/attention.py                 # tiny model, CPU
     .venv/bin/python bench/attention.py --full-size     # random weights at real SD1.5 shape (meant for a GPU)
+    .venv/bin/python bench/attention.py --layout        # SD1.5's layer layout, narrow: the launch-bound regime on a CPU
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from harness import median_times, model_folder  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-size", action="store_true", help="random SD1.5-shaped weights instead of the tiny model")
+    ap.add_argument("--layout", action="store_true",
+                    help="SD1.5's exact layer layout at narrow widths (per-operation overhead, as on a fast GPU)")
     ap.add_argument("--size", type=int, default=None, help="image side in px (default 128 tiny, 512 full size)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
@@ -39,7 +42,7 @@ def main() -> int:
     from lib_profile.hosts.diffusers_host import DiffusersHost
 
     work = Path(tempfile.mkdtemp(prefix="bench-attention-"))
-    folder = model_folder(work, args.full_size)
+    folder = model_folder(work, args.full_size, layout=args.layout)
     size = args.size or (512 if args.full_size else 128)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     host = DiffusersHost(folder / tiny.CHECKPOINT, device=device, data_dir=work)
@@ -91,7 +94,7 @@ def main() -> int:
     if daam is not None:
         runs["daam package"] = package_daam
     med = median_times(runs, args.repeats, device)
-    shape = "full SD1.5 shape" if args.full_size else "tiny model"
+    shape = "full SD1.5 shape" if args.full_size else "SD1.5 layout, narrow" if args.layout else "tiny model"
     print(f"txt2img {size}x{size}, {args.steps} steps Euler, CFG 7, {shape}, {device}, {args.repeats} repeats, "
           f"{len(words)} words")
     print(f"  plain generation          : {med['plain']:.4f} s")

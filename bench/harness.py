@@ -8,15 +8,23 @@ from pathlib import Path
 from typing import Callable
 
 
-def model_folder(work: Path, full_size: bool, diffusers_copy: bool = False) -> Path:
-    """The tiny model (built once into ``work/cache``), or random weights at real SD1.5 shape."""
+def model_folder(work: Path, full_size: bool, diffusers_copy: bool = False, layout: bool = False) -> Path:
+    """The tiny model (built once into ``work/cache``), random weights at real SD1.5 shape (``full_size``), or
+    (``layout``) SD1.5's exact layer layout - 4 levels, 16 transformer blocks, 8 heads, 2 resnets a level - at
+    narrow widths. The last runs the same operations a step as SD1.5, each one tiny: on a CPU its time is the
+    per-operation dispatch and Python, the regime of a real SD1.5 generation on a fast GPU (which is bound by
+    launches: on an H100 a batch of 2 took 1.05x a batch of 1)."""
     from lib_profile.hosts import tiny
 
-    if not full_size:
+    if not (full_size or layout):
         return tiny.ensure_tiny(work / "cache")
-    folder = work / "full"
+    configs = tiny.full_size_configs()
+    if layout:
+        configs["unet"].update(block_out_channels=[32, 64, 64, 64], cross_attention_dim=32)
+        configs["vae"], configs["text_encoder"] = tiny.tiny_configs()["vae"], tiny.tiny_configs()["text_encoder"]
+    folder = work / ("layout" if layout else "full")
     folder.mkdir(exist_ok=True)
-    tiny.build_into(folder, tiny.full_size_configs(), diffusers_copy=diffusers_copy)
+    tiny.build_into(folder, configs, diffusers_copy=diffusers_copy)
     return folder
 
 
