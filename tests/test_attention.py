@@ -42,6 +42,21 @@ def test_maps_match_the_daam_package(host):
         assert corr(ours.maps[word], reference[word]) >= 0.99, word
 
 
+@pytest.mark.parametrize("width", [64, 512])
+def test_an_overlay_caption_fits_the_picture(width):
+    """The word under its map is sized to fit: on a small picture a long phrase is not cut off at the edge."""
+    from lib_profile.attention.daam import overlay
+
+    heat = np.linspace(0, 1, width * width).reshape(width, width)
+    out = np.asarray(overlay(Image.new("RGB", (width, width), "grey"), heat, "sharp focus, soft light"))
+    band = out[width:]
+    assert out.shape[1] == width and band.shape[0] >= 10
+    assert (band < 128).any()  # the caption is drawn ...
+    assert (band[:, -4:] == 255).all()  # ... and ends before the right edge
+    if width == 512:
+        assert band.shape[0] <= 32  # one line at full size
+
+
 def test_no_patch_is_left_behind(host):
     req = Txt2ImgRequest(prompt=PROMPT, **REQ)
     before = np.asarray(host.txt2img(req).images[0])

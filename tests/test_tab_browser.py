@@ -104,6 +104,12 @@ def test_tab_explain_and_edit_views(served, tmp_path):
             raise AssertionError((browser.eval("document.querySelector('#profile_studio_status').innerText"),
                                   [(j["kind"], j["state"], j["error"]) for j in studio.jobs.list()])) from None
         explained = browser.screenshot(ARTIFACTS / f"tab-explain-{tag}.png")
+        # a later pass: the refine pass's maps, of a phrase its prompt adds
+        browser.eval("document.querySelector('#profile_studio_pass input[value=\"refine\"]').click()")
+        type_into("profile_studio_words", "sharp focus")
+        browser.eval("document.querySelector('#profile_studio_explain').click()")
+        browser.wait("document.querySelectorAll('#profile_studio_maps img').length === 1", timeout=240)
+        refined = browser.screenshot(ARTIFACTS / f"tab-explain-refine-{tag}.png")
         click_tab("5. Edit")
         browser.wait("(document.querySelector('#profile_studio_edit_portrait input') || {}).value.includes('/')",
                      timeout=30)
@@ -113,7 +119,11 @@ def test_tab_explain_and_edit_views(served, tmp_path):
         edited = browser.screenshot(ARTIFACTS / f"tab-edit-{tag}.png")
     finally:
         browser.close()
+    explains = sorted((j for j in studio.jobs.list() if j["kind"] == "explain"), key=lambda j: j["created"])
+    assert [j["state"] for j in explains] == ["done", "done"]
+    assert set(explains[0]["result"]["words"]) == {"sweater", "red"} and explains[0]["result"]["pass"] == "first"
+    assert list(explains[1]["result"]["words"]) == ["sharp focus"] and explains[1]["result"]["pass"] == "refine"
+    assert refined.stat().st_size > 10_000
     jobs = {j["kind"]: j for j in studio.jobs.list()}
-    assert jobs["explain"]["state"] == "done" and set(jobs["explain"]["result"]["words"]) == {"sweater", "red"}
     assert jobs["edit"]["state"] == "done" and "blue sweater" in jobs["edit"]["result"]["prompt"]
     assert explained.stat().st_size > 10_000 and edited.stat().st_size > 10_000

@@ -183,8 +183,35 @@ class DaamRecorder(Controller):
         return m.clamp(0, 1).cpu().numpy()
 
 
+def caption_lines(text: str, width: int, largest: int = 18, smallest: int = 8, most_lines: int = 3):
+    """(font, lines): ``text`` in matplotlib's DejaVu Sans, word-wrapped to ``width`` px, at the largest size that
+    needs the fewest lines (at most ``most_lines``, else the smallest size with as many lines as it takes)."""
+    from pathlib import Path
+
+    import matplotlib
+    from PIL import ImageFont
+
+    path = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
+    best = None
+    for size in range(largest, smallest - 1, -1):
+        font = ImageFont.truetype(path, size)
+        lines: list[str] = []
+        for word in text.split():
+            if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+                lines[-1] = f"{lines[-1]} {word}"
+            else:
+                lines.append(word)
+        fits = all(font.getlength(line) <= width for line in lines)
+        if fits and len(lines) == 1:
+            return font, lines
+        if best is None or (fits, -len(lines)) > best[0]:
+            best = ((fits, -len(lines)), font, lines)
+    _key, font, lines = best
+    return font, lines
+
+
 def overlay(image: Image.Image, heat: np.ndarray, caption: str, alpha: float = 0.5) -> Image.Image:
-    """The heat map (jet-like colours) over the image, the word as a caption below."""
+    """The heat map (jet-like colours) over the image, the word as a caption below (sized to fit)."""
     from PIL import ImageDraw
 
     import matplotlib
@@ -192,7 +219,12 @@ def overlay(image: Image.Image, heat: np.ndarray, caption: str, alpha: float = 0
     colours = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
     base = np.asarray(image.convert("RGB").resize((heat.shape[1], heat.shape[0])), np.float32)
     mixed = (base * (1 - alpha) + colours.astype(np.float32) * alpha).clip(0, 255).astype(np.uint8)
-    out = Image.new("RGB", (heat.shape[1], heat.shape[0] + 28), "white")
+    width, height = heat.shape[1], heat.shape[0]
+    font, lines = caption_lines(caption, width - 12)
+    line_height = font.size + 3
+    out = Image.new("RGB", (width, height + 10 + line_height * len(lines)), "white")
     out.paste(Image.fromarray(mixed), (0, 0))
-    ImageDraw.Draw(out).text((6, heat.shape[0] + 6), caption, fill="black")
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((6, height + 5 + i * line_height), line, fill="black", font=font)
     return out

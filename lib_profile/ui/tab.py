@@ -124,7 +124,7 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                     use_adetailer = gr.Checkbox(False, label="Use the ADetailer extension for faces (WebUI only)")
                     go = gr.Button("Generate", variant="primary", elem_id=f"{CSS_ID}_generate")
             gallery = gr.Gallery(label="Portraits (identity similarity in the caption)", columns=4, height=520,
-                                 elem_id=f"{CSS_ID}_gallery")
+                                 object_fit="contain", elem_id=f"{CSS_ID}_gallery")
             with gr.Row():
                 before = gr.Image(label="Before the face detail pass", type="filepath", interactive=False)
                 after = gr.Image(label="After", type="filepath", interactive=False)
@@ -142,7 +142,7 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                 words = gr.Textbox(label="Words (comma separated)", placeholder="eyes, smile, sweater",
                                    elem_id=f"{CSS_ID}_words")
                 explain_btn = gr.Button("Explain", variant="primary", elem_id=f"{CSS_ID}_explain")
-            maps = gr.Gallery(label="Word maps", columns=4, height=420, elem_id=f"{CSS_ID}_maps")
+            maps = gr.Gallery(label="Word maps", columns=4, height=420, object_fit="contain", elem_id=f"{CSS_ID}_maps")
 
         with gr.Tab("5. Edit"):
             gr.Markdown("Edit a portrait by editing its prompt (Prompt-to-Prompt): the layout and the person "
