@@ -167,9 +167,10 @@ class Studio:
         """Word heat maps of a portrait's first pass (``job`` + ``image``), of a later pass of it (``stage``:
         its index in the plan, a detail or refine stage), or of a new image of ``prompt`` (``hires``: of its
         hires fix pass, with ``settings`` such as ``{"hires_scale": 2}``)."""
-        from lib_profile.attention.daam import TokenMap
+        from lib_profile.attention.daam import TokenMap, check_range
         from lib_profile.attention.explain import check_hires_pass, tokenizer
 
+        layers, steps = check_range("layers", layers), check_range("steps", steps)
         req = self._source_request(slug, job, image, prompt, seed, settings)
         check_hires_pass(req, hires)
         text = req.prompt
@@ -208,8 +209,9 @@ class Studio:
              blend_threshold: float = 0.3, replace: Optional[dict[str, str]] = None, finish: bool = True) -> dict:
         """Edit a portrait's first pass by editing its prompt (Prompt-to-Prompt): source and edit in one batch;
         with ``finish``, a studio portrait's later passes (face detail, refine, upscale, colour) follow on the edit."""
-        from lib_profile.attention.p2p import Edit, token_mapping
+        from lib_profile.attention.p2p import Edit, PromptToPrompt
         from lib_profile.attention.explain import tokenizer
+        from lib_profile.hosts.prompt import chunk_count
 
         req = self._source_request(slug, job, image, prompt, seed, settings)
         if replace:  # words swapped in the source prompt: the easy way to write a target
@@ -224,8 +226,8 @@ class Studio:
         edit = Edit(source=req.prompt, target=target or "", mode=mode, cross_steps=cross_steps,
                     self_steps=self_steps, weights=dict(weights or {}), blend_words=list(blend_words or []),
                     blend_threshold=blend_threshold)
-        edit.validate()
-        token_mapping(tokenizer(), edit, 77 * 8)  # a swap with another word count is refused now, not later
+        tok = tokenizer()  # refused now, not in the job: a swap with another word count, unknown weight or blend words
+        PromptToPrompt(tok, edit, max(chunk_count(tok, p) for p in (edit.source, edit.edited_prompt)))
         params = {"source": self._source_params(job, image, prompt, seed, settings),
                   "edit": {k: getattr(edit, k) for k in ("target", "mode", "cross_steps", "self_steps", "weights",
                                                          "blend_words", "blend_threshold")},

@@ -355,6 +355,15 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
     assert bad.status_code == 400 and "not in the prompt" in bad.json()["detail"]
     bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "words": ["dog"]})
     assert bad.status_code == 400 and "not in the prompt" in bad.json()["detail"]
+    assert "sweater" in bad.json()["detail"] and ", ," not in bad.json()["detail"]  # its words, no punctuation
+    bad = api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "words": ["red"],
+                                     "layers": [5, 2]})
+    assert bad.status_code == 400 and "first <= last" in bad.json()["detail"]
+    source = {"identity": SLUG, "job": gen["id"], "image": image}  # edits refused before a job is made:
+    bad = api.post("/edit", json={**source, "mode": "reweight", "weights": {"dog": 1.5}})  # an unknown word's weight
+    assert bad.status_code == 400 and "'dog' is not in the prompt" in bad.json()["detail"]
+    bad = api.post("/edit", json={**source, "replace": {"red": "blue"}, "blend_words": ["dog"]})  # blend word
+    assert bad.status_code == 400 and "in neither prompt" in bad.json()["detail"]
     bad = api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": image, "target": "a cat"})
     assert bad.status_code == 400 and "number of words" in bad.json()["detail"]
     bad = api.post("/edit", json={"identity": SLUG, "job": gen["id"], "image": "nope.png", "target": "x"})

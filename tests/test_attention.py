@@ -140,6 +140,20 @@ def test_layer_and_step_ranges_restrict_what_is_recorded(host):
     assert corr(full.word_map(positions, (128, 128)), some.word_map(positions, (128, 128))) < 0.9999
 
 
+def test_ranges_past_the_model_or_the_pass_say_so(host):
+    req = Txt2ImgRequest(prompt=PROMPT, **REQ)
+    positions = TokenMap.from_prompt(tokenizer(), PROMPT).positions(tokenizer(), "cat")
+    with pytest.raises(HostError, match="first <= last"):
+        DaamRecorder(positions, layers=(3, 1))
+    past_layers, past_steps = DaamRecorder(positions, layers=(40, 41)), DaamRecorder(positions, steps=(6, 9))
+    host.txt2img(req, RunControl(attention=past_layers))
+    host.txt2img(req, RunControl(attention=past_steps))
+    with pytest.raises(HostError, match=r"past this model's \d+ recorded cross-attention layers"):
+        past_layers.word_map(positions, (32, 32))
+    with pytest.raises(HostError, match=r"past the pass's 6 sampling steps \(0..5\)"):
+        past_steps.word_map(positions, (32, 32))
+
+
 def test_cli_explain_writes_overlays_maps_and_masks(tmp_path, tiny_checkpoint):
     from lib_profile.cli import main
 

@@ -93,8 +93,17 @@ class TokenMap:
             if texts[i:i + len(wanted)] == wanted:
                 found.extend(t.position for t in self.tokens[i:i + len(wanted)])
         if not found:
-            raise HostError(f"{word!r} is not in the prompt; its words are: {', '.join(dict.fromkeys(texts))}")
+            raise HostError(f"{word!r} is not in the prompt; its words are: {', '.join(self.words())}")
         return found
+
+
+def check_range(name: str, pair: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:
+    """``pair`` as a (first, last) range of 0-based indices, or a HostError saying how to write one."""
+    if pair is None:
+        return None
+    if len(pair) != 2 or not 0 <= int(pair[0]) <= int(pair[1]):
+        raise HostError(f"{name} must be [first, last] with 0 <= first <= last (0-based), not {list(pair)}")
+    return int(pair[0]), int(pair[1])
 
 
 class DaamRecorder(Controller):
@@ -108,11 +117,13 @@ class DaamRecorder(Controller):
                  steps: Optional[tuple[int, int]] = None, places: tuple[str, ...] = ("down", "up"), image: int = 0,
                  sampling_pass: int = 0):
         self.positions = sorted(set(positions)) if positions is not None else None
-        self.layers, self.step_range, self.places, self.image = layers, steps, places, image
+        self.layers, self.step_range = check_range("layers", layers), check_range("steps", steps)
+        self.places, self.image = places, image
         self.sampling_pass = sampling_pass
         self.raw: dict[int, object] = {}  # cross-layer number -> (heads, queries, tokens), summed over steps
         self.grids: dict[int, tuple[int, int]] = {}  # cross-layer number -> its (h, w) query grid
         self.latent_hw = (0, 0)
+        self._steps = 0  # the recorded pass's sampling steps
         self._pass = -1
         self._cross_index: dict[int, int] = {}
         self._on_device = OnDevice()
@@ -121,7 +132,7 @@ class DaamRecorder(Controller):
     def begin(self, steps, latent_hw):
         self._pass += 1
         if self._pass == self.sampling_pass:
-            self.latent_hw = latent_hw
+            self.latent_hw, self._steps = latent_hw, steps
 
     def _layer(self, site: Site) -> int:
         if site.index not in self._cross_index:
@@ -160,6 +171,12 @@ class DaamRecorder(Controller):
         if not self.raw:
             if self._pass < self.sampling_pass:
                 raise HostError("The generation made no hires fix pass to explain (turn hires fix on)")
+            if self.step_range and self.step_range[0] >= self._steps:
+                raise HostError(f"steps {list(self.step_range)} are past the pass's {self._steps} sampling steps "
+                                f"(0..{self._steps - 1})")
+            if self.layers and self.layers[0] >= len(self._cross_index):
+                raise HostError(f"layers {list(self.layers)} are past this model's {len(self._cross_index)} "
+                                f"recorded cross-attention layers (0..{len(self._cross_index) - 1})")
             raise HostError("No attention was recorded (the pass made no sampling step?)")
         if self._maps is None:
             total, count = None, 0
