@@ -116,6 +116,23 @@ def test_long_prompt_maps_on_the_host(host):
         assert m.shape == (128, 128) and 0 <= m.min() and m.max() <= 1 and m.std() > 0
 
 
+def test_a_one_word_prompt_has_its_map(host):
+    """The WebUI DAAM extension drew nothing for short prompts (a context-size check); one word is enough here."""
+    out = explain(host, Txt2ImgRequest(prompt="cat", **REQ), ["cat"])
+    m = out.maps["cat"]
+    assert m.shape == (128, 128) and m.max() > 0.99 and m.std() > 0
+
+
+def test_each_word_gets_its_own_map(sharp):
+    """Maps that look alike for every word (a WebUI DAAM complaint) would mean the word's tokens were not picked
+    out; on a model with peaked attention the words' maps differ."""
+    words = ["woman", "red sweater", "warm light"]
+    out = explain(sharp, Txt2ImgRequest(prompt=SOURCE, **{**REQ, "width": 64, "height": 64}), words)
+    for i, a in enumerate(words):
+        for b in words[i + 1:]:
+            assert corr(out.maps[a], out.maps[b]) < 0.9, (a, b)
+
+
 def test_layer_and_step_ranges_restrict_what_is_recorded(host):
     req = Txt2ImgRequest(prompt=PROMPT, **REQ)
     positions = TokenMap.from_prompt(tokenizer(), PROMPT).positions(tokenizer(), "cat")
