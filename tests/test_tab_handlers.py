@@ -68,3 +68,16 @@ def test_explain_and_edit_buttons(ready):
     assert job["result"]["pass"] == "refine" and job["params"]["stage"] == 2
     face = handler(blocks, "do_explain")(SLUG, choice, "sweater", "face detail")  # the tiny model draws no face:
     assert studio.jobs.wait(face[1], timeout=300)["state"] == "failed"  # the job says so
+
+
+def test_status_line_names_the_stage_only_while_it_runs():
+    from lib_profile.ui.tab import job_markdown
+
+    job = {"kind": "edit", "id": "abc", "state": "running", "stage": "finishing", "progress": 0.5, "eta_s": 12,
+           "messages": ["face detail, refine and upscale passes on the edit"]}
+    running = job_markdown(job)
+    assert running.startswith("**Edit job abc: running** — finishing 50%, about 12 s left")
+    done = job_markdown({**job, "state": "done", "progress": 1.0, "stage": "sampling"})
+    assert done.splitlines()[0] == "**Edit job abc: done** — 100%"  # not the last pass's "sampling"
+    failed = job_markdown({**job, "state": "failed"})
+    assert "failed** — finishing 50%" in failed  # where it stopped

@@ -42,8 +42,8 @@ def job_markdown(job: Optional[dict[str, Any]]) -> str:
     pct = int(round(100 * (job.get("progress") or 0)))
     eta = f", about {int(job['eta_s'])} s left" if job.get("eta_s") and job["state"] == "running" else ""
     bar = f"<progress value='{pct}' max='100' style='width:100%'></progress>"
-    text = [f"**{job['kind'].capitalize()} job {job['id']}: {job['state']}** — {job.get('stage') or ''} {pct}%{eta}",
-            bar]
+    where = "" if job["state"] == "done" else f"{job.get('stage') or ''} "  # a finished job's last stage says nothing
+    text = [f"**{job['kind'].capitalize()} job {job['id']}: {job['state']}** — {where}{pct}%{eta}", bar]
     text += [f"- {msg}" for msg in job.get("messages", [])[-5:]]
     return "\n\n".join(text)
 
