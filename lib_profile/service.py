@@ -169,22 +169,13 @@ class Studio:
         hires fix pass, with ``settings`` such as ``{"hires_scale": 2}``)."""
         from lib_profile.attention.daam import TokenMap, check_range
         from lib_profile.attention.explain import check_hires_pass, tokenizer
+        from lib_profile.studio.run import stage_prompt
 
         layers, steps = check_range("layers", layers), check_range("steps", steps)
         req = self._source_request(slug, job, image, prompt, seed, settings)
         check_hires_pass(req, hires)
-        text = req.prompt
-        if stage is not None:
-            from lib_profile.studio.run import stage_prompt
-
-            if not job:
-                raise HostError("A stage is a pass of a studio portrait: name its job and image too")
-            plan = self._portrait(slug, job, image)[0]
-            if not 0 <= stage < len(plan.stages) or not plan.stages[stage].enabled or \
-                    plan.stages[stage].kind not in ("txt2img", "detail", "refine"):
-                raise HostError("stage must be the index of an enabled txt2img, detail or refine stage: "
-                                + ", ".join(f"{i} ({s.kind})" for i, s in plan.enabled()))
-            text = stage_prompt(plan, plan.stages[stage])
+        text = req.prompt if stage is None else stage_prompt(*self._stage(slug, job, image, stage,
+                                                                          ("txt2img", "detail", "refine")))
         tokens = TokenMap.for_host(self.host, tokenizer(), text)
         words = [w for w in (words or []) if w and w.strip()]
         if not words:
@@ -196,6 +187,18 @@ class Studio:
                   "stage": stage, "hires": bool(hires)}
         return self.jobs.submit("explain", slug, params)
 
+    def _stage(self, slug: str, job: Optional[str], image: Optional[str], stage: int, kinds: tuple[str, ...]):
+        """(plan, stage) of pass ``stage`` of a studio portrait, once it is known to be an enabled stage of a kind
+        in ``kinds``."""
+        if not job:
+            raise HostError("A stage is a pass of a studio portrait: name its job and image too")
+        plan = self._portrait(slug, job, image)[0]
+        if not 0 <= stage < len(plan.stages) or not plan.stages[stage].enabled or plan.stages[stage].kind not in kinds:
+            named = ", ".join(kinds[:-1]) + f" or {kinds[-1]}" if len(kinds) > 1 else kinds[0]
+            raise HostError(f"stage must be the index of an enabled {named} stage of this portrait: "
+                            + ", ".join(f"{i} ({s.kind})" for i, s in plan.enabled()))
+        return plan, plan.stages[stage]
+
     def stage_index(self, slug: str, job: str, image: str, kind: str) -> Optional[int]:
         """The index of the first enabled ``kind`` stage (``detail``, ``refine``) of a portrait's plan; None when
         that portrait's plan has no such pass."""
@@ -206,24 +209,31 @@ class Studio:
              image: Optional[str] = None, prompt: Optional[str] = None, seed: int = -1,
              settings: Optional[dict[str, Any]] = None, cross_steps: float = 0.8, self_steps: float = 0.4,
              weights: Optional[dict[str, float]] = None, blend_words: Optional[list[str]] = None,
-             blend_threshold: float = 0.3, replace: Optional[dict[str, str]] = None, finish: bool = True) -> dict:
-        """Edit a portrait's first pass by editing its prompt (Prompt-to-Prompt): source and edit in one batch;
-        with ``finish``, a studio portrait's later passes (face detail, refine, upscale, colour) follow on the edit."""
+             blend_threshold: float = 0.3, replace: Optional[dict[str, str]] = None, finish: bool = True,
+             stage: Optional[int] = None) -> dict:
+        """Edit a portrait's first pass (or its refine pass: ``stage``, that stage's index in the plan) by editing
+        its prompt (Prompt-to-Prompt): source and edit in one batch; with ``finish``, a studio portrait's later
+        passes (face detail, refine, upscale, colour) follow on the edit."""
         from lib_profile.attention.p2p import Edit, PromptToPrompt
         from lib_profile.attention.explain import tokenizer
         from lib_profile.hosts.prompt import chunk_count
+        from lib_profile.studio.run import stage_prompt
 
         req = self._source_request(slug, job, image, prompt, seed, settings)
+        source = req.prompt
+        if stage is not None:
+            plan, pass_ = self._stage(slug, job, image, stage, ("txt2img", "refine"))
+            source, stage = stage_prompt(plan, pass_), None if pass_.kind == "txt2img" else stage
         if replace:  # words swapped in the source prompt: the easy way to write a target
             import re
 
-            target = req.prompt
+            target = source
             for old, new in replace.items():
                 pattern = re.compile(rf"\b{re.escape(old)}\b")
                 if not pattern.search(target):
-                    raise HostError(f"{old!r} is not in the prompt: {req.prompt}")
+                    raise HostError(f"{old!r} is not in the prompt: {source}")
                 target = pattern.sub(new, target)
-        edit = Edit(source=req.prompt, target=target or "", mode=mode, cross_steps=cross_steps,
+        edit = Edit(source=source, target=target or "", mode=mode, cross_steps=cross_steps,
                     self_steps=self_steps, weights=dict(weights or {}), blend_words=list(blend_words or []),
                     blend_threshold=blend_threshold)
         tok = tokenizer()  # refused now, not in the job: a swap with another word count, unknown weight or blend words
@@ -231,7 +241,7 @@ class Studio:
         params = {"source": self._source_params(job, image, prompt, seed, settings),
                   "edit": {k: getattr(edit, k) for k in ("target", "mode", "cross_steps", "self_steps", "weights",
                                                          "blend_words", "blend_threshold")},
-                  "finish": bool(finish)}
+                  "finish": bool(finish), "stage": stage}
         return self.jobs.submit("edit", slug, params)
 
     @staticmethod
@@ -446,42 +456,58 @@ class Studio:
         return {"folder": str(out), **report}
 
     def _edit(self, ctx: JobContext) -> dict[str, Any]:
-        """The edit of a first pass; for a studio portrait (unless ``finish`` is off) the edit is then finished
-        by the portrait's later passes, and the before/after pair is the portrait and the edited portrait."""
+        """The edit of a first pass, or of a studio portrait's refine pass (``stage``); for a studio portrait
+        (unless ``finish`` is off) the edit is then finished by the portrait's later passes, and the before/after
+        pair is the portrait and the edited portrait (the edited pass's pair is kept beside)."""
         import dataclasses
 
-        from lib_profile.attention.p2p import Edit, run_edit
+        from lib_profile.attention.p2p import Edit, edit_control, edit_request, run_edit
         from lib_profile.infotext import infotext, save_png
-        from lib_profile.studio.run import count_passes, finish
+        from lib_profile.studio.run import count_passes, finish, replay, stage_prompt
 
         out, control = self._attention_run(ctx)
-        src = ctx.params["source"]
+        src, stage, finishing = ctx.params["source"], ctx.params.get("stage"), ctx.params.get("finish", True)
         plan = None
-        if src.get("job") and ctx.params.get("finish", True):
-            plan, req = self._portrait_request(ctx.identity, src["job"], src["image"])
+        if stage is not None:  # a later pass (refine) of a studio portrait
+            plan, seed = self._portrait(ctx.identity, src["job"], src["image"])
+            kind = plan.stages[stage].kind
+            edit = Edit(source=stage_prompt(plan, plan.stages[stage]), **ctx.params["edit"])
         else:
-            req = self._source_of(ctx)
-        edit = Edit(source=req.prompt, **ctx.params["edit"])
-        if plan is not None:
-            plan = dataclasses.replace(plan, prompt=edit.edited_prompt, count=1)
-        with self.host.job(ctx.task_id, count_passes(plan) if plan else 1):
-            res = run_edit(self.host, req, edit, control)
-            edited = res.images[1]
+            kind = "first"
+            if src.get("job") and finishing:
+                plan, req = self._portrait_request(ctx.identity, src["job"], src["image"])
+            else:
+                req = self._source_of(ctx)
+            edit = Edit(source=req.prompt, **ctx.params["edit"])
             if plan is not None:
-                ctx.update(stage="finishing", message="face detail, refine and upscale passes on the edit")
-                edited = finish(plan, self.host, edited, res.seeds[0], control)
-        text = infotext({**res.params, "prompt": edit.edited_prompt},
+                plan = dataclasses.replace(plan, prompt=edit.edited_prompt, count=1)
+        finishing = finishing and plan is not None
+        with self.host.job(ctx.task_id, count_passes(plan) if plan else 1):
+            if stage is not None:  # the passes before it as they were, then the pair
+                _image, info = replay(plan, self.host, seed, stage,
+                                      edit_control(self.host, edit, plan.negative_prompt, control), control,
+                                      adjust=lambda req: edit_request(req, edit))
+                pair, params = info["images"][:2], info["params"]
+            else:
+                res = run_edit(self.host, req, edit, control)
+                pair, params, seed = res.images[:2], res.params, res.seeds[0]
+            edited = pair[1]
+            if finishing:
+                ctx.update(stage="finishing", message="the portrait's later passes on the edit")
+                edited = finish(plan, self.host, edited, seed, control, after=stage)
+        text = infotext({**params, "prompt": edit.edited_prompt},
                         {"Prompt-to-Prompt": f"{edit.mode}, cross {edit.cross_steps}, self {edit.self_steps}"})
         out.mkdir(parents=True, exist_ok=True)
-        result = {"source": "source.png", "edited": "edited.png", "seed": res.seeds[0], "prompt": edit.edited_prompt,
-                  "source_prompt": edit.source, "mode": edit.mode, "finished": plan is not None}
-        if plan is None:
-            res.images[0].save(out / "source.png")
-        else:  # before: the portrait itself; the first passes are kept beside
+        result = {"source": "source.png", "edited": "edited.png", "seed": seed, "prompt": edit.edited_prompt,
+                  "source_prompt": edit.source, "mode": edit.mode, "pass": kind, "finished": finishing}
+        if not finishing:
+            pair[0].save(out / "source.png")
+        else:  # before: the portrait itself; the edited pass's pair is kept beside
             shutil.copyfile(self.output_file(ctx.identity, src["job"], src["image"]), out / "source.png")
-            res.images[0].save(out / "source-first-pass.png")
-            save_png(res.images[1], out / "edited-first-pass.png", text)
-            result["first_pass"] = {"source": "source-first-pass.png", "edited": "edited-first-pass.png"}
+            names = {"source": f"source-{kind}-pass.png", "edited": f"edited-{kind}-pass.png"}
+            pair[0].save(out / names["source"])
+            save_png(pair[1], out / names["edited"], text)
+            result[f"{kind}_pass"] = names
             result["identity_similarity"] = self._likeness(plan, edited)
         save_png(edited, out / "edited.png", text)
         (out / "edit.json").write_text(json.dumps(result, indent=1), "utf-8")

@@ -344,6 +344,25 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
                                                  "words": ["sharp focus"]}).json()["id"])  # the refine pass
     assert later["state"] == "done", later["error"]
     assert set(later["result"]["words"]) == {"sharp focus"}
+    # an edit of the refine pass's own prompt: the passes before it as they were, the pair made there, then
+    # the passes after it; a re-weighting by 1 gives the portrait back, a swap changes it
+    refine = {"identity": SLUG, "job": gen["id"], "image": image, "stage": 2}
+    same = wait(api, api.post("/edit", json={**refine, "mode": "reweight", "weights": {"sharp focus": 1.0}}).json()["id"])
+    assert same["state"] == "done", same["error"]
+    assert same["result"]["pass"] == "refine" and same["result"]["source_prompt"].startswith("photo, sharp focus")
+    same_edit = Image.open(io.BytesIO(api.get(same["links"]["edited"].replace(API_PREFIX, "")).content))
+    assert np.abs(np.asarray(same_edit, np.int16) - np.asarray(Image.open(io.BytesIO(portrait)), np.int16)).max() <= 2
+    soft = wait(api, api.post("/edit", json={**refine, "replace": {"sharp": "soft"}}).json()["id"])
+    assert soft["state"] == "done", soft["error"]
+    soft_folder = studio.store.outputs_folder(SLUG) / soft["id"]
+    assert (soft_folder / "edited-refine-pass.png").is_file() and (soft_folder / "source-refine-pass.png").is_file()
+    soft_edit = Image.open(io.BytesIO(api.get(soft["links"]["edited"].replace(API_PREFIX, "")).content))
+    assert "soft focus" in soft_edit.text["parameters"] and "red sweater" not in soft_edit.text["parameters"]
+    assert not np.array_equal(np.asarray(soft_edit), np.asarray(same_edit))
+    bad = api.post("/edit", json={**refine, "replace": {"sweater": "coat"}})  # the first pass's word
+    assert bad.status_code == 400 and "not in the prompt: photo, sharp focus" in bad.json()["detail"]
+    bad = api.post("/edit", json={**refine, "stage": 1, "replace": {"red": "blue"}})  # a face detail pass
+    assert bad.status_code == 400 and "txt2img or refine stage" in bad.json()["detail"]
     face = wait(api, api.post("/explain", json={"identity": SLUG, "job": gen["id"], "image": image, "stage": 1,
                                                 "words": ["sweater"]}).json()["id"])  # detail: the tiny model draws no face
     assert face["state"] == "failed" and "No face" in face["error"]

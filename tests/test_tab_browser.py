@@ -105,7 +105,7 @@ def test_tab_explain_and_edit_views(served, tmp_path):
                                   [(j["kind"], j["state"], j["error"]) for j in studio.jobs.list()])) from None
         explained = browser.screenshot(ARTIFACTS / f"tab-explain-{tag}.png")
         # a later pass: the refine pass's maps, of a phrase its prompt adds
-        browser.eval("document.querySelector('#profile_studio_pass input[value=\"refine\"]').click()")
+        browser.eval("document.querySelector('#profile_studio_pass input[value=\"refine pass\"]').click()")
         type_into("profile_studio_words", "sharp focus")
         browser.eval("document.querySelector('#profile_studio_explain').click()")
         browser.wait("document.querySelectorAll('#profile_studio_maps img').length === 1", timeout=240)

@@ -59,14 +59,19 @@ def test_explain_and_edit_buttons(ready):
     polled = handler(blocks, "do_poll")(job_id)
     assert polled[6].endswith("source.png") and polled[7].endswith("edited.png")
 
+    status, job_id = handler(blocks, "do_edit")(SLUG, choice, "swap", "sharp -> soft", "", "", 0.8, 0.4, "", "refine pass")
+    job = finish(studio, job_id)  # the refine pass's own prompt
+    assert job["params"]["stage"] == 2 and job["result"]["pass"] == "refine"
+    assert job["result"]["prompt"].startswith("photo, soft focus")
+
     message = handler(blocks, "do_edit")(SLUG, choice, "swap", "red blue", "", "", 0.8, 0.4, "")
     assert "old -> new" in message[0]
     message = handler(blocks, "do_explain")(SLUG, None, "x")
     assert "Make portraits first" in message[0]
-    status, job_id = handler(blocks, "do_explain")(SLUG, choice, "sharp focus", "refine")  # a later pass
+    status, job_id = handler(blocks, "do_explain")(SLUG, choice, "sharp focus", "refine pass")  # a later pass
     job = finish(studio, job_id)
     assert job["result"]["pass"] == "refine" and job["params"]["stage"] == 2
-    face = handler(blocks, "do_explain")(SLUG, choice, "sweater", "face detail")  # the tiny model draws no face:
+    face = handler(blocks, "do_explain")(SLUG, choice, "sweater", "face detail pass")  # the tiny model draws no face:
     assert studio.jobs.wait(face[1], timeout=300)["state"] == "failed"  # the job says so
 
 

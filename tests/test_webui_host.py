@@ -140,6 +140,22 @@ def test_img2img_and_inpaint_use_the_img2img_runner_and_the_mask(webui):
     assert (a[np.asarray(mask) == 255] != b[np.asarray(mask) == 255]).any()
 
 
+@both()
+def test_an_edit_of_a_refine_pass_is_one_img2img_pair(webui):
+    """Prompt-to-Prompt on an img2img pass: both prompts, one seed, one init image, in one WebUI batch."""
+    from lib_profile.attention.p2p import Edit, edit_request
+
+    modules, host = webui
+    image = Image.new("RGB", (512, 768), (200, 100, 50))
+    req = Img2ImgRequest(prompt="photo, sharp focus", width=512, height=768, seed=9, init_image=image,
+                         denoising_strength=0.25)
+    out = host.img2img(edit_request(req, Edit(source=req.prompt, target="photo, soft focus", mode="swap")))
+    p = modules.processing.calls[-1]
+    assert p.prompt == ["photo, sharp focus", "photo, soft focus"] and p.seed == [9, 9] and p.batch_size == 2
+    assert len(p.init_images) == 1 and p.denoising_strength == 0.25
+    assert len(out.images) == 2 and out.seeds == [9, 9]
+
+
 @both(cn_models=None)
 def test_no_controlnet_extension_runs_pose_by_prompt_and_names_the_file(webui):
     modules, host = webui

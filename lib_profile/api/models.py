@@ -176,4 +176,6 @@ class EditRequest(BaseModel):
     weights: Optional[Dict[str, float]] = Field(None, description="Word -> c in [-2, 2]: scale that word's attention.")
     blend_words: Optional[List[str]] = Field(None, description="Local blend: change only where these words attend.")
     blend_threshold: float = Field(0.3, description="Local blend mask threshold (0..1).")
-    finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the first passes are kept beside). Off: the first passes only.")
+    finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the edited passes are kept beside). Off: the edited pass only.")
+    stage: Optional[int] = Field(None, description="Edit a later pass of the portrait instead of its first: the "
+                                 "index of its refine stage in plan.json (the refine prompt is the one edited).")

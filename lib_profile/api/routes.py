@@ -187,10 +187,11 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
                              body.hires))
 
     def edit(body: m.EditRequest) -> m.JobInfo:
-        """Prompt-to-Prompt: edit a studio portrait's first pass by editing its prompt; returns a job."""
+        """Prompt-to-Prompt: edit a studio portrait's first (or refine) pass by editing its prompt; returns a job."""
         return job_info(call(studio().edit, body.identity, body.target, body.mode, body.job, body.image,
                              body.prompt, body.seed, body.settings, body.cross_steps, body.self_steps,
-                             body.weights, body.blend_words, body.blend_threshold, body.replace, body.finish))
+                             body.weights, body.blend_words, body.blend_threshold, body.replace, body.finish,
+                             body.stage))
 
     def list_jobs(identity: Optional[str] = None) -> List[m.JobInfo]:
         """Jobs, newest first (optionally of one identity)."""

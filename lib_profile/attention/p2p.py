@@ -256,15 +256,21 @@ def edit_request(req, edit: Edit):
     return out
 
 
-def run_edit(host, req, edit: Edit, control=None, tokenizer=None):
-    """Source and edited image of ``req``'s prompt edited as ``edit`` says; returns the host's Result."""
+def edit_control(host, edit: Edit, negative_prompt: str, control=None, tokenizer=None):
+    """``control`` (progress, cancel) with the Prompt-to-Prompt controller of ``edit`` on ``host``, for the
+    pass that runs :func:`edit_request`'s pair."""
     from lib_profile.attention.explain import tokenizer as default_tokenizer
     from lib_profile.hosts import prompt as prompts
     from lib_profile.hosts.base import RunControl
 
     tok = tokenizer or default_tokenizer()
     edit.validate()
-    chunks = max(prompts.chunk_count(tok, p) for p in (edit.source, edit.edited_prompt, req.negative_prompt))
+    chunks = max(prompts.chunk_count(tok, p) for p in (edit.source, edit.edited_prompt, negative_prompt))
     controller = PromptToPrompt(tok, edit, chunks, lambda prompt: TokenMap.for_host(host, tok, prompt))
     base = control or RunControl()
-    return host.txt2img(edit_request(req, edit), RunControl(base.on_step, base.should_interrupt, controller))
+    return RunControl(base.on_step, base.should_interrupt, controller)
+
+
+def run_edit(host, req, edit: Edit, control=None, tokenizer=None):
+    """Source and edited image of ``req``'s prompt edited as ``edit`` says; returns the host's Result."""
+    return host.txt2img(edit_request(req, edit), edit_control(host, edit, req.negative_prompt, control, tokenizer))

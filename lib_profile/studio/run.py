@@ -125,14 +125,19 @@ def tiled_upscale(host: Host, image: Image.Image, plan: Plan, params: dict, lora
 
 
 def run_stage(plan: Plan, host: Host, stage, image: Optional[Image.Image], seed: int, loras: list[LoraRef],
-              pose: Optional[ControlUnit], tone, control: Optional[RunControl] = None
+              pose: Optional[ControlUnit], tone, control: Optional[RunControl] = None,
+              adjust: Optional[Callable[[Txt2ImgRequest], Txt2ImgRequest]] = None
               ) -> tuple[Image.Image, dict[str, Any]]:
     """One stage of one portrait: the image after it, and what its pass reported (``params``; a detail
-    pass's ``region``, the box that was repainted)."""
+    pass's ``region``, the box that was repainted). ``adjust`` changes a txt2img or refine pass's request
+    (e.g. into a Prompt-to-Prompt pair); then ``images`` holds all the images the pass made."""
     p = stage.params
+    if adjust is not None and stage.kind not in ("txt2img", "refine"):
+        raise HostError(f"Only a txt2img or refine pass can be changed this way, not a {stage.kind} pass")
+    adjust = adjust or (lambda req: req)
     if stage.kind == "txt2img":
-        res = host.txt2img(first_stage_request(plan, seed, pose), control)
-        return res.images[0], {"params": res.params}
+        res = host.txt2img(adjust(first_stage_request(plan, seed, pose)), control)
+        return res.images[0], {"params": res.params, "images": res.images}
     if image is None:
         raise HostError("The plan's first enabled stage must be txt2img")
     if stage.kind == "detail":
@@ -140,12 +145,12 @@ def run_stage(plan: Plan, host: Host, stage, image: Optional[Image.Image], seed:
                                 plan.scheduler, plan.cfg_scale, plan.clip_skip, DetailParams(**p), control)
         return out, info
     if stage.kind == "refine":
-        res = host.img2img(Img2ImgRequest(
-            prompt=p.get("prompt", plan.prompt), negative_prompt=plan.negative_prompt, width=image.width,
+        res = host.img2img(adjust(Img2ImgRequest(
+            prompt=stage_prompt(plan, stage), negative_prompt=plan.negative_prompt, width=image.width,
             height=image.height, steps=int(p.get("steps", 20)), cfg_scale=plan.cfg_scale,
             sampler=plan.sampler, scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip,
-            loras=loras, init_image=image, denoising_strength=float(p.get("denoising_strength", 0.25))), control)
-        return res.images[0], {"params": res.params}
+            loras=loras, init_image=image, denoising_strength=float(p.get("denoising_strength", 0.25)))), control)
+        return res.images[0], {"params": res.params, "images": res.images}
     if stage.kind == "upscale":
         return tiled_upscale(host, image, plan, p, loras, seed, control), {}
     if stage.kind == "grade":
@@ -159,9 +164,11 @@ def stage_prompt(plan: Plan, stage) -> str:
 
 
 def replay(plan: Plan, host: Host, seed: int, stage_index: int, stage_control: RunControl,
-           control: Optional[RunControl] = None) -> tuple[Image.Image, dict[str, Any]]:
+           control: Optional[RunControl] = None, adjust: Optional[Callable[[Txt2ImgRequest], Txt2ImgRequest]] = None
+           ) -> tuple[Image.Image, dict[str, Any]]:
     """Make one portrait again up to the stage ``plan.stages[stage_index]``, with ``stage_control`` (e.g. an
-    attention controller) on that stage's pass; returns the image after it and what the pass reported."""
+    attention controller) and ``adjust`` (see :func:`run_stage`) on that stage's pass; returns the image after
+    it and what the pass reported."""
     enabled = dict(plan.enabled())
     if stage_index not in enabled:
         raise HostError(f"Stage {stage_index} is not an enabled stage of this plan; enabled: "
@@ -175,21 +182,22 @@ def replay(plan: Plan, host: Host, seed: int, stage_index: int, stage_control: R
     for index, stage in enabled.items():
         if control and control.should_interrupt and control.should_interrupt():
             raise Interrupted()
+        last = index == stage_index
         image, info = run_stage(plan, host, stage, image, seed, loras, pose, tone,
-                                stage_control if index == stage_index else control)
-        if index == stage_index:
+                                stage_control if last else control, adjust if last else None)
+        if last:
             return image, info
     raise HostError(f"Stage {stage_index} was not reached")
 
 
-def finish(plan: Plan, host: Host, image: Image.Image, seed: int, control: Optional[RunControl] = None
-           ) -> Image.Image:
-    """The plan's passes after its first (face detail, refine, upscale, colour) on ``image``, a first pass made
-    another way (e.g. a Prompt-to-Prompt edit of it), as :func:`run_plan` runs them for ``seed``."""
+def finish(plan: Plan, host: Host, image: Image.Image, seed: int, control: Optional[RunControl] = None,
+           after: Optional[int] = None) -> Image.Image:
+    """The plan's passes after its first (or after stage ``after``: face detail, refine, upscale, colour) on
+    ``image``, made another way (e.g. a Prompt-to-Prompt edit of it), as :func:`run_plan` runs them for ``seed``."""
     loras = plan_loras(plan)
     pose, tone = pose_unit(plan), get_tone(plan.tone)
-    for _index, stage in plan.enabled():
-        if stage.kind == "txt2img":
+    for index, stage in plan.enabled():
+        if stage.kind == "txt2img" or (after is not None and index <= after):
             continue
         if control and control.should_interrupt and control.should_interrupt():
             raise Interrupted()

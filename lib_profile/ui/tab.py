@@ -14,7 +14,8 @@ from lib_profile import EXTENSION_NAME, __version__
 from lib_profile.hosts.base import HostError
 
 CSS_ID = "profile_studio"
-PASSES = {"first pass": None, "face detail": "detail", "refine": "refine"}  # Explain: which pass, by its stage kind
+PASSES = {"first pass": None, "face detail pass": "detail", "refine pass": "refine"}  # which pass, by its stage kind
+EDIT_PASSES = ["first pass", "refine pass"]  # Edit: the passes with a prompt of their own to edit
 
 
 def _path(f) -> str:
@@ -148,10 +149,12 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             gr.Markdown("Edit a portrait by editing its prompt (Prompt-to-Prompt): the layout and the person "
                         "stay. Swap words (\"red -> blue\"), refine (a new prompt with words added), or "
                         "re-weight words (\"smiling=1.5\"). The edit then goes through the portrait's own face "
-                        "detail, refine and upscale passes: before and after are finished portraits.")
+                        "detail, refine and upscale passes: before and after are finished portraits. Pass "
+                        "\"refine pass\" edits that pass's own prompt instead (e.g. \"sharp -> soft\").")
             with gr.Row():
                 edit_portrait = gr.Dropdown(label="Portrait", choices=[], allow_custom_value=False,
                                             elem_id=f"{CSS_ID}_edit_portrait")
+                edit_pass = gr.Radio(EDIT_PASSES, value="first pass", label="Pass", elem_id=f"{CSS_ID}_edit_pass")
                 mode = gr.Radio(["swap", "refine", "reweight"], value="swap", label="Edit")
             with gr.Row():
                 swaps = gr.Textbox(label="Swap (old -> new, comma separated)", placeholder="red -> blue",
@@ -222,17 +225,23 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                 raise HostError("Make portraits first (3. Portraits), then pick one")
             return choice.split("/", 1)
 
+        def stage_of(slug, job_name, image, which):
+            """The plan index of the pass picked by name (None: the first pass)."""
+            if not PASSES.get(which):
+                return None
+            stage = studio().stage_index(slug, job_name, image, PASSES[which])
+            if stage is None:
+                raise HostError(f"That portrait was made without a {which}")
+            return stage
+
         def do_explain(slug, choice, text, which="first pass"):
             job_name, image = split(choice)
-            stage = None
-            if PASSES.get(which):
-                stage = studio().stage_index(slug, job_name, image, PASSES[which])
-                if stage is None:
-                    raise HostError(f"That portrait was made without a {which} pass")
+            stage = stage_of(slug, job_name, image, which)
             job = studio().explain(slug, [w.strip() for w in (text or "").split(",")], job_name, image, stage=stage)
             return job_markdown(job), job["id"]
 
-        def do_edit(slug, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text):
+        def do_edit(slug, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text,
+                    which="first pass"):
             job_name, image = split(choice)
             replace = {}
             for pair in filter(None, (x.strip() for x in (swap_text or "").split(","))):
@@ -250,7 +259,7 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             job = studio().edit(slug, target_text or None, how, job_name, image, cross_steps=float(cross),
                                 self_steps=float(self_steps), weights=word_weights,
                                 blend_words=[w.strip() for w in (blend_text or "").split(",") if w.strip()],
-                                replace=replace or None)
+                                replace=replace or None, stage=stage_of(slug, job_name, image, which))
             return job_markdown(job), job["id"]
 
         def do_poll(jid):
@@ -290,7 +299,8 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         job_starts = [(train, do_train, [person, steps]), (cancel, do_cancel, [job_id]), (resume, do_resume, [job_id]),
                       (go, do_generate, [person, pose, pose_photo, tone, count, seed, use_adetailer]),
                       (explain_btn, do_explain, [person, portrait, words, which_pass]),
-                      (edit_btn, do_edit, [person, edit_portrait, mode, swaps, target, weights, tau, self_tau, blend])]
+                      (edit_btn, do_edit, [person, edit_portrait, mode, swaps, target, weights, tau, self_tau, blend,
+                                            edit_pass])]
         for button, fn, inputs in job_starts:
             button.click(safe(fn), inputs, [status, job_id])
         person.change(portraits, [person], [portrait, edit_portrait])
