@@ -470,6 +470,7 @@ class Studio:
         plan = None
         if stage is not None:  # a later pass (refine) of a studio portrait
             plan, seed = self._portrait(ctx.identity, src["job"], src["image"])
+            plan = dataclasses.replace(plan, count=1)  # one portrait: its progress bar spans its own passes
             kind = plan.stages[stage].kind
             edit = Edit(source=stage_prompt(plan, plan.stages[stage]), **ctx.params["edit"])
         else:
