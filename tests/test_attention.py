@@ -42,6 +42,41 @@ def test_maps_match_the_daam_package(host):
         assert corr(ours.maps[word], reference[word]) >= 0.99, word
 
 
+def test_a_step_of_layers_is_summed_in_one_go_as_each_layer_alone(host):
+    """DAAM keeps a step's queries and keys and computes the probabilities of all its layers of one shape together
+    (few operations a step, for a launch-bound GPU): the sums are those of each layer computed alone, also when
+    a step's layers are split into several groups, and no more than one step is held at a time."""
+    from lib_profile.attention.control import Controller
+
+    req = Txt2ImgRequest(prompt=PROMPT, **REQ)
+    positions = TokenMap.from_prompt(tokenizer(), PROMPT).positions(tokenizer(), "cat")
+
+    class EachLayer(DaamRecorder):
+        read = Controller.read  # the probabilities of each layer as it comes
+
+    class Watched(DaamRecorder):
+        held = 0
+
+        def read(self, call, q, k, scale, upcast=False):
+            super().read(call, q, k, scale, upcast)
+            self.held = max(self.held, len(self._pending))
+
+    alone, grouped, split = EachLayer(positions), Watched(positions), DaamRecorder(positions)
+    split.group_bytes = 1  # one layer a group
+    for recorder in (alone, grouped, split):
+        host.txt2img(req, RunControl(attention=recorder))
+    layers = len(alone.raw)
+    assert layers > 2 and set(grouped.raw) == set(split.raw) == set(alone.raw)
+    assert len(grouped._sums) < layers  # layers of one shape were computed together
+    assert len(split._sums) == layers
+    for layer, sums in alone.raw.items():
+        torch.testing.assert_close(grouped.raw[layer], sums, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(split.raw[layer], sums, rtol=1e-5, atol=1e-6)
+    assert grouped.held == layers  # one step's layers, never more
+    np.testing.assert_allclose(grouped.word_map(positions, (64, 64)), alone.word_map(positions, (64, 64)),
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("width", [64, 512])
 def test_an_overlay_caption_fits_the_picture(width):
     """The word under its map is sized to fit: on a small picture a long phrase is not cut off at the edge."""
@@ -78,17 +113,17 @@ def test_daam_only_reads_so_the_explained_image_is_the_plain_one_bit_for_bit(hos
     plain_images = host.txt2img(req).images
     rec, shapes = DaamRecorder(image=1), []
     chain = Chain(rec)
-    original = chain.probs
+    original = chain.read
 
-    def probs(call, p):
-        shapes.append((call.cond_rows, call.uncond_rows, p.shape[0]))
-        return original(call, p)
+    def read(call, q, k, scale, upcast=False):
+        shapes.append((call.cond_rows, call.uncond_rows, q.shape[0], k.shape[0]))
+        return original(call, q, k, scale, upcast)
 
-    chain.probs = probs
+    chain.read = read
     images = host.txt2img(req, RunControl(attention=chain)).images
     for a, b in zip(plain_images, images):
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert shapes and all(s == ([0, 1], [], 2) for s in shapes)  # the 2 prompt rows of the 4-row CFG batch
+    assert shapes and all(s == ([0, 1], [], 2, 2) for s in shapes)  # the 2 prompt rows of the 4-row CFG batch
     assert rec.word_map(TokenMap.from_prompt(tokenizer(), PROMPT).positions(tokenizer(), "cat"), (32, 32)).max() > 0
 
 
@@ -140,13 +175,13 @@ def test_layer_and_step_ranges_restrict_what_is_recorded(host):
     calls = {"full": 0, "some": 0}
 
     def counting(recorder, key):
-        original = recorder.probs
+        original = recorder.read
 
-        def probs(call, p):
+        def read(call, q, k, scale, upcast=False):
             calls[key] += 1
-            return original(call, p)
+            return original(call, q, k, scale, upcast)
 
-        recorder.probs = probs
+        recorder.read = read
         return recorder
 
     host.txt2img(req, RunControl(attention=counting(full, "full")))
@@ -348,18 +383,18 @@ def test_p2p_changes_attention_on_the_fused_path_and_reads_only_for_the_local_bl
         edit = Edit(source=SOURCE, target=SOURCE.replace("red", "blue"), self_steps=1.0, blend_words=blend)
         chain = Chain(PromptToPrompt(tokenizer(), edit, 1))
         read, mixed = [], []
-        original_probs, original_mixes = chain.probs, chain.mixes
+        original_read, original_mixes = chain.read, chain.mixes
 
-        def probs(call, p, read=read, original=original_probs):
-            read.append((call.site.cross, p.shape[2]))
-            return original(call, p)
+        def reading(call, q, k, scale, upcast=False, read=read, original=original_read):
+            read.append((call.site.cross, q.shape[2]))
+            return original(call, q, k, scale, upcast)
 
         def mixes(call, like, mixed=mixed, original=original_mixes):
             out = original(call, like)
             mixed.extend((call.site.cross, call.hw[0] * call.hw[1], len(m.terms)) for m in out)
             return out
 
-        chain.probs, chain.mixes = probs, mixes
+        chain.read, chain.mixes = reading, mixes
         sharp.txt2img(edit_request(req, edit), RunControl(attention=chain))
         coarse = 3 * 2  # a 12x8 latent's quarter
         assert {q for cross, q, _t in mixed if cross} == {96, 24, 6}  # every cross-attention layer

@@ -4,9 +4,10 @@ A host that supports attention control computes every UNet attention module's ou
 (SDPA) path, and asks the controller two things about each module at each sampling step:
 
 * ``needs_probs(site, step, queries)``: the controller wants to *read* the attention probabilities (DAAM, the
-  local blend of Prompt-to-Prompt). The host computes them beside the fused output, for the prompt rows alone,
-  and hands them to ``probs(call, probs)``: ``(rows, heads, queries, keys)``, ``call.cond_rows`` numbering
-  those rows. Readers see the probabilities before any change.
+  local blend of Prompt-to-Prompt). The host hands the prompt rows' queries and keys, beside the fused output,
+  to ``read(call, q, k, scale, upcast)``, ``call.cond_rows`` numbering those rows. By default that computes
+  the probabilities, ``(rows, heads, queries, keys)``, and hands them to ``probs(call, probs)``; a controller
+  may compute them later instead, several layers in one go (DAAM). Readers see them before any change.
 * ``changes(site, step, queries)``: the controller *changes* the attention of some rows. It says how in
   ``mixes(call, like)``: each changed row attends with other rows' probabilities times key-space matrices,
   ``P_row' = sum_j P_{src_j} @ B_j``. That is linear, so the host computes it on the fused path too, as
@@ -66,6 +67,11 @@ class Controller:
         """Whether this module, at this step, with ``queries`` query positions, has probabilities to read."""
         return False
 
+    def read(self, call: Call, q, k, scale: float, upcast: bool = False) -> None:
+        """Read the prompt rows' attention, given their queries and keys (``(rows, heads, tokens, d)``); by
+        default: their probabilities, handed to ``probs``. The tensors are the host's: not to be changed."""
+        self.probs(call, attention_probs(q, k, scale, upcast))
+
     def probs(self, call: Call, probs) -> None:
         """Read the prompt rows' probabilities (``(rows, heads, queries, keys)``)."""
 
@@ -119,11 +125,11 @@ class Chain(Controller):
     def needs_probs(self, site, step, queries):
         return any(c.needs_probs(site, step, queries) for c in self.controllers)
 
-    def probs(self, call, probs):
+    def read(self, call, q, k, scale, upcast=False):
         queries = call.hw[0] * call.hw[1]
         for c in self.controllers:
             if c.needs_probs(call.site, call.step, queries):
-                c.probs(call, probs)
+                c.read(call, q, k, scale, upcast)
 
     def changes(self, site, step, queries):
         return any(c.changes(site, step, queries) for c in self.controllers)
@@ -161,7 +167,7 @@ def batch_rows(t, rows: list[int]):
 
 
 def read_probs(controller: Controller, call: Call, q, k, scale: float, upcast: bool = False) -> None:
-    """Hand ``controller`` the prompt rows' probabilities to read (the module's output comes from its fused path).
+    """Hand ``controller`` the prompt rows' attention to read (the module's output comes from its fused path).
     ``q``, ``k``: (batch, heads, tokens, d), or a callable giving them for the given rows (so a host projects only
     those rows)."""
     if not call.cond_rows:  # a negative-prompt-only call: nothing to read
@@ -171,7 +177,7 @@ def read_probs(controller: Controller, call: Call, q, k, scale: float, upcast: b
     else:
         q, k = batch_rows(q, call.cond_rows), batch_rows(k, call.cond_rows)
     rows = list(range(len(call.cond_rows)))
-    controller.probs(replace(call, cond_rows=rows, uncond_rows=[]), attention_probs(q, k, scale, upcast))
+    controller.read(replace(call, cond_rows=rows, uncond_rows=[]), q, k, scale, upcast)
 
 
 def mixed_attention(controller: Controller, call: Call, q, k, v, out, scale: Optional[float] = None):
@@ -202,13 +208,16 @@ class OnDevice:
         self._cache: dict[tuple, object] = {}
 
     def get(self, name, value, like):
-        """``value`` (a tensor, or a list of indices) on ``like``'s device (tensors also in its dtype)."""
+        """``value`` (a tensor, a function making one, or a list of indices) on ``like``'s device (tensors also in
+        its dtype)."""
         import torch
 
-        index = not torch.is_tensor(value)
+        index = isinstance(value, (list, tuple))
         key = (name, like.device, None if index else like.dtype)
         found = self._cache.get(key)
         if found is None:
+            if callable(value):
+                value = value()
             found = (torch.tensor(value, dtype=torch.long) if index else value).to(
                 like.device, None if index else like.dtype)
             self._cache[key] = found

@@ -111,7 +111,14 @@ class DaamRecorder(Controller):
     ``layers``: (first, last) index among the recorded cross-attention layers; ``steps``: (first, last)
     sampling step; ``places``: UNet parts (the paper: down and up blocks); ``image``: which image of
     the batch (under classifier-free guidance, its prompt half); ``sampling_pass``: which sampling pass of
-    the generation (0: the first; 1: the hires fix pass)."""
+    the generation (0: the first; 1: the hires fix pass).
+
+    A step's queries and keys are kept (references, no copy) until the next step's first read (or the maps are
+    asked for); then the probabilities of all its layers of one shape are computed and summed in one go - a few
+    operations a step instead of several a layer, which is what a generation bound by GPU launches pays for."""
+
+    #: most bytes of float32 attention logits computed at once (layers of one shape are split to stay below)
+    group_bytes = 128 * 2 ** 20
 
     def __init__(self, positions: Optional[list[int]] = None, layers: Optional[tuple[int, int]] = None,
                  steps: Optional[tuple[int, int]] = None, places: tuple[str, ...] = ("down", "up"), image: int = 0,
@@ -120,16 +127,19 @@ class DaamRecorder(Controller):
         self.layers, self.step_range = check_range("layers", layers), check_range("steps", steps)
         self.places, self.image = places, image
         self.sampling_pass = sampling_pass
-        self.raw: dict[int, object] = {}  # cross-layer number -> (heads, queries, tokens), summed over steps
         self.grids: dict[int, tuple[int, int]] = {}  # cross-layer number -> its (h, w) query grid
         self.latent_hw = (0, 0)
         self._steps = 0  # the recorded pass's sampling steps
         self._pass = -1
         self._cross_index: dict[int, int] = {}
         self._on_device = OnDevice()
+        self._pending: list[tuple] = []  # this step's (layer, q, k, scale, upcast), not yet computed
+        self._pending_step = -1
+        self._sums: dict[tuple[int, ...], object] = {}  # layers -> (layers, heads, queries, tokens), summed over steps
         self._maps = None
 
     def begin(self, steps, latent_hw):
+        self._flush()
         self._pass += 1
         if self._pass == self.sampling_pass:
             self.latent_hw, self._steps = latent_hw, steps
@@ -147,28 +157,84 @@ class DaamRecorder(Controller):
         layer = self._layer(site)
         return not self.layers or self.layers[0] <= layer <= self.layers[1]
 
-    def probs(self, call: Call, probs):
-        import torch
-
+    def read(self, call: Call, q, k, scale, upcast=False):
         if not call.cond_rows:  # a negative-prompt-only call
             return
-        p = probs[call.cond_rows[self.image]]  # (heads, queries, keys)
-        if self.positions is not None:
-            p = p.index_select(2, self._on_device.get("positions", self.positions, p))
+        if self._pending and self._pending_step != call.step:
+            self._flush()
+        row = call.cond_rows[self.image]
         layer = self._layer(call.site)
-        with torch.no_grad():  # summed as it comes (one in-place add a call); laid out as maps only at the end
-            if layer in self.raw:
-                self.raw[layer].add_(p)
-            else:
-                self.raw[layer] = p.to(torch.float32, copy=True)
-                self.grids[layer] = call.hw
+        self.grids[layer] = call.hw
+        self._pending.append((layer, q[row], k[row], float(scale), bool(upcast)))
+        self._pending_step = call.step
         self._maps = None
+
+    def probs(self, call: Call, probs):
+        """Probabilities a caller computed itself: summed at once."""
+        if not call.cond_rows:
+            return
+        layer = self._layer(call.site)
+        self.grids[layer] = call.hw
+        self._add((layer,), self._kept(probs[call.cond_rows[self.image]][None]))
+        self._maps = None
+
+    def _kept(self, p):
+        """``p`` (layers, heads, queries, keys) at the recorded token positions."""
+        if self.positions is None:
+            return p
+        return p.index_select(3, self._on_device.get("positions", self.positions, p))
+
+    def _add(self, layers: tuple[int, ...], p) -> None:
+        import torch
+
+        with torch.no_grad():
+            if layers in self._sums:
+                self._sums[layers].add_(p)
+            else:
+                self._sums[layers] = p.to(torch.float32, copy=True)
+
+    def _flush(self) -> None:
+        """The pending step's probabilities: per shape, the layers' logits as one batched product, one softmax,
+        one pick of the kept tokens and one add to their sums."""
+        import torch
+
+        pending, self._pending = self._pending, []
+        groups: dict[tuple, list] = {}
+        for item in pending:
+            _layer, q, k, scale, upcast = item
+            groups.setdefault((tuple(q.shape), tuple(k.shape), q.dtype, scale, upcast), []).append(item)
+        with torch.no_grad():
+            for (q_shape, k_shape, _dtype, scale, upcast), items in groups.items():
+                heads, queries, d = q_shape
+                per_layer = heads * queries * k_shape[1] * 4
+                size = max(1, self.group_bytes // per_layer)
+                for start in range(0, len(items), size):
+                    part = items[start:start + size]
+                    q = torch.stack([i[1] for i in part]).reshape(-1, queries, d)
+                    k = torch.stack([i[2] for i in part]).reshape(-1, k_shape[1], d)
+                    if upcast:
+                        q, k = q.float(), k.float()
+                    zero = self._on_device.get("zero", lambda: torch.zeros(1, 1, 1), q)  # baddbmm's input (beta=0)
+                    logits = torch.baddbmm(zero, q, k.transpose(1, 2), beta=0, alpha=scale)
+                    p = logits.softmax(-1).view(len(part), heads, queries, -1)
+                    self._add(tuple(i[0] for i in part), self._kept(p))
+
+    @property
+    def raw(self) -> dict:
+        """cross-layer number -> (heads, queries, tokens): its probabilities summed over the recorded steps."""
+        self._flush()
+        out: dict[int, object] = {}
+        for layers, sums in self._sums.items():
+            for i, layer in enumerate(layers):
+                out[layer] = sums[i] if layer not in out else out[layer] + sums[i]
+        return out
 
     def maps(self):
         """(tokens, latent h, latent w): the mean over layers and heads of the upsampled, clipped maps."""
         import torch.nn.functional as F
 
-        if not self.raw:
+        raw = self.raw
+        if not raw:
             if self._pass < self.sampling_pass:
                 raise HostError("The generation made no hires fix pass to explain (turn hires fix on)")
             if self.step_range and self.step_range[0] >= self._steps:
@@ -180,9 +246,9 @@ class DaamRecorder(Controller):
             raise HostError("No attention was recorded (the pass made no sampling step?)")
         if self._maps is None:
             total, count = None, 0
-            for layer, raw in self.raw.items():
-                heads, _queries, tokens = raw.shape
-                layer_maps = raw.permute(0, 2, 1).reshape(heads, tokens, *self.grids[layer])
+            for layer, sums in raw.items():
+                heads, _queries, tokens = sums.shape
+                layer_maps = sums.permute(0, 2, 1).reshape(heads, tokens, *self.grids[layer])
                 up = F.interpolate(layer_maps, size=self.latent_hw, mode="bicubic").clamp_(min=0)
                 total = up.sum(0) if total is None else total + up.sum(0)
                 count += heads
