@@ -8,6 +8,7 @@
     .venv/bin/python bench/attention.py                 # tiny model, CPU
     .venv/bin/python bench/attention.py --full-size     # random weights at real SD1.5 shape (meant for a GPU)
     .venv/bin/python bench/attention.py --layout        # SD1.5's layer layout, narrow: the launch-bound regime on a CPU
+    .venv/bin/python bench/attention.py --layout --count-ops  # also each run's aten op count (a launch count stand-in)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import median_times, model_folder  # noqa: E402
+from harness import median_times, model_folder, op_counts  # noqa: E402
 
 
 def main() -> int:
@@ -30,6 +31,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--count-ops", action="store_true",
+                    help="also count each run's aten ops with the torch profiler (all, and those that do work)")
     args = ap.parse_args()
 
     import torch
@@ -107,6 +110,14 @@ def main() -> int:
     print(f"  plain batch-2 generation  : {med['plain batch 2']:.4f} s")
     print(f"  P2P edit (swap, batch 2)  : {med['P2P edit']:.4f} s   "
           f"ratio {med['P2P edit'] / med['plain batch 2']:.3f}")
+    if args.count_ops:
+        counts = op_counts(runs)
+        print("aten ops of one generation (all / doing work, i.e. not a view or an empty tensor), vs its plain one:")
+        for name, base in (("plain", "plain"), ("ours+DAAM", "plain"), ("daam package", "plain"),
+                           ("plain batch 2", "plain batch 2"), ("P2P edit", "plain batch 2")):
+            if name in counts:
+                (total, work), (total0, work0) = counts[name], counts[base]
+                print(f"  {name:24s}: {total:7d} / {work:6d}   extra {total - total0:+6d} / {work - work0:+5d}")
     return 0
 
 

@@ -48,3 +48,44 @@ def median_times(runs: dict[str, Callable[[], object]], repeats: int, device: st
             sync()
             times[name].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+# aten operations that only make a new view or an empty tensor: they cost CPU time, but launch no GPU work
+_METADATA_OPS = {
+    "aten::" + name for name in (
+        "view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "select", "slice", "narrow", "transpose",
+        "t", "permute", "expand", "unsqueeze", "squeeze", "alias", "detach", "lift_fresh", "resolve_conj",
+        "resolve_neg", "empty", "empty_strided", "empty_like", "to", "contiguous", "split", "chunk", "unbind",
+        "view_as", "expand_as", "flatten", "unflatten", "result_type", "is_nonzero", "item",
+        "_local_scalar_dense")
+}
+
+
+def op_counts(runs: dict[str, Callable[[], object]]) -> dict[str, tuple[int, int]]:
+    """``(all aten ops, ops that do work)`` of one call of each run (after a warm-up call), from the torch
+    profiler's CPU events. An op "does work" when it is not a view or an empty tensor and calls no other op
+    that does: a stand-in for a GPU's kernel launches, which a small-batch generation there is bound by."""
+    import torch
+
+    out = {}
+    for name, fn in runs.items():
+        fn()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+        aten = [e for e in prof.events() if e.name.startswith("aten::")]
+        memo: dict = {}
+        out[name] = (len(aten), sum(1 for e in aten if _does_work(e, memo)))
+    return out
+
+
+def _work_below(event, memo: dict) -> bool:
+    """Whether some aten op under ``event`` does work."""
+    key = id(event)
+    if key not in memo:
+        memo[key] = any(_does_work(c, memo) or _work_below(c, memo) for c in event.cpu_children)
+    return memo[key]
+
+
+def _does_work(event, memo: dict) -> bool:
+    return (event.name.startswith("aten::") and event.name not in _METADATA_OPS
+            and not _work_below(event, memo))
