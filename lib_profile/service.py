@@ -483,7 +483,8 @@ class Studio:
             if plan is not None:
                 plan = dataclasses.replace(plan, prompt=edit.edited_prompt, count=1)
         finishing = finishing and plan is not None
-        with self.host.job(ctx.task_id, count_passes(plan) if plan else 1):
+        passes = count_passes(plan, through=None if finishing else stage) if plan else 1
+        with self.host.job(ctx.task_id, passes):
             if stage is not None:  # the passes before it as they were, then the pair
                 _image, info = replay(plan, self.host, seed, stage,
                                       edit_control(self.host, edit, plan.negative_prompt, control), control,

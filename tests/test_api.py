@@ -352,10 +352,29 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
     assert same["result"]["pass"] == "refine" and same["result"]["source_prompt"].startswith("photo, sharp focus")
     same_edit = Image.open(io.BytesIO(api.get(same["links"]["edited"].replace(API_PREFIX, "")).content))
     assert np.abs(np.asarray(same_edit, np.int16) - np.asarray(Image.open(io.BytesIO(portrait)), np.int16)).max() <= 2
-    soft = wait(api, api.post("/edit", json={**refine, "replace": {"sharp": "soft"}}).json()["id"])
+    job_counts, job = [], studio.host.job
+
+    def counting_job(id_task, job_count, *args, **kwargs):  # the passes the progress bar is sized for
+        job_counts.append(job_count)
+        return job(id_task, job_count, *args, **kwargs)
+
+    studio.host.job = counting_job
+    try:
+        soft = wait(api, api.post("/edit", json={**refine, "replace": {"sharp": "soft"}}).json()["id"])
+        soft_raw = wait(api, api.post("/edit", json={**refine, "replace": {"sharp": "soft"}, "finish": False}
+                                      ).json()["id"])
+    finally:
+        studio.host.job = job
     assert soft["state"] == "done", soft["error"]
+    assert soft_raw["state"] == "done" and not soft_raw["result"]["finished"]
+    # unfinished, the edit stops at the refine pass, and so does its progress bar: 3 passes (txt2img, face
+    # detail, refine) of the plan's 4 (then the upscale)
+    assert job_counts[1] == 3 and job_counts[0] == 4
     soft_folder = studio.store.outputs_folder(SLUG) / soft["id"]
     assert (soft_folder / "edited-refine-pass.png").is_file() and (soft_folder / "source-refine-pass.png").is_file()
+    raw_refine = studio.store.outputs_folder(SLUG) / soft_raw["id"] / "edited.png"
+    assert np.array_equal(np.asarray(Image.open(raw_refine)),
+                          np.asarray(Image.open(soft_folder / "edited-refine-pass.png")))  # the same pair
     soft_edit = Image.open(io.BytesIO(api.get(soft["links"]["edited"].replace(API_PREFIX, "")).content))
     assert "soft focus" in soft_edit.text["parameters"] and "red sweater" not in soft_edit.text["parameters"]
     assert not np.array_equal(np.asarray(soft_edit), np.asarray(same_edit))

@@ -83,11 +83,13 @@ def upscale_tiles(width: int, height: int, plan: Plan, params: dict) -> int:
     return len(xs) * len(ys)
 
 
-def count_passes(plan: Plan) -> int:
-    """The sampling passes (host generate calls) a plan makes, for a progress bar spanning all of them.
-    A detail stage counts one pass per portrait (none is made when no face is found)."""
+def count_passes(plan: Plan, through: Optional[int] = None) -> int:
+    """The sampling passes (host generate calls) a plan makes (up to stage ``through`` when given), for a progress
+    bar spanning all of them. A detail stage counts one pass per portrait (none is made when no face is found)."""
     per_image = 0
-    for _index, stage in plan.enabled():
+    for index, stage in plan.enabled():
+        if through is not None and index > through:
+            continue
         if stage.kind in ("txt2img", "refine", "detail"):  # a detail pass inpaints all its faces at once
             per_image += 1
         elif stage.kind == "upscale":
