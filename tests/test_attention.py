@@ -77,6 +77,19 @@ def test_a_step_of_layers_is_summed_in_one_go_as_each_layer_alone(host):
                                atol=1e-5)
 
 
+def test_maps_read_after_a_generation_in_inference_mode(host):
+    """Forge samples under ``torch.inference_mode()``: the sums made there are inference tensors, and the maps
+    are read after the generation has returned (the last step's layers are summed then)."""
+    req = Txt2ImgRequest(prompt=PROMPT, **REQ)
+    positions = TokenMap.from_prompt(tokenizer(), PROMPT).positions(tokenizer(), "cat")
+    plain = DaamRecorder(positions)
+    host.txt2img(req, RunControl(attention=plain))
+    rec = DaamRecorder(positions)
+    with torch.inference_mode():
+        host.txt2img(req, RunControl(attention=rec))
+    np.testing.assert_allclose(rec.word_map(positions, (64, 64)), plain.word_map(positions, (64, 64)), atol=1e-5)
+
+
 @pytest.mark.parametrize("width", [64, 512])
 def test_an_overlay_caption_fits_the_picture(width):
     """The word under its map is sized to fit: on a small picture a long phrase is not cut off at the edge."""

@@ -187,7 +187,9 @@ class DaamRecorder(Controller):
     def _add(self, layers: tuple[int, ...], p) -> None:
         import torch
 
-        with torch.no_grad():
+        # in inference mode: sums made during a host's sampling under it (Forge) are inference tensors, and are
+        # added to after it (the last step's layers are summed when the maps are read)
+        with torch.inference_mode():
             if layers in self._sums:
                 self._sums[layers].add_(p)
             else:
@@ -203,7 +205,7 @@ class DaamRecorder(Controller):
         for item in pending:
             _layer, q, k, scale, upcast = item
             groups.setdefault((tuple(q.shape), tuple(k.shape), q.dtype, scale, upcast), []).append(item)
-        with torch.no_grad():
+        with torch.inference_mode():
             for (q_shape, k_shape, _dtype, scale, upcast), items in groups.items():
                 heads, queries, d = q_shape
                 per_layer = heads * queries * k_shape[1] * 4
