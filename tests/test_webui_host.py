@@ -156,6 +156,74 @@ def test_an_edit_of_a_refine_pass_is_one_img2img_pair(webui):
     assert len(out.images) == 2 and out.seeds == [9, 9]
 
 
+class _Chunk:
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+
+class _TextEngine:
+    """The WebUI's ``tokenize_line``: 77-id chunks (BOS, the prompt's ids, EOS padding)."""
+
+    def tokenize_line(self, text):
+        from lib_profile.attention.explain import tokenizer
+
+        tok = tokenizer()
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return [_Chunk([tok.bos_token_id, *ids, *[tok.eos_token_id] * (76 - len(ids))])], len(ids)
+
+
+@both()
+def test_word_positions_come_from_the_webuis_own_tokenizer(webui):
+    import types
+
+    from lib_profile.attention.daam import TokenMap
+    from lib_profile.attention.explain import tokenizer
+
+    modules, host = webui
+    if host.name == "forge":
+        modules.shared.sd_model = types.SimpleNamespace(text_processing_engine=_TextEngine())
+    else:
+        modules.shared.sd_model = types.SimpleNamespace(cond_stage_model=_TextEngine())
+    chunks = host.token_chunks("a red cat <lora:alice-1:0.9>")
+    assert len(chunks) == 1 and len(chunks[0]) == 77
+    tokens = TokenMap.for_host(host, tokenizer(), "a red cat")
+    assert tokens.positions(tokenizer(), "red cat") == [2, 3]
+
+
+@pytest.mark.parametrize("webui", [dict(flavour="forge")], indirect=True, ids=["forge"])
+def test_forge_before_its_first_generation_checks_words_with_our_tokenizer_and_loads_the_model_in_a_job(webui):
+    """Forge loads its model only at its first generation (``shared.sd_model`` is a ``FakeInitialModel`` until
+    then): an explain asked for before that is checked with our tokenizer; its job, which holds the WebUI's queue,
+    loads the model as ``process_images`` would, and then uses Forge's own tokenizer."""
+    import types
+
+    from lib_profile.attention.daam import TokenMap
+    from lib_profile.attention.explain import tokenizer
+
+    modules, host = webui
+    modules.shared.sd_model = types.SimpleNamespace(cond_stage_model=None, chunk_length=75)  # FakeInitialModel
+    loads = []
+
+    def forge_model_reload():
+        loads.append(1)
+        modules.shared.sd_model = types.SimpleNamespace(text_processing_engine=_TextEngine())
+
+    modules.sd_models.forge_model_reload = forge_model_reload
+    assert host.token_chunks("a red cat") is None and not loads  # a request: no model loaded from it
+    assert TokenMap.for_host(host, tokenizer(), "a red cat").positions(tokenizer(), "red cat") == [2, 3]
+    with host.job("task(x)", 1):
+        assert len(host.token_chunks("a red cat")) == 1 and loads == [1]
+        assert host.token_chunks("a red cat") is not None and loads == [1]
+
+    def broken():
+        raise KeyError("checkpoint_info")
+
+    modules.shared.sd_model = types.SimpleNamespace(cond_stage_model=None, chunk_length=75)
+    modules.sd_models.forge_model_reload = broken
+    with host.job("task(y)", 1), pytest.raises(HostError, match="could not load the selected checkpoint"):
+        host.token_chunks("a red cat")
+
+
 @both(cn_models=None)
 def test_no_controlnet_extension_runs_pose_by_prompt_and_names_the_file(webui):
     modules, host = webui

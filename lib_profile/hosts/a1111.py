@@ -98,5 +98,9 @@ def attention(controller, latent_hw: tuple[int, int], images: int):
 def token_chunks(text: str) -> list[list[int]]:
     from modules import shared
 
-    chunks, _count = shared.sd_model.cond_stage_model.tokenize_line(text)
+    chunks, _count = shared.sd_model.cond_stage_model.tokenize_line(text)  # A1111 loads the model when asked
     return [list(c.tokens) for c in chunks]
+
+
+def load_model() -> None:
+    """A1111 loads its model at startup or on first use of ``shared.sd_model``: nothing to do."""

@@ -10,11 +10,11 @@ is ``"None"``, the model must be the exact ``"stem [hash8]"`` key of
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from lib_profile.hosts.base import ControlUnit, Txt2ImgRequest
+from lib_profile.hosts.base import ControlUnit, HostError, Txt2ImgRequest
 
 NAME = "forge"
 CN_NONE = "None"
@@ -68,8 +68,24 @@ def attention(controller, latent_hw: tuple[int, int], images: int):
     return controlled(controller, latent_hw, script_callbacks, scripts.Script)
 
 
-def token_chunks(text: str) -> list[list[int]]:
+def token_chunks(text: str) -> Optional[list[list[int]]]:
+    """The prompt's chunks by Forge's own text engine; None while Forge has loaded no model yet (before its first
+    generation ``shared.sd_model`` is a ``FakeInitialModel`` without one, webui-host.md)."""
     from modules import shared
 
-    chunks, _count = shared.sd_model.text_processing_engine.tokenize_line(text)
+    engine = getattr(shared.sd_model, "text_processing_engine", None)
+    if engine is None:
+        return None
+    chunks, _count = engine.tokenize_line(text)
     return [list(c.tokens) for c in chunks]
+
+
+def load_model() -> None:
+    """Load the selected checkpoint now, as Forge's ``process_images`` does first (a no-op once it is loaded)."""
+    from modules import sd_models
+
+    try:
+        sd_models.forge_model_reload()
+    except Exception as e:  # e.g. no checkpoint selected yet: Forge's own KeyError says little
+        raise HostError(f"Forge could not load the selected checkpoint ({type(e).__name__}: {e}); pick an SD1.5 "
+                        "checkpoint at the top of the page and try again") from e

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -163,6 +164,7 @@ class WebUIHost(Host):
         self.flavour = flavour or detect_flavour()
         self.name = self.flavour.NAME
         self.notes: list[str] = []
+        self._job_thread: Optional[int] = None  # the thread that holds the WebUI's queue for a job of ours
 
     # -- modules (looked up at call time: the WebUI reassigns runners, upscaler lists and opts)
     @staticmethod
@@ -327,12 +329,19 @@ class WebUIHost(Host):
             raise Interrupted()
         return out
 
-    def token_chunks(self, prompt: str) -> list[list[int]]:
+    def token_chunks(self, prompt: str) -> Optional[list[list[int]]]:
         """The prompt's 77-id CLIP chunks exactly as this WebUI splits them (A1111 breaks long prompts at
-        commas), so word positions for explain and edit line up."""
+        commas), so word positions for explain and edit line up. Forge loads its model only at its first
+        generation: before that, a request is checked with our own tokenizer (None), and a job - which holds the
+        WebUI's queue - loads the model first."""
         from lib_profile.hosts.prompt import extract_networks
 
-        return self.flavour.token_chunks(extract_networks(prompt)[0])
+        text = extract_networks(prompt)[0]
+        chunks = self.flavour.token_chunks(text)
+        if chunks is None and self._job_thread == threading.get_ident():
+            self.flavour.load_model()
+            chunks = self.flavour.token_chunks(text)
+        return chunks
 
     def checkpoint_path(self) -> str:
         """The checkpoint file selected in the WebUI (what the user generates with, so what we train on)."""
@@ -365,9 +374,11 @@ class WebUIHost(Host):
             progress.start_task(id_task)
             shared.state.job_count = plan_job_count(job_count)
             shared.state.textinfo = title
+            outer, self._job_thread = self._job_thread, threading.get_ident()
             try:
                 yield
             finally:
+                self._job_thread = outer
                 progress.finish_task(id_task)
                 shared.state.end()
 
