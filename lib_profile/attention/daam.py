@@ -235,6 +235,8 @@ class DaamRecorder(Controller):
         """(tokens, latent h, latent w): the mean over layers and heads of the upsampled, clipped maps."""
         import torch.nn.functional as F
 
+        if self._maps is not None:  # nothing read since (a read clears it): no need to gather the sums again
+            return self._maps
         raw = self.raw
         if not raw:
             if self._pass < self.sampling_pass:
@@ -246,15 +248,14 @@ class DaamRecorder(Controller):
                 raise HostError(f"layers {list(self.layers)} are past this model's {len(self._cross_index)} "
                                 f"recorded cross-attention layers (0..{len(self._cross_index) - 1})")
             raise HostError("No attention was recorded (the pass made no sampling step?)")
-        if self._maps is None:
-            total, count = None, 0
-            for layer, sums in raw.items():
-                heads, _queries, tokens = sums.shape
-                layer_maps = sums.permute(0, 2, 1).reshape(heads, tokens, *self.grids[layer])
-                up = F.interpolate(layer_maps, size=self.latent_hw, mode="bicubic").clamp_(min=0)
-                total = up.sum(0) if total is None else total + up.sum(0)
-                count += heads
-            self._maps = total / count
+        total, count = None, 0
+        for layer, sums in raw.items():
+            heads, _queries, tokens = sums.shape
+            layer_maps = sums.permute(0, 2, 1).reshape(heads, tokens, *self.grids[layer])
+            up = F.interpolate(layer_maps, size=self.latent_hw, mode="bicubic").clamp_(min=0)
+            total = up.sum(0) if total is None else total + up.sum(0)
+            count += heads
+        self._maps = total / count
         return self._maps
 
     def word_map(self, positions: list[int], size: tuple[int, int]) -> np.ndarray:
