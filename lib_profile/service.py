@@ -69,8 +69,13 @@ class Studio:
                 if job["state"] in ("queued", "running"):
                     self.jobs.cancel(job["id"])
                     self.jobs.wait(job["id"], timeout=120)
+            loras = [Path(x["file"]).stem for x in self.store.get(slug)["loras"]]
             removed = self.store.delete(slug)
             self.jobs.forget(slug)
+            for name in loras:  # the WebUI's own caches and last parameters name them too
+                removed += [f"{place}: {name}" for place in self.host.forget_lora(name)]
+            if loras:
+                self.host.lora_list_changed()
         return removed
 
     def add_photos(self, slug: str, files: list[tuple[str, bytes]]) -> dict[str, Any]:
@@ -141,8 +146,7 @@ class Studio:
         entry = self._lora(slug, lora)
         # check the choices now, so a bad pose or tone is a 400, not a failed job
         detail_engine = detail_engine or self.defaults().get("detail_engine") or "builtin"
-        if detail_engine == "adetailer" and not (hasattr(self.host, "adetailer_present")
-                                                 and self.host.adetailer_present()):
+        if detail_engine == "adetailer" and not self.host.adetailer_present():
             raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
         build_plan(prompt or "x", entry["path"] if entry else None, None, tone, count, seed, switches, lora_weight,
                    detail_engine=detail_engine, **(settings or {}))
@@ -415,6 +419,7 @@ class Studio:
         entry = {"name": stem, "file": src.name, "created": time.time(), "activation_text": activation,
                  "identity_similarity": report["choice"].get("identity_similarity"), "run": out.name}
         self.store.add_lora(slug, entry)
+        self.host.lora_list_changed()  # listed in the WebUI (Extra Networks, /sdapi/v1/loras) at once
         return entry
 
     def _source_of(self, ctx: JobContext):
@@ -559,8 +564,19 @@ class Studio:
         host_control = host.control()
         control = RunControl(should_interrupt=lambda: ctx.cancelled.is_set() or bool(
             host_control.should_interrupt and host_control.should_interrupt()))
-        with host.job(ctx.task_id, count_passes(plan)):
-            result = run_plan(plan, host, out, control=control, on_stage=on_stage)
+        try:
+            with host.job(ctx.task_id, count_passes(plan)):
+                result = run_plan(plan, host, out, control=control, on_stage=on_stage)
+        except Interrupted as stop:
+            kept = getattr(stop, "result", None)
+            if kept is not None:
+                stop.result = {"folder": str(out), **kept}
+                whole = len(kept["images"])
+                part = kept.get("unfinished")
+                ctx.update(message=f"Stopped: kept {whole} finished portrait(s)" + (
+                    f" and the unfinished one after {part['stages'][-1]['stage'].split(':', 1)[1]}" if part and
+                    part["stages"] else "") + f" in {out.name}")
+            raise
         for note in result["notes"]:
             ctx.update(message=note)
         return {"folder": str(out), **result}

@@ -114,7 +114,7 @@ def test_txt2img_keeps_our_settings_and_passes_per_flavour_controlnet_units(webu
     assert unit["model"] in host.controlnet_models() and wh.model_stem(unit["model"]) == wh.model_stem(POSE)
     assert unit["weight"] == 0.8 and unit["guidance_end"] == 0.9
     if flavour == "forge":
-        assert unit["module"] == "None" and isinstance(unit["image"], dict)
+        assert unit["module"] == "None" and isinstance(unit["image"], np.ndarray)  # Forge 2 takes no dict pair
         assert p.hr_additional_modules == ["Use same choices"] and p.hr_cfg == req.cfg_scale
     else:
         assert unit["module"] == "none" and unit["resize_mode"] == "Just Resize"
@@ -370,11 +370,12 @@ def test_the_detail_stage_can_use_adetailer_with_the_identity_lora(webui, tmp_pa
     assert args[2]["ad_steps"] == 12 and info["engine"] == "adetailer" and image.size == (512, 768)
 
 
-def test_adetailer_engine_off_the_webui_is_a_clear_error(host):
+def test_adetailer_engine_off_the_webui_falls_back_to_our_pass_and_says_why(host):
     from lib_profile.studio.detail import DetailParams, detail_pass
 
-    with pytest.raises(HostError, match="ADetailer engine needs the WebUI"):
-        detail_pass(host, pose_map(64, 64), "x", "", [], 1, "Euler", "Karras", 6.0, 1, DetailParams(engine="adetailer"))
+    _image, info = detail_pass(host, pose_map(64, 64), "x", "", [], 1, "Euler", "Karras", 6.0, 1,
+                               DetailParams(engine="adetailer"))
+    assert "not in this WebUI" in info["reports"][0].why and info["reports"][-1].part == "face detail"
     with pytest.raises(HostError, match="builtin"):
         DetailParams(engine="magic")
 

@@ -209,12 +209,41 @@ class InpaintRequest(Img2ImgRequest):
             raise HostError("padding must be within 0..256 and mask_blur within 0..64")
 
 
+RAN, SKIPPED, FAILED = "ran", "skipped", "failed"
+
+
+@dataclass
+class StageReport:
+    """What really happened to one part of a pass that a host or an extension did for us: a ControlNet unit,
+    ADetailer, a LoRA, an upscaler, the face detail pass. ``status`` is ``ran``, ``skipped`` or ``failed``;
+    ``why`` says why it was skipped or failed (the error the WebUI only printed to its console)."""
+
+    part: str  # e.g. "ControlNet pose", "ADetailer", "LoRA alice_v1", "upscaler R-ESRGAN 4x+", "face detail"
+    status: str
+    why: str = ""
+
+    def __post_init__(self):
+        if self.status not in (RAN, SKIPPED, FAILED):
+            raise ValueError(f"status must be {RAN}, {SKIPPED} or {FAILED}, not {self.status!r}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == RAN
+
+    def line(self) -> str:
+        return f"{self.part}: {self.status}" + (f" ({self.why})" if self.why else "")
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
 @dataclass
 class Result:
     images: list[Image.Image]
     seeds: list[int]
     params: dict[str, Any]
     infotexts: list[str] = field(default_factory=list)
+    reports: list[StageReport] = field(default_factory=list)  # the delegated parts of this pass, as they ran
 
 
 class Host(ABC):
@@ -232,7 +261,9 @@ class Host(ABC):
     def inpaint(self, req: InpaintRequest, control: Optional[RunControl] = None) -> Result: ...
 
     @abstractmethod
-    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos") -> Image.Image: ...
+    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos",
+                reports: Optional[list[StageReport]] = None) -> Image.Image:
+        """``image`` upscaled ``scale`` times; what the upscaler really did is appended to ``reports``."""
 
     @abstractmethod
     def samplers(self) -> list[str]: ...
@@ -258,6 +289,29 @@ class Host(ABC):
     def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
         """The ControlNet model for ``kind`` ("pose" or "tile") this host can use, or None."""
         return None
+
+    def adetailer_present(self) -> bool:
+        """Whether the ADetailer extension is there to run the face detail pass."""
+        return bool(self.adetailer_models())
+
+    def adetailer_models(self) -> list[str]:
+        """The detection models the ADetailer extension offers (``face_yolov8n.pt``, ``mediapipe_face_full``…);
+        empty where this host has no ADetailer."""
+        return []
+
+    def adetailer_detail(self, req: Img2ImgRequest, ad_args: dict[str, Any],
+                         control: Optional[RunControl] = None) -> Result:
+        """The face detail pass done by the ADetailer extension (``ad_args``: one ADetailer tab dict)."""
+        raise HostError(f"The {self.name} host has no ADetailer extension; use the built-in face detail pass")
+
+    def lora_list_changed(self) -> None:
+        """A LoRA was published or deleted: the host refreshes its own list of LoRAs (the WebUI's Extra
+        Networks and ``/sdapi/v1/loras``); nothing to do by default."""
+
+    def forget_lora(self, name: str) -> list[str]:
+        """Remove what the host keeps about a deleted LoRA (hash caches, last-generation parameters); returns
+        the places cleaned. Nothing by default."""
+        return []
 
     def control(self) -> RunControl:
         """The host's own interrupt (the WebUI's Interrupt button); none by default."""

@@ -21,6 +21,7 @@ from PIL import Image
 from lib_profile import paths
 from lib_profile.hosts import masking, prompt as prompts, samplers, tiny
 from lib_profile.hosts.base import (
+    RAN,
     ControlUnit,
     Host,
     HostError,
@@ -29,6 +30,7 @@ from lib_profile.hosts.base import (
     Interrupted,
     Result,
     RunControl,
+    StageReport,
     Txt2ImgRequest,
 )
 from lib_profile.hosts.checkpoint import load_controlnet, load_sd15
@@ -119,7 +121,10 @@ class DiffusersHost(Host):
         result.params["inpaint_region"] = list(region) if region else None
         return result
 
-    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos") -> Image.Image:
+    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos",
+                reports: Optional[list[StageReport]] = None) -> Image.Image:
+        if reports is not None:  # the resampling filters cannot fail quietly
+            reports.append(StageReport(f"upscaler {upscaler}", RAN))
         if upscaler not in UPSCALERS:
             raise HostError(f"Unknown upscaler {upscaler!r} for the diffusers host; choose one of {', '.join(UPSCALERS)}")
         if not 1.0 <= scale <= 8.0:
@@ -221,7 +226,9 @@ class DiffusersHost(Host):
         if unmatched:
             params["lora_unmatched_keys"] = len(unmatched)
         texts = [infotext({**params, "seed": s, "prompt": p}) for s, p in zip(seeds, req.image_prompts())]
-        return Result(images=images, seeds=seeds, params=params, infotexts=texts)
+        reports = [StageReport(f"ControlNet {u.kind}", RAN) for u in req.controlnets]  # run here, or raised
+        reports += [StageReport(f"LoRA {x.name}", RAN) for x in req.loras]
+        return Result(images=images, seeds=seeds, params=params, infotexts=texts, reports=reports)
 
     @staticmethod
     def _hires_request(req: Txt2ImgRequest) -> Img2ImgRequest:

@@ -2,8 +2,9 @@
 
 Differences from A1111 (webui-host.md sections 4.1, 8.3 and fact 4): ControlNet's "no preprocessor"
 is ``"None"``, the model must be the exact ``"stem [hash8]"`` key of
-``lib_controlnet.global_state.get_all_controlnet_names()``, the control image goes in as an
-``{"image", "mask"}`` pair of arrays (as ADetailer's Forge path does), and ``Txt2Img`` needs
+``lib_controlnet.global_state.get_all_controlnet_names()``, the control image goes in as an HWC uint8
+array (Forge 2's ``get_input_data`` compares ``unit.image < 5``, so the ``{"image", "mask"}`` pair older Forge
+took fails there with a TypeError; a base64 string is the other form it takes), and ``Txt2Img`` needs
 ``hr_additional_modules`` and ``hr_cfg`` (else a hires pass raises TypeError or runs at CFG 1).
 """
 
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import importlib
 from typing import Any, Optional
-
-import numpy as np
 
 from lib_profile.hosts.base import ControlUnit, HostError, Txt2ImgRequest
 
@@ -23,10 +22,9 @@ CN_NONE = "None"
 def controlnet_unit(unit: ControlUnit, model_name: str) -> dict[str, Any]:
     from lib_profile.hosts.webui import control_image_array
 
-    image = control_image_array(unit.image)
     return {
         "enabled": True, "module": CN_NONE, "model": model_name, "weight": unit.weight,
-        "image": {"image": image, "mask": np.full_like(image, 255)}, "resize_mode": "Just Resize",
+        "image": control_image_array(unit.image), "resize_mode": "Just Resize",
         "processor_res": 512, "guidance_start": unit.guidance_start, "guidance_end": unit.guidance_end,
         "pixel_perfect": False, "control_mode": "Balanced", "save_detected_map": False, "hr_option": "Both",
     }

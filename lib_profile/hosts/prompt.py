@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lib_profile.hosts.base import LoraRef
 
 CHUNK = 75
 
@@ -180,3 +184,14 @@ def encode(text_encoder, tokenizer, prompt: str, clip_skip: int = 1, min_chunks:
         if new_mean.abs() > 1e-4 * z.abs().mean():  # a mean near 0 (tiny random models) would blow up
             z = z * (original_mean / new_mean)
     return z.reshape(1, -1, z.shape[-1]), len(chunks)
+
+
+def lora_tags(prompt: str, loras: list[LoraRef]) -> str:
+    """The prompt with ``<lora:stem:weight>`` for each LoRA not already tagged in it."""
+    out = prompt
+    for lora in loras:
+        if f"<lora:{lora.name}:" in out:
+            continue
+        tag = f"<lora:{lora.name}:{lora.weight:g}>"
+        out = f"{out}, {tag}" if out else tag
+    return out

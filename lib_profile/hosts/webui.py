@@ -29,8 +29,11 @@ from typing import Any, Iterator, Optional
 import numpy as np
 from PIL import Image
 
-from lib_profile.hosts.base import (ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted, LoraRef,
-                                    Result, RunControl, Txt2ImgRequest)
+from lib_profile.hosts import webui_faults as faults_of
+from lib_profile.hosts.prompt import lora_tags
+from lib_profile.hosts.webui_options import restoring_opts
+from lib_profile.hosts.base import (FAILED, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted,
+                                    LoraRef, Result, RunControl, StageReport, Txt2ImgRequest)
 
 # ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them).
 DEFAULT_CN_MODELS = {
@@ -43,17 +46,6 @@ LORA_SUBFOLDER = "profile-studio"
 
 
 # ---------------------------------------------------------------- pure helpers (tested without a WebUI)
-
-def lora_tags(prompt: str, loras: list[LoraRef]) -> str:
-    """The prompt with ``<lora:stem:weight>`` for each LoRA not already tagged in it."""
-    out = prompt
-    for lora in loras:
-        if f"<lora:{lora.name}:" in out:
-            continue
-        tag = f"<lora:{lora.name}:{lora.weight:g}>"
-        out = f"{out}, {tag}" if out else tag
-    return out
-
 
 def model_stem(name: str) -> str:
     """``"control_v11p_sd15_openpose [cab727d4]"`` -> ``"control_v11p_sd15_openpose"``; paths lose folder and suffix."""
@@ -121,10 +113,12 @@ def processing_kwargs(kind: str, req: Txt2ImgRequest, outdirs: tuple[str, str]) 
     return kw
 
 
-def filtered_runner(base, wanted: list[tuple[str, list]], own_scripts: list = ()):
+def filtered_runner(base, wanted: list[tuple[str, list]], own_scripts: list = (),
+                    faults: Optional[list] = None):
     """A copy of a WebUI ``ScriptRunner`` holding copies of only the wanted always-on scripts, each
-    given ``args`` at its own slice. ``wanted``: ``[(lower-case title, args), ...]``; 
-    ``own_scripts``: script objects of ours to run too (no args). Returns ``(runner, script_args, titles not found)``."""
+    given ``args`` at its own slice. ``wanted``: ``[(lower-case title, args), ...]``;
+    ``own_scripts``: script objects of ours to run too (no args); ``faults``: a list the copies' hooks record
+    their exceptions in (:func:`webui_faults.watch`). Returns ``(runner, script_args, titles not found)``."""
     runner = copy.copy(base)
     runner.alwayson_scripts = []
     runner.selectable_scripts = []
@@ -139,6 +133,8 @@ def filtered_runner(base, wanted: list[tuple[str, list]], own_scripts: list = ()
             continue
         mine = copy.copy(script)
         mine.args_from, mine.args_to = len(args), len(args) + len(script_args)
+        if faults is not None:
+            faults_of.watch(mine, faults)
         args.extend(script_args)
         runner.alwayson_scripts.append(mine)
         runner.scripts.append(mine)
@@ -234,9 +230,20 @@ class WebUIHost(Host):
             os.replace(tmp, dest)
         return LoraRef(str(dest), lora.weight)
 
+    def lora_list_changed(self) -> None:
+        """Rescan the WebUI's LoRA list, so a LoRA we published or deleted shows (or goes) at once."""
+        from lib_profile.hosts import webui_loras
+
+        webui_loras.refresh_list()
+
+    def forget_lora(self, name: str) -> list[str]:
+        from lib_profile.hosts import webui_loras
+
+        return webui_loras.forget(name)
+
     # -- running
     def _processing(self, kind: str, req: Txt2ImgRequest, extra_scripts: list[tuple[str, list]] = (),
-                    own_scripts: list = ()):
+                    own_scripts: list = (), faults: Optional[list] = None):
         processing = self._m("processing")
         req = copy.copy(req)
         req.loras = [self.publish_lora(x) for x in req.loras]
@@ -249,13 +256,11 @@ class WebUIHost(Host):
             p.image_mask = req.mask.convert("L")  # the constructor's mask= is moved here anyway; be explicit
         p.is_api = True  # before scripts: keeps the built-in Sampler/Seed scripts from overwriting our values
         wanted: list[tuple[str, list]] = []
-        if req.controlnets and not self.controlnet_present():  # the plan still runs, guided by the prompt
-            self.notes.append(missing_controlnet_message(req.controlnets[0].kind, False))
-        elif req.controlnets:
+        if req.controlnets and self.controlnet_present():  # without it the plan still runs, guided by the prompt
             units = [self.flavour.controlnet_unit(u, self._cn_name(u)) for u in req.controlnets]
             wanted.append(("controlnet", units))
         wanted.extend(extra_scripts)
-        runner, args, _missing = filtered_runner(self._runner(kind), wanted, own_scripts)
+        runner, args, _missing = filtered_runner(self._runner(kind), wanted, own_scripts, faults)
         p.scripts = runner
         p.script_args_value = args  # assigning the value directly skips setup(), as ADetailer does
         return p
@@ -279,15 +284,24 @@ class WebUIHost(Host):
         if control is not None and control.attention is not None:
             attention = self.flavour.attention(control.attention, (req.height // 8, req.width // 8),
                                                req.batch_size)
+        faults: list[faults_of.Fault] = []
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
-            p = self._processing(kind, req, extra_scripts, own_scripts or [])
+            p = self._processing(kind, req, extra_scripts, own_scripts or [], faults)
             with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings):
                 processed = processing.process_images(p)
         n = len(processed.all_seeds or []) or req.batch_size
         images = list(processed.images[processed.index_of_first_image:][:n])
         if shared.state.interrupted or not images:
             raise Interrupted(getattr(shared.state, "sampling_step", 0), req.steps)
+        generation = dict(getattr(p, "extra_generation_params", None) or {})
+        reports = faults_of.controlnet_reports(
+            req.controlnets, self.controlnet_present(),
+            missing_controlnet_message(req.controlnets[0].kind, False) if req.controlnets else "", faults, generation)
+        reports += faults_of.lora_reports([x.name for x in req.loras], getattr(processed, "comments", "") or "")
+        if extra_scripts and extra_scripts[0][0] == "adetailer":
+            reports.append(faults_of.adetailer_report(faults, generation, req.init_image, images[0]))
         params = req.describe()
+        params["controlnets"] = [u for u, r in zip(params["controlnets"], reports) if r.ok]  # only what ran
         if kind == "txt2img" and req.hires:
             params.update(width=images[0].width, height=images[0].height, first_pass_size=[req.width, req.height])
         params.update(kind=kind, host=self.name, seed=processed.all_seeds[0], seeds=list(processed.all_seeds),
@@ -296,7 +310,7 @@ class WebUIHost(Host):
         if self.notes:
             params["notes"] = list(dict.fromkeys(self.notes))
         return Result(images=images, seeds=list(processed.all_seeds), params=params,
-                      infotexts=list(processed.infotexts[processed.index_of_first_image:][:n]))
+                      infotexts=list(processed.infotexts[processed.index_of_first_image:][:n]), reports=reports)
 
     def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result:
         return self._run("txt2img", req, control)
@@ -308,8 +322,24 @@ class WebUIHost(Host):
         return self._run("inpaint", req, control)
 
     def adetailer_present(self) -> bool:
+        return self._adetailer_script() is not None
+
+    def _adetailer_script(self):
         runner = self._runner("img2img")
-        return runner is not None and any(s.title().lower() == "adetailer" for s in runner.alwayson_scripts)
+        return next((s for s in (runner.alwayson_scripts if runner is not None else [])
+                     if s.title().lower() == "adetailer"), None)
+
+    def adetailer_models(self) -> list[str]:
+        """ADetailer's model list as it holds it (its ``model_mapping``: the YOLO files found in
+        ``models/adetailer`` and the mediapipe face models); empty without ADetailer."""
+        script = self._adetailer_script()
+        if script is None:
+            return []
+        for attr in vars(type(script)).values():  # the module globals of the script file, as its methods see them
+            mapping = getattr(attr, "__globals__", {}).get("model_mapping")
+            if isinstance(mapping, dict):
+                return list(mapping)
+        return []
 
     def adetailer_detail(self, req: Img2ImgRequest, ad_args: dict[str, Any],
                          control: Optional[RunControl] = None) -> Result:
@@ -319,14 +349,23 @@ class WebUIHost(Host):
             raise HostError("ADetailer is not installed in this WebUI; use the built-in face detail pass")
         return self._run("img2img", req, control, [("adetailer", [True, True, ad_args])])
 
-    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos") -> Image.Image:
+    def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos",
+                reports: Optional[list[StageReport]] = None) -> Image.Image:
+        """The WebUI's upscaler; one that fails to load is only printed by the WebUI, which then resizes with
+        Lanczos: that is told in ``reports``."""
         shared = self._m("shared")
         found = next((u for u in shared.sd_upscalers if u.name == upscaler), None)
         if found is None:
             raise HostError(f"Unknown upscaler {upscaler!r}; this WebUI has: {', '.join(self.upscalers())}")
+        before = faults_of.console_errors_now()
         out = found.scaler.upscale(image.convert("RGB"), scale, found.data_path)
         if shared.state.interrupted:
             raise Interrupted()
+        errors = faults_of.new_console_errors(before)
+        if reports is not None:
+            reports.append(StageReport(f"upscaler {upscaler}", FAILED,
+                                       f"{errors[0]}; the WebUI resized with Lanczos instead") if errors
+                           else StageReport(f"upscaler {upscaler}", "ran"))
         return out
 
     def token_chunks(self, prompt: str) -> Optional[list[list[int]]]:
@@ -401,27 +440,6 @@ class WebUIHost(Host):
         state.sampling_step, state.sampling_steps = step, steps
         if text:
             state.textinfo = text
-
-
-@contextlib.contextmanager
-def restoring_opts(opts, keys) -> Iterator[None]:
-    """Put the WebUI's options back exactly as they were after a pass with ``override_settings``.
-    A1111 1.10.1 restores only options already in ``opts.data`` (processing.py: ``stored_opts``), so an
-    override of a setting the user never saved (e.g. CLIP skip) would stay set for every later generation."""
-    data = getattr(opts, "data", None)
-    if data is None:
-        yield
-        return
-    missing = object()
-    saved = {k: data.get(k, missing) for k in list(keys or {})}
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is missing:
-                data.pop(key, None)
-            else:
-                data[key] = value
 
 
 def control_image_array(image: Image.Image) -> np.ndarray:

@@ -144,8 +144,8 @@ class JobManager:
                 result = self.handlers[job["kind"]](ctx)
                 if ctx.cancelled.is_set():
                     state = "cancelled"
-            except Interrupted:
-                state = "cancelled"
+            except Interrupted as stop:
+                state, result = "cancelled", getattr(stop, "result", None)  # what was kept, if anything
             except HostError as exc:
                 state, error = "failed", str(exc)
             except Exception as exc:  # noqa: BLE001 - a job must never take the worker down
@@ -156,6 +156,11 @@ class JobManager:
                 if state == "done":
                     ctx.live["progress"] = 1.0
                     ctx.live["eta_s"] = 0.0
+                else:  # the stage it stopped in is history now, and there is nothing left to wait for
+                    ctx.live["stage"] = state
+                    ctx.live["eta_s"] = None
+                if state == "cancelled" and not any(m.startswith("Stopped") for m in ctx.live["messages"]):
+                    ctx.live["messages"] = [*ctx.live["messages"], "Stopped before it finished"]
                 if error:
                     ctx.live["messages"] = [*ctx.live["messages"], error]
             if self.db.get(job_id) is not None:

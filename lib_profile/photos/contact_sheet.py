@@ -35,7 +35,8 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
 
 def contact_sheet(entries: list[dict], cell: int = 240, columns: int = 5) -> Image.Image:
     """``entries``: dicts with ``image`` (PIL or None), ``title``, ``accepted`` (bool), ``box`` (in the
-    image's pixels or None) and ``lines`` (reason texts)."""
+    image's pixels or None) and ``lines`` (reason texts); ``verdict`` (optional) replaces the ACCEPTED/REJECTED
+    word (a portrait is not judged: ``""``) and ``colour`` the green/red frame."""
     columns = max(1, min(columns, len(entries) or 1))
     rows = max(1, math.ceil(len(entries) / columns))
     text_h = 78
@@ -44,7 +45,7 @@ def contact_sheet(entries: list[dict], cell: int = 240, columns: int = 5) -> Ima
     title_font, small = _font(13), _font(11)
     for i, e in enumerate(entries):
         x0, y0 = (i % columns) * cell, (i // columns) * (cell + text_h)
-        colour = GREEN if e.get("accepted") else RED
+        colour = e.get("colour") or (GREEN if e.get("accepted") else RED)
         image: Optional[Image.Image] = e.get("image")
         if image is not None:
             scale = (cell - 8) / max(image.size)
@@ -58,8 +59,9 @@ def contact_sheet(entries: list[dict], cell: int = 240, columns: int = 5) -> Ima
             draw.rectangle((x0 + 4, y0 + 4, x0 + cell - 4, y0 + cell - 4), fill=(225, 225, 225))
             draw.text((x0 + 12, y0 + cell // 2 - 8), "cannot show", fill=GREY, font=title_font)
         draw.rectangle((x0 + 2, y0 + 2, x0 + cell - 2, y0 + cell - 2), outline=colour, width=2)
-        verdict = "ACCEPTED" if e.get("accepted") else "REJECTED"
-        draw.text((x0 + 6, y0 + cell + 2), f"{verdict}  {e.get('title', '')}"[:40], fill=colour, font=title_font)
+        verdict = e.get("verdict", "ACCEPTED" if e.get("accepted") else "REJECTED")
+        draw.text((x0 + 6, y0 + cell + 2), f"{verdict}  {e.get('title', '')}".strip()[:40], fill=colour,
+                  font=title_font)
         y = y0 + cell + 20
         parts = [part for line in e.get("lines", []) for part in _wrap(draw, line, small, cell - 12)]
         for part in parts[:4]:

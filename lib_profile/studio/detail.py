@@ -7,13 +7,17 @@ the crop is pasted back through it, so no box edge shows and nothing outside the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from lib_profile.hosts.base import Host, HostError, Img2ImgRequest, InpaintRequest, LoraRef, RunControl
+from lib_profile.hosts.base import (FAILED, RAN, SKIPPED, Host, HostError, Img2ImgRequest, InpaintRequest, LoraRef,
+                                    RunControl, StageReport)
+
+# ADetailer's own face models, which need no download (mediapipe ships them)
+ADETAILER_MEDIAPIPE = ("mediapipe_face_full", "mediapipe_face_short", "mediapipe_face_mesh")
 
 
 @dataclass
@@ -59,21 +63,52 @@ def face_mask(image: Image.Image, params: DetailParams) -> tuple[Optional[Image.
 def detail_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: str, loras: list[LoraRef],
                 seed: int, sampler: str, scheduler: str, cfg_scale: float, clip_skip: int,
                 params: Optional[DetailParams] = None, control: Optional[RunControl] = None):
-    """Repaint the face(s); returns (image, info). No face: the image comes back unchanged."""
+    """Repaint the face(s); returns (image, info), ``info["reports"]`` saying what ran. No face: the image
+    comes back unchanged, reported as skipped. With the ADetailer engine: a model ADetailer has (see
+    :func:`choose_adetailer_model`), and our own pass when ADetailer has none or fails."""
     params = params or DetailParams()
+    reports: list[StageReport] = []
     if params.engine == "adetailer":
-        return adetailer_pass(host, image, prompt, negative_prompt, loras, seed, sampler, scheduler, cfg_scale,
-                              clip_skip, params, control)
+        model, note = choose_adetailer_model(params.adetailer_model, host.adetailer_models())
+        if model is not None:
+            out, info = adetailer_pass(host, image, prompt, negative_prompt, loras, seed, sampler, scheduler,
+                                       cfg_scale, clip_skip, replace(params, adetailer_model=model), control)
+            report = info["reports"][-1]
+            if note:
+                report.why = "; ".join(filter(None, [note, report.why]))
+            if report.status != FAILED:
+                return out, info
+            reports.append(StageReport("ADetailer", FAILED, report.why + "; the built-in face detail pass was used"))
+        else:
+            reports.append(StageReport("ADetailer", SKIPPED, note))
     mask, faces = face_mask(image, params)
     if mask is None:
-        return image, {"faces": 0}
+        return image, {"faces": 0, "reports": [*reports, StageReport("face detail", SKIPPED, "no face found")]}
     req = InpaintRequest(prompt=prompt, negative_prompt=negative_prompt, width=params.size, height=params.size,
                          steps=params.steps, cfg_scale=cfg_scale, sampler=sampler, scheduler=scheduler, seed=seed,
                          clip_skip=clip_skip, loras=list(loras), init_image=image.convert("RGB"), mask=mask,
                          only_masked=True, padding=params.padding, mask_blur=params.mask_blur,
                          denoising_strength=params.denoising_strength)
     result = host.inpaint(req, control)
-    return result.images[0], {"faces": len(faces), "mask": mask, "region": result.params.get("inpaint_region")}
+    reports += [*result.reports, StageReport("face detail", RAN, f"{len(faces)} face(s)")]
+    return result.images[0], {"faces": len(faces), "mask": mask, "region": result.params.get("inpaint_region"),
+                              "reports": reports}
+
+
+def choose_adetailer_model(wanted: str, available: list[str]) -> tuple[Optional[str], str]:
+    """(the ADetailer model to ask for, a note): ``wanted`` when ADetailer has it, else another YOLO face model
+    it has, else its mediapipe face model; ``(None, why)`` when it has none of them (or is not there)."""
+    if not available:
+        return None, "the ADetailer extension is not in this WebUI"
+    if wanted in available:
+        return wanted, ""
+    faces = [m for m in available if "face" in m.lower() and not m.startswith("mediapipe")]
+    mediapipe = [m for m in ADETAILER_MEDIAPIPE if m in available]
+    pick = (faces or mediapipe or [None])[0]
+    missing = f"ADetailer has no {wanted} (put it in models/adetailer)"
+    if pick is None:
+        return None, f"{missing} and no face model of its own"
+    return pick, f"{missing}; it used {pick}"
 
 
 def adetailer_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: str, loras: list[LoraRef],
@@ -81,9 +116,7 @@ def adetailer_pass(host: Host, image: Image.Image, prompt: str, negative_prompt:
                    params: DetailParams, control: Optional[RunControl] = None):
     """The same pass done by the ADetailer extension (WebUI host only). Its prompt carries the identity
     LoRA tag, which ADetailer otherwise drops from its inner inpaint."""
-    if not hasattr(host, "adetailer_detail"):
-        raise HostError("The ADetailer engine needs the WebUI (and the ADetailer extension); use 'builtin' here")
-    from lib_profile.hosts.webui import lora_tags
+    from lib_profile.hosts.prompt import lora_tags
 
     req = Img2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, width=image.width, height=image.height,
                          steps=params.steps, cfg_scale=cfg_scale, sampler=sampler, scheduler=scheduler, seed=seed,
@@ -98,4 +131,6 @@ def adetailer_pass(host: Host, image: Image.Image, prompt: str, negative_prompt:
         "ad_use_steps": True, "ad_steps": params.steps,
     }
     result = host.adetailer_detail(req, ad_args, control)
-    return result.images[0], {"faces": None, "engine": "adetailer"}
+    reports = result.reports or [StageReport("ADetailer", RAN)]
+    out = result.images[0] if reports[-1].status == RAN else image
+    return out, {"faces": None, "engine": "adetailer", "model": params.adetailer_model, "reports": reports}

@@ -12,8 +12,9 @@ from PIL import Image
 
 from lib_profile import paths
 from lib_profile.hosts.base import (ControlUnit, Host, HostError, Img2ImgRequest, Interrupted, LoraRef, RunControl,
-                                    Txt2ImgRequest)
+                                    StageReport, Txt2ImgRequest)
 from lib_profile.infotext import infotext, save_png
+from lib_profile.studio import report
 from lib_profile.studio.detail import DetailParams, detail_pass
 from lib_profile.studio.plan import Plan
 from lib_profile.studio.tone import get_tone, grade_image
@@ -98,10 +99,12 @@ def count_passes(plan: Plan, through: Optional[int] = None) -> int:
 
 
 def tiled_upscale(host: Host, image: Image.Image, plan: Plan, params: dict, loras: list[LoraRef], seed: int,
-                  control: Optional[RunControl]) -> Image.Image:
+                  control: Optional[RunControl], reports: Optional[list[StageReport]] = None) -> Image.Image:
     """Upscale, then re-detail tile by tile at low denoise (ControlNet tile when there is a model),
-    blending the overlaps with linear ramps so no seam shows."""
-    big = host.upscale(image, float(params.get("scale", 2.0)), params.get("upscaler", "Lanczos"))
+    blending the overlaps with linear ramps so no seam shows. What the upscaler and each tile's pass really
+    did goes to ``reports``."""
+    reports = [] if reports is None else reports
+    big = host.upscale(image, float(params.get("scale", 2.0)), params.get("upscaler", "Lanczos"), reports)
     strength = float(params.get("denoising_strength", 0.2))
     if strength <= 0:
         return big
@@ -117,7 +120,9 @@ def tiled_upscale(host: Host, image: Image.Image, plan: Plan, params: dict, lora
                                  steps=int(params.get("steps", 20)), cfg_scale=plan.cfg_scale, sampler=plan.sampler,
                                  scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip, loras=loras,
                                  controlnets=units, init_image=tile, denoising_strength=strength)
-            out = np.asarray(host.img2img(req, control).images[0].convert("RGB"), np.float32)
+            res = host.img2img(req, control)
+            reports.extend(res.reports)
+            out = np.asarray(res.images[0].convert("RGB"), np.float32)
             wy = _ramp(th, overlap if len(ys) > 1 else 0, yi > 0, yi < len(ys) - 1)
             wx = _ramp(tw, overlap if len(xs) > 1 else 0, xi > 0, xi < len(xs) - 1)
             w = (wy[:, None] * wx[None, :])[..., None]
@@ -131,15 +136,16 @@ def run_stage(plan: Plan, host: Host, stage, image: Optional[Image.Image], seed:
               adjust: Optional[Callable[[Txt2ImgRequest], Txt2ImgRequest]] = None
               ) -> tuple[Image.Image, dict[str, Any]]:
     """One stage of one portrait: the image after it, and what its pass reported (``params``; a detail
-    pass's ``region``, the box that was repainted). ``adjust`` changes a txt2img or refine pass's request
-    (e.g. into a Prompt-to-Prompt pair); then ``images`` holds all the images the pass made."""
+    pass's ``region``, the box that was repainted; ``reports``, what each delegated part really did). ``adjust``
+    changes a txt2img or refine pass's request (e.g. into a Prompt-to-Prompt pair); then ``images`` holds all the
+    images the pass made."""
     p = stage.params
     if adjust is not None and stage.kind not in ("txt2img", "refine"):
         raise HostError(f"Only a txt2img or refine pass can be changed this way, not a {stage.kind} pass")
     adjust = adjust or (lambda req: req)
     if stage.kind == "txt2img":
         res = host.txt2img(adjust(first_stage_request(plan, seed, pose)), control)
-        return res.images[0], {"params": res.params, "images": res.images}
+        return res.images[0], {"params": res.params, "images": res.images, "reports": res.reports}
     if image is None:
         raise HostError("The plan's first enabled stage must be txt2img")
     if stage.kind == "detail":
@@ -152,9 +158,10 @@ def run_stage(plan: Plan, host: Host, stage, image: Optional[Image.Image], seed:
             height=image.height, steps=int(p.get("steps", 20)), cfg_scale=plan.cfg_scale,
             sampler=plan.sampler, scheduler=plan.scheduler, seed=seed, clip_skip=plan.clip_skip,
             loras=loras, init_image=image, denoising_strength=float(p.get("denoising_strength", 0.25)))), control)
-        return res.images[0], {"params": res.params, "images": res.images}
+        return res.images[0], {"params": res.params, "images": res.images, "reports": res.reports}
     if stage.kind == "upscale":
-        return tiled_upscale(host, image, plan, p, loras, seed, control), {}
+        reports: list[StageReport] = []
+        return tiled_upscale(host, image, plan, p, loras, seed, control, reports), {"reports": reports}
     if stage.kind == "grade":
         return grade_image(image, tone, p.get("strength")), {}
     raise HostError(f"Unknown stage {stage.kind!r}")
@@ -209,7 +216,10 @@ def finish(plan: Plan, host: Host, image: Image.Image, seed: int, control: Optio
 
 def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunControl] = None,
              on_stage: Optional[Callable[[int, int, str], None]] = None) -> dict[str, Any]:
-    """Make ``plan.count`` portraits into ``out``: PNGs with infotext, plan.json, result.json, a contact sheet."""
+    """Make ``plan.count`` portraits into ``out``: PNGs with infotext, plan.json, result.json, a contact sheet.
+    Each portrait lists its stages as ran / skipped / failed with why (``stages``), and ``notes`` says every part
+    that did not run. Interrupted: the portraits finished so far and the unfinished one's last pass are kept
+    (``result.json`` says ``interrupted``), and :class:`Interrupted` is raised with that result."""
     from lib_profile.identity.score import IdentityScorer, reference_from_lora
 
     out = Path(out)
@@ -233,38 +243,73 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
         image: Optional[Image.Image] = None
         first_params: dict[str, Any] = {}
         timings: dict[str, float] = {}
+        done: list[dict[str, Any]] = []
         before_detail: Optional[Image.Image] = None
-        for index, stage in stages:
-            if control and control.should_interrupt and control.should_interrupt():
-                raise Interrupted()
-            if on_stage:
-                on_stage(n, index, stage.kind)
-            started = time.perf_counter()
-            if stage.kind == "detail" and before_detail is None and image is not None:
-                before_detail = image
-            image, info = run_stage(plan, host, stage, image, seed, loras, pose, tone, control)
-            if stage.kind == "txt2img":
-                first_params = info["params"]
-            timings[f"{index}:{stage.kind}"] = round(time.perf_counter() - started, 3)
+        try:
+            for index, stage in stages:
+                if control and control.should_interrupt and control.should_interrupt():
+                    raise Interrupted()
+                if on_stage:
+                    on_stage(n, index, stage.kind)
+                started = time.perf_counter()
+                if stage.kind == "detail" and before_detail is None and image is not None:
+                    before_detail = image
+                image, info = run_stage(plan, host, stage, image, seed, loras, pose, tone, control)
+                if stage.kind == "txt2img":
+                    first_params = info["params"]
+                timings[f"{index}:{stage.kind}"] = round(time.perf_counter() - started, 3)
+                done.append(report.stage_entry(index, stage.kind, info.get("reports", [])))
+        except Interrupted as stop:
+            unfinished = None
+            if image is not None:  # the last finished pass of this portrait, kept and marked as such
+                name = f"{n:03d}-{seed}-unfinished.png"
+                save_png(image, out / name, infotext({**first_params, "seed": seed}, {
+                    "Profile Studio": f"unfinished after {report.infotext_line(done)}"}))
+                unfinished = {"file": name, "seed": seed, "stages": done, "size": [image.width, image.height]}
+            stop.result = _write_result(plan, out, items, finals, tokens,
+                                        {"interrupted": True, "unfinished": unfinished})
+            raise
         score = scorer(image)
         extra = {"Profile Studio": f"pose {plan.pose or 'none'}, tone {plan.tone}",
-                 "Identity similarity": score if score is not None else "n/a (no face found or no reference)", "Size": f"{image.width}x{image.height}"}
+                 "Profile Studio stages": report.infotext_line(done),
+                 "Identity similarity": score if score is not None else "n/a (no face found or no reference)",
+                 "Size": f"{image.width}x{image.height}"}
         name = f"{n:03d}-{seed}.png"
         save_png(image, out / name, infotext({**first_params, "seed": seed}, extra))
         finals.append(image)
         if before_detail is not None:
             before_detail.save(out / f"{n:03d}-{seed}-before-detail.png")
         items.append({"file": name, "seed": seed, "identity_similarity": score, "stage_seconds": timings,
+                      "stages": done,
                       "before_detail": f"{n:03d}-{seed}-before-detail.png" if before_detail is not None else None,
                       "size": [image.width, image.height]})
-    result = {"plan": "plan.json", "images": items, "notes": plan.notes, "prompt_tokens": tokens,
-              "contact_sheet": "contact_sheet.png"}
-    from lib_profile.photos.contact_sheet import contact_sheet
+    return _write_result(plan, out, items, finals, tokens, {})
 
-    contact_sheet([{"image": img, "title": it["file"], "accepted": True,
-                    "lines": [f"identity {it['identity_similarity']:.3f}" if it["identity_similarity"] is not None
-                              else "no face found"]} for it, img in zip(items, finals)], columns=min(4, len(items))
-                  ).save(out / "contact_sheet.png")
+
+def _write_result(plan: Plan, out: Path, items: list[dict[str, Any]], finals: list[Image.Image], tokens: int,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """result.json and the contact sheet of the portraits made (and of an unfinished one)."""
+    from lib_profile.photos.contact_sheet import GREEN, GREY, RED, contact_sheet
+
+    result = {"plan": "plan.json", "images": items, "notes": [*plan.notes, *report.notes(items)],
+              "prompt_tokens": tokens, "contact_sheet": "contact_sheet.png", **extra}
+    entries = []
+    for it, img in zip(items, finals):
+        failed = [s["stage"].split(":", 1)[1] for s in it["stages"] if s["status"] == "failed"]
+        lines = [f"identity {it['identity_similarity']:.3f}" if it["identity_similarity"] is not None
+                 else "identity: no face found"]
+        lines += [f"{kind} failed" for kind in failed]
+        entries.append({"image": img, "title": it["file"], "verdict": "", "lines": lines,
+                        "colour": RED if failed else GREEN})
+    unfinished = extra.get("unfinished")
+    if unfinished:
+        entries.append({"image": Image.open(out / unfinished["file"]), "title": unfinished["file"],
+                        "verdict": "UNFINISHED", "colour": GREY,
+                        "lines": [f"after {report.infotext_line(unfinished['stages'])}"]})
+    if entries:
+        contact_sheet(entries, columns=min(4, len(entries))).save(out / "contact_sheet.png")
+    else:
+        result["contact_sheet"] = None
     tmp = out / "result.json.partial"
     tmp.write_text(json.dumps(result, indent=1), "utf-8")
     tmp.replace(out / "result.json")

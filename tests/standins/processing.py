@@ -89,6 +89,9 @@ class Script:
     def process(self, p, *args):
         pass
 
+    def postprocess_image(self, p, pp, *args):
+        pass
+
     def postprocess(self, p, processed, *args):
         pass
 
@@ -116,6 +119,11 @@ class ControlNetScript(Script):
 
     def process(self, p, *units):
         checked = []
+        enabled = [u for u in units if u.get("enabled", self.flavour == "forge")]
+        # both ControlNets write every enabled unit's infotext first (Forge: Infotext.write_infotext at the top of
+        # process; Mikubill: in get_enabled_units), then process the units: a unit that fails leaves its text
+        p.extra_generation_params.update({f"ControlNet {i}": f"Module: {u['module']}, Model: {u['model']}"
+                                          for i, u in enumerate(enabled)})
         for unit in units:
             assert isinstance(unit, dict), "units are passed as plain dicts"
             if not unit.get("enabled", self.flavour == "forge"):
@@ -135,7 +143,11 @@ class ControlNetScript(Script):
                 if unit["model"] not in self.models:
                     raise KeyError(unit["model"])  # Forge: exact "stem [hash]" lookup
                 image = unit["image"]
-                assert isinstance(image, dict) and image["image"].shape == image["mask"].shape
+                if isinstance(image, str):  # base64, as from the API (ControlNetUnit.from_dict decodes it)
+                    image = np.zeros((8, 8, 3), np.uint8)
+                # Forge 2 (dfdcbab6) get_input_data: `elif (unit_image < 5).all() and ...` on the unit's image
+                _ = (image < 5).all()  # TypeError: '<' not supported between instances of 'dict' and 'int'
+                assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
             checked.append(unit)
         self.units_seen.append(checked)
 
@@ -144,15 +156,60 @@ class ControlNetScript(Script):
             processed.images.append(Image.new("RGB", (p.width, p.height), (255, 0, 255)))
 
 
+# ADetailer's model list, as its script module holds it (`model_mapping`, read from its module globals)
+model_mapping: dict[str, str] = {}
+
+
 class ADetailerScript(Script):
+    """ADetailer 25.3.0's contract: `process` writes its parameters; `postprocess_image` with "skip img2img" takes
+    the init image, asks for its model (a missing one raises ValueError, re-raised wrapped in a console panel by
+    its `rich_traceback`) and repaints what it detects (here: a box in the middle when `finds_face`)."""
+
+    finds_face = True
+    error: str = ""  # a test may make the detection fail, e.g. a model file that vanished after it was listed
+
     def title(self):
         return "ADetailer"
 
     def process(self, p, *args):
         self.seen.append(args)
+        p.extra_generation_params.update({"ADetailer model": args[2]["ad_model"], "ADetailer version": "25.3.0"})
+
+    def postprocess_image(self, p, pp, *args):
+        try:
+            model = args[2]["ad_model"]
+            if model not in model_mapping:
+                raise ValueError(f"[-] ADetailer: Model {model!r} not found. Available models: {list(model_mapping)}")
+            if self.error:
+                raise FileNotFoundError(self.error)
+        except Exception as e:
+            raise type(e)("\n+---- console panel ----+\n| System info ... |\n+------+") from None
+        image = p.init_images[0].convert("RGB") if args[1] else pp.image
+        if self.finds_face:
+            image = image.copy()
+            w, h = image.size
+            image.paste((200, 150, 120), (w // 3, h // 4, 2 * w // 3, h // 2))
+        pp.image = image
+
+
+exception_records: list = []  # modules.errors.exception_records
+
+
+def report(message: str, *, exc_info: bool = False) -> None:
+    """modules.errors.report: records the exception being handled and prints the message."""
+    import sys
+
+    _, e, _tb = sys.exc_info()
+    if e is not None:
+        exception_records.append({"exception": str(e), "traceback": []})
+        del exception_records[:-5]  # the real one keeps 5
+    print("***", message, file=sys.stderr)
 
 
 class ScriptRunner:
+    """Like A1111's: every hook of every always-on script runs inside try/except, and an exception is only
+    reported to the console (``errors.report``); the generation goes on."""
+
     def __init__(self, scripts: list[Script]):
         self.scripts = list(scripts)
         self.alwayson_scripts = list(scripts)
@@ -170,20 +227,26 @@ class ScriptRunner:
                 continue
             s.setup(p, *p.script_args[s.args_from:s.args_to])
 
-    def process(self, p):  # the real runner calls only scripts that override the hook
+    def _each(self, hook, p, *extra):  # the real runner calls only scripts whose class overrides the hook
         for s in self.alwayson_scripts:
-            if hasattr(s, "process"):
-                s.process(p, *p.script_args[s.args_from:s.args_to])
+            if getattr(type(s), hook, None) is None or getattr(type(s), hook) is getattr(Script, hook, None):
+                continue
+            try:
+                getattr(s, hook)(p, *extra, *p.script_args[s.args_from:s.args_to])
+            except Exception:
+                report(f"Error running {hook}: {s.filename}", exc_info=True)
+
+    def process(self, p):
+        self._each("process", p)
 
     def process_before_every_sampling(self, p):
-        for s in self.alwayson_scripts:
-            if hasattr(s, "process_before_every_sampling"):
-                s.process_before_every_sampling(p, *p.script_args[s.args_from:s.args_to])
+        self._each("process_before_every_sampling", p)
+
+    def postprocess_image(self, p, pp):
+        self._each("postprocess_image", p, pp)
 
     def postprocess(self, p, processed):
-        for s in self.alwayson_scripts:
-            if hasattr(s, "postprocess"):
-                s.postprocess(p, processed, *p.script_args[s.args_from:s.args_to])
+        self._each("postprocess", p, processed)
 
 
 @dataclass(repr=False)
@@ -222,6 +285,9 @@ class StableDiffusionProcessing:
     script_args_value: list = field(default=None, init=False)
     scripts_setup_complete: bool = field(default=False, init=False)
     closed: bool = field(default=False, init=False)
+
+    def __post_init__(self):
+        self.extra_generation_params = self.extra_generation_params or {}
 
     @property
     def scripts(self):
@@ -293,6 +359,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     image_mask: Any = field(default=None, init=False)
 
     def __post_init__(self):
+        super().__post_init__()
         self.image_mask = self.mask
         self.mask = None
 
@@ -306,6 +373,20 @@ class Processed:
     index_of_first_image: int = 0
     sd_model_name: str = "standin-model"
     sd_model_hash: str = "0123abcd"
+    comments: str = ""
+
+
+def _missing_loras(prompt: str, shared) -> list[str]:
+    """The LoRA tags whose file is not in the Lora folder (the built-in Lora extension's "Lora not found")."""
+    import os
+    import re
+    from pathlib import Path
+
+    folder = Path(getattr(shared.cmd_opts, "lora_dir", None) or os.path.join(shared.cmd_opts.data_dir, "models", "Lora"))
+    names = {f.stem for f in folder.rglob("*") if f.suffix in (".safetensors", ".pt", ".ckpt")} if folder.is_dir() else set()
+    prompts = prompt if isinstance(prompt, list) else [prompt]
+    wanted = {m for text in prompts for m in re.findall(r"<lora:([^:>]+)", text)}
+    return sorted(wanted - names)
 
 
 def _colour(seed: int) -> tuple[int, int, int]:
@@ -367,8 +448,17 @@ def make_processing(flavour: str, state: State, shared) -> types.ModuleType:
                     size = (int(p.width * p.hr_scale), int(p.height * p.hr_scale)) if p.enable_hr else (p.width, p.height)
                     out = Image.new("RGB", size, _colour(s))  # hires fix: the image at the upscaled size
                 images.append(out)
-        processed = Processed(images=images, all_seeds=seeds, infotexts=[f"{p.prompt}\nSeed: {s}" for s in seeds],
-                              sampler_name=p.sampler_name)
+        if p.scripts is not None:
+            for i, image in enumerate(images):
+                pp = types.SimpleNamespace(image=image)
+                p.scripts.postprocess_image(p, pp)
+                images[i] = pp.image
+        missing = _missing_loras(p.prompt, shared)
+        params = ", ".join(f"{k}: {v}" for k, v in p.extra_generation_params.items())
+        processed = Processed(images=images, all_seeds=seeds,
+                              infotexts=[f"{p.prompt}\nSeed: {s}" + (f", {params}" if params else "") for s in seeds],
+                              sampler_name=p.sampler_name,
+                              comments=f"Lora not found: {', '.join(missing)}\n" if missing else "")
         if p.scripts is not None:
             p.scripts.postprocess(p, processed)
         state.nextjob()
@@ -397,6 +487,15 @@ def model_hash(filename) -> str:
         return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
 
 
+class Options(types.SimpleNamespace):
+    def save(self, filename):
+        """modules.options.Options.save: the whole of ``self.data`` as JSON."""
+        import json
+
+        with open(filename, "w", encoding="utf8") as file:
+            json.dump(self.data, file, indent=4, ensure_ascii=False)
+
+
 def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: bool) -> dict[str, types.ModuleType]:
     """``modules.processing`` and friends; ``cn_models=None`` means no ControlNet extension."""
     state = State()
@@ -406,10 +505,10 @@ def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: b
             self.default, self.label, self.component, self.section = default, label, component, section
 
     shared.OptionInfo = OptionInfo
-    shared.opts = types.SimpleNamespace(outdir_samples="", outdir_txt2img_samples="out/txt2img",
-                                        outdir_img2img_samples="out/img2img", outdir_grids="",
-                                        outdir_txt2img_grids="out/txt2img-grids",
-                                        outdir_img2img_grids="out/img2img-grids", data={}, added={})
+    shared.opts = Options(outdir_samples="", outdir_txt2img_samples="out/txt2img",
+                          outdir_img2img_samples="out/img2img", outdir_grids="",
+                          outdir_txt2img_grids="out/txt2img-grids",
+                          outdir_img2img_grids="out/img2img-grids", data={}, added={})
     shared.opts.add_option = lambda key, info: shared.opts.added.__setitem__(key, info)
     shared.sd_upscalers = [UpscalerData(n, None, Upscaler()) for n in ("None", "Lanczos", "R-ESRGAN 4x+")]
     shared.latent_upscale_modes = {"Latent": {"mode": "bilinear", "antialias": False},
@@ -434,11 +533,19 @@ def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: b
     samplers.visible_sampler_names = lambda: list(SAMPLERS)
     sd_models = types.ModuleType("modules.sd_models")
     sd_models.model_hash = model_hash
+    errors = types.ModuleType("modules.errors")
+    errors.exception_records = exception_records
+    errors.report = report
+    exception_records.clear()
+    model_mapping.clear()
+    model_mapping.update({"face_yolov8n.pt": "models/adetailer/face_yolov8n.pt", "mediapipe_face_full": None,
+                          "mediapipe_face_short": None, "mediapipe_face_mesh": None})
     return {
         "modules.processing": make_processing(flavour, state, shared),
         "modules.progress": progress,
         "modules.call_queue": call_queue,
         "modules.sd_samplers": samplers,
         "modules.sd_models": sd_models,
+        "modules.errors": errors,
         "_runners": (runner(), runner()),
     }

@@ -91,12 +91,19 @@ def make_modules(data_path, flavour: str = "a1111", cn_models=None, adetailer: b
             path.write_bytes(name.encode() * 40000)
             listed.append(f"{path.stem} [{runtime.model_hash(path)}]")
         cn_models = listed
+    caches: dict[str, dict] = {}
+    mods["modules.cache"] = _module("modules.cache", caches=caches, dumps=[],
+                                    cache=lambda subsection: caches.setdefault(subsection, {}))
+    mods["modules.cache"].dump_cache = lambda: mods["modules.cache"].dumps.append(1)
+    # the built-in Lora extension's module, imported by the WebUI as a top-level `networks`
+    mods["networks"] = _module("networks", refreshed=[])
+    mods["networks"].list_available_networks = lambda: mods["networks"].refreshed.append(1)
     extra = runtime.make_runtime(flavour, mods["modules.shared"], cn_models, adetailer)
     runners = extra.pop("_runners")
     mods["modules.scripts"].scripts_txt2img, mods["modules.scripts"].scripts_img2img = runners
     mods.update(extra)
     for name, module in mods.items():
-        if name != "modules":
+        if name.startswith("modules."):
             setattr(package, name.split(".", 1)[1], module)
     if flavour == "forge":
         import importlib.machinery
@@ -114,7 +121,8 @@ def make_modules(data_path, flavour: str = "a1111", cn_models=None, adetailer: b
 
 
 def _ours(name: str) -> bool:
-    return any(name == top or name.startswith(top + ".") for top in ("modules", "modules_forge", "lib_controlnet"))
+    return any(name == top or name.startswith(top + ".")
+               for top in ("modules", "modules_forge", "lib_controlnet", "networks"))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,51 @@
+"""What the WebUI keeps about LoRA files, kept true when we publish or delete one.
+
+The WebUI lists LoRAs (``/sdapi/v1/loras``, Extra Networks) from a scan it makes at start-up and on its
+Refresh button; it caches each file's hashes and safetensors metadata under ``"lora/<name>"`` (A1111 1.10's
+``modules/cache.py``, also in Forge) and writes the last generation's parameters, LoRA tags included, to
+``params.txt`` in its data folder. ``modules`` is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CACHE_SUBSECTIONS = ("hashes", "hashes-addnet", "safetensors-metadata")
+
+
+def refresh_list() -> bool:
+    """Rescan the Lora folders as the WebUI's refresh does (``networks.list_available_networks``, the built-in
+    Lora extension's module in A1111 and Forge); False where there is no such module."""
+    networks = sys.modules.get("networks")
+    refresh = getattr(networks, "list_available_networks", None)
+    if not callable(refresh):
+        return False
+    refresh()
+    return True
+
+
+def forget(name: str) -> list[str]:
+    """Take a deleted LoRA ``name`` (its file stem) out of the WebUI's caches and out of ``params.txt``; returns
+    what was cleaned."""
+    cleaned: list[str] = []
+    try:
+        from modules import cache
+    except ImportError:
+        cache = None
+    if cache is not None and hasattr(cache, "cache"):
+        for subsection in CACHE_SUBSECTIONS:
+            store = cache.cache(subsection)
+            if store.pop(f"lora/{name}", None) is not None:
+                cleaned.append(f"cache {subsection}")
+        if hasattr(cache, "dump_cache"):
+            cache.dump_cache()
+    try:
+        from modules import paths
+    except ImportError:
+        return cleaned
+    params = Path(getattr(paths, "data_path", "")) / "params.txt"
+    if params.is_file() and name in params.read_text("utf-8", "replace"):
+        params.unlink()  # the last generation's parameters name the person's LoRA: forget them as well
+        cleaned.append("params.txt")
+    return cleaned
