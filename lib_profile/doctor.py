@@ -34,6 +34,18 @@ def _dlib_model() -> dict[str, Any]:
             "message": "present" if path.is_file() else f"missing file {path}: reinstall face-recognition-models"}
 
 
+def _face_detection() -> dict[str, Any]:
+    """Which face detector works here (mediapipe, else dlib), and why mediapipe is not the one."""
+    from lib_profile.hosts.base import HostError
+    from lib_profile.photos import faces
+
+    try:
+        detector = faces.default_detector()
+    except HostError as exc:
+        return {"detector": None, "note": str(exc)}
+    return {"detector": detector.name, "note": faces.detector_problem()}
+
+
 def report(data_dir: str | None = None) -> dict[str, Any]:
     packages = {}
     for dist in deps.HOST_PINNED:
@@ -50,6 +62,9 @@ def report(data_dir: str | None = None) -> dict[str, Any]:
     dlib_model = _dlib_model()
     if not dlib_model["present"]:
         problems.append(dlib_model["message"])
+    detection = _face_detection()
+    if detection["detector"] is None:
+        problems.append(detection["note"])
     return {
         "profile_studio": __version__,
         "python": sys.version.split()[0],
@@ -59,6 +74,7 @@ def report(data_dir: str | None = None) -> dict[str, Any]:
         "packages": packages,
         "mediapipe_bundled_models": mp_ok,
         "dlib_face_model": dlib_model,
+        "face_detection": detection,
         "models": model_files.status(data_dir),
         "problems": problems,
     }
@@ -78,6 +94,9 @@ def format_text(rep: dict[str, Any]) -> str:
         lines.append(f"  {dist:26s} {p['version'] or '-':14s} {mark}")
     lines.append(f"mediapipe bundled models: {'yes' if rep['mediapipe_bundled_models'] else 'NO'}")
     lines.append(f"dlib face-recognition model: {rep['dlib_face_model']['message']}")
+    detection = rep["face_detection"]
+    lines.append(f"face detection: {detection['detector'] or 'CANNOT WORK'}"
+                 + (f" ({detection['note']})" if detection["note"] else ""))
     lines.append("optional model files:")
     for m in rep["models"]:
         lines.append(f"  {m['file']:32s} {m['message'] if not m['present'] else 'present in ' + m['folder']}")

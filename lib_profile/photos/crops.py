@@ -50,7 +50,12 @@ def clean_background(crop: Image.Image, colour: tuple[int, int, int] = (235, 235
     import mediapipe as mp
 
     if _segmenter is None:
-        _segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        try:
+            _segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        except Exception as exc:  # noqa: BLE001 - its graph does not build under the WebUIs' protobuf 3.20
+            from lib_profile.photos.faces import mediapipe_unusable
+
+            raise mediapipe_unusable("Cleaning the background", exc, "turn that option off") from exc
     rgb = np.asarray(crop.convert("RGB"))
     mask = _segmenter.process(rgb).segmentation_mask
     alpha = np.clip((mask - 0.1) / 0.5, 0.0, 1.0)[..., None]

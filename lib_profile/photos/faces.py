@@ -174,7 +174,10 @@ class YoloFaceDetector:
             except Exception as exc:  # noqa: BLE001 - a damaged or foreign .pt file
                 raise HostError(f"Cannot load YOLO face model {weights.name}: {exc}") from exc
         self._min = min_score
-        self._mesh = MediapipeDetector(mesh=True)
+        try:
+            self._mesh: Optional[MediapipeDetector] = MediapipeDetector(mesh=True)
+        except Exception:  # noqa: BLE001 - no mediapipe graphs here (protobuf 3.20): boxes without a mesh
+            self._mesh = None
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         with _keep_torch_threads():
@@ -182,16 +185,56 @@ class YoloFaceDetector:
         faces = [Face(tuple(float(v) for v in b), float(s)) for b, s in
                  zip(res.boxes.xyxy.cpu().numpy(), res.boxes.conf.cpu().numpy())]
         faces.sort(key=lambda f: f.area, reverse=True)
-        if faces:
+        if faces and self._mesh is not None:
             self._mesh._add_mesh(rgb, faces[0])
         return faces
 
 
-_default: Optional[MediapipeDetector] = None
+_default = None
+_default_problem: Optional[str] = None  # why mediapipe is not the detector, when it is not
 
 
-def default_detector() -> MediapipeDetector:
-    global _default
+def default_detector():
+    """mediapipe when its graphs build; else dlib (:mod:`dlib_faces`): under the WebUIs' pinned protobuf 3.20.0,
+    mediapipe 0.10.13+ fails to build its graphs. :func:`detector_problem` says why mediapipe was not used.
+    Raises :class:`HostError` naming both causes when neither works."""
+    global _default, _default_problem
     if _default is None:
-        _default = MediapipeDetector()
+        try:
+            _default = MediapipeDetector()
+        except Exception as mp_exc:  # noqa: BLE001 - e.g. RuntimeError "ValidatedGraphConfig Initialization failed"
+            from lib_profile.photos.dlib_faces import DlibDetector
+
+            first = " ".join(str(mp_exc).split())[:200]
+            _default_problem = f"mediapipe cannot run here ({type(mp_exc).__name__}: {first}); {mediapipe_hint()}"
+            try:
+                _default = DlibDetector()
+            except HostError as exc:
+                raise HostError(f"Face detection cannot work: {_default_problem}; and {exc}") from exc
     return _default
+
+
+def detector_problem() -> Optional[str]:
+    """Why the default detector is not mediapipe (None when it is, or none was made yet)."""
+    return _default_problem
+
+
+def mediapipe_unusable(what: str, exc: BaseException, instead: str) -> HostError:
+    """The error for a mediapipe feature that cannot run here, saying why and what to do instead."""
+    first = " ".join(str(exc).split())[:160]
+    return HostError(f"{what} needs mediapipe, which cannot run here ({type(exc).__name__}: {first}); "
+                     f"{mediapipe_hint().replace('faces are found with dlib instead', instead)}")
+
+
+def mediapipe_hint() -> str:
+    """What to do about mediapipe, from the protobuf installed beside it."""
+    try:
+        from importlib.metadata import version
+
+        protobuf = version("protobuf")
+    except Exception:  # noqa: BLE001
+        return "faces are found with dlib instead"
+    if protobuf.split(".")[0] in ("3", "2"):
+        return (f"it needs protobuf >= 4.25.3 and the WebUI keeps protobuf {protobuf}; faces are found with dlib "
+                "instead (same checks, slightly coarser boxes)")
+    return "faces are found with dlib instead"

@@ -25,7 +25,7 @@ from lib_profile.identity.embed import cosine, default_embedder, reference_embed
 from lib_profile.photos import crops, measure, reasons as R
 from lib_profile.photos.checks import Thresholds, check_faces, check_quality, check_size
 from lib_profile.photos.contact_sheet import contact_sheet
-from lib_profile.photos.faces import default_detector
+from lib_profile.photos.faces import default_detector, detector_problem
 from lib_profile.photos.reading import read_photo
 from lib_profile.photos.reasons import Reason
 
@@ -187,11 +187,11 @@ def run_intake(photos: str | Path | list[Path], out: str | Path, options: Option
         else:
             kept.append(item)
     ref = _identity(items, threshold)
-    return _write(out, items, ref, opts, threshold, embedder, started)
+    return _write(out, items, ref, opts, threshold, embedder, started, detector)
 
 
 def _write(out: Path, items: list[_Photo], ref, opts: IntakeOptions, threshold: float, embedder,
-           started: float) -> dict[str, Any]:
+           started: float, detector=None) -> dict[str, Any]:
     t = opts.thresholds
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -224,6 +224,7 @@ def _write(out: Path, items: list[_Photo], ref, opts: IntakeOptions, threshold: 
             "min_photos": t.min_photos,
             "ready": len(accepted) >= t.min_photos,
             "next_step": _next_step(len(accepted), len(items), t, counts, out),
+            "face_detector": {"name": getattr(detector, "name", None), "note": detector_problem()},
             "identity": {"embedder": embedder.name, "dim": embedder.dim, "same_person_threshold": threshold,
                          "reference": IDENTITY if ref is not None else None},
             "token": opts.token,

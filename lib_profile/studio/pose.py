@@ -252,7 +252,12 @@ def _mediapipe_pose():
         except (ImportError, AttributeError) as exc:
             raise HostError("A pose from a photo needs mediapipe 0.10.13-0.10.21 with its bundled models "
                             "(mediapipe.solutions): pip install mediapipe==0.10.14") from exc
-        _mp_pose = solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+        try:
+            _mp_pose = solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+        except Exception as exc:  # noqa: BLE001 - its graph does not build under the WebUIs' protobuf 3.20
+            from lib_profile.photos.faces import mediapipe_unusable
+
+            raise mediapipe_unusable("A pose from a photo", exc, "pick one of the pose templates instead") from exc
     return _mp_pose
 
 
