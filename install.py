@@ -42,19 +42,24 @@ def pip_install(specs: list[str], constraints: list[str]) -> None:
 
 
 def main(runner=pip_install) -> int:
+    """Each missing package in its own pip run, so one that cannot fit beside the WebUI's pins does not keep the
+    others out; what failed is said at the end, with the command to run by hand."""
     if skip_install():
         return 0
     todo = deps.missing()
     if not todo:
         return 0
-    try:
-        runner([n.install for n in todo], deps.pinned_constraints())
-    except Exception as exc:  # noqa: BLE001 - the WebUI must still start; say what to do
-        print(f"[Profile Studio] could not install {', '.join(n.dist for n in todo)}: {exc}\n"
-              f"  Install them by hand into the WebUI's Python: pip install {' '.join(n.install for n in todo)}",
-              file=sys.stderr)
-        return 1
-    return 0
+    constraints = deps.pinned_constraints()
+    failed = []
+    for need in todo:
+        try:
+            runner([need.install], constraints)
+        except Exception as exc:  # noqa: BLE001 - the WebUI must still start; say what to do
+            failed.append((need, exc))
+    for need, exc in failed:
+        print(f"[Profile Studio] could not install {need.dist} ({need.why}): {exc}\n"
+              f"  Install it by hand into the WebUI's Python: pip install \"{need.install}\"", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

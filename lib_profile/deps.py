@@ -17,6 +17,7 @@ HOST_PINNED = ("torch", "torchvision", "gradio", "pydantic", "fastapi", "transfo
                "safetensors", "protobuf", "huggingface-hub", "open-clip-torch", "accelerate", "httpx")
 
 MEDIAPIPE_MIN, MEDIAPIPE_MAX = "0.10.13", "0.10.21"  # the range that still bundles mediapipe.solutions models
+MEDIAPIPE_PROTOBUF = "4.25.3"  # the lowest protobuf mediapipe 0.10.13+ runs with (the WebUIs pin 3.20.0)
 MEDIAPIPE_INSTALL = "mediapipe==0.10.14"  # inside ADetailer's accepted range (0.10.13-0.10.15)
 
 
@@ -91,11 +92,22 @@ def all_needs() -> list[Need]:
     return [diffusers_need(installed("transformers")), *NEEDS]
 
 
+def mediapipe_can_run() -> bool:
+    """Whether the protobuf installed lets mediapipe 0.10.13+ build its graphs. A1111 1.10.1 and Forge pin
+    ``protobuf==3.20.0`` and put it back at every normal start: there mediapipe cannot run, and installing it
+    would only pull a newer protobuf that the WebUI removes again (faces are found with dlib instead)."""
+    version = installed("protobuf")
+    return version is None or _v(version) >= _v(MEDIAPIPE_PROTOBUF)
+
+
 def missing() -> list[Need]:
-    """What pip must install: needs that are absent or outside their range (and a model-less mediapipe)."""
+    """What pip must install: needs that are absent or outside their range (and a model-less mediapipe), less
+    mediapipe where the WebUI's protobuf would not let it run."""
     out = [n for n in all_needs() if not satisfied(n)]
     if installed("mediapipe") and not mediapipe_has_models() and not any(n.dist == "mediapipe" for n in out):
         out.append(next(n for n in NEEDS if n.dist == "mediapipe"))
+    if not mediapipe_can_run():
+        out = [n for n in out if n.dist != "mediapipe"]
     return out
 
 
