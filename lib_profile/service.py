@@ -81,12 +81,26 @@ class Studio:
     def add_photos(self, slug: str, files: list[tuple[str, bytes]]) -> dict[str, Any]:
         if self.jobs.busy_with(slug):
             raise Conflict("This identity has a job queued or running; add photos when it has finished")
+        return self.store.add_photos(slug, files, **self._intake_options())
+
+    def remove_photos(self, slug: str, names: list[str]) -> Optional[dict[str, Any]]:
+        """Remove some of the identity's photos and check the rest again (None: no photo left)."""
+        if self.jobs.busy_with(slug):
+            raise Conflict("This identity has a job queued or running; remove photos when it has finished")
+        return self.store.remove_photos(slug, names, **self._intake_options())
+
+    def _intake_options(self) -> dict[str, Any]:
         min_photos = self.defaults().get("min_photos")
         if not min_photos:
-            return self.store.add_photos(slug, files)
+            return {}
         from lib_profile.photos.checks import Thresholds
 
-        return self.store.add_photos(slug, files, thresholds=Thresholds(min_photos=int(min_photos)))
+        return {"thresholds": Thresholds(min_photos=int(min_photos))}
+
+    def current_job(self, slug: str) -> Optional[dict[str, Any]]:
+        """The identity's job that is queued or running, else its newest job (None: it has had none)."""
+        jobs = self.jobs.list(slug)
+        return next((j for j in jobs if j["state"] in ("queued", "running")), jobs[0] if jobs else None)
 
     def outputs(self, slug: str) -> list[dict[str, Any]]:
         """The portrait sets made for an identity, newest first."""
@@ -115,13 +129,13 @@ class Studio:
     # ------------------------------------------------------------------ jobs
     def train(self, slug: str, options: Optional[dict[str, Any]] = None, checkpoint: Optional[str] = None) -> dict:
         record = self.store.get(slug)
+        if self.jobs.busy_with(slug):  # said first: the tab then shows that job
+            raise Conflict("This identity already has a job queued or running")
         self.store.intake_dir(slug)  # ready to train, or a clear message
         options = {k: v for k, v in (options or {}).items() if v is not None}
         unknown = set(options) - set(TRAIN_OPTIONS)
         if unknown:
             raise HostError(f"Unknown training setting(s): {', '.join(sorted(unknown))}")
-        if self.jobs.busy_with(slug):
-            raise Conflict("This identity already has a job queued or running")
         run = time.strftime("%Y%m%d-%H%M%S")
         params = {"options": options, "checkpoint": checkpoint, "run": run, "name": record["slug"],
                   "resume": False}
@@ -317,6 +331,8 @@ class Studio:
 
     # ------------------------------------------------------------------ job handlers
     def _train(self, ctx: JobContext) -> dict[str, Any]:
+        from lib_profile.train.progress import TrainingProgress
+
         p = ctx.params
         slug = ctx.identity
         intake = self.store.intake_dir(slug)
@@ -337,20 +353,20 @@ class Studio:
         steps = int(opts["steps"])
         ctx.update(stage="starting", progress=0.0, message=f"Training {p['name']} for {steps} steps")
         log = out / "train.log"
-        error = None
+        reader = TrainingProgress(events, steps, ctx.update, self.host.training_progress)
         with self.host.training_slot(ctx.task_id, steps), open(log, "ab") as log_file:
             proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(EXTENSION_ROOT))
             host_control = self.host.control()
-            offset = 0
             while True:
                 stopped = proc.poll() is not None
-                offset, error = self._read_events(events, offset, ctx, steps, error)
+                reader.poll()
                 if stopped:
                     break
                 if (ctx.cancelled.is_set() or (host_control.should_interrupt and host_control.should_interrupt())) \
                         and not cancel.exists():
                     cancel.touch()
                 time.sleep(0.2)
+        error = reader.error
         if proc.returncode == TRAIN_CANCELLED:
             ctx.update(message="Training stopped; resume it to continue from the last step")
             raise Interrupted()
@@ -361,34 +377,6 @@ class Studio:
         entry = self._publish(slug, out, report)
         return {"lora": entry["name"], "file": entry["file"], "identity_similarity": entry["identity_similarity"],
                 "report": report["choice"], "steps": steps}
-
-    @staticmethod
-    def _read_events(events: Path, offset: int, ctx: JobContext, steps: int, error: Optional[str]):
-        if not events.is_file():
-            return offset, error
-        with open(events, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].decode("utf-8", "replace").splitlines():
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if ev.get("event") == "step":
-                step = int(ev.get("step", 0))
-                ctx.update(stage="train", progress=0.02 + 0.9 * step / max(steps, 1), eta_s=ev.get("eta_s"))
-            elif ev.get("event") == "phase":
-                phase = ev.get("phase")
-                if phase == "error":
-                    error = ev.get("message")
-                elif phase:
-                    ctx.update(stage=phase)
-            elif ev.get("event") == "validation":
-                score = ev.get("identity")
-                ctx.update(message=f"step {ev.get('step')}: " + (f"identity similarity {score:.3f}" if score is not None
-                                                                  else "no face in the validation portraits yet"))
-        return offset + end, error
 
     def _publish(self, slug: str, out: Path, report: dict[str, Any]) -> dict[str, Any]:
         """Copy the LoRA (and what travels with it) into the LoRA root, where the WebUI lists it."""
@@ -532,6 +520,7 @@ class Studio:
     def _generate(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.studio.plan import build_plan, default_prompt
         from lib_profile.studio.pose import pose_from_photo_file
+        from lib_profile.studio.progress import PlanProgress
         from lib_profile.studio.run import count_passes, run_plan
 
         p = ctx.params
@@ -552,17 +541,14 @@ class Studio:
             plan.notes = [n for n in plan.notes if not n.startswith("No pose ControlNet model")]
             plan.notes.extend(n for n in dict.fromkeys(notes) if n not in plan.notes)
             notes.clear()
-        stages = len(plan.enabled())
-        started = time.perf_counter()
+        progress = PlanProgress(plan, lambda done, eta: ctx.update(progress=done, eta_s=eta))
 
         def on_stage(n: int, index: int, kind: str) -> None:
-            done = (n * stages + [i for i, _s in plan.enabled()].index(index)) / (plan.count * stages)
-            elapsed = time.perf_counter() - started
-            ctx.update(stage=f"portrait {n + 1} of {plan.count}: {kind}", progress=done,
-                       eta_s=elapsed / done * (1 - done) if done > 0 else None)
+            ctx.update(stage=f"portrait {n + 1} of {plan.count}: {kind}")
+            progress.stage(n, index, kind)
 
         host_control = host.control()
-        control = RunControl(should_interrupt=lambda: ctx.cancelled.is_set() or bool(
+        control = RunControl(on_step=progress.step, should_interrupt=lambda: ctx.cancelled.is_set() or bool(
             host_control.should_interrupt and host_control.should_interrupt()))
         try:
             with host.job(ctx.task_id, count_passes(plan)):

@@ -83,6 +83,17 @@ def test_export_is_kohya_and_covers_every_targeted_layer(intake_dir, tiny_checkp
     assert {"step", "loss", "it_per_s", "eta_s", "phase"} <= set(step)
 
 
+def test_progress_ticks_come_between_log_steps(intake_dir, tiny_checkpoint, tmp_path, monkeypatch):
+    """The job's bar moves from the first step, not only at log steps (whose loss needs the GPU to catch up)."""
+    from lib_profile.train import trainer
+
+    monkeypatch.setattr(trainer, "TICK_S", 0.0)
+    events = Collect()
+    Trainer(intake_dir, tiny_checkpoint, tmp_path / "run", small(steps=6, log_every=3, validate_every=6), events).run()
+    moves = [(e["event"], e["step"]) for e in events.items if e["event"] in ("tick", "step")]
+    assert moves == [("tick", 1), ("tick", 2), ("step", 3), ("tick", 4), ("tick", 5), ("step", 6)]
+
+
 def test_each_run_gets_a_new_file_name(intake_dir, tiny_checkpoint, tmp_path):
     a = Trainer(intake_dir, tiny_checkpoint, tmp_path / "r", small(steps=2, log_every=1)).run()["file"]
     b = Trainer(intake_dir, tiny_checkpoint, tmp_path / "r", small(steps=2, log_every=1)).run()["file"]

@@ -160,6 +160,14 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         items = [(x.name, _decode(x.data, x.name)) for x in body.images]
         return report(slug, call(studio().add_photos, slug, items))
 
+    def delete_photo(slug: str, name: str) -> m.IntakeReport:
+        """Remove one photo (its name as the intake report lists it); the rest are checked again."""
+        rep = call(studio().remove_photos, slug, [name])
+        if rep is None:  # no photo left
+            return m.IntakeReport(ready=False, counts={"total": 0, "accepted": 0, "rejected": 0, "by_reason": {}},
+                                  next_step="Upload about 10 photos of the person.", photos=[], contact_sheet=None)
+        return report(slug, rep)
+
     def contact_sheet(slug: str):
         """The intake's contact sheet (PNG): every photo with its verdict."""
         return FileResponse(str(call(studio().identity_file, slug, "contact_sheet")), media_type="image/png")
@@ -243,6 +251,7 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
     r("/identities/{slug}", delete_identity, methods=["DELETE"], response_model=m.DeleteResponse)
     r("/identities/{slug}/photos", upload_photos, methods=["POST"], response_model=m.IntakeReport)
     r("/identities/{slug}/photos/base64", upload_photos_base64, methods=["POST"], response_model=m.IntakeReport)
+    r("/identities/{slug}/photos/{name}", delete_photo, methods=["DELETE"], response_model=m.IntakeReport)
     r("/identities/{slug}/contact_sheet.png", contact_sheet, methods=["GET"], response_class=FileResponse)
     r("/identities/{slug}/train", train, methods=["POST"], response_model=m.JobInfo, status_code=202)
     r("/identities/{slug}/generate", generate, methods=["POST"], response_model=m.JobInfo, status_code=202)

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from lib_profile.hosts import webui_faults as faults_of
+from lib_profile.hosts import webui_progress
 from lib_profile.hosts.prompt import lora_tags
 from lib_profile.hosts.webui_options import restoring_opts
 from lib_profile.hosts.base import (FAILED, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted,
@@ -287,7 +288,8 @@ class WebUIHost(Host):
         faults: list[faults_of.Fault] = []
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
             p = self._processing(kind, req, extra_scripts, own_scripts or [], faults)
-            with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings):
+            with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings), \
+                    webui_progress.watching(shared.state, control):
                 processed = processing.process_images(p)
         n = len(processed.all_seeds or []) or req.batch_size
         images = list(processed.images[processed.index_of_first_image:][:n])

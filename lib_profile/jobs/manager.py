@@ -156,8 +156,7 @@ class JobManager:
                 if state == "done":
                     ctx.live["progress"] = 1.0
                     ctx.live["eta_s"] = 0.0
-                else:  # the stage it stopped in is history now, and there is nothing left to wait for
-                    ctx.live["stage"] = state
+                else:  # nothing is left to wait for (the stage says where it stopped)
                     ctx.live["eta_s"] = None
                 if state == "cancelled" and not any(m.startswith("Stopped") for m in ctx.live["messages"]):
                     ctx.live["messages"] = [*ctx.live["messages"], "Stopped before it finished"]

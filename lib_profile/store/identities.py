@@ -122,9 +122,8 @@ class IdentityStore:
     # -- photos and intake
     def add_photos(self, slug: str, files: list[tuple[str, bytes]], **intake_options) -> dict[str, Any]:
         """Save the uploads, then run the intake over all of the identity's photos; returns the report.
-        The new intake is written beside the old one and swapped in only when complete."""
-        from lib_profile.photos.intake import IntakeOptions, run_intake
-
+        The new intake is written beside the old one and swapped in only when complete; when the intake fails,
+        the photos of this call are taken out again (a retry does not store them twice)."""
         record = self.get(slug)
         if not files:
             raise HostError("No photos given; upload about 10 photos of the person (JPEG, PNG, WebP, HEIC)")
@@ -133,34 +132,78 @@ class IdentityStore:
         for fname, data in files:
             if len(data) > MAX_PHOTO_BYTES:
                 raise HostError(f"{safe_file_name(fname)} is over {MAX_PHOTO_BYTES // 2**20} MB; upload a smaller copy")
-        folder = self.folder(slug)
-        uploads = folder / "uploads"
+        uploads = self.folder(slug) / "uploads"
         with self._lock:
-            for fname, data in files:
-                name = safe_file_name(fname)
-                dest = uploads / name
-                n = 1
-                while dest.exists():
-                    dest = uploads / f"{Path(name).stem}-{n}{Path(name).suffix}"
-                    n += 1
-                tmp = dest.with_name(dest.name + ".partial")
-                tmp.write_bytes(data)
-                tmp.replace(dest)
-            # the old intake stays whole until the new one is: it is set aside, restored on failure
-            current, old = folder / "intake", folder / "intake.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if current.exists():
-                current.rename(old)
-            opts = IntakeOptions(token=record["token"], class_word=record["class_word"], **intake_options)
-            photos = sorted(p for p in uploads.iterdir() if p.is_file() and not p.name.endswith(".partial"))
+            written: list[Path] = []
             try:
-                report = run_intake(photos, current, opts)
+                for fname, data in files:
+                    name = safe_file_name(fname)
+                    dest = uploads / name
+                    n = 1
+                    while dest.exists():
+                        dest = uploads / f"{Path(name).stem}-{n}{Path(name).suffix}"
+                        n += 1
+                    tmp = dest.with_name(dest.name + ".partial")
+                    tmp.write_bytes(data)
+                    tmp.replace(dest)
+                    written.append(dest)
+                return self._intake(slug, record, intake_options)
             except BaseException:
-                shutil.rmtree(current, ignore_errors=True)
-                if old.exists():
-                    old.rename(current)
+                for path in written:
+                    path.unlink(missing_ok=True)
+                for tmp in uploads.glob("*.partial"):
+                    tmp.unlink(missing_ok=True)
                 raise
-            shutil.rmtree(old, ignore_errors=True)
+
+    def remove_photos(self, slug: str, names: list[str], **intake_options) -> Optional[dict[str, Any]]:
+        """Remove photos (by their stored names) and check the rest again; returns the new report, or None
+        when no photo is left (then the intake is gone too)."""
+        record = self.get(slug)
+        unknown = [n for n in names if n not in record["photos"]]
+        if unknown or not names:
+            raise NotFound(f"No photo {', '.join(map(repr, unknown or ['']))} of {slug!r}; its photos are: "
+                           + (", ".join(record["photos"]) or "none"))
+        uploads = self.folder(slug) / "uploads"
+        with self._lock:
+            kept = self.folder(slug) / ".removed"
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.mkdir()
+            for name in names:  # set aside, so a failed intake can put them back
+                (uploads / name).rename(kept / name)
+            try:
+                if len(names) == len(record["photos"]):
+                    shutil.rmtree(self.folder(slug) / "intake", ignore_errors=True)
+                    report = None
+                else:
+                    report = self._intake(slug, record, intake_options)
+            except BaseException:
+                for path in kept.iterdir():
+                    path.rename(uploads / path.name)
+                raise
+            finally:
+                shutil.rmtree(kept, ignore_errors=True)
+        return report
+
+    def _intake(self, slug: str, record: dict[str, Any], intake_options: dict[str, Any]) -> dict[str, Any]:
+        """The intake over all the identity's photos; the old intake stays whole until the new one is: it is set
+        aside, and restored on failure."""
+        from lib_profile.photos.intake import IntakeOptions, run_intake
+
+        folder = self.folder(slug)
+        current, old = folder / "intake", folder / "intake.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if current.exists():
+            current.rename(old)
+        opts = IntakeOptions(token=record["token"], class_word=record["class_word"], **intake_options)
+        photos = sorted(p for p in (folder / "uploads").iterdir() if p.is_file() and not p.name.endswith(".partial"))
+        try:
+            report = run_intake(photos, current, opts)
+        except BaseException:
+            shutil.rmtree(current, ignore_errors=True)
+            if old.exists():
+                old.rename(current)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
         return report
 
     def intake_dir(self, slug: str) -> Path:

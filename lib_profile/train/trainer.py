@@ -110,6 +110,9 @@ def read_intake(folder: str | Path) -> IntakeData:
     return IntakeData(crops, captions, reference, embedder, rep.get("token", "ohwx"), rep.get("class_word", "person"))
 
 
+TICK_S = 0.5  # at most two progress ticks a second between log steps (no loss: that would wait for the GPU)
+
+
 class Events:
     """JSON lines, one per event, to a stream (stdout) or appended to a file the extension reads."""
 
@@ -359,6 +362,7 @@ class Trainer:
                cuda_graph=train_step.graph is not None)
             loss_sum = torch.zeros((), device=self.device)
             window_start, window_steps = time.perf_counter(), 0
+            last_tick = 0.0
             while step < cfg.steps:
                 if cancel:
                     self._save_state(step, gen, optimizer, history)
@@ -371,6 +375,9 @@ class Trainer:
                 loss_sum += train_step(idx, flip, t, noise)
                 step += 1
                 window_steps += 1
+                if time.perf_counter() - last_tick >= TICK_S and step % cfg.log_every:  # progress between log steps
+                    last_tick = time.perf_counter()
+                    ev("tick", phase="train", step=step, steps=cfg.steps)
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     now = time.perf_counter()
                     rate = window_steps / max(now - window_start, 1e-9)

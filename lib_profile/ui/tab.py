@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 from lib_profile import EXTENSION_NAME, __version__
 from lib_profile.hosts.base import HostError
+from lib_profile.store.identities import Conflict
 
 CSS_ID = "profile_studio"
 PASSES = {"first pass": None, "face detail pass": "detail", "refine pass": "refine"}  # which pass, by its stage kind
@@ -49,16 +50,53 @@ def job_markdown(job: Optional[dict[str, Any]]) -> str:
     return "\n\n".join(text)
 
 
+def person_labels(records: list[dict[str, Any]]) -> dict[str, str]:
+    """What the Person list shows for each identity (its name; the slug beside a name two people share), by
+    label -> slug. gradio 3.41's dropdowns hold plain strings, so the label is mapped back to the slug."""
+    names = [r["name"] or r["slug"] for r in records]
+    return {(n if names.count(n) == 1 else f"{n} ({r['slug']})"): r["slug"] for n, r in zip(names, records)}
+
+
+def wait_for_uploads(paths: list[str], timeout: float = 30.0, settle: float = 0.3) -> None:
+    """Wait until every uploaded file has its bytes (not empty, size steady over ``settle`` s): a click on Check
+    while the browser still uploads read empty files. Raises HostError when they do not arrive in ``timeout``."""
+    import os
+    import time
+
+    def sizes():
+        return [os.path.getsize(p) if os.path.exists(p) else 0 for p in paths]
+
+    deadline = time.monotonic() + timeout
+    last = sizes()
+    while True:
+        time.sleep(settle)
+        now = sizes()
+        if all(now) and now == last:
+            return
+        if time.monotonic() > deadline:
+            empty = [Path(p).name for p, n in zip(paths, now) if not n]
+            raise HostError("The photos are still uploading" + (f" ({', '.join(empty)} not arrived yet)" if empty
+                                                                else "") + "; wait until they finish, then check again")
+        last = now
+
+
 def build_tab(studio: Optional[Callable[[], Any]] = None):
     """The tab's ``gr.Blocks``. ``studio()`` returns the service (made on first use)."""
     import gradio as gr
 
-    def identities() -> list[str]:
-        return [x["slug"] for x in studio().store.list()] if studio else []
+    def labels() -> dict[str, str]:
+        return person_labels(studio().store.list()) if studio else {}
 
-    def choices_update(value=None):
-        names = identities()
-        return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
+    def to_slug(label: Optional[str]) -> Optional[str]:
+        """The slug of the person picked (a label of the list; a slug is taken as it is)."""
+        if not label:
+            return None
+        return labels().get(label, label)
+
+    def choices_update(slug=None):
+        names = labels()
+        value = next((lab for lab, s in names.items() if s == slug), None) or (next(iter(names)) if names else None)
+        return gr.update(choices=list(names), value=value)
 
     def safe(fn):
         """Errors become a message in the status box instead of a red gradio error."""
@@ -85,7 +123,8 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             person = gr.Dropdown(label="Person", choices=[], value=None, elem_id=f"{CSS_ID}_person",
                                  allow_custom_value=False, interactive=True)
             new_name = gr.Textbox(label="New person's name", placeholder="e.g. Alice", elem_id=f"{CSS_ID}_new_name")
-            class_word = gr.Radio(["woman", "man", "person"], value="person", label="Class")
+            class_word = gr.Radio(["woman", "man", "person"], value="person", label="Class",
+                                  elem_id=f"{CSS_ID}_class")
             create = gr.Button("Create", elem_id=f"{CSS_ID}_create")
         status = gr.Markdown("", elem_id=f"{CSS_ID}_status")
 
@@ -93,6 +132,10 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             photos = gr.File(label="Photos (about 10; JPEG, PNG, WebP, HEIC)", file_count="multiple",
                              file_types=["image", ".heic", ".heif"], elem_id=f"{CSS_ID}_photos")
             check = gr.Button("Check photos", variant="primary", elem_id=f"{CSS_ID}_check")
+            with gr.Row():
+                photo_list = gr.Dropdown(label="This person's photos (pick any to remove)", choices=[],
+                                         multiselect=True, elem_id=f"{CSS_ID}_photo_list")
+                remove = gr.Button("Remove picked photos", size="sm", elem_id=f"{CSS_ID}_remove")
             with gr.Row():
                 report = gr.Markdown("", elem_id=f"{CSS_ID}_report")
                 sheet = gr.Image(label="Contact sheet", type="filepath", interactive=False,
@@ -175,23 +218,60 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         # -------------------------------------------------------------- handlers
         def do_create(name, word):
             record = studio().create_identity(name, word)
-            return f"Created **{record['name']}**. Now add photos.", choices_update(record["slug"])
+            return f"Created **{record['name']}**. Now add photos.", choices_update(record["slug"]), ""
 
-        def do_check(slug, files):
+        def photo_choices(slug):
+            return gr.update(choices=studio().store.get(slug)["photos"] if slug else [], value=[])
+
+        def intake_view(slug, rep):
+            """(report, contact sheet, photo list) for an intake report (None: no photo left)."""
+            if rep is None:
+                return "No photos yet.", None, photo_choices(slug)
+            return intake_markdown(rep), str(studio().identity_file(slug, "contact_sheet")), photo_choices(slug)
+
+        def do_check(person_label, files):
+            slug = to_slug(person_label)
             if not slug:
                 raise HostError("Create or choose a person first")
             if not files:
-                raise HostError("Choose some photos first")
-            items = [(Path(_path(f)).name, Path(_path(f)).read_bytes()) for f in files]
+                raise HostError("No photos have arrived yet: choose some, and if they are still uploading, wait "
+                                "until they finish, then press Check photos")
+            paths = [_path(f) for f in files]
+            wait_for_uploads(paths)
+            items = [(Path(p).name, Path(p).read_bytes()) for p in paths]
             rep = studio().add_photos(slug, items)
-            sheet_path = str(studio().identity_file(slug, "contact_sheet"))
-            return "Photos checked.", intake_markdown(rep), sheet_path
+            return ("Photos checked.", *intake_view(slug, rep), None)  # the upload box empties: a second click adds nothing
 
-        def do_train(slug, n):
+        def do_remove(person_label, names):
+            slug = to_slug(person_label)
+            if not slug or not names:
+                raise HostError("Pick the photos to remove in the list first")
+            rep = studio().remove_photos(slug, list(names))
+            return (f"Removed {len(names)} photo(s).", *intake_view(slug, rep))
+
+        def do_train(person_label, n):
+            slug = to_slug(person_label)
             if not slug:
                 raise HostError("Create or choose a person first")
-            job = studio().train(slug, {"steps": int(n)})
+            try:
+                job = studio().train(slug, {"steps": int(n)})
+            except Conflict as exc:  # show the job that holds the person, so it can be watched or cancelled
+                job = studio().current_job(slug)
+                if job is None:
+                    raise
+                return f"⚠️ {exc}\n\n" + job_markdown(job), job["id"]
             return job_markdown(job), job["id"]
+
+        def on_person(person_label):
+            """A person picked (or the page loaded): their class, photos, portraits and running or last job."""
+            slug = to_slug(person_label)
+            if not slug or not studio:
+                return (gr.update(),) * 4 + portraits(None) + ("", None)
+            record = studio().store.get(slug)
+            report_md, sheet_path, photo_update = intake_view(slug, record["intake"])
+            job = studio().current_job(slug)
+            return (gr.update(value=record["class_word"]), photo_update, report_md, sheet_path, *portraits(slug),
+                    job_markdown(job), job["id"] if job else None)
 
         def do_cancel(jid):
             if not jid:
@@ -204,7 +284,8 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             job = studio().resume(jid)
             return job_markdown(job), job["id"]
 
-        def do_generate(slug, pose_name, photo, tone_name, n, first_seed, adetailer):
+        def do_generate(person_label, pose_name, photo, tone_name, n, first_seed, adetailer):
+            slug = to_slug(person_label)
             if not slug:
                 raise HostError("Create or choose a person first")
             photo_bytes = Path(_path(photo)).read_bytes() if photo else None
@@ -213,7 +294,8 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                                     detail_engine="adetailer" if adetailer else "builtin")
             return job_markdown(job), job["id"]
 
-        def portraits(slug):
+        def portraits(person_label):
+            slug = to_slug(person_label)
             if not slug or not studio:
                 return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
             names = [f"{s['job']}/{img}" for s in studio().outputs(slug) for img in s["images"]]
@@ -234,14 +316,16 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                 raise HostError(f"That portrait was made without a {which}")
             return stage
 
-        def do_explain(slug, choice, text, which="first pass"):
+        def do_explain(person_label, choice, text, which="first pass"):
+            slug = to_slug(person_label)
             job_name, image = split(choice)
             stage = stage_of(slug, job_name, image, which)
             job = studio().explain(slug, [w.strip() for w in (text or "").split(",")], job_name, image, stage=stage)
             return job_markdown(job), job["id"]
 
-        def do_edit(slug, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text,
+        def do_edit(person_label, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text,
                     which="first pass"):
+            slug = to_slug(person_label)
             job_name, image = split(choice)
             replace = {}
             for pair in filter(None, (x.strip() for x in (swap_text or "").split(","))):
@@ -290,11 +374,12 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         def pick_pose(evt: gr.SelectData):
             return pose_list[evt.index].name if 0 <= evt.index < len(pose_list) else gr.update()
 
-        for fn, n in ((do_create, 2), (do_check, 3), (do_train, 2), (do_cancel, 2), (do_resume, 2),
+        for fn, n in ((do_create, 3), (do_check, 5), (do_remove, 4), (do_train, 2), (do_cancel, 2), (do_resume, 2),
                       (do_generate, 2), (do_explain, 2), (do_edit, 2)):
             outputs_count[fn.__name__] = n
-        create.click(safe(do_create), [new_name, class_word], [status, person])
-        check.click(safe(do_check), [person, photos], [status, report, sheet])
+        create.click(safe(do_create), [new_name, class_word], [status, person, new_name])
+        check.click(safe(do_check), [person, photos], [status, report, sheet, photo_list, photos])
+        remove.click(safe(do_remove), [person, photo_list], [status, report, sheet, photo_list])
         poses.select(pick_pose, None, [pose])
         job_starts = [(train, do_train, [person, steps]), (cancel, do_cancel, [job_id]), (resume, do_resume, [job_id]),
                       (go, do_generate, [person, pose, pose_photo, tone, count, seed, use_adetailer]),
@@ -303,7 +388,8 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                                             edit_pass])]
         for button, fn, inputs in job_starts:
             button.click(safe(fn), inputs, [status, job_id])
-        person.change(portraits, [person], [portrait, edit_portrait])
+        person.change(on_person, [person], [class_word, photo_list, report, sheet, portrait, edit_portrait, status,
+                                            job_id])
         polled = [status, gallery, before, after, downloads, maps, edit_before, edit_after]
         refresh.click(do_poll, [job_id], polled)
         refresh.click(portraits, [person], [portrait, edit_portrait])

@@ -1,0 +1,131 @@
+"""Progress that tells the truth: training from its first step with an ETA that counts down, a plan's bar through
+every pass (tiles included), WebUI passes that report their steps and stop on cancel within a step."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from lib_profile.hosts.base import Interrupted, RunControl, Txt2ImgRequest
+from lib_profile.studio.plan import build_plan
+from lib_profile.studio.progress import PlanProgress, passes_before
+from lib_profile.studio.run import count_passes
+from lib_profile.train.progress import SPAN, START, TrainingProgress
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def write(path, *events):
+    with open(path, "a", encoding="utf-8") as f:
+        for ev in events:
+            f.write(json.dumps(ev) + "\n")
+
+
+def test_training_progress_moves_from_the_first_step_and_its_eta_counts_down(tmp_path):
+    events, clock, seen, bar = tmp_path / "events.jsonl", Clock(), [], []
+    reader = TrainingProgress(events, 100, lambda **kw: seen.append(kw), lambda *a: bar.append(a), clock)
+    reader.poll()  # no file yet: nothing happens
+    write(events, {"event": "phase", "phase": "load"}, {"event": "phase", "phase": "train", "step": 0})
+    reader.poll()
+    assert [kw["stage"] for kw in seen] == ["loading the model", "training"]
+    write(events, {"event": "tick", "step": 1})
+    reader.poll()
+    assert seen[-1] == {"stage": "training", "progress": pytest.approx(START + SPAN / 100)}  # no rate yet: no ETA
+    clock.now += 10
+    write(events, {"event": "tick", "step": 11})  # 1 step a second
+    reader.poll()
+    assert seen[-1] == {"eta_s": pytest.approx(89.0)} and seen[-2]["progress"] == pytest.approx(START + SPAN * 0.11)
+    clock.now += 5  # no event for 5 s: the ETA still counts down
+    reader.poll()
+    assert seen[-1] == {"eta_s": pytest.approx(84.0)}
+    assert bar[-1] == (11, 100, "Profile Studio: training step 11 of 100")  # the WebUI's own bar moves too
+    write(events, {"event": "phase", "phase": "error", "message": "CUDA out of memory"})
+    reader.poll()
+    assert reader.error == "CUDA out of memory"
+
+
+def test_a_half_written_event_line_waits_for_its_end(tmp_path):
+    events, seen = tmp_path / "events.jsonl", []
+    reader = TrainingProgress(events, 10, lambda **kw: seen.append(kw), clock=Clock())
+    events.write_text('{"event": "tick", "st', "utf-8")
+    reader.poll()
+    assert seen == []
+    with open(events, "a", encoding="utf-8") as f:
+        f.write('ep": 4}\n')
+    reader.poll()
+    assert seen[-1]["progress"] == pytest.approx(START + SPAN * 0.4)
+
+
+@pytest.mark.parametrize("switches", [None, {"upscale": False}, {"refine": False, "detail": False}])
+def test_a_plans_progress_walks_every_pass_once(switches):
+    """Fed every stage and every sampling step of a plan in order, the bar rises monotonically to 1 and each pass
+    (an upscale tile, a refine) counts once; the ETA shrinks as time passes at a steady rate."""
+    plan = build_plan("portrait", None, None, "cool", count=2, seed=1, switches=switches, width=256, height=384,
+                      steps=4)
+    clock, seen = Clock(), []
+    progress = PlanProgress(plan, lambda f, eta: seen.append((f, eta)), clock)
+    per_image = count_passes(plan) // plan.count
+    for n in range(plan.count):
+        for index, stage in plan.enabled():
+            progress.stage(n, index, stage.kind)
+            passes = (count_passes(plan, through=index) - count_passes(plan, through=index - 1)) // plan.count \
+                if index else count_passes(plan, through=0) // plan.count
+            for _pass in range(passes):
+                for step in range(1, 5):
+                    clock.now += 1
+                    progress.step(step, 4)
+        assert passes_before(plan, n + 1, 0) == (n + 1) * per_image
+    fractions = [f for f, _eta in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    etas = [eta for _f, eta in seen if eta is not None]
+    assert etas[-1] == pytest.approx(0.0) and etas[len(etas) // 2] > etas[-1]
+
+
+# ------------------------------------------------------------------ a WebUI pass: steps and cancel
+
+try:
+    from standins import webui as standin
+except ImportError:
+    from tests.standins import webui as standin
+
+
+@pytest.fixture(params=["a1111", "forge"])
+def webui(tmp_path, request):
+    from lib_profile.hosts import webui as wh
+
+    with standin.installed(tmp_path / "webui", flavour=request.param, cn_models=[]) as m:
+        yield m, wh.WebUIHost()
+
+
+def test_a_webui_pass_reports_its_steps(webui):
+    modules, host = webui
+    modules.processing.on_step = lambda p, step: time.sleep(0.3)
+    steps = []
+    host.txt2img(Txt2ImgRequest(prompt="x", seed=1, steps=4), RunControl(on_step=lambda s, n: steps.append((s, n))))
+    assert steps[-1] == (4, 4) and len(steps) >= 3 and steps == sorted(steps)
+
+
+def test_a_cancel_stops_a_webui_pass_within_a_step(webui):
+    modules, host = webui
+    cancelled = threading.Event()
+    seen = []
+
+    def slow(p, step):
+        seen.append(step)
+        if step == 2:
+            cancelled.set()
+        time.sleep(0.3)
+
+    modules.processing.on_step = slow
+    with pytest.raises(Interrupted):
+        host.txt2img(Txt2ImgRequest(prompt="x", seed=1, steps=20), RunControl(should_interrupt=cancelled.is_set))
+    assert max(seen) <= 4
