@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-skip", type=int, default=2)
     p.add_argument("--feed-forward", action="store_true", help="also train the UNet's feed-forward layers")
     p.add_argument("--train-text-encoder", action="store_true", help="also train the text encoder's attention")
+    p.add_argument("--no-identity-in-lora", dest="identity_in_lora", action="store_false",
+                   help="leave the person's face embedding out of the LoRA file's metadata (it stays in the "
+                        ".identity.json beside it, for identity scores)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="trade speed for memory (default: on when the GPU has under 12 GB free)")
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"])
@@ -247,7 +250,7 @@ def cmd_train(args) -> int:
                       optimizer=args.optimizer, cuda_graph=args.cuda_graph, validate_every=args.validate_every,
                       validation_images=args.validation_images, validation_steps=args.validation_steps,
                       validation_size=args.validation_size, select=args.select, log_every=args.log_every,
-                      save_every=args.save_every, device=args.device)
+                      save_every=args.save_every, device=args.device, identity_in_lora=args.identity_in_lora)
     events = Events(args.events or sys.stdout)
     try:
         trainer = Trainer(args.intake, args.checkpoint, args.out, cfg, events, args.data_dir)

@@ -29,7 +29,7 @@ TRAIN_CANCELLED = 3  # the train command's exit code for a resumable stop
 # Training settings a request may set, with the checks the trainer applies; None = the trainer's default.
 TRAIN_OPTIONS = ("steps", "rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "validate_every",
                  "validation_images", "validation_steps", "validation_size", "select", "save_every", "log_every",
-                 "device")
+                 "device", "identity_in_lora")
 
 
 class Studio:
@@ -70,7 +70,11 @@ class Studio:
                     self.jobs.cancel(job["id"])
                     self.jobs.wait(job["id"], timeout=120)
             loras = [Path(x["file"]).stem for x in self.store.get(slug)["loras"]]
+            from lib_profile.ui import tempfiles
+
+            prints = tempfiles.fingerprints([self.store.folder(slug), self.store.outputs_folder(slug)])
             removed = self.store.delete(slug)
+            removed += tempfiles.remove_copies(prints)  # what the tab showed or took in, kept by gradio
             self.jobs.forget(slug)
             for name in loras:  # the WebUI's own caches and last parameters name them too
                 removed += [f"{place}: {name}" for place in self.host.forget_lora(name)]
@@ -340,12 +344,16 @@ class Studio:
         out.mkdir(parents=True, exist_ok=True)
         events, cancel = out / "events.jsonl", out / "CANCEL"
         checkpoint = p.get("checkpoint") or self.host.checkpoint_path()
-        opts = {"steps": int(self.defaults().get("train_steps") or 800), **p["options"]}
+        opts = {"steps": int(self.defaults().get("train_steps") or 800),
+                "identity_in_lora": self.defaults().get("identity_in_lora", True) is not False, **p["options"]}
         cmd = [sys.executable, "-m", "lib_profile", "--data-dir", str(self.data_dir), "train", str(intake),
                "--checkpoint", str(checkpoint), "--name", p["name"], "--out", str(out), "--events", str(events),
                "--cancel-file", str(cancel)]
         for key, value in opts.items():
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
+            if key == "identity_in_lora":  # a switch: on by default
+                cmd += [] if value else ["--no-identity-in-lora"]
+            else:
+                cmd += [f"--{key.replace('_', '-')}", str(value)]
         if p.get("resume"):
             cmd.append("--resume")
         env = dict(os.environ)

@@ -4,6 +4,7 @@ photos removed one by one, uploads read only once they have arrived, a failed up
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import pytest
@@ -119,3 +120,38 @@ def test_the_running_job_is_shown_whoever_started_it_and_train_points_at_it(tab,
     assert "already has a job" in status and "abc123def456: queued" in status and job_id == "abc123def456"
     status, _id = handler(blocks, "do_cancel")(job_id)
     assert "cancelled" in status
+
+
+def test_deleting_a_person_removes_gradios_copies_of_their_files(tab, tmp_path, monkeypatch):
+    """gradio keeps a copy of every file the tab took in or showed (selfies, contact sheet, portraits)."""
+    import hashlib
+
+    studio, blocks = tab
+    temp = tmp_path / "gradio-temp"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(temp))
+    handler(blocks, "do_create")("Anna", "woman")
+    paths = photo_files(tmp_path, 3)
+    handler(blocks, "do_check")("Anna", paths)
+    sheet = studio.identity_file("anna", "contact_sheet")
+    copies = []
+    for src in [paths[0], str(sheet)]:  # as gradio stores them: <temp>/<hash>/<name>
+        data = open(src, "rb").read()
+        dest = temp / hashlib.sha1(data).hexdigest() / Path(src).name
+        dest.parent.mkdir(parents=True)
+        dest.write_bytes(data)
+        copies.append(dest)
+    other = temp / "0123" / "someone-else.png"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"not Anna")
+    removed = studio.delete_identity("anna")
+    assert all(str(c) in removed and not c.exists() and not c.parent.exists() for c in copies)
+    assert other.read_bytes() == b"not Anna"
+
+
+def test_the_face_embedding_can_be_left_out_of_the_lora(tab):
+    from lib_profile.api.models import TrainRequest
+    from lib_profile.service import TRAIN_OPTIONS
+    from lib_profile.train.trainer import TrainConfig
+
+    assert "identity_in_lora" in TRAIN_OPTIONS and "identity_in_lora" in TrainRequest.__fields__
+    assert TrainConfig(name="a").identity_in_lora is True

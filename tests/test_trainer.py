@@ -94,6 +94,17 @@ def test_progress_ticks_come_between_log_steps(intake_dir, tiny_checkpoint, tmp_
     assert moves == [("tick", 1), ("tick", 2), ("step", 3), ("tick", 4), ("tick", 5), ("step", 6)]
 
 
+def test_the_face_embedding_can_be_left_out_of_the_lora_file(intake_dir, tiny_checkpoint, tmp_path):
+    result = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run", small(steps=2, log_every=1, validate_every=2,
+                                                                          identity_in_lora=False)).run()
+    path = Path(result["file"])
+    with safe_open(str(path), "pt") as f:
+        assert "profile_studio_identity" not in f.metadata()
+    from lib_profile.identity.score import reference_from_lora
+
+    assert reference_from_lora(path)["embedder"] == "dlib"  # the file beside it still gives identity scores
+
+
 def test_each_run_gets_a_new_file_name(intake_dir, tiny_checkpoint, tmp_path):
     a = Trainer(intake_dir, tiny_checkpoint, tmp_path / "r", small(steps=2, log_every=1)).run()["file"]
     b = Trainer(intake_dir, tiny_checkpoint, tmp_path / "r", small(steps=2, log_every=1)).run()["file"]

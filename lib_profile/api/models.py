@@ -92,6 +92,9 @@ class TrainRequest(BaseModel):
     select: Optional[str] = Field(None, description="best, last or topK (average of the K best checkpoints; default top3).")
     save_every: Optional[int] = Field(None, description="Write a resumable state every N steps (default 50).")
     device: Optional[str] = Field(None, description="cpu or cuda (default: cuda when available).")
+    identity_in_lora: Optional[bool] = Field(None, description="Keep the person's face embedding in the LoRA file's "
+                                             "metadata (default: the setting, else yes); it always stays in the "
+                                             ".identity.json beside the LoRA.")
     checkpoint: Optional[str] = Field(None, description="SD1.5 checkpoint file to train on (default: the one in use).")
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 50
     device: Optional[str] = None
+    identity_in_lora: bool = True  # the face embedding in the LoRA's metadata (else only in the .identity.json beside it)
 
     def validate(self) -> None:
         import re
@@ -512,7 +513,7 @@ class Trainer:
             "profile_studio_identity_score": "" if best_score is None else f"{best_score:.4f}",
             "profile_studio_chosen_steps": chosen,
         }
-        if identity is not None:
+        if identity is not None and cfg.identity_in_lora:  # a biometric of the person: off on request
             meta["profile_studio_identity"] = identity
         path = self.out / f"{stem}.safetensors"
         tmp = path.with_suffix(".partial")

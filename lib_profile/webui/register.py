@@ -27,7 +27,8 @@ def _make_studio():
     outputs = opts.get("profile_studio_outputs") or str(Path(paths.data_path) / "outputs" / "profile-studio")
     def defaults() -> dict:
         data = getattr(shared.opts, "data", {}) or {}
-        return {key: data.get(f"profile_studio_{key}") for key in ("train_steps", "min_photos", "detail_engine")}
+        return {key: data.get(f"profile_studio_{key}")
+                for key in ("train_steps", "min_photos", "detail_engine", "identity_in_lora")}
 
     return Studio(host, getattr(shared.cmd_opts, "profile_studio_dir", None),
                   lora_root=host.lora_dir() / LORA_SUBFOLDER, outputs_root=outputs, defaults=defaults)
@@ -57,6 +58,9 @@ def ui_settings():
         5, "Accepted photos needed to train", gr.Slider, {"minimum": 3, "maximum": 20, "step": 1}, section=SECTION))
     add("profile_studio_detail_engine", shared.OptionInfo(
         "builtin", "Face detail pass", gr.Radio, {"choices": ["builtin", "adetailer"]}, section=SECTION))
+    add("profile_studio_identity_in_lora", shared.OptionInfo(
+        True, "Keep the person's face embedding in the LoRA file (for identity scores when the file travels alone)",
+        gr.Checkbox, section=SECTION))
 
 
 def app_started(demo, app):
