@@ -86,3 +86,34 @@ def test_status_line_names_the_stage_only_while_it_runs():
     assert done.splitlines()[0] == "**Edit job abc: done** — 100%"  # not the last pass's "sampling"
     failed = job_markdown({**job, "state": "failed"})
     assert "failed** — finishing 50%" in failed  # where it stopped
+
+
+def test_the_pass_choice_offers_only_the_passes_a_portrait_has(ready, monkeypatch):
+    studio, blocks, gen = ready
+    choice = f"{gen['id']}/{gen['result']['images'][0]['file']}"
+    assert handler(blocks, "passes_of")(SLUG, choice)["choices"] == ["first pass", "face detail pass", "refine pass"]
+    assert handler(blocks, "edit_passes_of")(SLUG, choice)["choices"] == ["first pass", "refine pass"]
+    real = studio.stage_index
+    monkeypatch.setattr(studio, "stage_index", lambda s, j, i, kind: None if kind == "refine" else real(s, j, i, kind))
+    assert handler(blocks, "passes_of")(SLUG, choice)["choices"] == ["first pass", "face detail pass"]
+    assert handler(blocks, "edit_passes_of")(SLUG, choice)["choices"] == ["first pass"]
+
+
+def test_generate_takes_the_size_and_steps_of_a_quick_try(ready):
+    from lib_profile.ui.tab import SIZES
+
+    studio, blocks, _gen = ready
+    quick = next(name for name in SIZES if "quick" in name)
+    _status, job_id = handler(blocks, "do_generate")(SLUG, "three_quarter_left", None, "cool", 1, 5, False, quick, 12)
+    job = studio.jobs.get(job_id)
+    assert job["params"]["settings"] == {"width": 384, "height": 576, "steps": 12}
+    studio.jobs.cancel(job_id)
+    studio.jobs.wait(job_id, timeout=300)
+
+
+def test_a_queued_job_says_what_it_waits_for():
+    from lib_profile.ui.tab import job_markdown
+
+    job = {"kind": "generate", "id": "b2", "state": "queued", "progress": 0, "messages": [],
+           "waiting_for": {"id": "a1", "kind": "train", "identity": "anna"}}
+    assert "queued** — waiting for train job a1 to finish - 0%" in job_markdown(job)

@@ -70,7 +70,11 @@ def test_app_started_adds_version_route_once(callbacks, demo):
 
     response = TestClient(app).get(VERSION_URL)
     assert response.status_code == 200
-    assert response.json() == {"name": "Profile Studio", "version": lib_profile.__version__, "api": 1, "host": None}
+    # the WebUI's flavour, before any job (the studio and its model are not made for it)
+    assert response.json() == {"name": "Profile Studio", "version": lib_profile.__version__, "api": 1, "host": "a1111"}
+    from lib_profile.webui.register import get_studio
+
+    assert get_studio.peek() is None
     assert len([r for r in app.routes if getattr(r, "path", "").startswith(lib_profile.API_PREFIX)]) >= 15
 
 

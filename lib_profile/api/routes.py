@@ -84,6 +84,8 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         out = version()
         made = getattr(studio, "peek", studio)() if studio is not None else None  # never loads a model
         out.host = getattr(getattr(made, "host", None), "name", None)
+        if out.host is None and callable(getattr(studio, "host_name", None)):  # the WebUI's, before a first job
+            out.host = studio.host_name()
         return out
 
     router.add_api_route("/version", version_route, methods=["GET"], response_model=m.VersionResponse)

@@ -85,6 +85,9 @@ class JobManager:
             ctx = self._running.get(job_id)
             if ctx is not None:
                 job.update(ctx.live)
+            elif job["state"] == "queued" and self._running:  # why it has not started: the job ahead of it
+                ahead = next(iter(self._running.values()))
+                job["waiting_for"] = {"id": ahead.id, "kind": ahead.kind, "identity": ahead.identity}
         return job
 
     def list(self, identity: Optional[str] = None) -> list[dict[str, Any]]:

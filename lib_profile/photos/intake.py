@@ -122,9 +122,10 @@ def _identity(photos: list[_Photo], threshold: float) -> Optional[np.ndarray]:
 
 
 def _next_step(n_ok: int, n: int, t: Thresholds, counts: Counter, out: Path) -> str:
-    if n_ok >= t.min_photos:
-        return (f"{n_ok} of {n} photos accepted: ready to train. Next: python -m lib_profile train {out} "
-                "--checkpoint YOUR_SD15_MODEL --name NAME")
+    if n_ok >= t.min_photos:  # said for every place a user trains from: the tab, the API, the command line
+        return (f"{n_ok} of {n} photos accepted: ready to train. Next: Train (the tab's 2. Train, or POST "
+                f".../identities/NAME/train; on the command line: python -m lib_profile train {out} "
+                "--checkpoint YOUR_SD15_MODEL --name NAME)")
     tips = {R.NO_FACE: "your face clearly visible", R.BLURRY: "sharp (not blurry)", R.BAD_EXPOSURE: "in good light",
             R.MULTIPLE_FACES: "of you alone", R.FACE_TOO_SMALL: "closer to the camera",
             R.EXTREME_POSE: "facing the camera", R.DUPLICATE: "different from each other",

@@ -15,6 +15,9 @@ from lib_profile.hosts.base import HostError
 from lib_profile.store.identities import Conflict
 
 CSS_ID = "profile_studio"
+SIZES = {"512 x 768 (2:3)": (512, 768), "384 x 576 (2:3, quick try)": (384, 576), "512 x 512 (square)": (512, 512),
+         "768 x 1152 (2:3, large)": (768, 1152)}
+DEFAULT_SIZE = "512 x 768 (2:3)"
 PASSES = {"first pass": None, "face detail pass": "detail", "refine pass": "refine"}  # which pass, by its stage kind
 EDIT_PASSES = ["first pass", "refine pass"]  # Edit: the passes with a prompt of their own to edit
 
@@ -45,6 +48,9 @@ def job_markdown(job: Optional[dict[str, Any]]) -> str:
     eta = f", about {int(job['eta_s'])} s left" if job.get("eta_s") and job["state"] == "running" else ""
     bar = f"<progress value='{pct}' max='100' style='width:100%'></progress>"
     where = "" if job["state"] == "done" else f"{job.get('stage') or ''} "  # a finished job's last stage says nothing
+    ahead = job.get("waiting_for")
+    if job["state"] == "queued" and ahead:
+        where = f"waiting for {ahead['kind']} job {ahead['id']} to finish - "
     text = [f"**{job['kind'].capitalize()} job {job['id']}: {job['state']}** — {where}{pct}%{eta}", bar]
     text += [f"- {msg}" for msg in job.get("messages", [])[-5:]]
     return "\n\n".join(text)
@@ -164,6 +170,11 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
                 with gr.Column():
                     tone = gr.Radio([t.name for t in list_tones()], value="warm", label="Colour look")
                     count = gr.Slider(1, 16, value=4, step=1, label="How many")
+                    with gr.Row():
+                        size = gr.Dropdown(list(SIZES), value=DEFAULT_SIZE, label="Size (width x height)",
+                                           elem_id=f"{CSS_ID}_size")
+                        steps_n = gr.Slider(8, 60, value=25, step=1, label="Steps (fewer: a quicker try)",
+                                            elem_id=f"{CSS_ID}_steps")
                     seed = gr.Number(value=-1, label="Seed (-1: random)", precision=0)
                     use_adetailer = gr.Checkbox(False, label="Use the ADetailer extension for faces (WebUI only)")
                     go = gr.Button("Generate", variant="primary", elem_id=f"{CSS_ID}_generate")
@@ -284,14 +295,17 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             job = studio().resume(jid)
             return job_markdown(job), job["id"]
 
-        def do_generate(person_label, pose_name, photo, tone_name, n, first_seed, adetailer):
+        def do_generate(person_label, pose_name, photo, tone_name, n, first_seed, adetailer, size_name=DEFAULT_SIZE,
+                        n_steps=25):
             slug = to_slug(person_label)
             if not slug:
                 raise HostError("Create or choose a person first")
             photo_bytes = Path(_path(photo)).read_bytes() if photo else None
+            width, height = SIZES.get(size_name, SIZES[DEFAULT_SIZE])
             job = studio().generate(slug, None if photo_bytes else (pose_name or None), tone_name, int(n),
                                     int(first_seed), pose_photo=photo_bytes,
-                                    detail_engine="adetailer" if adetailer else "builtin")
+                                    detail_engine="adetailer" if adetailer else "builtin",
+                                    settings={"width": width, "height": height, "steps": int(n_steps)})
             return job_markdown(job), job["id"]
 
         def portraits(person_label):
@@ -301,6 +315,25 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             names = [f"{s['job']}/{img}" for s in studio().outputs(slug) for img in s["images"]]
             value = names[0] if names else None
             return gr.update(choices=names, value=value), gr.update(choices=names, value=value)
+
+        def pass_names(person_label, choice, names):
+            """The passes of ``names`` the picked portrait was made with (a refine switched off is not offered)."""
+            slug = to_slug(person_label)
+            if not slug or not choice or "/" not in choice:
+                return gr.update(choices=names, value=names[0])
+            job_name, image = choice.split("/", 1)
+            try:
+                have = [n for n in names if not PASSES[n] or studio().stage_index(slug, job_name, image, PASSES[n])
+                        is not None]
+            except HostError:
+                have = names[:1]
+            return gr.update(choices=have, value=have[0])
+
+        def passes_of(person_label, choice):
+            return pass_names(person_label, choice, list(PASSES))
+
+        def edit_passes_of(person_label, choice):
+            return pass_names(person_label, choice, EDIT_PASSES)
 
         def split(choice):
             if not choice or "/" not in choice:
@@ -382,7 +415,7 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         remove.click(safe(do_remove), [person, photo_list], [status, report, sheet, photo_list])
         poses.select(pick_pose, None, [pose])
         job_starts = [(train, do_train, [person, steps]), (cancel, do_cancel, [job_id]), (resume, do_resume, [job_id]),
-                      (go, do_generate, [person, pose, pose_photo, tone, count, seed, use_adetailer]),
+                      (go, do_generate, [person, pose, pose_photo, tone, count, seed, use_adetailer, size, steps_n]),
                       (explain_btn, do_explain, [person, portrait, words, which_pass]),
                       (edit_btn, do_edit, [person, edit_portrait, mode, swaps, target, weights, tau, self_tau, blend,
                                             edit_pass])]
@@ -390,6 +423,8 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             button.click(safe(fn), inputs, [status, job_id])
         person.change(on_person, [person], [class_word, photo_list, report, sheet, portrait, edit_portrait, status,
                                             job_id])
+        portrait.change(passes_of, [person, portrait], [which_pass])
+        edit_portrait.change(edit_passes_of, [person, edit_portrait], [edit_pass])
         polled = [status, gallery, before, after, downloads, maps, edit_before, edit_after]
         refresh.click(do_poll, [job_id], polled)
         refresh.click(portraits, [person], [portrait, edit_portrait])

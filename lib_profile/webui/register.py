@@ -37,6 +37,16 @@ def _make_studio():
 get_studio = lazy(_make_studio)
 
 
+def _host_name() -> str:
+    """The WebUI flavour ("a1111" or "forge"), known before the studio is made (no model is loaded for it)."""
+    from lib_profile.hosts.webui import detect_flavour
+
+    return detect_flavour().NAME
+
+
+get_studio.host_name = _host_name  # /version answers with it before the first job
+
+
 def ui_tabs():
     """``on_ui_tabs`` callback: the Profile Studio tab."""
     from lib_profile.ui.tab import build_tab
