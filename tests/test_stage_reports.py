@@ -10,33 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_profile.hosts import webui as wh
 from lib_profile.hosts.base import (ControlUnit, HostError, Img2ImgRequest, Interrupted, LoraRef, StageReport,
                                     Txt2ImgRequest)
 from lib_profile.studio.detail import DetailParams, choose_adetailer_model, detail_pass
 
 try:
     from standins import processing as runtime
-    from standins import webui as standin
+    from test_webui_host import both, webui  # noqa: F401 - the stand-in WebUI fixture, per flavour
 except ImportError:
     from tests.standins import processing as runtime
-    from tests.standins import webui as standin
-
-POSE = "control_v11p_sd15_openpose [cab727d4]"
-TILE = "control_v11f1e_sd15_tile [a371b31b]"
-FLAVOURS = ["a1111", "forge"]
-
-
-@pytest.fixture
-def webui(tmp_path, request):
-    opts = dict(flavour="a1111", cn_models=[POSE, TILE], adetailer=True)
-    opts.update(getattr(request, "param", {}) or {})
-    with standin.installed(tmp_path / "webui", lora_dir=str(tmp_path / "webui" / "models" / "Lora"), **opts) as m:
-        yield m, wh.WebUIHost()
-
-
-def both(**extra):
-    return pytest.mark.parametrize("webui", [dict(flavour=f, **extra) for f in FLAVOURS], indirect=True, ids=FLAVOURS)
+    from tests.test_webui_host import both, webui  # noqa: F401
 
 
 def pose_map(w=256, h=384):
@@ -163,7 +146,7 @@ def detail(host, engine="adetailer"):
                        DetailParams(engine=engine, size=256, steps=3))
 
 
-@both()
+@both(adetailer=True)
 def test_adetailer_without_its_yolo_file_uses_its_mediapipe_model_with_a_note(webui):
     modules, host = webui
     del runtime.model_mapping["face_yolov8n.pt"]
@@ -174,7 +157,7 @@ def test_adetailer_without_its_yolo_file_uses_its_mediapipe_model_with_a_note(we
     assert not np.array_equal(np.asarray(image), np.asarray(pose_map()))
 
 
-@both()
+@both(adetailer=True)
 def test_adetailer_that_fails_falls_back_to_our_own_pass_and_says_why(webui, monkeypatch):
     """ADetailer raises inside the WebUI's runner (its error wrapped in a console panel), which only prints it.
     The pass is reported failed with ADetailer's own message and our pass runs instead."""
@@ -189,7 +172,7 @@ def test_adetailer_that_fails_falls_back_to_our_own_pass_and_says_why(webui, mon
     assert len(modules.processing.calls) == calls + 1 and image.size == (256, 384)
 
 
-@both()
+@both(adetailer=True)
 def test_adetailer_that_finds_no_face_is_reported_skipped(webui, monkeypatch):
     modules, host = webui
     monkeypatch.setattr(runtime.ADetailerScript, "finds_face", False)
