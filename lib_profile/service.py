@@ -362,6 +362,8 @@ class Studio:
         ctx.update(stage="starting", progress=0.0, message=f"Training {p['name']} for {steps} steps")
         log = out / "train.log"
         reader = TrainingProgress(events, steps, ctx.update, self.host.training_progress)
+        if p.get("resume") and events.is_file():  # the run before this one wrote there too: read only what is new
+            reader.offset = events.stat().st_size
         with self.host.training_slot(ctx.task_id, steps), open(log, "ab") as log_file:
             proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(EXTENSION_ROOT))
             host_control = self.host.control()

@@ -31,10 +31,10 @@ from PIL import Image
 
 from lib_profile.hosts import webui_faults as faults_of
 from lib_profile.hosts import webui_progress
+from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest,
+                                    Interrupted, LoraRef, Result, RunControl, StageReport, Txt2ImgRequest)
 from lib_profile.hosts.prompt import lora_tags
 from lib_profile.hosts.webui_options import restoring_opts
-from lib_profile.hosts.base import (FAILED, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted,
-                                    LoraRef, Result, RunControl, StageReport, Txt2ImgRequest)
 
 # ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them).
 DEFAULT_CN_MODELS = {
@@ -303,7 +303,8 @@ class WebUIHost(Host):
         if extra_scripts and extra_scripts[0][0] == "adetailer":
             reports.append(faults_of.adetailer_report(faults, generation, req.init_image, images[0]))
         params = req.describe()
-        params["controlnets"] = [u for u, r in zip(params["controlnets"], reports) if r.ok]  # only what ran
+        params["controlnets"] = [u for u, r in zip(params["controlnets"], reports) if r.ok]  # only what ran (the
+        # ControlNet reports come first, one per unit)
         if kind == "txt2img" and req.hires:
             params.update(width=images[0].width, height=images[0].height, first_pass_size=[req.width, req.height])
         params.update(kind=kind, host=self.name, seed=processed.all_seeds[0], seeds=list(processed.all_seeds),
@@ -367,7 +368,7 @@ class WebUIHost(Host):
         if reports is not None:
             reports.append(StageReport(f"upscaler {upscaler}", FAILED,
                                        f"{errors[0]}; the WebUI resized with Lanczos instead") if errors
-                           else StageReport(f"upscaler {upscaler}", "ran"))
+                           else StageReport(f"upscaler {upscaler}", RAN))
         return out
 
     def token_chunks(self, prompt: str) -> Optional[list[list[int]]]:
