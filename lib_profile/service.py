@@ -542,10 +542,19 @@ class Studio:
         if p.get("pose_photo"):
             pose = str(pose_from_photo_file(out / "pose-photo.upload", out / "pose-from-photo.json"))
         host = self.host
+        settings = dict(p.get("settings") or {})
+        models = {}
+        for kind in ("pose", "tile"):  # the host's ControlNet model, the one the settings name, or none (null)
+            key = f"controlnet_{kind}"
+            if key not in settings:
+                models[kind] = host.controlnet_model(kind)
+            else:
+                wanted = settings.pop(key)
+                models[kind] = host.controlnet_model(kind, wanted) if wanted else None
         plan = build_plan(p.get("prompt") or default_prompt(entry["path"] if entry else None),
                           entry["path"] if entry else None, pose, p["tone"], p["count"], p["seed"], p.get("switches"),
-                          p.get("lora_weight", 0.9), host.controlnet_model("pose"), host.controlnet_model("tile"),
-                          self.data_dir, p.get("detail_engine", "builtin"), **(p.get("settings") or {}))
+                          p.get("lora_weight", 0.9), models["pose"], models["tile"],
+                          self.data_dir, p.get("detail_engine", "builtin"), **settings)
         notes = getattr(host, "notes", None)
         if notes:  # the host's notes say more than the plan's generic one
             plan.notes = [n for n in plan.notes if not n.startswith("No pose ControlNet model")]

@@ -5,6 +5,7 @@ WebUI's script runner and only printed)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,5 +328,32 @@ def test_the_studio_tells_the_host_when_a_lora_comes_and_goes(host, tmp_path, mo
         assert events == ["refresh"]
         removed = studio.delete_identity(slug)
         assert events == ["refresh", "forget alice-1", "refresh"] and "params.txt: alice-1" in removed
+    finally:
+        studio.close()
+
+
+@both()
+def test_settings_can_switch_a_controlnet_off_or_name_another(webui, tmp_path, monkeypatch):
+    """settings {"controlnet_pose": null} makes the plan without the pose ControlNet (it was a TypeError: the
+    job passed the host's model and the setting both)."""
+    from lib_profile.service import Studio
+    from lib_profile.studio import run as studio_run
+
+    modules, host = webui
+    monkeypatch.setattr(studio_run, "prompt_tokens", lambda prompt: 10)
+    studio = Studio(host, tmp_path / "data")
+    try:
+        studio.create_identity("Anna", "woman")
+        small = {"width": 128, "height": 192, "steps": 2}
+        off = {"detail": False, "refine": False, "detail2": False, "upscale": False, "grade": False}
+        plans = []
+        for extra in ({}, {"controlnet_pose": None}, {"controlnet_pose": "control_v11p_sd15_openpose"}):
+            job = studio.generate("anna", "three_quarter_left", "cool", 1, 3, switches=off,
+                                  settings={**small, **extra})
+            job = studio.jobs.wait(job["id"], timeout=120)
+            assert job["state"] == "done", job["error"]
+            plans.append(json.loads((Path(job["result"]["folder"]) / "plan.json").read_text())["controlnet_pose"])
+        pose = host.controlnet_model("pose")
+        assert pose and plans == [pose, None, pose]
     finally:
         studio.close()

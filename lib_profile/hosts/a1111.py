@@ -103,4 +103,10 @@ def token_chunks(text: str) -> list[list[int]]:
 
 
 def load_model() -> None:
-    """A1111 loads its model at startup or on first use of ``shared.sd_model``: nothing to do."""
+    """Wait for the model A1111 loads in a thread at startup. ``shared.sd_model`` waits on the loader's lock;
+    ``process_images`` does not (its ``reload_model_weights`` sees no model yet and starts a second load, and the
+    two loads' global ``load_state_dict`` patches collide: "Cannot copy out of meta tensor", seen for a job sent
+    right after startup). When no load is under way, this loads the model, as the first generation would."""
+    from modules import shared
+
+    getattr(shared, "sd_model", None)

@@ -286,6 +286,7 @@ class WebUIHost(Host):
             attention = self.flavour.attention(control.attention, (req.height // 8, req.width // 8),
                                                req.batch_size)
         faults: list[faults_of.Fault] = []
+        self.flavour.load_model()  # the model the WebUI may still be loading (A1111 loads it in a thread at start)
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
             p = self._processing(kind, req, extra_scripts, own_scripts or [], faults)
             with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings), \

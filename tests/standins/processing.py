@@ -533,6 +533,8 @@ def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: b
     samplers.visible_sampler_names = lambda: list(SAMPLERS)
     sd_models = types.ModuleType("modules.sd_models")
     sd_models.model_hash = model_hash
+    if flavour == "forge":  # loads the selected checkpoint unless it is loaded (here: nothing to load)
+        sd_models.forge_model_reload = lambda: (getattr(shared, "sd_model", None), False)
     errors = types.ModuleType("modules.errors")
     errors.exception_records = exception_records
     errors.report = report
