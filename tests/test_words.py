@@ -190,6 +190,50 @@ def test_a_part_word_and_a_missing_place_say_why_and_list_the_words():
         tokens.positions(tok, "hair#0")
 
 
+def test_the_swap_shortcut_replaces_the_words_the_lookup_finds():
+    """``replace`` (Studio.edit) acts on the prompt's text: it replaces exactly the places the lookup finds (the
+    oracle's spans) and refuses what the lookup refuses - but for a phrase split by emphasis, a tag or BREAK
+    ("(red:1.2) scarf"), which the lookup finds and a text swap cannot replace whole: it is not a place of it."""
+    from lib_profile.attention.words import replace_words
+
+    done = 0
+    for oracle, qs in cases(150, seed=5):
+        tokens = TokenMap.from_prompt(tokenizer(), oracle.text)
+        for text, n in qs:
+            asked = text if n is None else f"{text}#{n}"
+            want, why = oracle.expected(text, n, plain=True)
+            if want is None:
+                with pytest.raises(HostError, match="not in the prompt" if why == "not in the prompt" else why):
+                    replace_words(oracle.text, {asked: "zzz"}, tokens.words())
+            else:
+                assert replace_words(oracle.text, {asked: "zzz"}) == oracle.replaced(text, "zzz", n), (oracle.text, asked)
+                done += 1
+    assert done > 200
+
+
+@pytest.mark.parametrize("prompt,replace,target", [
+    ("a Red scarf, red_hat, redhead", {"red": "blue"}, "a blue scarf, blue_hat, redhead"),
+    ("red scarf, red hat", {"red#2": "blue"}, "red scarf, blue hat"),
+    ("hair, hairband (hair:1.2)", {"hair": "fur"}, "fur, hairband (fur:1.2)"),
+    ("<lora:red:0.8> red BREAK red", {"red": "blue"}, "<lora:red:0.8> blue BREAK blue"),
+    ("a café, cafés", {"café": "bar"}, "a bar, cafés"),
+    ("hair, then hair.", {"hair,": "fur,"}, "fur, then hair."),
+    ("red  scarf", {"red scarf": "blue coat"}, "blue coat"),
+    ("a \\1 b", {"b": "\\1"}, "a \\1 \\1"),
+])
+def test_the_swap_shortcut_table(prompt, replace, target):
+    from lib_profile.attention.words import replace_words
+
+    assert replace_words(prompt, replace) == target
+
+
+def test_break_is_not_a_word_to_replace():
+    from lib_profile.attention.words import replace_words
+
+    with pytest.raises(HostError, match="not in the prompt"):
+        replace_words("red BREAK blue", {"break": "x"})
+
+
 # -- the WebUI's own chunks (A1111 and Forge stand-ins): positions read from the host's tokenize_line
 
 try:
@@ -258,3 +302,40 @@ def test_words_are_found_whole_in_the_webuis_own_chunks(webui):
         for text, n in qs:
             check(tokens, oracle, text, n, position=real.__getitem__)
     assert moved >= 3
+
+
+# -- where users meet it: the API refuses at the request (400), not in the job
+
+try:
+    from test_api import API_PREFIX, api, studio  # noqa: F401 (fixtures)
+except ImportError:
+    from tests.test_api import API_PREFIX, api, studio  # noqa: F401
+
+
+def test_the_api_refuses_part_words_and_missing_places_at_the_request(api, studio):
+    studio.create_identity("Wren", "woman")
+    prompt = "photo of a woman with a hairband, Red scarf, red_hat"
+    new = {"identity": "wren", "prompt": prompt, "seed": 1}
+    for body, message in [
+        ({"words": ["band"]}, "'band' is not in the prompt as a whole word (it is only part of hairband)"),
+        ({"words": ["hair"]}, "not in the prompt"),
+        ({"words": ["red#3"]}, "'red' is in the prompt 2 times; ask for red#1 to red#2"),
+    ]:
+        bad = api.post("/explain", json={**new, **body})
+        assert bad.status_code == 400 and message in bad.json()["detail"], bad.text
+        if "#" not in body["words"][0]:
+            assert "its words are: photo, of, a, woman, with, hairband, red, scarf, hat" in bad.json()["detail"]
+    for body, message in [
+        ({"replace": {"hair": "fur"}}, "'hair' is not in the prompt: photo of a woman with a hairband"),
+        ({"replace": {"red#3": "blue"}}, "2 times"),
+        ({"mode": "reweight", "weights": {"hair": 1.5}}, "'hair' is not in the prompt"),
+        ({"mode": "reweight", "weights": {"scarf#2": 1.5}}, "'scarf' is in the prompt once; ask for scarf#1"),
+        ({"replace": {"red": "blue"}, "blend_words": ["hair"]}, "in neither prompt"),
+    ]:
+        bad = api.post("/edit", json={**new, **body})
+        assert bad.status_code == 400 and message in bad.json()["detail"], bad.text
+    assert studio.jobs.list("wren") == []  # nothing was queued
+    job = studio.edit("wren", prompt=prompt, seed=1, replace={"RED#2": "blue"}, weights={"red#1": 1.2})
+    studio.jobs.cancel(job["id"])
+    studio.jobs.wait(job["id"], timeout=300)
+    assert job["params"]["edit"]["target"].startswith("photo of a woman with a hairband, Red scarf, blue_hat")

@@ -1,4 +1,5 @@
-"""Whole words of a prompt: the one lookup behind explain's words, re-weight words and local-blend words.
+"""Whole words of a prompt: the one lookup behind explain's words, re-weight words, local-blend words and
+the swap shortcut (``replace``).
 
 A word or phrase names only whole words of the prompt, case-insensitively: its tokens are the prompt's
 tokens, the token before its first one ends a word, and its last token ends one. CLIP's BPE marks where a
@@ -98,3 +99,57 @@ def find(tokens: list, wanted: list[tuple[str, bool]], starts: list[bool]) -> li
             continue  # "4 k" is not "4k"
         found.append([t.position for t in run])
     return found
+
+
+# -- the swap shortcut: the same whole words, in the prompt's text
+
+_ALNUM_BEFORE, _ALNUM_AFTER = r"(?<![^\W_])", r"(?![^\W_])"  # no letter or digit just before / after
+
+
+def text_places(prompt: str, text: str) -> list[tuple[int, int]]:
+    """(start, end) of each whole-word place of ``text`` in ``prompt``, case-insensitive, as the token lookup reads
+    words: letters and digits that touch are one word, punctuation and ``_`` are not part of one, any whitespace
+    matches any whitespace; extra-network tags (``<lora:...>``), emphasis weights (``:1.2)``) and the ``BREAK``
+    keyword are not prompt words."""
+    parts = text.split()
+    if not parts:
+        return []
+    pattern = r"\s+".join(re.escape(p) for p in parts)
+    pattern = (_ALNUM_BEFORE if parts[0][0].isalnum() else "") + pattern + \
+        (_ALNUM_AFTER if parts[-1][-1].isalnum() else "")
+    syntax = _syntax(prompt)
+    return [m.span() for m in re.finditer(pattern, prompt, re.I)
+            if not any(a < m.end() and m.start() < b for a, b in syntax)]
+
+
+def _syntax(prompt: str) -> list[tuple[int, int]]:
+    """Spans of ``prompt`` that are WebUI syntax, not words: extra-network tags, emphasis weights, BREAK."""
+    from lib_profile.hosts.prompt import _ATTENTION, _TAG
+
+    spans = [m.span() for m in _TAG.finditer(prompt)]
+    plain = _TAG.sub(lambda m: " " * len(m[0]), prompt)  # the tags' places kept
+    depth = 0
+    for m in _ATTENTION.finditer(plain):  # as ``parse_attention`` reads it
+        if m[0] == "(":
+            depth += 1
+        elif depth and (m[1] is not None or m[0] == ")"):
+            depth -= 1
+            if m[1] is not None:
+                spans.append(m.span())
+    return spans + [m.span() for m in re.finditer(r"\bBREAK\b", plain)]
+
+
+def replace_words(prompt: str, replace: dict[str, str], words: Optional[list[str]] = None) -> str:
+    """``prompt`` with each key's whole-word places (or its ``#n``-th) replaced by its value, in turn. ``words``:
+    the prompt's words, listed when a key is not one of them."""
+    target = prompt
+    for old, new in replace.items():
+        text, n = parse_query(old)
+        places = text_places(target, text)
+        if not places:
+            inside = [w for w in (words or []) if text.lower() in w.lower()]
+            hint = f" (as a whole word; it is only part of {', '.join(inside)})" if inside else ""
+            raise HostError(f"{old!r} is not in the prompt: {prompt}{hint}")
+        for start, end in reversed(pick(old, text, places, n)):
+            target = target[:start] + new + target[end:]
+    return target
