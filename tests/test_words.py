@@ -206,7 +206,8 @@ def test_the_swap_shortcut_replaces_the_words_the_lookup_finds():
                 with pytest.raises(HostError, match="not in the prompt" if why == "not in the prompt" else why):
                     replace_words(oracle.text, {asked: "zzz"}, tokens.words())
             else:
-                assert replace_words(oracle.text, {asked: "zzz"}) == oracle.replaced(text, "zzz", n), (oracle.text, asked)
+                assert replace_words(oracle.text, {asked: "zzz"}) == oracle.replaced(text, "zzz", n), \
+                    (oracle.text, asked)
                 done += 1
     assert done > 200
 

@@ -147,7 +147,7 @@ def replace_words(prompt: str, replace: dict[str, str], words: Optional[list[str
         text, n = parse_query(old)
         places = text_places(target, text)
         if not places:
-            inside = [w for w in (words or []) if text.lower() in w.lower()]
+            inside = [w for w in (words or []) if text.lower() in w.lower() and text.lower() != w.lower()]
             hint = f" (as a whole word; it is only part of {', '.join(inside)})" if inside else ""
             raise HostError(f"{old!r} is not in the prompt: {prompt}{hint}")
         for start, end in reversed(pick(old, text, places, n)):
