@@ -246,19 +246,16 @@ class Studio:
         if stage is not None:
             plan, pass_ = self._stage(slug, job, image, stage, ("txt2img", "refine"))
             source, stage = stage_prompt(plan, pass_), None if pass_.kind == "txt2img" else stage
-        if replace:  # words swapped in the source prompt: the easy way to write a target
-            import re
+        tok = tokenizer()
+        if replace:  # whole words swapped in the source prompt (``word#n``: its n-th place): the easy way to a target
+            from lib_profile.attention.daam import TokenMap
+            from lib_profile.attention.words import replace_words
 
-            target = source
-            for old, new in replace.items():
-                pattern = re.compile(rf"\b{re.escape(old)}\b")
-                if not pattern.search(target):
-                    raise HostError(f"{old!r} is not in the prompt: {source}")
-                target = pattern.sub(new, target)
+            target = replace_words(source, replace, TokenMap.from_prompt(tok, source).words())
         edit = Edit(source=source, target=target or "", mode=mode, cross_steps=cross_steps,
                     self_steps=self_steps, weights=dict(weights or {}), blend_words=list(blend_words or []),
                     blend_threshold=blend_threshold)
-        tok = tokenizer()  # refused now, not in the job: a swap with another word count, unknown weight or blend words
+        # refused now, not in the job: a swap with another word count, unknown weight or blend words
         PromptToPrompt(tok, edit, max(chunk_count(tok, p) for p in (edit.source, edit.edited_prompt)))
         params = {"source": self._source_params(job, image, prompt, seed, settings),
                   "edit": {k: getattr(edit, k) for k in ("target", "mode", "cross_steps", "self_steps", "weights",

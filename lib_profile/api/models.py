@@ -152,7 +152,7 @@ class ToneInfo(BaseModel):
 
 class ExplainRequest(BaseModel):
     identity: str = Field(description="The identity (slug) whose portrait or LoRA it is.")
-    words: List[str] = Field(description="Words or phrases of the prompt to map.")
+    words: List[str] = Field(description="Words or phrases of the prompt to map: whole words, any case (\"hair\" is not found in \"hairband\"); every place of a repeated word, or \"word#2\" for its second.")
     job: Optional[str] = Field(None, description="A generate job; with image: explain that portrait's first pass.")
     image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
     prompt: Optional[str] = Field(None, description="Or: a new prompt (with the identity's newest LoRA).")
@@ -167,7 +167,7 @@ class ExplainRequest(BaseModel):
 class EditRequest(BaseModel):
     identity: str = Field(description="The identity (slug) whose portrait or LoRA it is.")
     target: Optional[str] = Field(None, description="The edited prompt (swap, refine); empty for reweight.")
-    replace: Optional[Dict[str, str]] = Field(None, description="Or: words to replace in the source prompt, e.g. {\"red\": \"blue\"}.")
+    replace: Optional[Dict[str, str]] = Field(None, description="Or: words to replace in the source prompt, e.g. {\"red\": \"blue\"}: whole words, any case, every place (\"red#2\": the second only).")
     mode: str = Field("swap", description="swap (same words but the swapped ones), refine (words added or removed) or reweight.")
     job: Optional[str] = Field(None, description="A generate job; with image: edit that portrait's first pass.")
     image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
@@ -176,8 +176,8 @@ class EditRequest(BaseModel):
     settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ..., and hires fix: hires_scale (1 = off), hires_steps, hires_denoising, hires_upscaler (the edit holds in both passes).")
     cross_steps: float = Field(0.8, description="tau: fraction of steps whose cross-attention comes from the source (0..1).")
     self_steps: float = Field(0.4, description="Fraction of steps whose self-attention comes from the source (0..1).")
-    weights: Optional[Dict[str, float]] = Field(None, description="Word -> c in [-2, 2]: scale that word's attention.")
-    blend_words: Optional[List[str]] = Field(None, description="Local blend: change only where these words attend.")
+    weights: Optional[Dict[str, float]] = Field(None, description="Word -> c in [-2, 2]: scale that word's attention (whole words; \"word#2\": its second place).")
+    blend_words: Optional[List[str]] = Field(None, description="Local blend: change only where these words attend (whole words; \"word#2\": its second place).")
     blend_threshold: float = Field(0.3, description="Local blend mask threshold (0..1).")
     finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the edited passes are kept beside). Off: the edited pass only.")
     stage: Optional[int] = Field(None, description="Edit a later pass of the portrait instead of its first: the "

@@ -25,50 +25,69 @@ class Token:
     position: int  # index into the conditioning's token axis (chunk * 77 + place in chunk)
     text: str  # the token without its end-of-word marker
     piece: int  # which prompt piece it came from
-    ends_word: bool = True
+    ends_word: bool = True  # CLIP's end of word (``</w>``)
+    starts_word: bool = True  # a word of the prompt starts here (see ``words``)
+    id: int = -1
 
 
 class TokenMap:
     """Where each word of a prompt sits on the conditioning's token axis, read the way the host encodes."""
 
-    def __init__(self, tokens: list[Token], chunks: int):
+    def __init__(self, tokens: list[Token], chunks: int, tokenizer=None):
         self.tokens = tokens
         self.chunks = chunks
+        self.tokenizer = tokenizer
 
     @classmethod
     def from_prompt(cls, tokenizer, prompt: str) -> "TokenMap":
+        from lib_profile.attention.words import word_starts
         from lib_profile.hosts import prompt as prompts
 
         parsed = prompts.parse(prompt)
         chunks = prompts.chunk_tokens(tokenizer, parsed.pieces)
-        tokens = []
+        starts = {}  # piece -> where its words start, per token
+        for index, (text, weight) in enumerate(parsed.pieces):
+            if weight != -1:
+                raw = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False).input_ids)
+                starts[index] = word_starts(tokenizer, text, raw)
+        tokens, seen = [], {}
         for c, chunk in enumerate(chunks):
             for p, (token_id, owner) in enumerate(zip(chunk.ids, chunk.words)):
                 if owner >= 0:
                     raw = tokenizer.convert_ids_to_tokens(token_id)
-                    tokens.append(Token(c * 77 + p, raw.replace("</w>", ""), owner, raw.endswith("</w>")))
-        return cls(tokens, len(chunks))
+                    k = seen[owner] = seen.get(owner, -1) + 1
+                    tokens.append(Token(c * 77 + p, raw.replace("</w>", ""), owner, raw.endswith("</w>"),
+                                        starts[owner][k], int(token_id)))
+        return cls(tokens, len(chunks), tokenizer)
 
     @classmethod
-    def from_chunks(cls, tokenizer, chunks: list[list[int]]) -> "TokenMap":
-        """From a host's own 77-id chunks (BOS, tokens, EOS/padding)."""
+    def from_chunks(cls, tokenizer, chunks: list[list[int]], prompt: Optional[str] = None) -> "TokenMap":
+        """From a host's own 77-id chunks (BOS, tokens, EOS/padding). With the ``prompt`` they were made of, where
+        its words start is read from its text when the host's tokens are ours; else from CLIP's word ends."""
         special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
         tokens = []
         for c, ids in enumerate(chunks):
             for p, token_id in enumerate(ids):
                 if token_id not in special:
                     raw = tokenizer.convert_ids_to_tokens(int(token_id))
-                    tokens.append(Token(c * 77 + p, raw.replace("</w>", ""), -1, raw.endswith("</w>")))
-        return cls(tokens, len(chunks))
+                    starts = not tokens or tokens[-1].ends_word
+                    tokens.append(Token(c * 77 + p, raw.replace("</w>", ""), -1, raw.endswith("</w>"), starts,
+                                        int(token_id)))
+        if prompt is not None:
+            ours = cls.from_prompt(tokenizer, prompt).tokens
+            if [t.id for t in ours] == [t.id for t in tokens]:
+                for mine, host in zip(ours, tokens):
+                    host.starts_word = mine.starts_word
+        return cls(tokens, len(chunks), tokenizer)
 
     @classmethod
     def for_host(cls, host, tokenizer, prompt: str) -> "TokenMap":
         """The host's own tokenisation when it has one (the WebUI), else ours (the same as the diffusers host)."""
         chunks = host.token_chunks(prompt) if hasattr(host, "token_chunks") else None
-        return cls.from_chunks(tokenizer, chunks) if chunks else cls.from_prompt(tokenizer, prompt)
+        return cls.from_chunks(tokenizer, chunks, prompt) if chunks else cls.from_prompt(tokenizer, prompt)
 
     def word_groups(self) -> list[tuple[str, list[int]]]:
-        """(word, its token positions) in prompt order; sub-word pieces glued back into their word."""
+        """(CLIP word, its token positions) in prompt order; sub-word pieces glued back into their word."""
         out, current, positions = [], "", []
         for i, token in enumerate(self.tokens):
             current += token.text
@@ -79,22 +98,49 @@ class TokenMap:
         return out
 
     def words(self) -> list[str]:
-        """The prompt's distinct words (what one can ask a map of)."""
-        return list(dict.fromkeys(w for w, _p in self.word_groups() if any(ch.isalnum() for ch in w)))
+        """The prompt's distinct words (what one can ask a map of), as they read: "photo1" is one word, "," none."""
+        groups: list[list[Token]] = []
+        for token in self.tokens:
+            if token.starts_word or not groups:
+                groups.append([])
+            groups[-1].append(token)
+        out = []
+        for group in groups:
+            pieces, word = [], []
+            for token in group:  # decoded per CLIP word (bytes of one character may span tokens)
+                word.append(token.text + ("</w>" if token.ends_word else ""))
+                if token.ends_word or token is group[-1]:
+                    pieces.append(self._decode(word))
+                    word = []
+            out.append("".join(pieces))
+        return list(dict.fromkeys(w for w in out if any(ch.isalnum() for ch in w)))
+
+    def _decode(self, raw: list[str]) -> str:
+        if self.tokenizer is None:
+            return "".join(t.replace("</w>", "") for t in raw)
+        return self.tokenizer.convert_tokens_to_string(raw).replace(" ", "")
+
+    def places(self, tokenizer, text: str) -> list[list[int]]:
+        """The token positions of each whole-word place of ``text`` (a word or phrase), in prompt order."""
+        from lib_profile.attention.words import find, query_tokens
+
+        wanted, starts = query_tokens(tokenizer, text)
+        return find(self.tokens, wanted, starts) if wanted else []
 
     def positions(self, tokenizer, word: str) -> list[int]:
-        """Token positions of every occurrence of ``word`` (one or more words, several tokens each)."""
-        wanted = [t.replace("</w>", "") for t in tokenizer.tokenize(word.lower())]
-        if not wanted:
+        """Token positions of ``word`` (one or more whole words, several tokens each): of all its places, or with
+        ``word#n`` of its n-th place; a HostError listing the prompt's words when it is not one of them."""
+        from lib_profile.attention.words import parse_query, pick
+
+        text, n = parse_query(word)
+        if not tokenizer.tokenize(text.lower()):
             raise HostError("Choose a word of the prompt")
-        texts = [t.text for t in self.tokens]
-        found = []
-        for i in range(len(texts) - len(wanted) + 1):
-            if texts[i:i + len(wanted)] == wanted:
-                found.extend(t.position for t in self.tokens[i:i + len(wanted)])
-        if not found:
-            raise HostError(f"{word!r} is not in the prompt; its words are: {', '.join(self.words())}")
-        return found
+        places = self.places(tokenizer, text)
+        if not places:
+            inside = [w for w in self.words() if text.lower() in w.lower() and text.lower() != w.lower()]
+            hint = f" as a whole word (it is only part of {', '.join(inside)})" if inside else ""
+            raise HostError(f"{word!r} is not in the prompt{hint}; its words are: {', '.join(self.words())}")
+        return [p for place in pick(word, text, places, n) for p in place]
 
 
 def check_range(name: str, pair: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:

@@ -187,9 +187,10 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
 
         with gr.Tab("4. Explain"):
             gr.Markdown("Which part of a portrait each prompt word drives (DAAM): pick a portrait, type words "
-                        "of its prompt. The maps belong to the pass you pick: the first pass lays the portrait "
-                        "out; the face detail pass repaints the face (its maps lie on the face), the refine pass "
-                        "sharpens the whole picture (their prompts add their own words).")
+                        "of its prompt (whole words, any case; \"red#2\": its second \"red\"). The maps belong to "
+                        "the pass you pick: the first pass lays the portrait out; the face detail pass repaints "
+                        "the face (its maps lie on the face), the refine pass sharpens the whole picture (their "
+                        "prompts add their own words).")
             with gr.Row():
                 portrait = gr.Dropdown(label="Portrait", choices=[], elem_id=f"{CSS_ID}_portrait",
                                        allow_custom_value=False)
