@@ -112,7 +112,8 @@ class Studio:
         sets = []
         for folder in sorted(root.glob("*/result.json"), key=lambda p: p.stat().st_mtime, reverse=True):
             result = json.loads(folder.read_text("utf-8"))
-            sets.append({"job": folder.parent.name, "images": [i["file"] for i in result["images"]]})
+            sets.append({"job": folder.parent.name, "images": [i["file"] for i in result["images"]],
+                         "created": folder.stat().st_mtime})
         return sets
 
     def output_file(self, slug: str, job_id: str, name: str) -> Path:

@@ -138,6 +138,20 @@ def test_adetailer_is_asked_only_for_a_model_it_has(available, model, note):
     assert chosen == model and note in why
 
 
+@pytest.mark.parametrize("wanted,available,model", [
+    ("face_yolov8n.pt", ["mediapipe_face_full", "mediapipe_face_short"], None),
+    ("face_yolov8n.pt", ["face_yolov8s.pt", "mediapipe_face_full"], "face_yolov8s.pt"),
+    ("mediapipe_face_full", ["mediapipe_face_full", "face_yolov8n.pt"], "face_yolov8n.pt"),
+])
+def test_adetailer_gets_no_mediapipe_model_where_mediapipe_cannot_run(wanted, available, model):
+    """Under the WebUIs' protobuf 3.20.0 ADetailer's mediapipe fails inside it and it says "nothing detected"
+    (seen in real A1111): such a model is never asked for there."""
+    chosen, why = choose_adetailer_model(wanted, available, mediapipe_ok=False)
+    assert chosen == model
+    if model is None:
+        assert "cannot run beside the WebUI's protobuf" in why
+
+
 def adetailer(modules):
     return next(s for s in modules.scripts.scripts_img2img.alwayson_scripts if s.title() == "ADetailer")
 
@@ -168,7 +182,7 @@ def test_adetailer_that_fails_falls_back_to_our_own_pass_and_says_why(webui, mon
     image, info = detail(host)
     lines = [r.line() for r in info["reports"]]
     assert lines[0].startswith("ADetailer: failed (FileNotFoundError: models/adetailer/face_yolov8n.pt")
-    assert "built-in face detail pass was used" in lines[0] and "panel" not in lines[0]
+    assert "the built-in pass looked instead" in lines[0] and "panel" not in lines[0]
     assert lines[-1] == "face detail: skipped (no face found)"  # the stand-in draws no face for our detector
     assert len(modules.processing.calls) == calls + 1 and image.size == (256, 384)
 
@@ -178,7 +192,9 @@ def test_adetailer_that_finds_no_face_is_reported_skipped(webui, monkeypatch):
     modules, host = webui
     monkeypatch.setattr(runtime.ADetailerScript, "finds_face", False)
     image, info = detail(host)
-    assert [r.line() for r in info["reports"]] == ["ADetailer: skipped (ADetailer found no face)"]
+    assert [r.line() for r in info["reports"]] == [
+        "ADetailer: skipped (ADetailer found no face; the built-in pass looked instead)",
+        "face detail: skipped (no face found)"]
     assert np.array_equal(np.asarray(image), np.asarray(pose_map()))
 
 

@@ -93,7 +93,7 @@ def test_tab_explain_and_edit_views(served, tmp_path):
         browser.wait(f"(document.querySelector('#profile_studio_person input') || {{}}).value === '{SLUG}'", timeout=30)
         browser.eval("document.querySelector('#profile_studio_refresh').click()")  # lists the portraits
         click_tab("4. Explain")
-        browser.wait("(document.querySelector('#profile_studio_portrait input') || {}).value.includes('/')",
+        browser.wait("(document.querySelector('#profile_studio_portrait input') || {}).value.includes('.png')",
                      timeout=30)
         type_into("profile_studio_words", "sweater, red")
         browser.eval("document.querySelector('#profile_studio_explain').click()")
@@ -111,7 +111,7 @@ def test_tab_explain_and_edit_views(served, tmp_path):
         browser.wait("document.querySelectorAll('#profile_studio_maps img').length === 1", timeout=240)
         refined = browser.screenshot(ARTIFACTS / f"tab-explain-refine-{tag}.png")
         click_tab("5. Edit")
-        browser.wait("(document.querySelector('#profile_studio_edit_portrait input') || {}).value.includes('/')",
+        browser.wait("(document.querySelector('#profile_studio_edit_portrait input') || {}).value.includes('.png')",
                      timeout=30)
         type_into("profile_studio_swaps", "red -> blue")
         browser.eval("document.querySelector('#profile_studio_edit').click()")

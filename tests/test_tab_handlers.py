@@ -45,8 +45,8 @@ def ready(host, tmp_path, monkeypatch):
 def test_explain_and_edit_buttons(ready):
     studio, blocks, gen = ready
     portrait_update, _same = handler(blocks, "portraits")(SLUG)
-    choice = portrait_update["value"]
-    assert choice == f"{gen['id']}/{gen['result']['images'][0]['file']}"
+    choice = portrait_update["value"]  # when the set was made and the file, not the job's id
+    assert choice.endswith(f" · {gen['result']['images'][0]['file']}") and gen["id"] not in choice
 
     status, job_id = handler(blocks, "do_explain")(SLUG, choice, "sweater, red")
     assert "explain" in status.lower()

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from lib_profile.hosts.base import (FAILED, RAN, SKIPPED, Host, HostError, Img2ImgRequest, InpaintRequest, LoraRef,
+from lib_profile.hosts.base import (RAN, SKIPPED, Host, HostError, Img2ImgRequest, InpaintRequest, LoraRef,
                                     RunControl, StageReport)
 
 # ADetailer's own face models, which need no download (mediapipe ships them)
@@ -69,16 +69,19 @@ def detail_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: st
     params = params or DetailParams()
     reports: list[StageReport] = []
     if params.engine == "adetailer":
-        model, note = choose_adetailer_model(params.adetailer_model, host.adetailer_models())
+        from lib_profile.deps import mediapipe_can_run
+
+        model, note = choose_adetailer_model(params.adetailer_model, host.adetailer_models(), mediapipe_can_run())
         if model is not None:
             out, info = adetailer_pass(host, image, prompt, negative_prompt, loras, seed, sampler, scheduler,
                                        cfg_scale, clip_skip, replace(params, adetailer_model=model), control)
             report = info["reports"][-1]
             if note:
                 report.why = "; ".join(filter(None, [note, report.why]))
-            if report.status != FAILED:
+            if report.status == RAN:
                 return out, info
-            reports.append(StageReport("ADetailer", FAILED, report.why + "; the built-in face detail pass was used"))
+            # failed, or found no face: our own pass (its own detector) has a go
+            reports.append(StageReport("ADetailer", report.status, report.why + "; the built-in pass looked instead"))
         else:
             reports.append(StageReport("ADetailer", SKIPPED, note))
     mask, faces = face_mask(image, params)
@@ -95,19 +98,21 @@ def detail_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: st
                               "reports": reports}
 
 
-def choose_adetailer_model(wanted: str, available: list[str]) -> tuple[Optional[str], str]:
+def choose_adetailer_model(wanted: str, available: list[str], mediapipe_ok: bool = True) -> tuple[Optional[str], str]:
     """(the ADetailer model to ask for, a note): ``wanted`` when ADetailer has it, else another YOLO face model
-    it has, else its mediapipe face model; ``(None, why)`` when it has none of them (or is not there)."""
+    it has, else its mediapipe face model (only where mediapipe can run: under the WebUIs' protobuf 3.20.0 its
+    graphs fail, and ADetailer then reports "nothing detected" even on a face); ``(None, why)`` when none fits."""
     if not available:
         return None, "the ADetailer extension is not in this WebUI"
-    if wanted in available:
+    if wanted in available and (mediapipe_ok or not wanted.startswith("mediapipe")):
         return wanted, ""
     faces = [m for m in available if "face" in m.lower() and not m.startswith("mediapipe")]
-    mediapipe = [m for m in ADETAILER_MEDIAPIPE if m in available]
+    mediapipe = [m for m in ADETAILER_MEDIAPIPE if m in available] if mediapipe_ok else []
     pick = (faces or mediapipe or [None])[0]
     missing = f"ADetailer has no {wanted} (put it in models/adetailer)"
     if pick is None:
-        return None, f"{missing} and no face model of its own"
+        why = "; its mediapipe models cannot run beside the WebUI's protobuf" if not mediapipe_ok else ""
+        return None, f"{missing} and no face model it can use{why}"
     return pick, f"{missing}; it used {pick}"
 
 

@@ -63,6 +63,19 @@ def person_labels(records: list[dict[str, Any]]) -> dict[str, str]:
     return {(n if names.count(n) == 1 else f"{n} ({r['slug']})"): r["slug"] for n, r in zip(names, records)}
 
 
+def portrait_labels(sets: list[dict[str, Any]]) -> dict[str, str]:
+    """What the Portrait lists show for each portrait (when its set was made, and its file) -> ``"job/file"``."""
+    import time
+
+    out: dict[str, str] = {}
+    for s in sets:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["created"])) if s.get("created") else s["job"]
+        for image in s["images"]:
+            label = f"{when} · {image}"
+            out[label if label not in out else f"{label} ({s['job']})"] = f"{s['job']}/{image}"
+    return out
+
+
 def wait_for_uploads(paths: list[str], timeout: float = 30.0, settle: float = 0.3) -> None:
     """Wait until every uploaded file has its bytes (not empty, size steady over ``settle`` s): a click on Check
     while the browser still uploads read empty files. Raises HostError when they do not arrive in ``timeout``."""
@@ -161,8 +174,9 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             pose_list = list_poses()
             with gr.Row():
                 with gr.Column():
-                    poses = gr.Gallery(value=[(str(thumbnail_path(p.name)), p.name) for p in pose_list],
-                                       label="Pose (click one)", columns=6, height=260, allow_preview=False,
+                    # titles, 4 a row, no fixed height: every pose whole, its caption readable
+                    poses = gr.Gallery(value=[(str(thumbnail_path(p.name)), p.title) for p in pose_list],
+                                       label="Pose (click one)", columns=4, allow_preview=False,
                                        elem_id=f"{CSS_ID}_poses")
                     pose = gr.Textbox(label="Pose", value=pose_list[0].name if pose_list else "",
                                       elem_id=f"{CSS_ID}_pose")
@@ -313,13 +327,14 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
             slug = to_slug(person_label)
             if not slug or not studio:
                 return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
-            names = [f"{s['job']}/{img}" for s in studio().outputs(slug) for img in s["images"]]
+            names = list(portrait_labels(studio().outputs(slug)))
             value = names[0] if names else None
             return gr.update(choices=names, value=value), gr.update(choices=names, value=value)
 
         def pass_names(person_label, choice, names):
             """The passes of ``names`` the picked portrait was made with (a refine switched off is not offered)."""
             slug = to_slug(person_label)
+            choice = to_portrait(slug, choice)
             if not slug or not choice or "/" not in choice:
                 return gr.update(choices=names, value=names[0])
             job_name, image = choice.split("/", 1)
@@ -335,6 +350,12 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
 
         def edit_passes_of(person_label, choice):
             return pass_names(person_label, choice, EDIT_PASSES)
+
+        def to_portrait(slug, choice):
+            """``"job/file"`` of the portrait picked (a label of the list; ``"job/file"`` is taken as it is)."""
+            if not slug or not choice:
+                return choice
+            return portrait_labels(studio().outputs(slug)).get(choice, choice)
 
         def split(choice):
             if not choice or "/" not in choice:
@@ -352,7 +373,7 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
 
         def do_explain(person_label, choice, text, which="first pass"):
             slug = to_slug(person_label)
-            job_name, image = split(choice)
+            job_name, image = split(to_portrait(slug, choice))
             stage = stage_of(slug, job_name, image, which)
             job = studio().explain(slug, [w.strip() for w in (text or "").split(",")], job_name, image, stage=stage)
             return job_markdown(job), job["id"]
@@ -360,7 +381,7 @@ def build_tab(studio: Optional[Callable[[], Any]] = None):
         def do_edit(person_label, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text,
                     which="first pass"):
             slug = to_slug(person_label)
-            job_name, image = split(choice)
+            job_name, image = split(to_portrait(slug, choice))
             replace = {}
             for pair in filter(None, (x.strip() for x in (swap_text or "").split(","))):
                 old, arrow, new = pair.partition("->")
