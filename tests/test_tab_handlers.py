@@ -117,3 +117,12 @@ def test_a_queued_job_says_what_it_waits_for():
     job = {"kind": "generate", "id": "b2", "state": "queued", "progress": 0, "messages": [],
            "waiting_for": {"id": "a1", "kind": "train", "identity": "anna"}}
     assert "queued** — waiting for train job a1 to finish - 0%" in job_markdown(job)
+
+
+def test_the_intake_report_says_which_face_detector_ran_and_why():
+    from lib_profile.ui.tab import intake_markdown
+
+    report = {"counts": {"accepted": 6, "total": 6}, "min_photos": 5, "ready": True, "photos": [],
+              "face_detector": {"name": "dlib", "note": "mediapipe cannot run here (RuntimeError: ...)"}}
+    assert "_Face detection: dlib. mediapipe cannot run here" in intake_markdown(report)
+    assert "Face detection" not in intake_markdown({**report, "face_detector": {"name": "mediapipe", "note": None}})

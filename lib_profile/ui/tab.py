@@ -32,6 +32,9 @@ def intake_markdown(report: dict[str, Any]) -> str:
     advice = "Ready to train: go to **2. Train**." if report["ready"] else \
         f"Add at least {need} more good photo{'s' if need != 1 else ''} (see the reasons below)."
     lines = [f"**{c['accepted']} of {c['total']} photos accepted.** {advice}"]
+    note = (report.get("face_detector") or {}).get("note")
+    if note:  # e.g. mediapipe cannot run beside the WebUI's protobuf: faces were found with dlib
+        lines.append(f"_Face detection: {report['face_detector']['name']}. {note}_")
     for photo in report["photos"]:
         if photo["status"] == "accepted":
             sim = photo.get("identity_similarity")
