@@ -36,10 +36,10 @@ def test_training_progress_moves_from_the_first_step_and_its_eta_counts_down(tmp
     reader.poll()  # no file yet: nothing happens
     write(events, {"event": "phase", "phase": "load"}, {"event": "phase", "phase": "train", "step": 0})
     reader.poll()
-    assert [kw["stage"] for kw in seen] == ["loading the model", "training"]
+    assert [kw["stage"] for kw in seen] == ["load", "train"]  # the API's stage names
     write(events, {"event": "tick", "step": 1})
     reader.poll()
-    assert seen[-1] == {"stage": "training", "progress": pytest.approx(START + SPAN / 100)}  # no rate yet: no ETA
+    assert seen[-1] == {"stage": "train", "progress": pytest.approx(START + SPAN / 100)}  # no rate yet: no ETA
     clock.now += 10
     write(events, {"event": "tick", "step": 11})  # 1 step a second
     reader.poll()

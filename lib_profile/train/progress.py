@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+# the job's stage is the trainer's phase name (the API's contract: load, cache, train, validate, export); the
+# WebUI's progress bar shows these words for it
 PHASES = {"load": "loading the model", "cache": "encoding the photos", "train": "training",
           "validate": "validation portraits", "export": "saving the LoRA"}
 START, SPAN = 0.02, 0.9  # the training steps fill 2 % .. 92 % of the bar (loading before, export after)
@@ -55,7 +57,7 @@ class TrainingProgress:
             if phase == "error":
                 self.error = ev.get("message")
             elif phase:
-                self.update(stage=PHASES.get(phase, phase))
+                self.update(stage=phase)
                 if self.show:
                     self.show(self.step, self.steps, f"Profile Studio: {PHASES.get(phase, phase)}")
         elif kind == "validation":
@@ -70,6 +72,6 @@ class TrainingProgress:
         elif step > self.first[1] and now > self.first[0]:
             self.rate = (step - self.first[1]) / (now - self.first[0])
         self.step, self.at = step, now
-        self.update(stage="training", progress=START + SPAN * step / self.steps)
+        self.update(stage="train", progress=START + SPAN * step / self.steps)
         if self.show:
             self.show(step, self.steps, f"Profile Studio: training step {step} of {self.steps}")
