@@ -96,7 +96,8 @@ print(json.dumps({"protobuf": google.protobuf.__version__, "detector": report["f
 """
 
 
-@pytest.mark.skipif(not PROTOBUF_320.is_dir(), reason="bash .ci/setup puts protobuf 3.20.0 in .ci/protobuf-3.20.0")
+@pytest.mark.skipif(not (PROTOBUF_320 / "google" / "protobuf" / "__init__.py").is_file(),
+                    reason="bash .ci/setup puts protobuf 3.20.0 in .ci/protobuf-3.20.0")
 def test_intake_works_under_the_webuis_protobuf_3_20(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PROTOBUF_320), str(ROOT)]))
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
