@@ -51,7 +51,7 @@ def test_tab_upload_then_report(served, tmp_path):
     try:
         browser.goto(url + "/")
         browser.wait("!!document.querySelector('#profile_studio_check')")
-        browser.wait("(document.querySelector('#profile_studio_person input') || {}).value === 'ada'", timeout=30)
+        browser.wait("(document.querySelector('#profile_studio_person input') || {}).value === 'Ada'", timeout=30)  # names
         browser.screenshot(ARTIFACTS / f"tab-start-{tag}.png")
         browser.set_files("#profile_studio_photos input[type=file]", files)
         browser.wait("document.querySelector('#profile_studio_photos').innerText.includes('coffee')", timeout=60)
@@ -90,7 +90,7 @@ def test_tab_explain_and_edit_views(served, tmp_path):
     browser = Browser()
     try:
         browser.goto(url + "/")
-        browser.wait(f"(document.querySelector('#profile_studio_person input') || {{}}).value === '{SLUG}'", timeout=30)
+        browser.wait(f"(document.querySelector('#profile_studio_person input') || {{}}).value === '{NAME}'", timeout=30)
         browser.eval("document.querySelector('#profile_studio_refresh').click()")  # lists the portraits
         click_tab("4. Explain")
         browser.wait("(document.querySelector('#profile_studio_portrait input') || {}).value.includes('.png')",
