@@ -32,6 +32,11 @@ def stage_entry(index: int, kind: str, reports: Iterable[StageReport]) -> dict[s
     return {"stage": f"{index}:{kind}", "status": status, "parts": merge(reports)}
 
 
+def kind(entry: dict[str, Any]) -> str:
+    """The stage kind of an entry of :func:`stage_entry` (``"2:refine"`` -> ``"refine"``)."""
+    return entry["stage"].split(":", 1)[1]
+
+
 def notes(items: list[dict[str, Any]]) -> list[str]:
     """One line per part that did not run, across the portraits: 'txt2img: ControlNet pose failed in 2 of 2
     portraits (TypeError: ...)'."""
@@ -40,16 +45,16 @@ def notes(items: list[dict[str, Any]]) -> list[str]:
         for stage in item.get("stages", []):
             for part in stage["parts"]:
                 if part["status"] != RAN:
-                    key = (stage["stage"].split(":", 1)[1], part["part"], part["status"], part["why"])
+                    key = (kind(stage), part["part"], part["status"], part["why"])
                     seen.setdefault(key, set()).add(n)
     out = []
-    for (kind, part, status, why), portraits in seen.items():
-        out.append(f"{kind}: {part} {status} in {len(portraits)} of {len(items)} portrait(s)"
+    for (stage_kind, part, status, why), portraits in seen.items():
+        out.append(f"{stage_kind}: {part} {status} in {len(portraits)} of {len(items)} portrait(s)"
                    + (f" ({why})" if why else ""))
     return out
 
 
 def infotext_line(stages: list[dict[str, Any]]) -> str:
     """The stages as the PNG's infotext records them: 'txt2img, detail skipped, refine, upscale failed'."""
-    return ", ".join(s["stage"].split(":", 1)[1] + ("" if s["status"] == RAN else f" {s['status']}")
+    return ", ".join(kind(s) + ("" if s["status"] == RAN else f" {s['status']}")
                      for s in stages)

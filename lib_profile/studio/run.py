@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from lib_profile import paths
-from lib_profile.hosts.base import (ControlUnit, Host, HostError, Img2ImgRequest, Interrupted, LoraRef, RunControl,
-                                    StageReport, Txt2ImgRequest)
+from lib_profile.hosts.base import (FAILED, ControlUnit, Host, HostError, Img2ImgRequest, Interrupted, LoraRef,
+                                    RunControl, StageReport, Txt2ImgRequest)
 from lib_profile.infotext import infotext, save_png
 from lib_profile.studio import report
 from lib_profile.studio.detail import DetailParams, detail_pass
@@ -267,7 +267,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
                     "Profile Studio": f"unfinished after {report.infotext_line(done)}"}))
                 unfinished = {"file": name, "seed": seed, "stages": done, "size": [image.width, image.height]}
             stop.result = _write_result(plan, out, items, finals, tokens,
-                                        {"interrupted": True, "unfinished": unfinished})
+                                        {"interrupted": True, "unfinished": unfinished}, image)
             raise
         score = scorer(image)
         extra = {"Profile Studio": f"pose {plan.pose or 'none'}, tone {plan.tone}",
@@ -287,15 +287,15 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
 
 
 def _write_result(plan: Plan, out: Path, items: list[dict[str, Any]], finals: list[Image.Image], tokens: int,
-                  extra: dict[str, Any]) -> dict[str, Any]:
-    """result.json and the contact sheet of the portraits made (and of an unfinished one)."""
+                  extra: dict[str, Any], unfinished_image: Optional[Image.Image] = None) -> dict[str, Any]:
+    """result.json and the contact sheet of the portraits made (and of an unfinished one, ``unfinished_image``)."""
     from lib_profile.photos.contact_sheet import GREEN, GREY, RED, contact_sheet
 
     result = {"plan": "plan.json", "images": items, "notes": [*plan.notes, *report.notes(items)],
               "prompt_tokens": tokens, "contact_sheet": "contact_sheet.png", **extra}
     entries = []
     for it, img in zip(items, finals):
-        failed = [s["stage"].split(":", 1)[1] for s in it["stages"] if s["status"] == "failed"]
+        failed = [report.kind(s) for s in it["stages"] if s["status"] == FAILED]
         lines = [f"identity {it['identity_similarity']:.3f}" if it["identity_similarity"] is not None
                  else "identity: no face found"]
         lines += [f"{kind} failed" for kind in failed]
@@ -303,7 +303,7 @@ def _write_result(plan: Plan, out: Path, items: list[dict[str, Any]], finals: li
                         "colour": RED if failed else GREEN})
     unfinished = extra.get("unfinished")
     if unfinished:
-        entries.append({"image": Image.open(out / unfinished["file"]), "title": unfinished["file"],
+        entries.append({"image": unfinished_image, "title": unfinished["file"],
                         "verdict": "UNFINISHED", "colour": GREY,
                         "lines": [f"after {report.infotext_line(unfinished['stages'])}"]})
     if entries:
