@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib_profile.hosts.base import ControlUnit, Txt2ImgRequest
+from lib_profile.hosts.webui_memory import release_freed_memory
 
 NAME = "a1111"
 CN_NONE = "none"
@@ -73,17 +74,43 @@ def controlnet_models() -> list[str]:
 
 
 def free_vram() -> None:
-    """Move the WebUI's model to the CPU for a training subprocess (webui-host.md 5.4)."""
-    from modules import sd_models
+    """Make room for the training subprocess, which loads its own copy of the checkpoint (webui-host.md 5.4).
+    On a GPU the WebUI's model moves to the CPU. On a CPU-only WebUI that frees nothing and the two copies doubled
+    the RAM, so there every loaded model is dropped (``send_model_to_trash``, as A1111 does when it switches
+    checkpoints) and :func:`restore_vram` loads the selected one again."""
+    from modules import devices, sd_models
 
-    sd_models.unload_model_weights()
+    if devices.device.type != "cpu":
+        sd_models.unload_model_weights()
+        return
+    from modules import sd_hijack
+
+    data = sd_models.model_data
+    if data.sd_model is not None:
+        sd_hijack.model_hijack.undo_hijack(data.sd_model)
+    for model in {id(m): m for m in [data.sd_model, *data.loaded_sd_models] if m is not None}.values():
+        sd_models.send_model_to_trash(model)
+    data.loaded_sd_models.clear()
+    data.sd_model = None
+    release_freed_memory()
 
 
 def restore_vram() -> None:
-    """``reload_model_weights`` returns early for the same checkpoint; this puts it back on the GPU."""
-    from modules import sd_models, shared
+    """Put the WebUI's model back after training: on the GPU, or loaded again from its file where
+    :func:`free_vram` dropped it. A reload that fails is printed, not raised (the LoRA is trained by then);
+    A1111's next generation loads the model as after any failed load."""
+    from modules import sd_models
 
-    sd_models.send_model_to_device(shared.sd_model)
+    model = sd_models.model_data.sd_model
+    if model is not None:
+        sd_models.send_model_to_device(model)
+        return
+    try:
+        sd_models.reload_model_weights()
+        release_freed_memory()  # the checkpoint's state dict, read to load it
+    except Exception as e:  # noqa: BLE001 - reported, and the next generation tries again
+        print(f"Profile Studio: the WebUI could not load its model back after training ({type(e).__name__}: {e}); "
+              "it loads it at the next generation")
 
 
 def attention(controller, latent_hw: tuple[int, int], images: int):

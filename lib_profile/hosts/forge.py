@@ -14,6 +14,7 @@ import importlib
 from typing import Any, Optional
 
 from lib_profile.hosts.base import ControlUnit, HostError, Txt2ImgRequest
+from lib_profile.hosts.webui_memory import release_freed_memory
 
 NAME = "forge"
 CN_NONE = "None"
@@ -47,10 +48,19 @@ def controlnet_models() -> list[str]:
 
 
 def free_vram() -> None:
-    """Forge unloads everything from its memory manager; it loads the model back by itself when sampling."""
-    from modules import sd_models
+    """Forge unloads everything from its memory manager (to the CPU) and loads the model back by itself when it
+    next samples. On a CPU-only Forge that frees nothing and the trainer's own copy doubled the RAM, so there the
+    model is dropped too: Forge is left as after its start (a ``FakeInitialModel``, no loading hash), and its next
+    generation loads the checkpoint again (``forge_model_reload``)."""
+    from modules import devices, sd_models
 
     sd_models.unload_model_weights()
+    if devices.device.type != "cpu":
+        return
+    data = sd_models.model_data
+    data.sd_model = sd_models.FakeInitialModel()
+    data.forge_hash = ""
+    release_freed_memory()
 
 
 def restore_vram() -> None:

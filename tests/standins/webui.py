@@ -122,7 +122,7 @@ def make_modules(data_path, flavour: str = "a1111", cn_models=None, adetailer: b
 
 def _ours(name: str) -> bool:
     return any(name == top or name.startswith(top + ".")
-               for top in ("modules", "modules_forge", "lib_controlnet", "networks"))
+               for top in ("modules", "modules_forge", "lib_controlnet", "networks", "backend"))
 
 
 @contextlib.contextmanager
