@@ -15,6 +15,10 @@ A host that supports attention control computes every UNet attention module's ou
   re-weighting never materialise a probability tensor. Here ``call.cond_rows`` / ``call.uncond_rows`` are rows
   of the whole batch (hosts order the prompt and the negative prompt differently).
 
+Steps are the sampler's steps (``attention.clock``): ``needs_probs``, ``changes`` and ``Call.step`` get the same step
+for every model evaluation of a step (second-order samplers evaluate twice), ``Call.evaluation`` says which one, and
+``step_end`` comes once per sampler step, after its last evaluation.
+
 Everything else keeps the fused output untouched, so a generation that is only read is bit for bit a plain one.
 ``read_probs`` and ``mixed_attention`` are that shared logic; the hosts only lay out q, k and v.
 """
@@ -40,12 +44,13 @@ class Site:
 @dataclass
 class Call:
     site: Site
-    step: int  # 0-based sampling step of this pass
-    steps: int  # sampling steps of this pass
+    step: int  # 0-based sampler step of this pass (``attention.clock``: the same for every evaluation of a step)
+    steps: int  # sampler steps of this pass
     hw: tuple[int, int]  # the queries' spatial grid (h, w); h * w == probs.shape[2]
     cond_rows: list[int] = field(default_factory=list)
     uncond_rows: list[int] = field(default_factory=list)
     keys: int = 0  # the conditioning's token count (77 per prompt chunk) for cross-attention
+    evaluation: int = 0  # which model evaluation of the step (second-order samplers make two)
 
 
 @dataclass
@@ -84,7 +89,8 @@ class Controller:
         return []
 
     def step_end(self, step: int, latents):
-        """After each sampling step: may return changed latents (Prompt-to-Prompt's local blend)."""
+        """After each sampler step (its last model evaluation): may return changed latents (Prompt-to-Prompt's
+        local blend)."""
         return latents
 
     def end(self) -> None:

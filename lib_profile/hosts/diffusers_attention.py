@@ -10,16 +10,20 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from lib_profile.attention.clock import tick
 from lib_profile.attention.control import (Call, Controller, Site, mixed_attention, place_of, query_grid,
                                            read_probs)
 
 
 class _State:
-    def __init__(self, controller: Controller, steps: int, images: int):
+    def __init__(self, controller: Controller, steps: int, images: int, pattern: str = "one"):
         self.controller = controller
         self.steps = steps
         self.images = images
+        self.pattern = pattern
+        self.evaluations = 0  # model evaluations so far (one UNet call each: diffusers batches cond and uncond)
         self.step = -1
+        self.evaluation = 0
         self.latent_hw = (0, 0)
 
     def rows(self, batch: int) -> tuple[list[int], list[int]]:
@@ -54,7 +58,8 @@ class ControlledAttnProcessor:
         read, change = controller.needs_probs(self.site, step, n), controller.changes(self.site, step, n)
         if read or change:
             cond, uncond = state.rows(batch)
-            call = Call(self.site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, k.shape[2])
+            call = Call(self.site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, k.shape[2],
+                        state.evaluation)
             if read:
                 read_probs(controller, call, q, k, attn.scale)
             if change:
@@ -78,18 +83,21 @@ def sites(unet) -> list[tuple[str, Site]]:
 
 
 @contextlib.contextmanager
-def controlled(unet, controller: Controller, steps: int, images: int) -> Iterator[None]:
-    """Our processors on ``unet`` for the duration; the step counter follows the UNet's forward calls."""
-    state = _State(controller, steps, images)
+def controlled(unet, controller: Controller, steps: int, images: int, pattern: str = "one") -> Iterator[None]:
+    """Our processors on ``unet`` for the duration. Each UNet forward call is one model evaluation; the sampler
+    step comes from the sampler's evaluation ``pattern`` (``attention.clock``)."""
+    state = _State(controller, steps, images, pattern)
     saved = unet.attn_processors
     found = sites(unet)
     processors = {f"{name}.processor": ControlledAttnProcessor(site, state) for name, site in found}
 
     def before_forward(module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
-        state.step += 1
+        now = tick(state.evaluations, steps, pattern)
+        state.evaluations += 1
+        state.step, state.evaluation = now.step, now.evaluation
         state.latent_hw = tuple(sample.shape[-2:])
-        if state.step == 0:
+        if state.evaluations == 1:
             controller.begin(steps, state.latent_hw)
 
     unet.set_attn_processor(processors)

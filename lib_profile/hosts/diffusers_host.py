@@ -19,6 +19,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from lib_profile import paths
+from lib_profile.attention.clock import tick
 from lib_profile.hosts import masking, prompt as prompts, samplers, tiny
 from lib_profile.hosts.base import (
     RAN,
@@ -266,14 +267,22 @@ class DiffusersHost(Host):
         pipe.scheduler = scheduler
         offset, overall = progress
 
+        run_steps = _run_steps(req)
+        pattern = samplers.resolve(req.sampler, req.scheduler)[0].evaluations
+
         def on_step_end(pipeline, step_index, timestep, callback_kwargs):
-            total = overall or getattr(pipeline, "_num_timesteps", None) or req.steps
+            """After each model evaluation (diffusers' loop runs one per timestep entry); a sampler step is done
+            after its last evaluation (second-order samplers make two a step: ``attention.clock``)."""
+            now = tick(step_index, run_steps, pattern)
+            if not now.last:
+                return callback_kwargs
+            total = overall or run_steps
             if control.on_step is not None:
-                control.on_step(offset + step_index + 1, total)
+                control.on_step(offset + now.step + 1, total)
             if control.should_interrupt is not None and control.should_interrupt():
-                raise Interrupted(offset + step_index + 1, total)
+                raise Interrupted(offset + now.step + 1, total)
             if control.attention is not None and "latents" in callback_kwargs:
-                callback_kwargs["latents"] = control.attention.step_end(step_index, callback_kwargs["latents"])
+                callback_kwargs["latents"] = control.attention.step_end(now.step, callback_kwargs["latents"])
             return callback_kwargs
 
         steps = _schedule_steps(req)
@@ -303,7 +312,7 @@ class DiffusersHost(Host):
         if control.attention is not None:
             from lib_profile.hosts.diffusers_attention import controlled
 
-            attention = controlled(self.model.unet, control.attention, _run_steps(req), len(seeds))
+            attention = controlled(self.model.unet, control.attention, run_steps, len(seeds), pattern)
         with attention:
             return pipe(**args).images, (sampler_label, schedule_label)
 

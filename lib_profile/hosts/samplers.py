@@ -25,23 +25,26 @@ class SamplerSpec:
     # DDIM/PLMS use the original "leading" spacing.
     spacing: str = "linspace"
     needs: str | None = None  # an extra package the scheduler imports
+    evaluations: str = "one"  # model evaluations per step: "one", "two" (second order), "plms" (attention/clock.py)
 
 
 SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler",
                 {"algorithm_type": "dpmsolver++", "solver_order": 2}, "Karras", ("k_dpmpp_2m",)),
-    SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras", ("k_dpmpp_sde",), needs="torchsde"),
+    SamplerSpec("DPM++ SDE", "DPMSolverSDEScheduler", {}, "Karras", ("k_dpmpp_sde",), needs="torchsde",
+                evaluations="two"),
     SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler",
                 {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, "Karras", ("k_dpmpp_2m_sde",)),
     SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", {}, "Automatic", ("k_euler_a", "k_euler_ancestral")),
     SamplerSpec("Euler", "EulerDiscreteScheduler", {}, "Automatic", ("k_euler",)),
     SamplerSpec("LMS", "LMSDiscreteScheduler", {}, "Automatic", ("k_lms",)),
-    SamplerSpec("Heun", "HeunDiscreteScheduler", {}, "Automatic", ("k_heun",)),
-    SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras", ("k_dpm_2",)),
-    SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras", ("k_dpm_2_a",)),
+    SamplerSpec("Heun", "HeunDiscreteScheduler", {}, "Automatic", ("k_heun",), evaluations="two"),
+    SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, "Karras", ("k_dpm_2",), evaluations="two"),
+    SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, "Karras", ("k_dpm_2_a",), evaluations="two"),
     SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, "Automatic", ("unipc",)),
     SamplerSpec("DDIM", "DDIMScheduler", {}, "Automatic", ("ddim",), spacing="leading"),
-    SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, "Automatic", ("plms",), spacing="leading"),
+    SamplerSpec("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, "Automatic", ("plms",), spacing="leading",
+                evaluations="plms"),
     SamplerSpec("LCM", "LCMScheduler", {}, "Automatic", ("lcm", "k_lcm"), spacing="leading"),
 )
 

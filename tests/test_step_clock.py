@@ -1,0 +1,78 @@
+"""One step clock: attention control counts the sampler's steps, whatever the number of model evaluations per step,
+for every sampler the diffusers host has (the WebUI hosts' clock: tests/test_webui_attention.py)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from lib_profile.attention.clock import check_supported, evaluations, pattern_of, tick
+from lib_profile.attention.control import Controller
+from lib_profile.hosts import samplers
+from lib_profile.hosts.base import HostError, Img2ImgRequest, RunControl, Txt2ImgRequest
+
+
+class Clockwork(Controller):
+    """Records the step of every cross-attention call, and the steps ``step_end`` is called at."""
+
+    def __init__(self):
+        self.seen, self.ends, self.begun = Counter(), [], []
+
+    def begin(self, steps, latent_hw):
+        self.begun.append(steps)
+
+    def needs_probs(self, site, step, queries):
+        if site.cross and site.index == 1:  # one module: one record per model evaluation
+            self.seen[step] += 1
+        return False
+
+    def step_end(self, step, latents):
+        self.ends.append(step)
+        return latents
+
+
+@pytest.mark.parametrize("pattern, steps", [("one", 5), ("two", 5), ("plms", 5), ("two", 1), ("plms", 1)])
+def test_ticks_cover_each_step_once_per_evaluation_and_end_each_step_once(pattern, steps):
+    ticks = [tick(e, steps, pattern) for e in range(evaluations(steps, pattern))]
+    assert sorted({t.step for t in ticks}) == list(range(steps))
+    assert [t.step for t in ticks if t.last] == list(range(steps))
+    assert all(t.evaluation == 0 for t in ticks) == (pattern == "one" or (pattern == "two" and steps == 1))
+
+
+@pytest.mark.parametrize("name", samplers.sampler_names())
+def test_every_sampler_steps_through_its_own_steps(host, name):
+    """Second-order samplers (DPM++ SDE, the warm tone's; Heun; DPM2) evaluate the model twice a step: the
+    controller still sees steps 0..n-1, every evaluation of a step with the same step, ``step_end`` and the progress
+    once per step."""
+    steps = 5
+    spec = samplers.resolve(name)[0]
+    clock, progress = Clockwork(), []
+    req = Txt2ImgRequest(prompt="portrait photo", width=64, height=64, steps=steps, sampler=name, seed=3)
+    host.txt2img(req, RunControl(on_step=lambda done, total: progress.append((done, total)), attention=clock))
+    assert clock.begun == [steps]
+    assert sorted(clock.seen) == list(range(steps)), clock.seen
+    assert sum(clock.seen.values()) == evaluations(steps, spec.evaluations)  # the table says how many
+    assert clock.ends == list(range(steps))
+    assert progress == [(i + 1, steps) for i in range(steps)]
+
+
+@pytest.mark.parametrize("name", ["Heun", "DPM++ SDE", "PLMS", "Euler"])
+def test_an_img2img_pass_counts_the_steps_it_runs(host, name):
+    steps, strength = 6, 0.5
+    clock = Clockwork()
+    req = Img2ImgRequest(prompt="portrait photo", width=64, height=64, steps=steps, sampler=name, seed=3,
+                         init_image=Image.new("RGB", (64, 64), (90, 60, 40)), denoising_strength=strength)
+    host.img2img(req, RunControl(attention=clock))
+    run = int(steps * strength)
+    assert clock.begun == [run] and sorted(clock.seen) == list(range(run)) and clock.ends == list(range(run))
+
+
+def test_samplers_with_no_fixed_clock_are_refused_by_name():
+    for name in ("Restart", "DPM adaptive", "DPM fast"):
+        with pytest.raises(HostError, match="no fixed number of model evaluations"):
+            check_supported(name)
+    check_supported("DPM++ SDE")
+    assert pattern_of("PLMS") == "plms" and pattern_of("Heun", second_order=True) == "two"
+    assert pattern_of("DPM++ 2M") == "one"
