@@ -398,7 +398,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    from lib_profile.attention.p2p import Edit, run_edit
+    from lib_profile.attention.p2p import Edit, edit_control, edit_request
     from lib_profile.hosts.base import HostError
     from lib_profile.hosts.diffusers_host import DiffusersHost
     from lib_profile.infotext import save_png
@@ -415,7 +415,9 @@ def cmd_edit(args) -> int:
     req = _portrait_request(args)
     edit.validate()
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
-    res = run_edit(host, req, edit)
+    control = edit_control(host, edit, req.negative_prompt)
+    res = host.txt2img(edit_request(req, edit), control)
+    print(f"Prompt-to-Prompt: {edit.mode}, {control.attention.summary()}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, image, text in (("source.png", res.images[0], res.infotexts[0]),

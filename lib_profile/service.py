@@ -462,7 +462,7 @@ class Studio:
         pair is the portrait and the edited portrait (the edited pass's pair is kept beside)."""
         import dataclasses
 
-        from lib_profile.attention.p2p import Edit, edit_control, edit_request, run_edit
+        from lib_profile.attention.p2p import Edit, edit_control, edit_request
         from lib_profile.infotext import infotext, save_png
         from lib_profile.studio.run import count_passes, finish, replay, stage_prompt
 
@@ -487,22 +487,26 @@ class Studio:
         passes = count_passes(plan, through=None if finishing else stage) if plan else 1
         with self.host.job(ctx.task_id, passes):
             if stage is not None:  # the passes before it as they were, then the pair
-                _image, info = replay(plan, self.host, seed, stage,
-                                      edit_control(self.host, edit, plan.negative_prompt, control), control,
+                editing = edit_control(self.host, edit, plan.negative_prompt, control)
+                _image, info = replay(plan, self.host, seed, stage, editing, control,
                                       adjust=lambda req: edit_request(req, edit))
                 pair, params = info["images"][:2], info["params"]
             else:
-                res = run_edit(self.host, req, edit, control)
+                editing = edit_control(self.host, edit, req.negative_prompt, control)
+                res = self.host.txt2img(edit_request(req, edit), editing)
                 pair, params, seed = res.images[:2], res.params, res.seeds[0]
             edited = pair[1]
             if finishing:
                 ctx.update(stage="finishing", message="the portrait's later passes on the edit")
                 edited = finish(plan, self.host, edited, seed, control, after=stage)
+        p2p = editing.attention
         text = infotext({**params, "prompt": edit.edited_prompt},
-                        {"Prompt-to-Prompt": f"{edit.mode}, cross {edit.cross_steps}, self {edit.self_steps}"})
+                        {"Prompt-to-Prompt": f"{edit.mode}, {p2p.summary()} (tau {edit.cross_steps:g}, "
+                                             f"self {edit.self_steps:g})"})
         out.mkdir(parents=True, exist_ok=True)
         result = {"source": "source.png", "edited": "edited.png", "seed": seed, "prompt": edit.edited_prompt,
-                  "source_prompt": edit.source, "mode": edit.mode, "pass": kind, "finished": finishing}
+                  "source_prompt": edit.source, "mode": edit.mode, "pass": kind, "finished": finishing,
+                  "injected": p2p.injected()}
         if not finishing:
             pair[0].save(out / "source.png")
         else:  # before: the portrait itself; the edited pass's pair is kept beside

@@ -320,6 +320,9 @@ def test_explain_and_edit_a_studio_portrait(api, studio):
     assert ed["state"] == "done", ed["error"]
     edited = Image.open(io.BytesIO(api.get(ed["links"]["edited"].replace(API_PREFIX, "")).content))
     assert "blue sweater" in edited.text["parameters"] and "Prompt-to-Prompt" in edited.text["parameters"]
+    # 3 sampler steps, tau 0.8 and self 0.4: what ran is recorded, in sampler steps
+    assert ed["result"]["injected"] == [{"steps": 3, "cross": 2, "self": 1}]
+    assert "cross 2/3, self 1/3" in edited.text["parameters"]
     # finished like the portrait: before is the portrait itself, after went through the same later passes
     portrait = api.get(f"/files/{SLUG}/{gen['id']}/{image}").content
     assert api.get(ed["links"]["source"].replace(API_PREFIX, "")).content == portrait

@@ -76,3 +76,27 @@ def test_samplers_with_no_fixed_clock_are_refused_by_name():
     check_supported("DPM++ SDE")
     assert pattern_of("PLMS") == "plms" and pattern_of("Heun", second_order=True) == "two"
     assert pattern_of("DPM++ 2M") == "one"
+
+
+@pytest.mark.parametrize("name", ["DPM++ SDE", "Heun", "Euler a", "PLMS"])
+def test_an_edit_injects_tau_of_the_sampler_steps_and_says_so(host, name):
+    """tau 0.8 of 20 steps is 16 steps with the source's cross-attention, also for samplers that evaluate the
+    model twice a step (it was 0.8 of the 39 evaluations: 31 evaluations, about 15.5 steps... or 8 of the 20
+    steps' first halves, depending on the host)."""
+    from lib_profile.attention.p2p import Edit, edit_control, edit_request
+
+    prompt = "portrait photo of a woman in a red sweater"
+    req = Txt2ImgRequest(prompt=prompt, width=64, height=64, steps=20, sampler=name, seed=3)
+    edit = Edit(source=prompt, target=prompt.replace("red", "blue"), cross_steps=0.8, self_steps=0.4)
+    control = edit_control(host, edit, req.negative_prompt)
+    host.txt2img(edit_request(req, edit), control)
+    assert control.attention.injected() == [{"steps": 20, "cross": 16, "self": 8}]
+    assert control.attention.summary() == "cross 16/20, self 8/20"
+
+
+def test_an_edit_refuses_a_sampler_without_a_fixed_clock(host):
+    from lib_profile.attention.p2p import Edit, edit_request
+
+    req = Txt2ImgRequest(prompt="a red cat", width=64, height=64, steps=4, sampler="Restart", seed=3)
+    with pytest.raises(HostError, match="Restart has no fixed number"):
+        edit_request(req, Edit(source="a red cat", target="a blue cat"))

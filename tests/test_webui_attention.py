@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -323,3 +324,77 @@ def test_a_hires_fix_pass_begins_the_controller_again_at_its_own_size():
     assert [tuple(r.shape) for r in first.raw.values()] == [(2, 16, 5)] and list(first.grids.values()) == [(4, 4)]
     assert [tuple(r.shape) for r in hires.raw.values()] == [(2, 64, 5)] and list(hires.grids.values()) == [(8, 8)]
     assert first.maps().shape[-2:] == (4, 4) and hires.maps().shape[-2:] == (8, 8)
+
+
+class TauMixer(Mixer):
+    """Mixer that changes only the first ``until`` sampler steps (Prompt-to-Prompt's tau), and logs the clock."""
+
+    def __init__(self, until):
+        super().__init__()
+        self.until, self.clock = until, []
+
+    def changes(self, site, step, queries):
+        return site.cross and step < self.until
+
+    def mixes(self, call, like):
+        self.clock.append((call.step, call.evaluation, tuple(call.cond_rows), tuple(call.uncond_rows)))
+        return super().mixes(call, like)
+
+
+def denoiser_params(evaluation, steps, sampler="Heun", second_order=True):
+    """``CFGDenoiserParams`` as A1111 1.10.1 and Forge pass them: ``sampling_step`` as the WebUI's state has it (set by
+    the sampler's callback after a step's first evaluation, so one step behind), ``denoiser.step`` counting the
+    model evaluations, the sampler's config with its ``second_order`` option."""
+    step = evaluation // 2 if second_order else evaluation
+    lagging = max(0, step - 1) if (not second_order or evaluation % 2 == 0) else step
+    config = types.SimpleNamespace(name=sampler, options={"second_order": second_order})
+    denoiser = types.SimpleNamespace(step=evaluation, sampler=types.SimpleNamespace(config=config))
+    return types.SimpleNamespace(sampling_step=lagging, total_sampling_steps=steps, denoiser=denoiser)
+
+
+
+@pytest.mark.parametrize("sampler, second_order", [("Heun", True), ("DPM++ SDE", True), ("Euler", False)])
+def test_a_second_order_sampler_keeps_one_step_clock_batched_or_not(sampler, second_order):
+    """A1111 evaluates a second-order sampler twice a step (2n - 1 in all), and runs cond and uncond in one call or,
+    when the prompt and the negative prompt differ in length, apart. Each evaluation of step s is step s (not the
+    WebUI's lagging ``sampling_step``, and not an unconditional call), tau holds for the same steps, and the edit
+    is the same either way."""
+    steps, until = 3, 2
+    outs, clocks = {}, {}
+    torch.manual_seed(0)
+    model = TinyUNet()
+    x, cond, uncond = torch.randn(2, 16, 8), torch.randn(2, 5, 6), torch.randn(2, 5, 6)
+    for batched in (True, False):
+        cb, mixer = callbacks(), TauMixer(until)
+        got = []
+        with torch.no_grad(), wa.controlled(model, mixer, (4, 4), 2, cb):
+            for e in range(2 * steps - 1 if second_order else steps):
+                for fn in cb.registry["cfg_denoiser"]:
+                    fn(denoiser_params(e, steps, sampler, second_order))
+                if batched:  # [conds..., unconds...]
+                    got.append(model(torch.cat([x, x]), torch.cat([cond, uncond]))[:2])
+                else:
+                    got.append(model(x, cond))
+                    model(x, uncond)
+        outs[batched], clocks[batched] = torch.stack(got), mixer.clock
+    per_step = 2 if second_order else 1
+    expected = [(e // per_step, e % per_step) for e in range(2 * steps - 1 if second_order else steps)
+                if e // per_step < until]
+    assert [(s, ev) for s, ev, _c, _u in clocks[True]] == expected
+    assert [c for c in clocks[True] if c[2]] == [(s, ev, (0, 1), (2, 3)) for s, ev in expected]
+    assert [c for c in clocks[False] if c[2]] == [(s, ev, (0, 1), ()) for s, ev in expected]  # no cond taken as uncond
+    assert torch.allclose(outs[True], outs[False], atol=1e-5)
+
+
+def test_forge_patches_follow_the_same_clock():
+    from lib_profile.attention.control import Site
+    from lib_profile.hosts.forge_attention import make_patch
+
+    mixer = TauMixer(2)
+    state = wa.StepState(mixer, (4, 4), images=2)
+    patch = make_patch(Site(0, "input_blocks.4.1.transformer_blocks.0.attn2", "down", True, 2), state)
+    q, k, v = torch.randn(4, 16, 8), torch.randn(4, 5, 8), torch.randn(4, 5, 8)
+    for e in range(5):
+        state.evaluate(denoiser_params(e, 3))
+        patch(q, k, v, {"n_heads": 2, "cond_or_uncond": [1, 0]})
+    assert [(s, ev) for s, ev, _c, _u in mixer.clock] == [(0, 0), (0, 1), (1, 0), (1, 1)]

@@ -133,6 +133,7 @@ class PromptToPrompt(Controller):
         self.steps = 1
         self._blend_maps = None
         self.latent_hw = (0, 0)
+        self.passes: list[dict] = []  # per sampling pass: the steps whose attention was injected (``injected``)
 
     def _build(self, length: int) -> None:
         """Token mapping, alphas and word weights for a conditioning of ``length`` tokens."""
@@ -160,6 +161,17 @@ class PromptToPrompt(Controller):
         self.steps = max(1, steps)
         self.latent_hw = latent_hw
         self._blend_maps = None
+        self.passes.append({"steps": self.steps, "cross": set(), "self": set()})
+
+    def injected(self) -> list[dict]:
+        """Per sampling pass: its sampler steps and how many of them had the source's cross-attention and
+        self-attention injected (``[{"steps": 20, "cross": 16, "self": 8}]``)."""
+        return [{"steps": p["steps"], "cross": len(p["cross"]), "self": len(p["self"])} for p in self.passes]
+
+    def summary(self) -> str:
+        """``"cross 16/20, self 8/20"`` (a hires pass adds ``"; hires cross 8/10, self 4/10"``)."""
+        parts = [f"cross {p['cross']}/{p['steps']}, self {p['self']}/{p['steps']}" for p in self.injected()]
+        return "; hires ".join(parts) or "no step ran"
 
     def _cross_on(self, step: int) -> bool:
         return step < round(self.edit.cross_steps * self.steps)
@@ -172,9 +184,10 @@ class PromptToPrompt(Controller):
         return bool(self.blend_positions) and site.cross and queries == self._coarse_queries()
 
     def changes(self, site: Site, step: int, queries: int) -> bool:
-        if site.cross:
-            return self._cross_on(step)
-        return self._self_on(step) and queries <= self._coarse_queries()
+        on = self._cross_on(step) if site.cross else self._self_on(step) and queries <= self._coarse_queries()
+        if on and self.passes:
+            self.passes[-1]["cross" if site.cross else "self"].add(step)
+        return on
 
     def probs(self, call: Call, probs) -> None:
         pair = self._pair(call)
@@ -244,8 +257,13 @@ class PromptToPrompt(Controller):
 
 
 def edit_request(req, edit: Edit):
-    """The two-image request (source, edit; one seed) for an edit of ``req``."""
+    """The two-image request (source, edit; one seed) for an edit of ``req``. A sampler with no fixed number of
+    model evaluations per step is refused (tau counts sampler steps: ``attention.clock``)."""
     import copy
+
+    from lib_profile.attention.clock import check_supported
+
+    check_supported(req.sampler)
 
     seed = req.resolved_seeds()[0]
     out = copy.copy(req)

@@ -4,8 +4,8 @@ Forge rebuilds ``p.sd_model.forge_objects`` before every sampling pass, so patch
 ``process_before_every_sampling`` hook (webui-host.md fact 9): our own always-on script object, put into
 the filtered runner for this one call. Each transformer block's attn1/attn2 gets a replace patch
 ``patch(q, k, v, extra_options)`` (projected q, k, v; ``extra_options["n_heads"]``, ``cond_or_uncond``)
-that computes the fused output and lets the controller read and change it. The sampling step comes from
-``on_cfg_denoiser``, which Forge calls too.
+that computes the fused output and lets the controller read and change it. The sampler step comes from
+``on_cfg_denoiser``, which Forge calls once per model evaluation too (``webui_attention.StepState``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def make_patch(site: Site, state: StepState):
         read, change = controller.needs_probs(site, step, n), controller.changes(site, step, n)
         if read or change:
             cond, uncond = _rows(extra_options, batch)
-            call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, kh.shape[2])
+            call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, kh.shape[2],
+                        state.evaluation)
             if read:
                 read_probs(controller, call, qh, kh, d ** -0.5, upcast=True)
             if change:

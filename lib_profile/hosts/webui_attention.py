@@ -16,12 +16,16 @@ import contextlib
 import types
 from typing import Iterator
 
+from lib_profile.attention.clock import Tick, pattern_of, tick
 from lib_profile.attention.control import (Call, Controller, Site, batch_rows, mixed_attention, place_of,
                                            query_grid, read_probs)
 
 
 class StepState:
-    """The pass as the WebUI reports it: the step from ``on_cfg_denoiser`` (A1111 and Forge alike)."""
+    """The pass as the WebUI reports it, on one step clock (``attention.clock``): ``on_cfg_denoiser`` comes once per
+    model evaluation (the WebUI's ``CFGDenoiser.forward``), whose ``denoiser.step`` counts the evaluations and whose
+    sampler's config says how many a step makes (``second_order``). The WebUI's own ``sampling_step`` is not the
+    step: the sampler's callback sets it after a step's first evaluation, so it lags one step behind."""
 
     def __init__(self, controller: Controller, latent_hw: tuple[int, int], images: int = 1):
         self.controller = controller
@@ -29,24 +33,47 @@ class StepState:
         self.images = images
         self.step = 0
         self.steps = 1
+        self.evaluation = 0  # which model evaluation of the step
+        self.evaluations = -1  # model evaluations of this pass so far, minus one
+        self.last = True  # this evaluation is its step's last
         self.started = False
-        self.unet_call = 0  # which UNet call of the current step (A1111 may run cond and uncond apart)
-        self._call_step = -1
+        self.rows_seen = 0  # batch rows of this evaluation run so far (A1111 may run cond and uncond apart)
+        self.call_start = 0
 
-    def next_unet_call(self) -> None:
-        if self._call_step != self.step:
-            self._call_step, self.unet_call = self.step, 0
-        else:
-            self.unet_call += 1
+    def evaluate(self, params) -> bool:
+        """Follow one ``on_cfg_denoiser``; True when it starts a new sampling pass (a hires fix pass)."""
+        steps = int(params.total_sampling_steps)
+        x = getattr(params, "x", None)
+        latent_hw = tuple(x.shape[-2:]) if x is not None and getattr(x, "ndim", 0) == 4 else self.latent_hw
+        denoiser = getattr(params, "denoiser", None)
+        counted = getattr(denoiser, "step", None)
+        config = getattr(getattr(denoiser, "sampler", None), "config", None)
+        options = getattr(config, "options", None) or {}
+        if isinstance(counted, int):  # (samplers with no fixed clock, e.g. Restart, end in their last step;
+            evaluation = counted     # an edit refuses them before it starts: attention.clock.check_supported)
+            now = tick(evaluation, steps, pattern_of(getattr(config, "name", ""), bool(options.get("second_order"))))
+            went_back = evaluation <= self.evaluations
+        else:  # no denoiser in the callback's parameters: the WebUI's step, one evaluation each
+            evaluation = int(params.sampling_step)
+            now = Tick(min(evaluation, steps - 1), 0, True)
+            went_back = evaluation < self.evaluations
+        new_pass = self.started and (went_back or steps != self.steps or latent_hw != self.latent_hw)
+        self.evaluations = evaluation
+        self.step, self.evaluation, self.last = now.step, now.evaluation, now.last
+        self.steps, self.latent_hw = steps, latent_hw
+        self.rows_seen = self.call_start = 0
+        return new_pass
+
+    def next_unet_call(self, batch: int) -> None:
+        self.call_start, self.rows_seen = self.rows_seen, self.rows_seen + batch
 
     def rows(self, batch: int) -> tuple[list[int], list[int]]:
-        """A1111 batches [conds..., unconds...]; when the prompt and the negative prompt have different
-        lengths (or batch_cond_uncond is off) it runs the conds first, then the unconds, in separate calls."""
-        if batch == 2 * self.images:
-            return list(range(self.images)), list(range(self.images, batch))
-        if self.unet_call == 0:
-            return list(range(batch)), []
-        return [], list(range(batch))
+        """A1111 batches [conds..., unconds...]; when the prompt and the negative prompt have different lengths
+        (or batch_cond_uncond is off) it runs the conds first, then the unconds, in separate calls: the rows of
+        this evaluation run before this call tell which are which."""
+        rows = range(self.call_start, self.call_start + batch)
+        return [r - self.call_start for r in rows if r < self.images], \
+            [r - self.call_start for r in rows if r >= self.images]
 
 
 def crossattention_modules(diffusion_model) -> list[tuple[str, object]]:
@@ -75,7 +102,8 @@ def _controlled_forward(site: Site, state: StepState):
             return t.reshape(t.shape[0], -1, heads, t.shape[-1] // heads).transpose(1, 2)
 
         cond, uncond = state.rows(batch)
-        call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, ctx.shape[1])
+        call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, ctx.shape[1],
+                    state.evaluation)
         if not change:  # only read: project the prompt rows beside it
             def projected(rows):
                 return split(self.to_q(batch_rows(x, rows))), split(self.to_k(batch_rows(ctx, rows)))
@@ -105,7 +133,7 @@ def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, in
         site = Site(index, name, place_of(name), name.endswith("attn2"), int(module.heads))
         module.forward = types.MethodType(_controlled_forward(site, state), module)
         patched.append(module)
-    handle = diffusion_model.register_forward_pre_hook(lambda module, args: state.next_unet_call())
+    handle = diffusion_model.register_forward_pre_hook(lambda module, args: state.next_unet_call(int(args[0].shape[0])))
     try:
         with step_hooks(state, script_callbacks):
             yield []  # A1111 needs no script in the runner: the modules themselves are patched
@@ -118,20 +146,17 @@ def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, in
 
 @contextlib.contextmanager
 def step_hooks(state: StepState, script_callbacks) -> Iterator[StepState]:
-    """Follow the sampling step and pass (``on_cfg_denoiser``; a hires fix pass begins the controller again at
-    its own size), give the controller the denoised latents after each step (``on_cfg_after_cfg``:
-    Prompt-to-Prompt's local blend), and end the controller after each pass."""
+    """Follow the sampler step and pass (``on_cfg_denoiser``; a hires fix pass begins the controller again at
+    its own size), give the controller the denoised prediction after each model evaluation (``on_cfg_after_cfg``:
+    Prompt-to-Prompt's local blend; the WebUI's callbacks offer no latents between steps, so every evaluation's
+    prediction is blended, which keeps the edit's latents equal to the source's outside the mask), and end the
+    controller after each pass."""
     controller = state.controller
 
     def on_cfg_denoiser(params) -> None:
-        step, steps = int(params.sampling_step), int(params.total_sampling_steps)
-        x = getattr(params, "x", None)
-        latent_hw = tuple(x.shape[-2:]) if x is not None and getattr(x, "ndim", 0) == 4 else state.latent_hw
-        # a new sampling pass (hires fix): the step count starts again, or the latent's size changed
-        new_pass = state.started and (step < state.step or steps != state.steps or latent_hw != state.latent_hw)
+        new_pass = state.evaluate(params)
         if new_pass:
             controller.end()
-        state.step, state.steps, state.latent_hw = step, steps, latent_hw
         if not state.started or new_pass:
             state.started = True
             controller.begin(state.steps, state.latent_hw)
