@@ -100,3 +100,16 @@ def test_an_edit_refuses_a_sampler_without_a_fixed_clock(host):
     req = Txt2ImgRequest(prompt="a red cat", width=64, height=64, steps=4, sampler="Restart", seed=3)
     with pytest.raises(HostError, match="Restart has no fixed number"):
         edit_request(req, Edit(source="a red cat", target="a blue cat"))
+
+
+def test_explain_sums_every_evaluation_of_every_step_and_says_so(host, tmp_path):
+    import json
+
+    from lib_profile.attention.explain import explain, save
+
+    req = Txt2ImgRequest(prompt="a red cat on a sofa", width=64, height=64, steps=4, sampler="Heun", seed=3)
+    explanation = explain(host, req, ["cat"])
+    summed = explanation.summed
+    assert (summed["steps"], summed["of_steps"], summed["first_step"], summed["last_step"]) == (4, 4, 0, 3)
+    assert summed["evaluations"] == 7 and summed["layers"]  # Heun: 2 x 4 - 1 model evaluations
+    assert json.loads((tmp_path / "explain.json").read_text() if save(explanation, tmp_path) else "")["summed"] == summed

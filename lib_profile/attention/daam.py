@@ -183,6 +183,7 @@ class DaamRecorder(Controller):
         self._pending_step = -1
         self._sums: dict[tuple[int, ...], object] = {}  # layers -> (layers, heads, queries, tokens), summed over steps
         self._maps = None
+        self._summed: set[tuple[int, int, int]] = set()  # (sampler step, model evaluation, layer) read
 
     def begin(self, steps, latent_hw):
         self._flush()
@@ -211,6 +212,7 @@ class DaamRecorder(Controller):
         row = call.cond_rows[self.image]
         layer = self._layer(call.site)
         self.grids[layer] = call.hw
+        self._summed.add((call.step, call.evaluation, layer))
         self._pending.append((layer, q[row], k[row], float(scale), bool(upcast)))
         self._pending_step = call.step
         self._maps = None
@@ -221,6 +223,7 @@ class DaamRecorder(Controller):
             return
         layer = self._layer(call.site)
         self.grids[layer] = call.hw
+        self._summed.add((call.step, call.evaluation, layer))
         self._add((layer,), self._kept(probs[call.cond_rows[self.image]][None]))
         self._maps = None
 
@@ -266,6 +269,14 @@ class DaamRecorder(Controller):
                     logits = torch.baddbmm(zero, q, k.transpose(1, 2), beta=0, alpha=scale)
                     p = logits.softmax(-1).view(len(part), heads, queries, -1)
                     self._add(tuple(i[0] for i in part), self._kept(p))
+
+    def summed(self) -> dict:
+        """What the maps sum: the sampler steps (of the pass's), the model evaluations (second-order samplers make
+        two a step, all are summed) and the cross-attention layers."""
+        steps = sorted({s for s, _e, _l in self._summed})
+        return {"steps": len(steps), "of_steps": self._steps, "first_step": steps[0] if steps else None,
+                "last_step": steps[-1] if steps else None, "evaluations": len({(s, e) for s, e, _l in self._summed}),
+                "layers": sorted({layer for _s, _e, layer in self._summed})}
 
     @property
     def raw(self) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +23,7 @@ class Explanation:
     seed: int
     sampling_pass: str = "first"  # which pass the maps belong to: first, hires (fix), or a plan stage's kind
     infotext: str = ""  # the generation's infotext, when it was one txt2img call
+    summed: dict = field(default_factory=dict)  # what the maps sum: steps, evaluations, layers (DaamRecorder.summed)
 
     def mask(self, word: str, threshold: float = 0.4) -> Image.Image:
         return Image.fromarray(((self.maps[word] > threshold) * 255).astype(np.uint8), "L")
@@ -70,7 +71,7 @@ def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[
     image = result.images[0]
     maps = {w: recorder.word_map(ps, image.size) for w, ps in wanted.items()}
     return Explanation(image, maps, tokens.words(), result.seeds[0], "hires" if hires_pass else "first",
-                       result.infotexts[0] if result.infotexts else "")
+                       result.infotexts[0] if result.infotexts else "", recorder.summed())
 
 
 def save(explanation: Explanation, out: str | Path, threshold: Optional[float] = None) -> dict:
@@ -95,7 +96,7 @@ def save(explanation: Explanation, out: str | Path, threshold: Optional[float] =
             explanation.mask(word, threshold).save(out / f"{name}-mask.png")
             files[word]["mask"] = f"{name}-mask.png"
     report = {"image": "image.png", "seed": explanation.seed, "pass": explanation.sampling_pass, "words": files,
-              "prompt_words": explanation.words}
+              "prompt_words": explanation.words, "summed": explanation.summed}
     (out / "explain.json").write_text(json.dumps(report, indent=1), "utf-8")
     return report
 
@@ -126,4 +127,4 @@ def explain_stage(host: Host, plan, seed: int, stage_index: int, words: list[str
             maps[word] = full
         else:
             maps[word] = recorder.word_map(positions, image.size)
-    return Explanation(image, maps, tokens.words(), seed, stage.kind)
+    return Explanation(image, maps, tokens.words(), seed, stage.kind, summed=recorder.summed())
