@@ -398,3 +398,38 @@ def test_forge_patches_follow_the_same_clock():
         state.evaluate(denoiser_params(e, 3))
         patch(q, k, v, {"n_heads": 2, "cond_or_uncond": [1, 0]})
     assert [(s, ev) for s, ev, _c, _u in mixer.clock] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+class Limits(Controller):
+    """The source row (cond row 0) attends to its first 5 keys: its prompt had one chunk fewer than the batch's."""
+
+    def key_limits(self, cond_rows, uncond_rows, keys):
+        return {cond_rows[0]: 5} if cond_rows else None
+
+
+def test_a1111_rows_attend_to_their_own_keys_only():
+    model, cb = TinyUNet(), callbacks()
+    attn2 = model.input_blocks[1].transformer_blocks[0].attn2
+    x, ctx = torch.randn(4, 16, 8), torch.randn(4, 9, 6)
+    with torch.no_grad():
+        alone, _ = attention(attn2, x[:1], ctx[:1, :5])
+        rest, _ = attention(attn2, x[1:], ctx[1:])
+        with wa.controlled(model, Limits(), (4, 4), 2, cb):
+            for fn in cb.registry["cfg_denoiser"]:
+                fn(denoiser_params(0, 3, "Euler", False))
+            out = attn2(x, context=ctx)  # one call of [conds..., unconds...]: row 0 is the source's prompt
+    assert torch.allclose(out[:1], alone, atol=1e-5) and torch.allclose(out[1:], rest, atol=1e-5)
+
+
+def test_forge_rows_attend_to_their_own_keys_only():
+    from lib_profile.attention.control import Site
+    from lib_profile.hosts.forge_attention import make_patch
+
+    state = wa.StepState(Limits(), (4, 4), images=2)
+    patch = make_patch(Site(0, "input_blocks.4.1.transformer_blocks.0.attn2", "down", True, 2), state)
+    q, k, v = torch.randn(4, 16, 8), torch.randn(4, 9, 8), torch.randn(4, 9, 8)
+    out = patch(q, k, v, {"n_heads": 2, "cond_or_uncond": [1, 0]})  # [uncond, uncond, cond, cond]: row 2 limited
+    qh, kh, vh = (x.reshape(4, -1, 2, 4).transpose(1, 2) for x in (q, k, v))
+    full = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(4, 16, 8)
+    cut = F.scaled_dot_product_attention(qh[2:3], kh[2:3, :, :5], vh[2:3, :, :5]).transpose(1, 2).reshape(1, 16, 8)
+    assert torch.allclose(out[[0, 1, 3]], full[[0, 1, 3]], atol=1e-6) and torch.allclose(out[2:3], cut, atol=1e-6)

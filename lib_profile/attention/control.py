@@ -51,6 +51,7 @@ class Call:
     uncond_rows: list[int] = field(default_factory=list)
     keys: int = 0  # the conditioning's token count (77 per prompt chunk) for cross-attention
     evaluation: int = 0  # which model evaluation of the step (second-order samplers make two)
+    key_limits: Optional[dict] = None  # batch row -> the keys it attends to (the first n); None: all (key_limits)
 
 
 @dataclass
@@ -74,8 +75,10 @@ class Controller:
 
     def read(self, call: Call, q, k, scale: float, upcast: bool = False) -> None:
         """Read the prompt rows' attention, given their queries and keys (``(rows, heads, tokens, d)``); by
-        default: their probabilities, handed to ``probs``. The tensors are the host's: not to be changed."""
-        self.probs(call, attention_probs(q, k, scale, upcast))
+        default: their probabilities, handed to ``probs`` (0 past a row's key limit). The tensors are the host's: not
+        to be changed."""
+        limits = None if not call.key_limits else [call.key_limits.get(r, k.shape[2]) for r in range(k.shape[0])]
+        self.probs(call, attention_probs(q, k, scale, upcast, limits))
 
     def probs(self, call: Call, probs) -> None:
         """Read the prompt rows' probabilities (``(rows, heads, queries, keys)``)."""
@@ -83,6 +86,13 @@ class Controller:
     def changes(self, site: Site, step: int, queries: int) -> bool:
         """Whether this module's attention changes at this step (then ``mixes`` says how)."""
         return False
+
+    def key_limits(self, cond_rows: list[int], uncond_rows: list[int], keys: int) -> Optional[dict[int, int]]:
+        """For a cross-attention call with ``keys`` keys: batch row -> how many of the first keys that row attends
+        to, where a row's conditioning was padded past its own (a batch of prompts of different chunk counts);
+        None: every row attends to all. The host then computes every row of the call that way (``limited_sdpa``),
+        read or not, so a row is conditioned exactly as it would be alone."""
+        return None
 
     def mixes(self, call: Call, like) -> list[Mix]:
         """The rows whose attention changes, and how; ``like``: a tensor on the attention's device and dtype."""
@@ -140,6 +150,13 @@ class Chain(Controller):
     def changes(self, site, step, queries):
         return any(c.changes(site, step, queries) for c in self.controllers)
 
+    def key_limits(self, cond_rows, uncond_rows, keys):
+        found = [c.key_limits(cond_rows, uncond_rows, keys) for c in self.controllers]
+        found = [f for f in found if f]
+        if len(found) > 1 and any(f != found[0] for f in found):
+            raise ValueError("two controllers limit the keys of a call differently")
+        return found[0] if found else None
+
     def mixes(self, call, like):
         queries = call.hw[0] * call.hw[1]
         out = [m for c in self.controllers if c.changes(call.site, call.step, queries) for m in c.mixes(call, like)]
@@ -157,11 +174,42 @@ class Chain(Controller):
             c.end()
 
 
-def attention_probs(q, k, scale: float, upcast: bool = False):
-    """softmax(q k^T * scale) for q, k of (batch, heads, tokens, d); in float32 when ``upcast``."""
+def attention_probs(q, k, scale: float, upcast: bool = False, limits: Optional[list[int]] = None):
+    """softmax(q k^T * scale) for q, k of (batch, heads, tokens, d); in float32 when ``upcast``. ``limits``: per
+    batch row, the keys it attends to (the first n; the rest get probability 0)."""
     if upcast:
         q, k = q.float(), k.float()
-    return (q @ k.transpose(-1, -2) * scale).softmax(dim=-1)
+    logits = q @ k.transpose(-1, -2) * scale
+    if limits is not None and any(n < k.shape[2] for n in limits):
+        import torch
+
+        keys = torch.arange(k.shape[2], device=k.device)
+        allowed = keys[None, :] < torch.tensor(limits, device=k.device)[:, None]  # (batch, keys)
+        logits = logits.masked_fill(~allowed[:, None, None, :], float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+def limited_sdpa(q, k, v, limits: Optional[dict[int, int]] = None, scale: Optional[float] = None):
+    """``scaled_dot_product_attention(q, k, v)`` ((batch, heads, tokens, d)) where each batch row ``r`` attends only
+    to its first ``limits[r]`` keys: rows of one limit go through the fused kernel together, on their keys cut
+    to that limit - the same computation as the row alone with its own, shorter, conditioning."""
+    import torch.nn.functional as F
+
+    keys = k.shape[2]
+    if not limits or all(n >= keys for n in limits.values()):
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    groups: dict[int, list[int]] = {}
+    for row in range(q.shape[0]):
+        groups.setdefault(min(limits.get(row, keys), keys), []).append(row)
+    out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
+    for n, rows in groups.items():
+        part = F.scaled_dot_product_attention(batch_rows(q, rows), batch_rows(k, rows)[:, :, :n],
+                                              batch_rows(v, rows)[:, :, :n], scale=scale)
+        if rows == list(range(rows[0], rows[0] + len(rows))):
+            out[rows[0]:rows[0] + len(rows)] = part
+        else:
+            out[rows] = part
+    return out
 
 
 def batch_rows(t, rows: list[int]):
@@ -183,19 +231,26 @@ def read_probs(controller: Controller, call: Call, q, k, scale: float, upcast: b
     else:
         q, k = batch_rows(q, call.cond_rows), batch_rows(k, call.cond_rows)
     rows = list(range(len(call.cond_rows)))
-    controller.read(replace(call, cond_rows=rows, uncond_rows=[]), q, k, scale, upcast)
+    limits = None
+    if call.key_limits:  # renumbered with the rows
+        limits = {i: call.key_limits[r] for i, r in enumerate(call.cond_rows) if r in call.key_limits}
+    controller.read(replace(call, cond_rows=rows, uncond_rows=[], key_limits=limits), q, k, scale, upcast)
 
 
 def mixed_attention(controller: Controller, call: Call, q, k, v, out, scale: Optional[float] = None):
     """``out`` (the fused output, (batch, heads, queries, d)) with the rows the controller changes recomputed,
-    each as ``sum_j SDPA(q[src_j], k[src_j], B_j @ v[row])``: fused too, no probabilities materialised."""
+    each as ``sum_j SDPA(q[src_j], k[src_j], B_j @ v[row])``: fused too, no probabilities materialised. A source
+    row with a key limit (``Call.key_limits``) attends to its own keys only."""
     import torch.nn.functional as F
 
+    limits = call.key_limits or {}
     for mix in controller.mixes(call, v):
         value, total = v[mix.row], None
         for src, b in mix.terms:
             moved = value if b is None else b[:, None] * value if b.ndim == 1 else b @ value
-            part = F.scaled_dot_product_attention(q[src:src + 1], k[src:src + 1], moved[None], scale=scale)
+            n = min(limits.get(src, k.shape[2]), k.shape[2])  # P_src is 0 past the source's own keys
+            part = F.scaled_dot_product_attention(q[src:src + 1], k[src:src + 1, :, :n], moved[None, :, :n],
+                                                  scale=scale)
             total = part if total is None else total + part
         out[mix.row] = total[0]
     return out

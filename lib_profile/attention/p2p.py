@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Optional
 
 from lib_profile.attention.control import Call, Controller, Mix, OnDevice, Site
 from lib_profile.attention.daam import TokenMap
@@ -110,8 +111,12 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
 class PromptToPrompt(Controller):
     """The edit controller for a batch of two images: row 0 the source, row 1 the edit."""
 
-    def __init__(self, tokenizer, edit: Edit, chunks: int, tokens_of=None):
+    def __init__(self, tokenizer, edit: Edit, chunks: int, tokens_of=None,
+                 own_keys: Optional[tuple[list[int], list[int]]] = None):
+        """``own_keys``: (per image, the keys its prompt's conditioning has alone; the same for its negative
+        prompt's), when the batch pads them further (:meth:`key_limits`); see :func:`edit_control`."""
         edit.validate()
+        self.own_keys = own_keys
         self.edit = edit
         self.tokenizer = tokenizer
         self.tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
@@ -188,6 +193,18 @@ class PromptToPrompt(Controller):
         if on and self.passes:
             self.passes[-1]["cross" if site.cross else "self"].add(step)
         return on
+
+    def key_limits(self, cond_rows, uncond_rows, keys):
+        """An edit whose prompt needs more 77-token chunks than its source pads the source's conditioning (the
+        WebUI and we pad the shorter prompts of a batch with empty chunks): then the source would be another
+        picture than its portrait. Each row attends to its own prompt's keys only, as when it was made alone."""
+        if self.own_keys is None:
+            return None
+        limits = {}
+        for rows, own in zip((cond_rows, uncond_rows), self.own_keys):
+            if len(rows) == len(own):
+                limits.update({r: n for r, n in zip(rows, own) if n < keys})
+        return limits or None
 
     def probs(self, call: Call, probs) -> None:
         pair = self._pair(call)
@@ -283,8 +300,19 @@ def edit_control(host, edit: Edit, negative_prompt: str, control=None, tokenizer
 
     tok = tokenizer or default_tokenizer()
     edit.validate()
-    chunks = max(prompts.chunk_count(tok, p) for p in (edit.source, edit.edited_prompt, negative_prompt))
-    controller = PromptToPrompt(tok, edit, chunks, lambda prompt: TokenMap.for_host(host, tok, prompt))
+
+    def chunks_of(prompt: str) -> int:  # as the host splits it (A1111 breaks long prompts at commas)
+        return TokenMap.for_host(host, tok, prompt).chunks
+
+    source, target, negative = (chunks_of(p) for p in (edit.source, edit.edited_prompt, negative_prompt))
+    chunks = max(source, target, negative, *(prompts.chunk_count(tok, p) for p in (edit.source, edit.edited_prompt,
+                                                                                    negative_prompt)))
+    if getattr(host, "pads_prompt_to_negative", False):
+        own = [77 * max(source, negative), 77 * max(target, negative)]
+        own_keys = (own, own)
+    else:
+        own_keys = ([77 * source, 77 * target], [77 * negative] * 2)
+    controller = PromptToPrompt(tok, edit, chunks, lambda prompt: TokenMap.for_host(host, tok, prompt), own_keys)
     base = control or RunControl()
     return RunControl(base.on_step, base.should_interrupt, controller)
 

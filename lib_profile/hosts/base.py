@@ -250,6 +250,10 @@ class Host(ABC):
     """What the studio needs from a diffusion engine. Implementations: diffusers, A1111, Forge."""
 
     name: str = "host"
+    #: whether a prompt's conditioning is padded (with empty chunks) to the negative prompt's chunk count. The
+    #: WebUIs encode each apart (and run cond and uncond apart when their lengths differ); the diffusers host pads
+    #: both to the longer. Prompt-to-Prompt needs it to condition an edit's source as its portrait was.
+    pads_prompt_to_negative: bool = False
 
     @abstractmethod
     def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result: ...

@@ -11,8 +11,8 @@ import contextlib
 from typing import Iterator
 
 from lib_profile.attention.clock import tick
-from lib_profile.attention.control import (Call, Controller, Site, mixed_attention, place_of, query_grid,
-                                           read_probs)
+from lib_profile.attention.control import (Call, Controller, Site, limited_sdpa, mixed_attention, place_of,
+                                           query_grid, read_probs)
 
 
 class _State:
@@ -40,8 +40,6 @@ class ControlledAttnProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
                  **kwargs):
-        import torch.nn.functional as F
-
         state = self.state
         batch, n, _ = hidden_states.shape
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
@@ -53,13 +51,14 @@ class ControlledAttnProcessor:
         v = attn.to_v(context)
         d = q.shape[-1] // heads
         q, k, v = (t.view(batch, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False)
         controller, step = state.controller, state.step
+        cond, uncond = state.rows(batch)
+        limits = controller.key_limits(cond, uncond, k.shape[2]) if self.site.cross else None
+        out = limited_sdpa(q, k, v, limits)
         read, change = controller.needs_probs(self.site, step, n), controller.changes(self.site, step, n)
         if read or change:
-            cond, uncond = state.rows(batch)
             call = Call(self.site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, k.shape[2],
-                        state.evaluation)
+                        state.evaluation, limits)
             if read:
                 read_probs(controller, call, q, k, attn.scale)
             if change:

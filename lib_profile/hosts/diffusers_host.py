@@ -59,6 +59,7 @@ def tiny_controlnet(data_dir: str | Path | None = None) -> Path:
 
 class DiffusersHost(Host):
     name = "diffusers"
+    pads_prompt_to_negative = True  # _embeds: prompt and negative prompt padded to the same chunk count
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
                  data_dir: str | Path | None = None, controlnets: Optional[dict[str, str]] = None):

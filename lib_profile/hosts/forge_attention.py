@@ -14,8 +14,8 @@ import contextlib
 import re
 from typing import Iterator, Optional
 
-from lib_profile.attention.control import (Call, Controller, Site, mixed_attention, place_of, query_grid,
-                                           read_probs)
+from lib_profile.attention.control import (Call, Controller, Site, limited_sdpa, mixed_attention, place_of,
+                                           query_grid, read_probs)
 from lib_profile.hosts.webui_attention import StepState, step_hooks
 
 _BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)(?:\.\d+)?\.transformer_blocks\.(\d+)\.attn([12])$")
@@ -41,19 +41,18 @@ def _rows(extra_options: dict, batch: int) -> tuple[list[int], list[int]]:
 
 def make_patch(site: Site, state: StepState):
     def patch(q, k, v, extra_options):
-        import torch.nn.functional as F
-
         heads = int(extra_options["n_heads"])
         batch, n, inner = q.shape
         d = inner // heads
         qh, kh, vh = (t.reshape(t.shape[0], -1, heads, d).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(qh, kh, vh)
         controller, step = state.controller, state.step
+        cond, uncond = _rows(extra_options, batch)
+        limits = controller.key_limits(cond, uncond, kh.shape[2]) if site.cross else None
+        out = limited_sdpa(qh, kh, vh, limits)
         read, change = controller.needs_probs(site, step, n), controller.changes(site, step, n)
         if read or change:
-            cond, uncond = _rows(extra_options, batch)
             call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, kh.shape[2],
-                        state.evaluation)
+                        state.evaluation, limits)
             if read:
                 read_probs(controller, call, qh, kh, d ** -0.5, upcast=True)
             if change:

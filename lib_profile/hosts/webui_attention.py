@@ -17,8 +17,8 @@ import types
 from typing import Iterator
 
 from lib_profile.attention.clock import Tick, pattern_of, tick
-from lib_profile.attention.control import (Call, Controller, Site, batch_rows, mixed_attention, place_of,
-                                           query_grid, read_probs)
+from lib_profile.attention.control import (Call, Controller, Site, batch_rows, limited_sdpa, mixed_attention,
+                                           place_of, query_grid, read_probs)
 
 
 class StepState:
@@ -87,24 +87,23 @@ def crossattention_modules(diffusion_model) -> list[tuple[str, object]]:
 
 def _controlled_forward(site: Site, state: StepState):
     def forward(self, x, context=None, mask=None, **kwargs):
-        import torch.nn.functional as F
-
         controller, n, step = state.controller, x.shape[1], state.step
         read, change = controller.needs_probs(site, step, n), controller.changes(site, step, n)
-        if not change:  # the WebUI's own (optimised) attention makes the output
+        ctx = x if context is None else context
+        heads, batch = self.heads, x.shape[0]
+        cond, uncond = state.rows(batch)
+        limits = controller.key_limits(cond, uncond, ctx.shape[1]) if site.cross else None
+        if not change and not limits:  # the WebUI's own (optimised) attention makes the output
             out = type(self).forward(self, x, context=context, mask=mask, **kwargs)
             if not read:
                 return out
-        ctx = x if context is None else context
-        heads, batch = self.heads, x.shape[0]
 
         def split(t):
             return t.reshape(t.shape[0], -1, heads, t.shape[-1] // heads).transpose(1, 2)
 
-        cond, uncond = state.rows(batch)
         call = Call(site, step, state.steps, query_grid(state.latent_hw, n), cond, uncond, ctx.shape[1],
-                    state.evaluation)
-        if not change:  # only read: project the prompt rows beside it
+                    state.evaluation, limits)
+        if not change and not limits:  # only read: project the prompt rows beside it
             def projected(rows):
                 return split(self.to_q(batch_rows(x, rows))), split(self.to_k(batch_rows(ctx, rows)))
 
@@ -113,7 +112,9 @@ def _controlled_forward(site: Site, state: StepState):
         q, k, v = split(self.to_q(x)), split(self.to_k(ctx)), split(self.to_v(ctx))
         if read:
             read_probs(controller, call, q, k, _scale(self), upcast=True)
-        out = mixed_attention(controller, call, q, k, v, F.scaled_dot_product_attention(q, k, v), _scale(self))
+        out = limited_sdpa(q, k, v, limits)
+        if change:
+            out = mixed_attention(controller, call, q, k, v, out, _scale(self))
         return self.to_out(out.transpose(1, 2).reshape(batch, n, -1))
 
     return forward

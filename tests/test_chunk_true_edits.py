@@ -1,0 +1,76 @@
+"""Chunk-true edits: the source of an edit is conditioned exactly as its portrait was, also when the edit's prompt
+needs more 75-token CLIP chunks than the portrait's (a longer swapped word, a tone suffix near the boundary). The
+batch pads the shorter prompt with an empty chunk; each row attends to its own prompt's keys only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib_profile.attention.explain import tokenizer
+from lib_profile.attention.p2p import Edit, edit_control, edit_request
+from lib_profile.hosts import prompt as prompts
+from lib_profile.hosts.base import Txt2ImgRequest
+from lib_profile.studio.tone import get_tone
+
+REQ = dict(width=64, height=64, steps=6, cfg_scale=7.0, sampler="Euler", seed=21)
+
+
+@pytest.fixture(scope="module")
+def sharp(tiny_checkpoint):
+    """The tiny model with peaked attention (as in test_attention.py), so a padded chunk changes the picture."""
+    from lib_profile.hosts.diffusers_host import DiffusersHost
+
+    h = DiffusersHost(tiny_checkpoint)
+    with torch.no_grad():
+        for name, module in h.model.unet.named_modules():
+            if name.endswith(("attn1", "attn2")):
+                module.to_q.weight.mul_(6.0)
+                module.to_k.weight.mul_(6.0)
+    return h
+
+
+def prompt_of(tokens: int, tone: str) -> str:
+    """A portrait prompt of exactly ``tokens`` CLIP tokens, ending with the tone's suffix and holding "red"."""
+    tok = tokenizer()
+    suffix = get_tone(tone).prompt
+    head = "portrait photo of a woman in a red sweater"
+    filler = []
+    while prompts.token_count(tok, ", ".join([head, *filler, suffix])) < tokens:
+        filler.append("studio")
+    text = ", ".join([head, *filler, suffix])
+    if prompts.token_count(tok, text) > tokens:  # ", studio" is two tokens: end on a plain word instead
+        text = ", ".join([head, *filler[:-1], suffix]).replace(head, head + " studio", 1)
+    assert prompts.token_count(tok, text) == tokens, (tokens, prompts.token_count(tok, text))
+    return text
+
+
+def px(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), np.int16)
+
+
+@pytest.mark.parametrize("tokens", [74, 75, 76, 150])
+@pytest.mark.parametrize("tone", ["warm", "cool"])
+def test_the_source_of_an_edit_is_its_portrait_whatever_the_chunks(sharp, tokens, tone):
+    tok = tokenizer()
+    source = prompt_of(tokens, tone)
+    target = source.replace("red", "burgundy and scarlet striped", 1)  # +4 tokens: may cross a chunk
+    negative = get_tone(tone).negative_prompt
+    req = Txt2ImgRequest(prompt=source, negative_prompt=negative, **REQ)
+    portrait = px(sharp.txt2img(req).images[0])
+    edit = Edit(source=source, target=target, mode="refine")
+    result = sharp.txt2img(edit_request(req, edit), edit_control(sharp, edit, negative))
+    before, after = px(result.images[0]), px(result.images[1])
+    assert np.abs(before - portrait).max() <= 2, (prompts.chunk_count(tok, source), prompts.chunk_count(tok, target))
+    assert np.abs(after - before).mean() > 0.5  # and the edit changed something
+
+
+def test_an_edit_with_fewer_chunks_than_its_source_leaves_the_source_alone(sharp):
+    source = prompt_of(76, "warm")
+    target = source.replace(", golden hour glow", "")  # back to one chunk
+    req = Txt2ImgRequest(prompt=source, **REQ)
+    portrait = px(sharp.txt2img(req).images[0])
+    edit = Edit(source=source, target=target, mode="refine")
+    result = sharp.txt2img(edit_request(req, edit), edit_control(sharp, edit, ""))
+    assert np.abs(px(result.images[0]) - portrait).max() <= 2
