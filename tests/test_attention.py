@@ -270,6 +270,35 @@ def edited(host, **edit):
     return px(res.images[0]), px(res.images[1])
 
 
+SWAPS = [("cat", "hippopotamus"), ("hippopotamus", "cat"), ("armadillo", "pangolin")]  # 1->3, 3->1, 2->2 tokens
+
+
+@pytest.mark.parametrize("old,new", SWAPS)
+def test_a_word_swap_keeps_each_attention_row_summing_to_one(old, new):
+    """Word swap (Hertz et al. 2023, section 3.2): ``P_source @ mapper`` is still a distribution over the edit's tokens
+    (every row sums to 1), and the new word gets exactly the old word's attention mass, split evenly over its tokens
+    (the reference's ``get_replacement_mapper_``), whatever the two words' token counts."""
+    from lib_profile.attention.p2p import Edit, token_mapping
+
+    tok = tokenizer()
+    source, target = f"a {old} sitting on a sofa, warm light", f"a {new} sitting on a sofa, warm light"
+    old_pos, new_pos = (TokenMap.from_prompt(tok, p).positions(tok, w) for p, w in ((source, old), (target, new)))
+    assert [len(old_pos), len(new_pos)] == [len(tok.tokenize(old)), len(tok.tokenize(new))]
+    mapper, alphas = token_mapping(tok, Edit(source=source, target=target), 77)
+    probs = torch.randn(2, 64, 77, generator=torch.Generator().manual_seed(3)).mul(3).softmax(-1)
+    mapped = probs @ mapper
+    assert torch.allclose(mapped.sum(-1), torch.ones(2, 64), atol=1e-5)
+    assert torch.allclose(mapped[..., new_pos].sum(-1), probs[..., old_pos].sum(-1), atol=1e-6)
+    if len(old_pos) == len(new_pos):  # one to one
+        assert torch.equal(mapper[old_pos][:, new_pos], torch.eye(len(old_pos)))
+    else:  # each new token: an equal share of the old word's summed attention
+        share = mapped[..., new_pos]
+        assert torch.allclose(share, probs[..., old_pos].sum(-1, keepdim=True) / len(new_pos), atol=1e-6)
+    assert bool((alphas == 1).all())
+    light = [TokenMap.from_prompt(tok, p).positions(tok, "light") for p in (source, target)]
+    assert mapper[light[0][0], light[1][0]] == 1  # the words after the swap stay lined up
+
+
 def test_reweight_by_one_and_swap_to_the_same_prompt_reproduce_the_source(sharp):
     source = plain(sharp, SOURCE)
     for edit in (dict(mode="reweight", weights={"sweater": 1.0}), dict(mode="swap", target=SOURCE)):

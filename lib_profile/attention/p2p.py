@@ -8,7 +8,7 @@ the paper's code). Each replacement is linear in the probabilities, so it runs o
 (``control.Mix``): no probability tensor is materialised. Modes:
 
 * ``swap``: word swap (the prompts have the same words but for the swapped ones); a swapped word's
-  tokens take the mean of the source word's token maps.
+  tokens share the source word's summed attention equally (the mass is kept; see ``token_mapping``).
 * ``refine``: words added or removed; shared words take the source's maps, new words keep their own.
 * ``reweight``: the prompt stays; each chosen word's map is scaled by c in [-2, 2].
 
@@ -60,8 +60,18 @@ class Edit:
 
 
 def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
-    """``(mapper, alphas)``: ``mapper[s, t]`` carries source position s to edit position t (a K x K matrix);
-    ``alphas[t]`` is 1 where the edit position takes the source's map, 0 where it keeps its own."""
+    """``(mapper, alphas)`` of an edit, on a conditioning of ``length`` tokens (77 per prompt chunk).
+
+    ``mapper``: a (length, length) matrix, ``mapper[s, t]`` = how much of the source's attention to token s the
+    edit's token t takes; the edit's mapped cross-attention is ``P_source @ mapper``. ``alphas``: (length,), 1 where
+    the edit's token takes the source's (mapped) map, 0 where it keeps its own (a word a refinement adds).
+
+    Word swap (Hertz et al., ICLR 2023, section 3.2 "Word Swap"; the reference's ``get_replacement_mapper_``):
+    the prompts' words are paired in order. Words of equal token counts map one to one; otherwise each of the new
+    word's tokens takes ``1 / len(new word)`` of the old word's summed attention, so every row of
+    ``P_source @ mapper`` still sums to 1 and the new word gets the old word's attention mass. The tokens outside
+    words (BOS, EOS, padding) follow the source's in order; where the counts differ, the last ones merge or split
+    the same way, so the mass is kept there too. Raises HostError when the word counts differ."""
     import torch
 
     tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
@@ -87,23 +97,24 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
                 for p in positions:
                     mapper[p, p] = 1.0
                     alphas[p] = 0.0
-    for s, t in pairs:
-        if len(s) == len(t):
-            for a, b in zip(s, t):
-                mapper[a, b] = 1.0
-        else:  # a word of another token count: each of its tokens takes the mean of the source word's
-            for b in t:
-                for a in s:
-                    mapper[a, b] = 1.0 / len(s)
-    # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up)
+    # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up); the surplus of
+    # the longer list merges into (or is split from) the last position of the shorter
     src_owned = {p for _w, ps in src for p in ps}
     dst_owned = {p for _w, ps in dst for p in ps}
     src_rest = [p for p in range(length) if p not in src_owned]
     dst_rest = [p for p in range(length) if p not in dst_owned]
-    for a, b in zip(src_rest, dst_rest):
-        mapper[a, b] = 1.0
-    for b in dst_rest[len(src_rest):]:
-        mapper[b, b] = 1.0
+    n = min(len(src_rest), len(dst_rest))
+    pairs += [([a], [b]) for a, b in zip(src_rest[:n - 1], dst_rest[:n - 1])]
+    if n:
+        pairs.append((src_rest[n - 1:], dst_rest[n - 1:]))
+    for s, t in pairs:
+        if len(s) == len(t):
+            for a, b in zip(s, t):
+                mapper[a, b] = 1.0
+        else:  # each of the new tokens takes an equal share of the old ones' summed attention
+            for b in t:
+                for a in s:
+                    mapper[a, b] = 1.0 / len(t)
     return mapper, alphas
 
 
