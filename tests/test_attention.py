@@ -299,6 +299,55 @@ def test_a_word_swap_keeps_each_attention_row_summing_to_one(old, new):
     assert mapper[light[0][0], light[1][0]] == 1  # the words after the swap stay lined up
 
 
+def token_alignment(x: list, y: list) -> list[int]:
+    """The reference refinement's alignment of two token id lists (``seq_aligner.get_mapper``), written out: a global
+    (Needleman-Wunsch) alignment scoring a match 1, a mismatch -1 and a gap 0, traced back from the end preferring a
+    token of y left out, then a token of x left out, then the diagonal. For each token of y: its token of x, or -1."""
+    score = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    for i in range(1, len(x) + 1):
+        for j in range(1, len(y) + 1):
+            diagonal = score[i - 1][j - 1] + (1 if x[i - 1] == y[j - 1] else -1)
+            score[i][j] = max(score[i][j - 1], score[i - 1][j], diagonal)
+    out, i, j = [-1] * len(y), len(x), len(y)
+    while i > 0 and j > 0:
+        if score[i][j] == score[i][j - 1]:
+            j -= 1
+        elif score[i][j] == score[i - 1][j]:
+            i -= 1
+        else:
+            i, j = i - 1, j - 1
+            out[j] = i
+    return out
+
+
+@pytest.mark.parametrize("source,target", [
+    ("a photo of a woman", "a photo of a smiling woman"),
+    (SOURCE, "portrait photo of a smiling woman in a red sweater, warm light"),
+    ("a photo of a red cat sitting on a wooden sofa", "a photo of a cat on a sofa"),  # words removed
+    ("a cat", "a dog and a cat"),  # which "a" is the source's: the reference keeps the first
+    ("a hippopotamus on a sofa", "a hippopotamus on a red armadillo sofa"),  # words of several tokens
+    ("portrait of a man with a hat", "a portrait of a man with a red hat and a cane"),
+])
+def test_refinement_aligns_words_as_the_reference_aligns_their_tokens(source, target):
+    """Refinement (Hertz et al. 2023, section 3.2 "Adding a New Phrase"): we align words, the reference aligns tokens
+    (``seq_aligner.get_refinement_mapper``). On edits that add or remove words, both give the same mapper and alphas
+    over the prompt's tokens (BOS, words, EOS). After the edit's EOS the reference maps padding to the source's
+    same position (a word of the source, when words were removed); ours follows the source's padding in order."""
+    from lib_profile.attention.p2p import Edit, token_mapping
+
+    tok = tokenizer()
+    x, y = tok(source).input_ids, tok(target).input_ids
+    mapper, alphas = token_mapping(tok, Edit(source=source, target=target, mode="refine"), 77)
+    reference = token_alignment(x, y)
+    expected = torch.zeros(77, len(y))
+    for t, s in enumerate(reference):
+        if s >= 0:
+            expected[s, t] = 1
+    assert torch.equal(mapper[:, :len(y)], expected)
+    assert alphas[:len(y)].tolist() == [float(s >= 0) for s in reference]
+    assert bool((alphas[len(y):] == 1).all()) and not mapper[1:len(x) - 1, len(y):].any()  # padding: no source word
+
+
 def test_reweight_by_one_and_swap_to_the_same_prompt_reproduce_the_source(sharp):
     source = plain(sharp, SOURCE)
     for edit in (dict(mode="reweight", weights={"sweater": 1.0}), dict(mode="swap", target=SOURCE)):

@@ -9,7 +9,8 @@ the paper's code). Each replacement is linear in the probabilities, so it runs o
 
 * ``swap``: word swap (the prompts have the same words but for the swapped ones); a swapped word's
   tokens share the source word's summed attention equally (the mass is kept; see ``token_mapping``).
-* ``refine``: words added or removed; shared words take the source's maps, new words keep their own.
+* ``refine``: words added or removed; the prompts' words are aligned (``align``), shared words take the
+  source's maps, new words keep their own.
 * ``reweight``: the prompt stays; each chosen word's map is scaled by c in [-2, 2].
 
 ``weights`` also works with swap and refine; ``blend_words`` restricts the change to where those
@@ -19,7 +20,6 @@ mask. Only the prompt half of a classifier-free-guidance batch is touched.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 from lib_profile.attention.control import Call, Controller, Mix, OnDevice, Site
@@ -71,7 +71,14 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
     word's tokens takes ``1 / len(new word)`` of the old word's summed attention, so every row of
     ``P_source @ mapper`` still sums to 1 and the new word gets the old word's attention mass. The tokens outside
     words (BOS, EOS, padding) follow the source's in order; where the counts differ, the last ones merge or split
-    the same way, so the mass is kept there too. Raises HostError when the word counts differ."""
+    the same way, so the mass is kept there too. Raises HostError when the word counts differ.
+
+    Refinement (section 3.2 "Adding a New Phrase"): the edit's words are aligned with the source's by :func:`align`;
+    an aligned word takes its source word's map, a new word keeps its own (alpha 0, an empty mapper column). The
+    reference aligns tokens, not words, with the same alignment; on edits that add or remove words both give the
+    same mapper and alphas over the prompt's tokens (tested). Words, because a word is what the user edits - a token
+    alignment can give a new word's first piece the map of a different source word that starts with the same
+    piece - and because a WebUI prompt spans 77-token chunks, each with its own BOS and EOS."""
     import torch
 
     tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
@@ -86,17 +93,11 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
                             "use mode 'refine' to add or remove words")
         pairs = [(s, t) for (_a, s), (_b, t) in zip(src, dst)]
     else:
-        matcher = difflib.SequenceMatcher(a=[w for w, _p in src], b=[w for w, _p in dst], autojunk=False)
-        matched = set()
-        for block in matcher.get_matching_blocks():
-            for k in range(block.size):
-                pairs.append((src[block.a + k][1], dst[block.b + k][1]))
-                matched.add(block.b + k)
-        for j, (_w, positions) in enumerate(dst):
-            if j not in matched:  # a new word keeps its own map
-                for p in positions:
-                    mapper[p, p] = 1.0
-                    alphas[p] = 0.0
+        for j, i in enumerate(align([w for w, _p in src], [w for w, _p in dst])):
+            if i >= 0:
+                pairs.append((src[i][1], dst[j][1]))
+            else:  # a new word keeps its own map
+                alphas[dst[j][1]] = 0.0
     # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up); the surplus of
     # the longer list merges into (or is split from) the last position of the shorter
     src_owned = {p for _w, ps in src for p in ps}
@@ -116,6 +117,30 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
                 for a in s:
                     mapper[a, b] = 1.0 / len(t)
     return mapper, alphas
+
+
+def align(source: list, target: list) -> list[int]:
+    """For each item of ``target``, the index of the ``source`` item it is aligned with, or -1 (a new item).
+
+    A global (Needleman-Wunsch) alignment with the reference's scores (``seq_aligner``: match 1, mismatch -1, gap 0;
+    so a longest common subsequence), traced back from the end preferring a target item left out, then a source item
+    left out, then a match - the reference's tie-breaking, so a repeated word pairs as it does there. O(n m)."""
+    n, m = len(source), len(target)
+    score = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diagonal = score[i - 1][j - 1] + (1 if source[i - 1] == target[j - 1] else -1)
+            score[i][j] = max(score[i][j - 1], score[i - 1][j], diagonal)
+    out, i, j = [-1] * m, n, m
+    while i > 0 and j > 0:
+        if score[i][j] == score[i][j - 1]:
+            j -= 1
+        elif score[i][j] == score[i - 1][j]:
+            i -= 1
+        else:  # a match (a mismatch never scores above leaving both out)
+            i, j = i - 1, j - 1
+            out[j] = i
+    return out
 
 
 class PromptToPrompt(Controller):
