@@ -262,10 +262,11 @@ def plain(host, prompt):
     return px(host.txt2img(Txt2ImgRequest(prompt=prompt, **P2P_REQ)).images[0])
 
 
-def edited(host, **edit):
+def edited(host, size=None, **edit):
     from lib_profile.attention.p2p import Edit, run_edit
 
-    res = run_edit(host, Txt2ImgRequest(prompt=SOURCE, **P2P_REQ), Edit(source=SOURCE, **edit))
+    req = {**P2P_REQ, **({"width": size, "height": size} if size else {})}
+    res = run_edit(host, Txt2ImgRequest(prompt=SOURCE, **req), Edit(source=SOURCE, **edit))
     assert res.seeds == [P2P_REQ["seed"]] * 2
     return px(res.images[0]), px(res.images[1])
 
@@ -348,6 +349,62 @@ def test_refinement_aligns_words_as_the_reference_aligns_their_tokens(source, ta
     assert bool((alphas[len(y):] == 1).all()) and not mapper[1:len(x) - 1, len(y):].any()  # padding: no source word
 
 
+def test_local_blend_mask_is_the_references(steps=3, threshold=0.3):
+    """Local blend (Hertz et al. 2023, Algorithm 1's local editing; the reference notebook's ``LocalBlend``): the blend
+    words' cross-attention at the quarter-resolution layers, summed over every call of every step so far, per prompt
+    summed over the words' tokens and averaged over heads, max-pooled 3x3, brought to the latent's size (nearest),
+    normalised by its own maximum and thresholded; the mask is the union of the source's and the edit's, and the
+    edit's latent becomes ``x_src + mask * (x_edit - x_src)``. Hand-made probabilities, checked against that
+    computation written out."""
+    import torch.nn.functional as F
+
+    from lib_profile.attention.control import Call, Site
+    from lib_profile.attention.p2p import Edit, PromptToPrompt
+
+    tok = tokenizer()
+    source, target = "a photo of a cat on a sofa", "a photo of a dog on a sofa"
+    edit = Edit(source=source, target=target, blend_words=["cat", "dog"], blend_threshold=threshold)
+    p2p = PromptToPrompt(tok, edit, 1)
+    latent_hw, hw, heads = (64, 48), (16, 12), 2
+    p2p.begin(steps, latent_hw)
+    positions = [TokenMap.from_prompt(tok, source).positions(tok, "cat"),
+                 TokenMap.from_prompt(tok, target).positions(tok, "dog")]
+    site = Site(7, "mid.attn2", "mid", True, heads)
+    assert p2p.needs_probs(site, 0, hw[0] * hw[1])
+    gen = torch.Generator().manual_seed(11)
+    latents = torch.stack([torch.zeros(4, *latent_hw), torch.ones(4, *latent_hw)])
+    sums = torch.zeros(2, *hw)
+
+    def mask_of(maps):
+        m = F.interpolate(F.max_pool2d(maps[:, None], 3, 1, 1), size=latent_hw)
+        m = m / m.amax(dim=(2, 3), keepdim=True)
+        return m > threshold  # (prompts, 1, h, w)
+
+    masks = []
+    for step in range(steps):
+        now = torch.zeros(2, *hw)
+        spots = torch.randint(hw[0] * hw[1], (2,), generator=gen)  # where each prompt's word is, this step
+        for _evaluation in range(2):  # e.g. a second-order sampler's two model evaluations
+            logits = torch.randn(2, heads, hw[0] * hw[1], 77, generator=gen) * 0.1
+            for row, (pos, strength) in enumerate(zip(positions, (2.5, 5.0))):  # the source's word attends weakly
+                logits[row, :, spots[row], pos[0]] += strength
+            probs = logits.softmax(-1)
+            p2p.probs(Call(site, step, steps, hw, cond_rows=[0, 1], keys=77), probs)
+            for row, pos in enumerate(positions):
+                now[row] += probs[row][..., pos].sum(-1).mean(0).reshape(hw)
+        sums += now
+        expected = mask_of(sums)
+        union = (expected[0] | expected[1]).float()
+        out = p2p.step_end(step, latents)
+        assert torch.equal(out[0], latents[0]) and torch.equal(out[1], union.expand(4, *latent_hw))
+        masks.append((expected, mask_of(now)))
+        assert 0 < float(union.mean()) < 0.5
+    # the case is one where the reference's choices matter: the source's own mask adds to the edit's, and the
+    # running sum differs from the step's own maps
+    assert any(bool((e[0] & ~e[1]).any()) for e, _now in masks)
+    assert any(not torch.equal(e, now) for e, now in masks)
+
+
 def test_reweight_by_one_and_swap_to_the_same_prompt_reproduce_the_source(sharp):
     source = plain(sharp, SOURCE)
     for edit in (dict(mode="reweight", weights={"sweater": 1.0}), dict(mode="swap", target=SOURCE)):
@@ -378,9 +435,11 @@ def test_refine_and_reweight_change_the_edit_only(sharp):
 
 
 def test_local_blend_keeps_the_rest_of_the_source(sharp):
+    """At 256 px: the blend reads the quarter-resolution layers (8x8 here, 16x16 at 512 px) and max-pools them 3x3 as
+    the reference does, so at 64 px (2x2) any peak would spread over the whole map and the mask cover everything."""
     target = SOURCE.replace("red", "blue")
-    src, free = edited(sharp, mode="swap", target=target, cross_steps=0.5, self_steps=0.2)
-    src_b, blended = edited(sharp, mode="swap", target=target, cross_steps=0.5, self_steps=0.2,
+    src, free = edited(sharp, 256, mode="swap", target=target, cross_steps=0.5, self_steps=0.2)
+    src_b, blended = edited(sharp, 256, mode="swap", target=target, cross_steps=0.5, self_steps=0.2,
                             blend_words=["sweater"], blend_threshold=0.5)
     assert np.abs(blended - src_b).mean() < np.abs(free - src).mean()
 

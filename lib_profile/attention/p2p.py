@@ -14,14 +14,16 @@ the paper's code). Each replacement is linear in the probabilities, so it runs o
 * ``reweight``: the prompt stays; each chosen word's map is scaled by c in [-2, 2].
 
 ``weights`` also works with swap and refine; ``blend_words`` restricts the change to where those
-words attend (local blend): after each step the edit's latent is taken from the source outside that
-mask. Only the prompt half of a classifier-free-guidance batch is touched.
+words attend (local blend, ``blend.LocalBlend``): after each sampler step the edit's latent is taken from the
+source outside the union of the source's and the edit's masks of those words. Only the prompt half of a
+classifier-free-guidance batch is touched. The formulas, with their sources: docs/attention-formulas.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lib_profile.attention.blend import LocalBlend
 from lib_profile.attention.control import Call, Controller, Mix, OnDevice, Site
 from lib_profile.attention.daam import TokenMap
 from lib_profile.hosts.base import HostError
@@ -152,23 +154,25 @@ class PromptToPrompt(Controller):
         self.tokenizer = tokenizer
         self.tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
         self._build(77 * chunks)
-        dst_tokens = self.tokens_of(edit.edited_prompt)
-        self.blend_positions: list[list[int]] = []
-        if edit.blend_words:
-            src_tokens = self.tokens_of(edit.source)
-            for word in edit.blend_words:
-                found = []
-                for tokens in (src_tokens, dst_tokens):
-                    try:
-                        found.append(tokens.positions(tokenizer, word))
-                    except HostError:
-                        found.append([])
-                if not any(found):
-                    raise HostError(f"blend word {word!r} is in neither prompt")
-                self.blend_positions.append(found)
+        self.blend = LocalBlend(self._blend_positions(), edit.blend_threshold) if edit.blend_words else None
         self.steps = 1
-        self._blend_maps = None
         self.latent_hw = (0, 0)
+
+    def _blend_positions(self) -> tuple[list[int], list[int]]:
+        """The blend words' token positions in the source's prompt and in the edit's; HostError if in neither."""
+        found: tuple[set, set] = (set(), set())
+        maps = [self.tokens_of(prompt) for prompt in (self.edit.source, self.edit.edited_prompt)]
+        for word in self.edit.blend_words:
+            seen = False
+            for tokens, into in zip(maps, found):
+                try:
+                    into.update(tokens.positions(self.tokenizer, word))
+                    seen = True
+                except HostError:
+                    pass
+            if not seen:
+                raise HostError(f"blend word {word!r} is in neither prompt")
+        return sorted(found[0]), sorted(found[1])
 
     def _build(self, length: int) -> None:
         """Token mapping, alphas and word weights for a conditioning of ``length`` tokens."""
@@ -195,7 +199,8 @@ class PromptToPrompt(Controller):
     def begin(self, steps, latent_hw):
         self.steps = max(1, steps)
         self.latent_hw = latent_hw
-        self._blend_maps = None
+        if self.blend is not None:
+            self.blend.reset()
 
     def _cross_on(self, step: int) -> bool:
         return step < round(self.edit.cross_steps * self.steps)
@@ -205,7 +210,7 @@ class PromptToPrompt(Controller):
 
     def needs_probs(self, site: Site, step: int, queries: int) -> bool:
         """The local blend reads the blend words' maps at the quarter-resolution cross-attention layers."""
-        return bool(self.blend_positions) and site.cross and queries == self._coarse_queries()
+        return self.blend is not None and site.cross and queries == self._coarse_queries()
 
     def changes(self, site: Site, step: int, queries: int) -> bool:
         if site.cross:
@@ -213,9 +218,10 @@ class PromptToPrompt(Controller):
         return self._self_on(step) and queries <= self._coarse_queries()
 
     def probs(self, call: Call, probs) -> None:
+        """The local blend's maps: every call at its layers, of every model evaluation, is summed."""
         pair = self._pair(call)
-        if pair is not None:
-            self._record_blend(call, probs, *pair)
+        if pair is not None and self.blend is not None:
+            self.blend.add(probs, pair, call.hw)
 
     def mixes(self, call: Call, like) -> list[Mix]:
         """The edit row attends with the source's probabilities: as they are in self-attention; mapped onto its own
@@ -248,35 +254,9 @@ class PromptToPrompt(Controller):
         h, w = self.latent_hw
         return (-(-h // 4)) * (-(-w // 4))
 
-    # -- local blend
-    def _record_blend(self, call: Call, probs, src: int, dst: int) -> None:
-        import torch
-
-        h, w = call.hw
-        total = None
-        for (src_pos, dst_pos) in self.blend_positions:
-            for row, pos in ((src, src_pos), (dst, dst_pos)):
-                if pos:
-                    m = probs[row].index_select(2, self._on_device.get(tuple(pos), pos, probs)).mean(0).sum(-1)
-                    m = m.reshape(h, w).float()
-                    total = m if total is None else torch.maximum(total, m)
-        if total is not None:
-            self._blend_maps = total if self._blend_maps is None else self._blend_maps + total
-
     def step_end(self, step: int, latents):
-        import torch.nn.functional as F
-
-        if not self.blend_positions or self._blend_maps is None:
-            return latents
-        m = self._blend_maps[None, None]
-        m = F.interpolate(m, size=tuple(latents.shape[-2:]), mode="bilinear", align_corners=False)
-        m = F.max_pool2d(m, 3, 1, 1)
-        m = m / (m.max() + 1e-8)
-        mask = (m > self.edit.blend_threshold).to(latents.dtype)
-        self._blend_maps = None
-        out = latents.clone()
-        out[1:2] = latents[0:1] + mask * (latents[1:2] - latents[0:1])
-        return out
+        """After each sampler step: the local blend (``blend.LocalBlend``) of ``latents`` (2, 4, h, w), if asked for."""
+        return self.blend.apply(latents) if self.blend is not None else latents
 
 
 def edit_request(req, edit: Edit):
