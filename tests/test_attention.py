@@ -262,12 +262,147 @@ def plain(host, prompt):
     return px(host.txt2img(Txt2ImgRequest(prompt=prompt, **P2P_REQ)).images[0])
 
 
-def edited(host, **edit):
+def edited(host, size=None, **edit):
     from lib_profile.attention.p2p import Edit, run_edit
 
-    res = run_edit(host, Txt2ImgRequest(prompt=SOURCE, **P2P_REQ), Edit(source=SOURCE, **edit))
+    req = {**P2P_REQ, **({"width": size, "height": size} if size else {})}
+    res = run_edit(host, Txt2ImgRequest(prompt=SOURCE, **req), Edit(source=SOURCE, **edit))
     assert res.seeds == [P2P_REQ["seed"]] * 2
     return px(res.images[0]), px(res.images[1])
+
+
+SWAPS = [("cat", "hippopotamus"), ("hippopotamus", "cat"), ("armadillo", "pangolin")]  # 1->3, 3->1, 2->2 tokens
+
+
+@pytest.mark.parametrize("old,new", SWAPS)
+def test_a_word_swap_keeps_each_attention_row_summing_to_one(old, new):
+    """Word swap (Hertz et al. 2023, section 3.2): ``P_source @ mapper`` is still a distribution over the edit's tokens
+    (every row sums to 1), and the new word gets exactly the old word's attention mass, split evenly over its tokens
+    (the reference's ``get_replacement_mapper_``), whatever the two words' token counts."""
+    from lib_profile.attention.p2p import Edit, token_mapping
+
+    tok = tokenizer()
+    source, target = f"a {old} sitting on a sofa, warm light", f"a {new} sitting on a sofa, warm light"
+    old_pos, new_pos = (TokenMap.from_prompt(tok, p).positions(tok, w) for p, w in ((source, old), (target, new)))
+    assert [len(old_pos), len(new_pos)] == [len(tok.tokenize(old)), len(tok.tokenize(new))]
+    mapper, alphas = token_mapping(tok, Edit(source=source, target=target), 77)
+    probs = torch.randn(2, 64, 77, generator=torch.Generator().manual_seed(3)).mul(3).softmax(-1)
+    mapped = probs @ mapper
+    assert torch.allclose(mapped.sum(-1), torch.ones(2, 64), atol=1e-5)
+    assert torch.allclose(mapped[..., new_pos].sum(-1), probs[..., old_pos].sum(-1), atol=1e-6)
+    if len(old_pos) == len(new_pos):  # one to one
+        assert torch.equal(mapper[old_pos][:, new_pos], torch.eye(len(old_pos)))
+    else:  # each new token: an equal share of the old word's summed attention
+        share = mapped[..., new_pos]
+        assert torch.allclose(share, probs[..., old_pos].sum(-1, keepdim=True) / len(new_pos), atol=1e-6)
+    assert bool((alphas == 1).all())
+    light = [TokenMap.from_prompt(tok, p).positions(tok, "light") for p in (source, target)]
+    assert mapper[light[0][0], light[1][0]] == 1  # the words after the swap stay lined up
+
+
+def token_alignment(x: list, y: list) -> list[int]:
+    """The reference refinement's alignment of two token id lists (``seq_aligner.get_mapper``), written out: a global
+    (Needleman-Wunsch) alignment scoring a match 1, a mismatch -1 and a gap 0, traced back from the end preferring a
+    token of y left out, then a token of x left out, then the diagonal. For each token of y: its token of x, or -1."""
+    score = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    for i in range(1, len(x) + 1):
+        for j in range(1, len(y) + 1):
+            diagonal = score[i - 1][j - 1] + (1 if x[i - 1] == y[j - 1] else -1)
+            score[i][j] = max(score[i][j - 1], score[i - 1][j], diagonal)
+    out, i, j = [-1] * len(y), len(x), len(y)
+    while i > 0 and j > 0:
+        if score[i][j] == score[i][j - 1]:
+            j -= 1
+        elif score[i][j] == score[i - 1][j]:
+            i -= 1
+        else:
+            i, j = i - 1, j - 1
+            out[j] = i
+    return out
+
+
+@pytest.mark.parametrize("source,target", [
+    ("a photo of a woman", "a photo of a smiling woman"),
+    (SOURCE, "portrait photo of a smiling woman in a red sweater, warm light"),
+    ("a photo of a red cat sitting on a wooden sofa", "a photo of a cat on a sofa"),  # words removed
+    ("a cat", "a dog and a cat"),  # which "a" is the source's: the reference keeps the first
+    ("a hippopotamus on a sofa", "a hippopotamus on a red armadillo sofa"),  # words of several tokens
+    ("portrait of a man with a hat", "a portrait of a man with a red hat and a cane"),
+])
+def test_refinement_aligns_words_as_the_reference_aligns_their_tokens(source, target):
+    """Refinement (Hertz et al. 2023, section 3.2 "Adding a New Phrase"): we align words, the reference aligns tokens
+    (``seq_aligner.get_refinement_mapper``). On edits that add or remove words, both give the same mapper and alphas
+    over the prompt's tokens (BOS, words, EOS). After the edit's EOS the reference maps padding to the source's
+    same position (a word of the source, when words were removed); ours follows the source's padding in order."""
+    from lib_profile.attention.p2p import Edit, token_mapping
+
+    tok = tokenizer()
+    x, y = tok(source).input_ids, tok(target).input_ids
+    mapper, alphas = token_mapping(tok, Edit(source=source, target=target, mode="refine"), 77)
+    reference = token_alignment(x, y)
+    expected = torch.zeros(77, len(y))
+    for t, s in enumerate(reference):
+        if s >= 0:
+            expected[s, t] = 1
+    assert torch.equal(mapper[:, :len(y)], expected)
+    assert alphas[:len(y)].tolist() == [float(s >= 0) for s in reference]
+    assert bool((alphas[len(y):] == 1).all()) and not mapper[1:len(x) - 1, len(y):].any()  # padding: no source word
+
+
+def test_local_blend_mask_is_the_references(steps=3, threshold=0.3):
+    """Local blend (Hertz et al. 2023, Algorithm 1's local editing; the reference notebook's ``LocalBlend``): the blend
+    words' cross-attention at the quarter-resolution layers, summed over every call of every step so far, per prompt
+    summed over the words' tokens and averaged over heads, max-pooled 3x3, brought to the latent's size (nearest),
+    normalised by its own maximum and thresholded; the mask is the union of the source's and the edit's, and the
+    edit's latent becomes ``x_src + mask * (x_edit - x_src)``. Hand-made probabilities, checked against that
+    computation written out."""
+    import torch.nn.functional as F
+
+    from lib_profile.attention.control import Call, Site
+    from lib_profile.attention.p2p import Edit, PromptToPrompt
+
+    tok = tokenizer()
+    source, target = "a photo of a cat on a sofa", "a photo of a dog on a sofa"
+    edit = Edit(source=source, target=target, blend_words=["cat", "dog"], blend_threshold=threshold)
+    p2p = PromptToPrompt(tok, edit, 1)
+    latent_hw, hw, heads = (64, 48), (16, 12), 2
+    p2p.begin(steps, latent_hw)
+    positions = [TokenMap.from_prompt(tok, source).positions(tok, "cat"),
+                 TokenMap.from_prompt(tok, target).positions(tok, "dog")]
+    site = Site(7, "mid.attn2", "mid", True, heads)
+    assert p2p.needs_probs(site, 0, hw[0] * hw[1])
+    gen = torch.Generator().manual_seed(11)
+    latents = torch.stack([torch.zeros(4, *latent_hw), torch.ones(4, *latent_hw)])
+    sums = torch.zeros(2, *hw)
+
+    def mask_of(maps):
+        m = F.interpolate(F.max_pool2d(maps[:, None], 3, 1, 1), size=latent_hw)
+        m = m / m.amax(dim=(2, 3), keepdim=True)
+        return m > threshold  # (prompts, 1, h, w)
+
+    masks = []
+    for step in range(steps):
+        now = torch.zeros(2, *hw)
+        spots = torch.randint(hw[0] * hw[1], (2,), generator=gen)  # where each prompt's word is, this step
+        for _evaluation in range(2):  # e.g. a second-order sampler's two model evaluations
+            logits = torch.randn(2, heads, hw[0] * hw[1], 77, generator=gen) * 0.1
+            for row, (pos, strength) in enumerate(zip(positions, (2.5, 5.0))):  # the source's word attends weakly
+                logits[row, :, spots[row], pos[0]] += strength
+            probs = logits.softmax(-1)
+            p2p.probs(Call(site, step, steps, hw, cond_rows=[0, 1], keys=77), probs)
+            for row, pos in enumerate(positions):
+                now[row] += probs[row][..., pos].sum(-1).mean(0).reshape(hw)
+        sums += now
+        expected = mask_of(sums)
+        union = (expected[0] | expected[1]).float()
+        out = p2p.step_end(step, latents)
+        assert torch.equal(out[0], latents[0]) and torch.equal(out[1], union.expand(4, *latent_hw))
+        masks.append((expected, mask_of(now)))
+        assert 0 < float(union.mean()) < 0.5
+    # the case is one where the reference's choices matter: the source's own mask adds to the edit's, and the
+    # running sum differs from the step's own maps
+    assert any(bool((e[0] & ~e[1]).any()) for e, _now in masks)
+    assert any(not torch.equal(e, now) for e, now in masks)
 
 
 def test_reweight_by_one_and_swap_to_the_same_prompt_reproduce_the_source(sharp):
@@ -300,9 +435,11 @@ def test_refine_and_reweight_change_the_edit_only(sharp):
 
 
 def test_local_blend_keeps_the_rest_of_the_source(sharp):
+    """At 256 px: the blend reads the quarter-resolution layers (8x8 here, 16x16 at 512 px) and max-pools them 3x3 as
+    the reference does, so at 64 px (2x2) any peak would spread over the whole map and the mask cover everything."""
     target = SOURCE.replace("red", "blue")
-    src, free = edited(sharp, mode="swap", target=target, cross_steps=0.5, self_steps=0.2)
-    src_b, blended = edited(sharp, mode="swap", target=target, cross_steps=0.5, self_steps=0.2,
+    src, free = edited(sharp, 256, mode="swap", target=target, cross_steps=0.5, self_steps=0.2)
+    src_b, blended = edited(sharp, 256, mode="swap", target=target, cross_steps=0.5, self_steps=0.2,
                             blend_words=["sweater"], blend_threshold=0.5)
     assert np.abs(blended - src_b).mean() < np.abs(free - src).mean()
 

@@ -8,21 +8,23 @@ the paper's code). Each replacement is linear in the probabilities, so it runs o
 (``control.Mix``): no probability tensor is materialised. Modes:
 
 * ``swap``: word swap (the prompts have the same words but for the swapped ones); a swapped word's
-  tokens take the mean of the source word's token maps.
-* ``refine``: words added or removed; shared words take the source's maps, new words keep their own.
+  tokens share the source word's summed attention equally (the mass is kept; see ``token_mapping``).
+* ``refine``: words added or removed; the prompts' words are aligned (``align``), shared words take the
+  source's maps, new words keep their own.
 * ``reweight``: the prompt stays; each chosen word's map is scaled by c in [-2, 2].
 
 ``weights`` also works with swap and refine; ``blend_words`` restricts the change to where those
-words attend (local blend): after each step the edit's latent is taken from the source outside that
-mask. Only the prompt half of a classifier-free-guidance batch is touched.
+words attend (local blend, ``blend.LocalBlend``): after each sampler step the edit's latent is taken from the
+source outside the union of the source's and the edit's masks of those words. Only the prompt half of a
+classifier-free-guidance batch is touched. The formulas, with their sources: docs/attention-formulas.md.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Optional
 
+from lib_profile.attention.blend import LocalBlend
 from lib_profile.attention.control import Call, Controller, Mix, OnDevice, Site
 from lib_profile.attention.daam import TokenMap
 from lib_profile.hosts.base import HostError
@@ -61,8 +63,25 @@ class Edit:
 
 
 def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
-    """``(mapper, alphas)``: ``mapper[s, t]`` carries source position s to edit position t (a K x K matrix);
-    ``alphas[t]`` is 1 where the edit position takes the source's map, 0 where it keeps its own."""
+    """``(mapper, alphas)`` of an edit, on a conditioning of ``length`` tokens (77 per prompt chunk).
+
+    ``mapper``: a (length, length) matrix, ``mapper[s, t]`` = how much of the source's attention to token s the
+    edit's token t takes; the edit's mapped cross-attention is ``P_source @ mapper``. ``alphas``: (length,), 1 where
+    the edit's token takes the source's (mapped) map, 0 where it keeps its own (a word a refinement adds).
+
+    Word swap (Hertz et al., ICLR 2023, section 3.2 "Word Swap"; the reference's ``get_replacement_mapper_``):
+    the prompts' words are paired in order. Words of equal token counts map one to one; otherwise each of the new
+    word's tokens takes ``1 / len(new word)`` of the old word's summed attention, so every row of
+    ``P_source @ mapper`` still sums to 1 and the new word gets the old word's attention mass. The tokens outside
+    words (BOS, EOS, padding) follow the source's in order; where the counts differ, the last ones merge or split
+    the same way, so the mass is kept there too. Raises HostError when the word counts differ.
+
+    Refinement (section 3.2 "Adding a New Phrase"): the edit's words are aligned with the source's by :func:`align`;
+    an aligned word takes its source word's map, a new word keeps its own (alpha 0, an empty mapper column). The
+    reference aligns tokens, not words, with the same alignment; on edits that add or remove words both give the
+    same mapper and alphas over the prompt's tokens (tested). Words, because a word is what the user edits - a token
+    alignment can give a new word's first piece the map of a different source word that starts with the same
+    piece - and because a WebUI prompt spans 77-token chunks, each with its own BOS and EOS."""
     import torch
 
     tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
@@ -77,35 +96,54 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
                             "use mode 'refine' to add or remove words")
         pairs = [(s, t) for (_a, s), (_b, t) in zip(src, dst)]
     else:
-        matcher = difflib.SequenceMatcher(a=[w for w, _p in src], b=[w for w, _p in dst], autojunk=False)
-        matched = set()
-        for block in matcher.get_matching_blocks():
-            for k in range(block.size):
-                pairs.append((src[block.a + k][1], dst[block.b + k][1]))
-                matched.add(block.b + k)
-        for j, (_w, positions) in enumerate(dst):
-            if j not in matched:  # a new word keeps its own map
-                for p in positions:
-                    mapper[p, p] = 1.0
-                    alphas[p] = 0.0
-    for s, t in pairs:
-        if len(s) == len(t):
-            for a, b in zip(s, t):
-                mapper[a, b] = 1.0
-        else:  # a word of another token count: each of its tokens takes the mean of the source word's
-            for b in t:
-                for a in s:
-                    mapper[a, b] = 1.0 / len(s)
-    # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up)
+        for j, i in enumerate(align([w for w, _p in src], [w for w, _p in dst])):
+            if i >= 0:
+                pairs.append((src[i][1], dst[j][1]))
+            else:  # a new word keeps its own map
+                alphas[dst[j][1]] = 0.0
+    # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up); the surplus of
+    # the longer list merges into (or is split from) the last position of the shorter
     src_owned = {p for _w, ps in src for p in ps}
     dst_owned = {p for _w, ps in dst for p in ps}
     src_rest = [p for p in range(length) if p not in src_owned]
     dst_rest = [p for p in range(length) if p not in dst_owned]
-    for a, b in zip(src_rest, dst_rest):
-        mapper[a, b] = 1.0
-    for b in dst_rest[len(src_rest):]:
-        mapper[b, b] = 1.0
+    n = min(len(src_rest), len(dst_rest))
+    pairs += [([a], [b]) for a, b in zip(src_rest[:n - 1], dst_rest[:n - 1])]
+    if n:
+        pairs.append((src_rest[n - 1:], dst_rest[n - 1:]))
+    for s, t in pairs:
+        if len(s) == len(t):
+            for a, b in zip(s, t):
+                mapper[a, b] = 1.0
+        else:  # each of the new tokens takes an equal share of the old ones' summed attention
+            for b in t:
+                for a in s:
+                    mapper[a, b] = 1.0 / len(t)
     return mapper, alphas
+
+
+def align(source: list, target: list) -> list[int]:
+    """For each item of ``target``, the index of the ``source`` item it is aligned with, or -1 (a new item).
+
+    A global (Needleman-Wunsch) alignment with the reference's scores (``seq_aligner``: match 1, mismatch -1, gap 0;
+    so a longest common subsequence), traced back from the end preferring a target item left out, then a source item
+    left out, then a match - the reference's tie-breaking, so a repeated word pairs as it does there. O(n m)."""
+    n, m = len(source), len(target)
+    score = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            diagonal = score[i - 1][j - 1] + (1 if source[i - 1] == target[j - 1] else -1)
+            score[i][j] = max(score[i][j - 1], score[i - 1][j], diagonal)
+    out, i, j = [-1] * m, n, m
+    while i > 0 and j > 0:
+        if score[i][j] == score[i][j - 1]:
+            j -= 1
+        elif score[i][j] == score[i - 1][j]:
+            i -= 1
+        else:  # a match (a mismatch never scores above leaving both out)
+            i, j = i - 1, j - 1
+            out[j] = i
+    return out
 
 
 class PromptToPrompt(Controller):
@@ -121,24 +159,26 @@ class PromptToPrompt(Controller):
         self.tokenizer = tokenizer
         self.tokens_of = tokens_of or (lambda prompt: TokenMap.from_prompt(tokenizer, prompt))
         self._build(77 * chunks)
-        dst_tokens = self.tokens_of(edit.edited_prompt)
-        self.blend_positions: list[list[int]] = []
-        if edit.blend_words:
-            src_tokens = self.tokens_of(edit.source)
-            for word in edit.blend_words:
-                found = []
-                for tokens in (src_tokens, dst_tokens):
-                    try:
-                        found.append(tokens.positions(tokenizer, word))
-                    except HostError:
-                        found.append([])
-                if not any(found):
-                    raise HostError(f"blend word {word!r} is in neither prompt")
-                self.blend_positions.append(found)
+        self.blend = LocalBlend(self._blend_positions(), edit.blend_threshold) if edit.blend_words else None
         self.steps = 1
-        self._blend_maps = None
         self.latent_hw = (0, 0)
         self.passes: list[dict] = []  # per sampling pass: the steps whose attention was injected (``injected``)
+
+    def _blend_positions(self) -> tuple[list[int], list[int]]:
+        """The blend words' token positions in the source's prompt and in the edit's; HostError if in neither."""
+        found: tuple[set, set] = (set(), set())
+        maps = [self.tokens_of(prompt) for prompt in (self.edit.source, self.edit.edited_prompt)]
+        for word in self.edit.blend_words:
+            seen = False
+            for tokens, into in zip(maps, found):
+                try:
+                    into.update(tokens.positions(self.tokenizer, word))
+                    seen = True
+                except HostError:
+                    pass
+            if not seen:
+                raise HostError(f"blend word {word!r} is in neither prompt")
+        return sorted(found[0]), sorted(found[1])
 
     def _build(self, length: int) -> None:
         """Token mapping, alphas and word weights for a conditioning of ``length`` tokens."""
@@ -165,7 +205,8 @@ class PromptToPrompt(Controller):
     def begin(self, steps, latent_hw):
         self.steps = max(1, steps)
         self.latent_hw = latent_hw
-        self._blend_maps = None
+        if self.blend is not None:
+            self.blend.reset()
         self.passes.append({"steps": self.steps, "cross": set(), "self": set()})
 
     def injected(self) -> list[dict]:
@@ -186,7 +227,7 @@ class PromptToPrompt(Controller):
 
     def needs_probs(self, site: Site, step: int, queries: int) -> bool:
         """The local blend reads the blend words' maps at the quarter-resolution cross-attention layers."""
-        return bool(self.blend_positions) and site.cross and queries == self._coarse_queries()
+        return self.blend is not None and site.cross and queries == self._coarse_queries()
 
     def changes(self, site: Site, step: int, queries: int) -> bool:
         on = self._cross_on(step) if site.cross else self._self_on(step) and queries <= self._coarse_queries()
@@ -207,9 +248,10 @@ class PromptToPrompt(Controller):
         return limits or None
 
     def probs(self, call: Call, probs) -> None:
+        """The local blend's maps: every call at its layers, of every model evaluation, is summed."""
         pair = self._pair(call)
-        if pair is not None:
-            self._record_blend(call, probs, *pair)
+        if pair is not None and self.blend is not None:
+            self.blend.add(probs, pair, call.hw)
 
     def mixes(self, call: Call, like) -> list[Mix]:
         """The edit row attends with the source's probabilities: as they are in self-attention; mapped onto its own
@@ -242,35 +284,9 @@ class PromptToPrompt(Controller):
         h, w = self.latent_hw
         return (-(-h // 4)) * (-(-w // 4))
 
-    # -- local blend
-    def _record_blend(self, call: Call, probs, src: int, dst: int) -> None:
-        import torch
-
-        h, w = call.hw
-        total = None
-        for (src_pos, dst_pos) in self.blend_positions:
-            for row, pos in ((src, src_pos), (dst, dst_pos)):
-                if pos:
-                    m = probs[row].index_select(2, self._on_device.get(tuple(pos), pos, probs)).mean(0).sum(-1)
-                    m = m.reshape(h, w).float()
-                    total = m if total is None else torch.maximum(total, m)
-        if total is not None:
-            self._blend_maps = total if self._blend_maps is None else self._blend_maps + total
-
     def step_end(self, step: int, latents):
-        import torch.nn.functional as F
-
-        if not self.blend_positions or self._blend_maps is None:
-            return latents
-        m = self._blend_maps[None, None]
-        m = F.interpolate(m, size=tuple(latents.shape[-2:]), mode="bilinear", align_corners=False)
-        m = F.max_pool2d(m, 3, 1, 1)
-        m = m / (m.max() + 1e-8)
-        mask = (m > self.edit.blend_threshold).to(latents.dtype)
-        self._blend_maps = None
-        out = latents.clone()
-        out[1:2] = latents[0:1] + mask * (latents[1:2] - latents[0:1])
-        return out
+        """After each sampler step: the local blend (``blend.LocalBlend``) of ``latents`` (2, 4, h, w), if asked for."""
+        return self.blend.apply(latents) if self.blend is not None else latents
 
 
 def edit_request(req, edit: Edit):
