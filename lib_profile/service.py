@@ -22,6 +22,7 @@ from lib_profile.hosts.base import Host, HostError, Interrupted, RunControl
 from lib_profile.jobs.db import JobDB
 from lib_profile.jobs.manager import JobContext, JobManager
 from lib_profile.store.identities import Conflict, IdentityStore, NotFound
+from lib_profile.store.safe import JOB_ID, check_name, inside, is_inside
 
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_CANCELLED = 3  # the train command's exit code for a resumable stop
@@ -110,17 +111,21 @@ class Studio:
         """The portrait sets made for an identity, newest first."""
         root = self.store.outputs_folder(slug)
         sets = []
-        for folder in sorted(root.glob("*/result.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        found = [f for f in root.glob("*/result.json") if is_inside(f, root)]  # not a link to elsewhere
+        for folder in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
             result = json.loads(folder.read_text("utf-8"))
             sets.append({"job": folder.parent.name, "images": [i["file"] for i in result["images"]],
                          "created": folder.stat().st_mtime})
         return sets
 
     def output_file(self, slug: str, job_id: str, name: str) -> Path:
-        """A file of a portrait set; refuses anything outside that folder."""
-        folder = (self.store.outputs_folder(slug) / job_id).resolve()
-        path = (folder / name).resolve()
-        if path.parent != folder or not path.is_file() or not job_id.isalnum():
+        """A file of a portrait set. Refused (400): a slug, job id or name that could leave the folder, or a link
+        to elsewhere (see :mod:`lib_profile.store.safe`); unknown (404): a job id that is not one, a missing file."""
+        check_name(job_id, "job id")
+        if not JOB_ID.fullmatch(job_id):
+            raise NotFound(f"No job {job_id!r}")
+        path = inside(self.store.outputs_folder(slug), job_id, name, what="file name")
+        if not path.is_file():
             raise NotFound(f"No file {name!r} in job {job_id}")
         return path
 
@@ -170,9 +175,9 @@ class Studio:
         build_plan(prompt or "x", entry["path"] if entry else None, None, tone, count, seed, switches, lora_weight,
                    detail_engine=detail_engine, **(settings or {}))
         if pose and not pose_photo:
-            from lib_profile.studio.pose import load_pose
+            from lib_profile.studio.pose import load_pose, template_path
 
-            load_pose(pose)
+            load_pose(template_path(pose))  # a template's name; never a path
         params = {"pose": pose, "tone": tone, "count": count, "seed": seed, "prompt": prompt, "switches": switches,
                   "lora": entry["name"] if entry else None, "lora_weight": lora_weight, "settings": settings or {},
                   "pose_photo": pose_photo is not None, "detail_engine": detail_engine}
@@ -328,7 +333,7 @@ class Studio:
         else:
             entry = loras[-1] if loras else None
         if entry is not None:
-            entry = {**entry, "path": str(self.store.lora_folder(slug) / entry["file"])}
+            entry = {**entry, "path": str(inside(self.store.lora_folder(slug), entry["file"], what="LoRA file"))}
         return entry
 
     # ------------------------------------------------------------------ job handlers

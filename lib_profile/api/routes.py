@@ -233,11 +233,16 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
 
     def pose_thumbnail(name: str):
         """A pose template's thumbnail (PNG)."""
-        from lib_profile.studio.pose import _template_names, thumbnail_path
+        from lib_profile.store.safe import UnsafeName
+        from lib_profile.studio.pose import template_path
 
-        if name not in _template_names():
-            raise HTTPException(404, f"No pose {name!r}")
-        return FileResponse(str(thumbnail_path(name)), media_type="image/png")
+        try:
+            path = template_path(name, ".png")
+        except UnsafeName as exc:
+            raise HTTPException(400, str(exc)) from None
+        except HostError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return FileResponse(str(path), media_type="image/png")
 
     def tones() -> List[m.ToneInfo]:
         """The tone presets (shipped and the user's own)."""

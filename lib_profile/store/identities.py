@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lib_profile.hosts.base import HostError
+from lib_profile.store.safe import check_name, inside, is_inside as inside_ok
 
 CLASS_WORDS = ("woman", "man", "person")
 MAX_PHOTO_BYTES = 25 * 1024 * 1024
@@ -64,17 +65,30 @@ class IdentityStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
 
-    # -- paths
-    def folder(self, slug: str) -> Path:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", slug or ""):
+    # -- paths: every one built from a slug goes through _under (the slug checked, the path kept inside its root)
+    @staticmethod
+    def _under(root: Path, slug: str) -> Path:
+        """``root / slug``: a slug that could leave the folder (``..``, a separator, NUL...) is refused (400), one
+        that is no slug at all is unknown (404), and a slug folder that is a link to elsewhere is refused (400)."""
+        check_name(slug, "identity")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", slug):
             raise NotFound(f"No identity {slug!r}")
-        return self.root / slug
+        return inside(root, slug, what="identity")
+
+    def folder(self, slug: str) -> Path:
+        return self._under(self.root, slug)
 
     def lora_folder(self, slug: str) -> Path:
-        return self.lora_root / slug
+        return self._under(self.lora_root, slug)
 
     def outputs_folder(self, slug: str) -> Path:
-        return self.outputs_root / slug
+        return self._under(self.outputs_root, slug)
+
+    def uploads(self, slug: str) -> list[Path]:
+        """The identity's photos: plain files of ``uploads/`` (a link there that points elsewhere is no photo)."""
+        folder = self.folder(slug) / "uploads"
+        return sorted(p for p in folder.glob("*") if p.is_file() and not p.name.endswith(".partial")
+                      and (not p.is_symlink() or inside_ok(p, folder)))
 
     # -- records
     def _write(self, slug: str, record: dict[str, Any]) -> None:
@@ -90,7 +104,7 @@ class IdentityStore:
         record = json.loads(path.read_text("utf-8"))
         intake = self.folder(slug) / "intake" / "report.json"
         record["intake"] = json.loads(intake.read_text("utf-8")) if intake.is_file() else None
-        record["photos"] = sorted(p.name for p in (self.folder(slug) / "uploads").glob("*") if p.is_file())
+        record["photos"] = [p.name for p in self.uploads(slug)]
         return record
 
     def list(self) -> list[dict[str, Any]]:
@@ -138,10 +152,10 @@ class IdentityStore:
             try:
                 for fname, data in files:
                     name = safe_file_name(fname)
-                    dest = uploads / name
+                    dest = inside(uploads, name, what="photo name")
                     n = 1
-                    while dest.exists():
-                        dest = uploads / f"{Path(name).stem}-{n}{Path(name).suffix}"
+                    while dest.exists() or dest.is_symlink():
+                        dest = inside(uploads, f"{Path(name).stem}-{n}{Path(name).suffix}", what="photo name")
                         n += 1
                     tmp = dest.with_name(dest.name + ".partial")
                     tmp.write_bytes(data)
@@ -159,6 +173,8 @@ class IdentityStore:
         """Remove photos (by their stored names) and check the rest again; returns the new report, or None
         when no photo is left (then the intake is gone too)."""
         record = self.get(slug)
+        for name in names:
+            check_name(name, "photo name")
         unknown = [n for n in names if n not in record["photos"]]
         if unknown or not names:
             raise NotFound(f"No photo {', '.join(map(repr, unknown or ['']))} of {slug!r}; its photos are: "
@@ -169,7 +185,7 @@ class IdentityStore:
             shutil.rmtree(kept, ignore_errors=True)
             kept.mkdir()
             for name in names:  # set aside, so a failed intake can put them back
-                (uploads / name).rename(kept / name)
+                inside(uploads, name, what="photo name").rename(kept / name)
             try:
                 if len(names) == len(record["photos"]):
                     shutil.rmtree(self.folder(slug) / "intake", ignore_errors=True)
@@ -195,7 +211,7 @@ class IdentityStore:
         if current.exists():
             current.rename(old)
         opts = IntakeOptions(token=record["token"], class_word=record["class_word"], **intake_options)
-        photos = sorted(p for p in (folder / "uploads").iterdir() if p.is_file() and not p.name.endswith(".partial"))
+        photos = self.uploads(slug)
         try:
             report = run_intake(photos, current, opts)
         except BaseException:

@@ -147,6 +147,17 @@ def _template_names() -> list[str]:
     return sorted(p.stem for p in POSES_DIR.glob("*.json"))
 
 
+def template_path(name: str, suffix: str = ".json") -> Path:
+    """The file of the pose template ``name`` (``.json``, or ``.png`` for its thumbnail). Only the shipped
+    templates' names are accepted (what a request may name): a path, ``..`` or an unknown name is a HostError."""
+    from lib_profile.store.safe import check_name, inside
+
+    check_name(name, "pose")
+    if name not in _template_names():
+        raise HostError(f"Unknown pose {name!r}; available poses: {', '.join(_template_names()) or '(none)'}")
+    return inside(POSES_DIR, f"{name}{suffix}", what="pose")
+
+
 def load_pose(name_or_path: PathLike) -> Pose:
     """A template by name (``"three_quarter_left"``) or any OpenPose JSON file by path."""
     text = os.fspath(name_or_path)
