@@ -1,14 +1,17 @@
-"""Every route that takes a name keeps its paths inside their root (issue 18). The fuzz table sends each name raw, percent-encoded, double-encoded, as Unicode look-alikes, with
+"""Every route that takes a name keeps its paths inside their root (issue 18), and base64 uploads come in the
+forms people paste. The fuzz table sends each name raw, percent-encoded, double-encoded, as Unicode look-alikes, with
 a backslash, absolute, with NUL and as a symlink inside the data folder that points outside; no answer may be a
 5xx and none may hold the secret placed outside the roots. Requests go over a real socket (http.client sends the
 path byte for byte: httpx would fold ``..`` segments away)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
 import os
+import textwrap
 from urllib.parse import quote
 
 import pytest
@@ -215,3 +218,54 @@ def test_inside_refuses_links_out(tmp_path):
         inside(root, "link", "x.png")
     with pytest.raises(UnsafeName):
         inside(root, "..", "out")
+
+
+# ---------------------------------------------------------------------------- base64 uploads
+
+def _b64_cases():
+    raw = jpeg()
+    plain = base64.b64encode(raw).decode()
+    wrapped = "\n".join(textwrap.wrap(plain, 76)) + "\n"  # what `base64 FILE` prints
+    return raw, [
+        ("plain", plain, True),
+        ("data URL", "data:image/jpeg;base64," + plain, True),
+        ("data URL png type", "data:image/png;base64," + plain, True),
+        ("wrapped at 76", wrapped, True),
+        ("wrapped CRLF", wrapped.replace("\n", "\r\n"), True),
+        ("data URL wrapped", "data:image/jpeg;base64,\n" + wrapped, True),
+        ("spaces and tabs", " \t" + " ".join(textwrap.wrap(plain, 10)) + " \n", True),
+        ("not base64", "%%%", False),
+        ("bad padding", plain[:-1] + "=" * 3 if plain.endswith("=") else plain + "===", False),
+        ("truncated", plain[:-3], False),
+        ("url-safe alphabet", base64.urlsafe_b64encode(b"\xfb\xff" * 30).decode(), False),
+        ("data URL not base64", "data:image/jpeg," + plain, False),
+        ("empty", "", False),
+        ("only whitespace", " \n ", False),
+    ]
+
+
+@pytest.mark.parametrize("case", [c[0] for c in _b64_cases()[1]])
+def test_base64_forms(case):
+    from fastapi import HTTPException
+
+    from lib_profile.api.routes import _decode
+
+    raw, cases = _b64_cases()
+    _name, data, good = next(c for c in cases if c[0] == case)
+    if good:
+        assert _decode(data, "me.jpg") == raw
+    else:
+        with pytest.raises(HTTPException) as err:
+            _decode(data, "me.jpg")
+        assert err.value.status_code == 400 and "me.jpg" in err.value.detail
+
+
+def test_wrapped_base64_upload_over_http(server):
+    wrapped = "\n".join(textwrap.wrap(base64.b64encode(jpeg()).decode(), 76))
+    status, data = send(server, "POST", f"/identities/{SLUG}/photos/base64",
+                        {"images": [{"name": "wrapped.jpg", "data": "data:image/jpeg;base64," + wrapped}]})
+    assert status == 200, data
+    assert "wrapped.jpg" in [p["file"] for p in json.loads(data)["photos"]]
+    status, data = send(server, "POST", f"/identities/{SLUG}/photos/base64",
+                        {"images": [{"name": "broken.jpg", "data": "abc$def"}]})
+    assert status == 400 and b"broken.jpg" in data

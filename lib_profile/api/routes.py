@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 from typing import Callable, List, Optional
 
@@ -62,15 +63,29 @@ def _http(exc: Exception) -> HTTPException:
     return HTTPException(400, str(exc))
 
 
+_DATA_URL = re.compile(r"data:[^,;]*(?:;[^,;]*)*?(;base64)?,", re.IGNORECASE)
+
+
 def _decode(data: str, name: str) -> bytes:
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
-    if len(data) > MAX_PHOTO_BYTES * 4 // 3 + 16:
+    """A base64 field's bytes. Accepted: plain base64, with or without a ``data:image/...;base64,`` prefix, with
+    line breaks and other whitespace anywhere (``base64 FILE`` wraps at 76 columns). Refused with a 400 naming
+    the image: a data URL that is not base64, other characters, wrong padding, nothing at all; 413 when too big."""
+    text = data.lstrip()
+    prefix = _DATA_URL.match(text)
+    if prefix:
+        if not prefix.group(1):
+            raise HTTPException(400, f"{name}: the data: URL is not base64 (it needs ';base64,' before the data)")
+        text = text[prefix.end():]
+    text = "".join(text.split())  # line breaks, spaces, tabs
+    if len(text) > MAX_PHOTO_BYTES * 4 // 3 + 16:
         raise HTTPException(413, f"{name} is over {MAX_PHOTO_BYTES // 2**20} MB")
+    if not text:
+        raise HTTPException(400, f"{name}: no data (the base64 text is empty)")
     try:
-        return base64.b64decode(data, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise HTTPException(400, f"{name}: the data is not valid base64") from None
+        raise HTTPException(400, f"{name}: the data is not valid base64 (standard alphabet A-Z a-z 0-9 + /, "
+                                 "padded with '=')") from None
 
 
 def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = None) -> APIRouter:
