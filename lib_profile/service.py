@@ -327,6 +327,7 @@ class Studio:
     def _lora(self, slug: str, name: Optional[str]) -> Optional[dict[str, Any]]:
         loras = self.store.get(slug)["loras"]
         if name:
+            check_name(name, "LoRA name")
             entry = next((x for x in loras if x["name"] == name), None)
             if entry is None:
                 raise NotFound(f"Identity {slug!r} has no LoRA {name!r}")
