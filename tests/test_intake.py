@@ -246,7 +246,7 @@ def big_photo(face_px: int, where: str, seed: int = 0) -> tuple[Image.Image, tup
     return canvas, (x + 130 * s, y + 120 * s)
 
 
-SMALL_FACES = [(px, where) for px in (70, 240, 400) for where in ("centre", "top_left", "bottom_right")]
+SMALL_FACES = [(px, where) for px in (64, 240, 400) for where in ("centre", "top_left", "bottom_right")]
 
 
 @pytest.fixture(scope="module")
@@ -262,10 +262,12 @@ def big_intake(tmp_path_factory):
 
 @pytest.mark.parametrize("px, where", SMALL_FACES, ids=[f"{px}px_{w}" for px, w in SMALL_FACES])
 def test_a_small_face_in_a_12_megapixel_photo_is_found(big_intake, px, where):
-    """A face at the face_too_small limit (64 px) or larger, anywhere in a 4000x3000 photo, is found there."""
+    """A face at the face_too_small limit (64 px) or larger, anywhere in a 4000x3000 photo, is found there (at the
+    limit itself the box may come out a few px either side of it, so face_too_small is allowed only there)."""
     by, centres = big_intake
     entry = by[f"face{px}_{where}.jpg"]
-    assert "no_face" not in codes(entry) and "face_too_small" not in codes(entry), codes(entry)
+    assert "no_face" not in codes(entry), codes(entry)
+    assert px == Thresholds().min_face_px or "face_too_small" not in codes(entry), codes(entry)
     x1, y1, x2, y2 = entry["face"]["box"]
     cx, cy = centres[f"face{px}_{where}.jpg"]
     assert abs((x1 + x2) / 2 - cx) < 0.25 * px and abs((y1 + y2) / 2 - cy) < 0.25 * px, (entry["face"], cx, cy)
