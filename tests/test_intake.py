@@ -240,8 +240,9 @@ def big_photo(face_px: int, where: str, seed: int = 0) -> tuple[Image.Image, tup
     head = S.astronaut().crop((96, 0, 356, 260))  # the face with its hair and shoulders around it
     head = head.resize((round(260 * s), round(260 * s)), Image.LANCZOS)
     margin = 20
-    x = {"centre": (BIG[0] - head.width) // 2, "top_left": margin, "bottom_right": BIG[0] - head.width - margin}[where]
-    y = {"centre": (BIG[1] - head.height) // 2, "top_left": margin, "bottom_right": BIG[1] - head.height - margin}[where]
+    free_x, free_y = BIG[0] - head.width, BIG[1] - head.height
+    x = {"centre": free_x // 2, "top_left": margin, "bottom_right": free_x - margin}[where]
+    y = {"centre": free_y // 2, "top_left": margin, "bottom_right": free_y - margin}[where]
     canvas.paste(head, (x, y))
     return canvas, (x + 130 * s, y + 120 * s)
 

@@ -29,7 +29,7 @@ DEFAULT_FRACTION = 0.1  # a detector that does not say: faces down to 10 % of th
 OVERLAP = 1.5  # tile overlap, times the largest face a level must catch (the head around the box)
 REFINE = 5.0  # a face found in tiles is measured again in a crop this many times its side (it fills ~20 %)
 MAX_REFINED = 4  # faces measured again at most
-MAX_CALLS = 160  # detector calls per photo at most (about 2 s with mediapipe on 2 CPU cores)
+MAX_CALLS = 160  # detector calls per photo at most, unless the detector's max_search_calls says fewer
 
 
 @dataclass
@@ -111,7 +111,8 @@ def refine(detector, rgb: np.ndarray, face: Face) -> Face:
     x1, y1 = int(max(cx - half, 0)), int(max(cy - half, 0))
     x2, y2 = int(min(cx + half, w)), int(min(cy + half, h))
     again = [_shifted(f, x1, y1) for f in detector.detect(np.ascontiguousarray(rgb[y1:y2, x1:x2]))]
-    inside = [f for f in again if face.box[0] <= f.center[0] <= face.box[2] and face.box[1] <= f.center[1] <= face.box[3]]
+    x_lo, y_lo, x_hi, y_hi = face.box
+    inside = [f for f in again if x_lo <= f.center[0] <= x_hi and y_lo <= f.center[1] <= y_hi]
     return min(inside, key=lambda f: math.dist(f.center, face.center)) if inside else face
 
 
@@ -119,7 +120,12 @@ def find_faces(detector, rgb: np.ndarray, smallest: float, max_calls: int = MAX_
     """Faces in ``rgb`` (uint8 H x W x 3) down to ``smallest`` px (face box side), largest first.
 
     The whole photo first; when it shows none, tiles coarse to fine as the module says, stopping at the
-    first level with a face, when tiles show faces of ``smallest`` px, or after ``max_calls`` detector calls."""
+    first level with a face, when tiles show faces of ``smallest`` px, or before a level that would take the
+    calls past ``max_calls`` (or the detector's ``max_search_calls``, if lower; re-measuring the faces found
+    takes up to ``MAX_REFINED`` more). Measured on 2 busy CPU cores, 4000 x 3000 px: mediapipe 0.03 s for the first look, 0.6 s to find a 240 px face, 2.9 s (82 calls) to
+    find a 64 px one or to find none; dlib 1.2 s first (it sees 240 px faces there), about 30 s (28 calls)
+    to find a 64 px face or none."""
+    max_calls = min(max_calls, getattr(detector, "max_search_calls", max_calls))
     started = time.perf_counter()
     h, w = rgb.shape[:2]
     side = max(h, w)
@@ -133,10 +139,10 @@ def find_faces(detector, rgb: np.ndarray, smallest: float, max_calls: int = MAX_
         seen = smallest_visible(detector, tile)
         if seen >= search.smallest_seen:  # the detector's own floor: smaller tiles show nothing new
             break
-        starts = len(_starts(h, tile, OVERLAP * search.smallest_seen)) * len(_starts(w, tile, OVERLAP * search.smallest_seen))
-        if search.calls + starts > max_calls:
+        overlap = OVERLAP * search.smallest_seen
+        if search.calls + len(_starts(h, tile, overlap)) * len(_starts(w, tile, overlap)) > max_calls:
             break
-        search.faces, calls = _search_level(detector, rgb, tile, OVERLAP * search.smallest_seen)
+        search.faces, calls = _search_level(detector, rgb, tile, overlap)
         search.calls += calls
         if search.faces:
             refined = [refine(detector, rgb, f) for f in search.faces[:MAX_REFINED]]
