@@ -109,3 +109,22 @@ def test_intake_works_under_the_webuis_protobuf_3_20(tmp_path):
     assert result["accepted"] >= 5
     assert result["doctor"]["detector"] == "dlib"
     assert result["pose"].startswith("HostError: A pose from a photo needs mediapipe, which cannot run here")
+
+
+def test_dlib_finds_a_small_face_in_a_12_megapixel_photo_by_tiles(dlib_detector):
+    """dlib's first look (the photo at 1024 px, upsampled once) sees faces down to ~180 px of a 4000 px photo;
+    the tiled search finds a 100 px one, where it is."""
+    from PIL import Image
+
+    from lib_profile.photos import multiscale
+
+    canvas = Image.new("RGB", (4000, 3000), (118, 118, 118))
+    head = sample_photos.astronaut().crop((96, 0, 356, 260)).resize((250, 250), Image.LANCZOS)  # face ~100 px
+    canvas.paste(head, (3000, 500))
+    rgb = np.asarray(canvas)
+    assert dlib_detector.detect(rgb) == []
+    search = multiscale.find_faces(dlib_detector, rgb, smallest=48)
+    assert len(search.tiles) >= 2 and search.calls <= dlib_detector.max_search_calls + multiscale.MAX_REFINED
+    (face,) = search.faces
+    cx, cy = face.center
+    assert abs(cx - (3000 + 125)) < 30 and abs(cy - (500 + 115)) < 30 and 60 < face.height < 130, face.box

@@ -76,6 +76,23 @@ def check_faces(faces: list[Face], t: Thresholds) -> list[Reason]:
     return out
 
 
+def no_face_reason(sharp: float, brightness: float, searched: float, tile: int, t: Thresholds) -> Reason:
+    """``no_face`` with its likely cause: the photo very dark (mean brightness 0-255 below ``min_brightness``),
+    else very blurred (:func:`measure.photo_measures` sharpness below ``min_sharpness``), else the face small in
+    the frame or absent; ``searched`` is the smallest face (px) the search could find, ``tile`` its finest tile."""
+    if brightness < t.min_brightness:
+        return Reason(R.NO_FACE, f"No face found: the photo is very dark (brightness {brightness:.0f}/255, needs "
+                      f"{t.min_brightness:.0f}). Use a photo taken in better light.", round(brightness, 1),
+                      t.min_brightness)
+    if sharp < t.min_sharpness:
+        return Reason(R.NO_FACE, f"No face found: the photo is very blurred (sharpness {sharp:.0f}, needs "
+                      f"{t.min_sharpness:.0f}). Use a sharp photo where your face is clearly visible.",
+                      round(sharp, 1), t.min_sharpness)
+    return Reason(R.NO_FACE, f"No face found, even searching {tile} px tiles for faces down to {searched:.0f} px: "
+                  "if your face is small in the frame, crop closer to it; otherwise use a photo where your face "
+                  "is clearly visible.", round(searched, 1), None)
+
+
 def check_quality(sharp: float, brightness: float, clipped: float, face: Face, t: Thresholds) -> list[Reason]:
     out = []
     if sharp < t.min_sharpness:

@@ -22,8 +22,8 @@ import numpy as np
 from lib_profile import __version__
 from lib_profile.hosts.base import HostError
 from lib_profile.identity.embed import cosine, default_embedder, reference_embedding
-from lib_profile.photos import crops, measure, reasons as R
-from lib_profile.photos.checks import Thresholds, check_faces, check_quality, check_size
+from lib_profile.photos import crops, measure, multiscale, reasons as R
+from lib_profile.photos.checks import Thresholds, check_faces, check_quality, check_size, no_face_reason
 from lib_profile.photos.contact_sheet import contact_sheet
 from lib_profile.photos.faces import default_detector, detector_problem
 from lib_profile.photos.reading import read_photo
@@ -32,6 +32,7 @@ from lib_profile.photos.reasons import Reason
 CLASS_WORDS = ("woman", "man", "person")
 REPORT = "report.json"
 IDENTITY = "identity.json"
+SMALLEST_FACE = 0.75  # faces are searched down to this fraction of min_face_px, so a smaller one is face_too_small
 
 
 @dataclass
@@ -164,10 +165,14 @@ def run_intake(photos: str | Path | list[Path], out: str | Path, options: Option
         if item.reasons:
             continue
         rgb = np.asarray(item.image)
-        faces = detector.detect(rgb)
-        item.reasons += check_faces(faces, t)
+        search = multiscale.find_faces(detector, rgb, smallest=SMALLEST_FACE * t.min_face_px)
+        faces = search.faces
         if not faces:
+            sharp, bright = measure.photo_measures(item.image)
+            item.metrics = {"photo_sharpness": round(sharp, 1), "photo_brightness": round(bright, 1)}
+            item.reasons.append(no_face_reason(sharp, bright, search.smallest_seen, search.tiles[-1], t))
             continue
+        item.reasons += check_faces(faces, t)
         item.face = faces[0]
         patch = measure.face_patch(item.image, item.face, size=128)
         sharp = measure.sharpness(patch)

@@ -35,6 +35,20 @@ def exposure(patch: np.ndarray) -> tuple[float, float]:
     return float(y.mean()), float(((y < 8) | (y > 247)).mean())
 
 
+def photo_measures(image: Image.Image, side: int = 512, block: int = 128) -> tuple[float, float]:
+    """(sharpness, brightness) of the whole photo, for saying why no face was found. The photo is scaled to
+    ``side`` px on its longer side; sharpness is that of its sharpest ``block`` px square (as :func:`sharpness`
+    measures a face at 128 px, so the same limit applies; a photo with some sharp part is not blurred),
+    brightness the mean luma (0-255)."""
+    scale = side / max(image.size)
+    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    rgb = np.asarray(small.convert("RGB"), dtype=np.float32)
+    h, w = rgb.shape[:2]
+    blocks = [rgb[y:y + block, x:x + block] for y in range(0, max(h - block, 0) + 1, block)
+              for x in range(0, max(w - block, 0) + 1, block)]
+    return max(sharpness(b) for b in blocks), float(luma(rgb).mean())
+
+
 def fingerprint(image: Image.Image) -> np.ndarray:
     """A 32x32 grey thumbnail of the whole photo; near-identical photos give near-equal ones."""
     return np.asarray(image.convert("L").resize((32, 32), Image.BILINEAR), dtype=np.float32)
