@@ -10,7 +10,6 @@ import base64
 import http.client
 import io
 import json
-import os
 import textwrap
 from urllib.parse import quote
 
