@@ -168,8 +168,6 @@ def test_reweight_by_one_is_the_source(sharp, sampler):
 GAPS = {
     "swap-uneven": "the tokens after a swapped word of another length: ours merges the surplus BOS/EOS/padding "
                    "position into the last (rows keep summing to 1), the oracle drops it as the reference does",
-    "refine": "padding after the edit's EOS: ours follows the source's padding in order, the reference maps each "
-              "position to itself",
     "blend": "the local blend reads the edit row's maps before the edit; the reference stores them after its "
              "in-place edit (to be confirmed as wanted)",
 }
@@ -181,13 +179,6 @@ GAP_IDS = {
     'swap-uneven-Heun-1chunk',
     'swap-uneven-UniPC-1chunk',
     'swap-uneven-LCM-1chunk',
-    'refine-Euler-1chunk',
-    'refine-Euler a-1chunk',
-    'refine-DPM++ 2M-1chunk',
-    'refine-DPM++ SDE-1chunk',
-    'refine-Heun-1chunk',
-    'refine-UniPC-1chunk',
-    'refine-LCM-1chunk',
     'blend-Euler-1chunk',
     'blend-Euler a-1chunk',
     'blend-DPM++ 2M-1chunk',
@@ -205,10 +196,6 @@ GAP_IDS = {
     'swap-uneven-Euler-3chunk',
     'swap-uneven-Heun-2chunk',
     'swap-uneven-Heun-3chunk',
-    'refine-Euler-2chunk',
-    'refine-Euler-3chunk',
-    'refine-Heun-2chunk',
-    'refine-Heun-3chunk',
     'blend-Euler-2chunk',
     'blend-Heun-3chunk',
     'blend-refine-Euler-2chunk',

@@ -77,7 +77,9 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
     the same way, so the mass is kept there too. Raises HostError when the word counts differ.
 
     Refinement (section 3.2 "Adding a New Phrase"): the edit's words are aligned with the source's by :func:`align`;
-    an aligned word takes its source word's map, a new word keeps its own (alpha 0, an empty mapper column). The
+    an aligned word takes its source word's map, a new word keeps its own (alpha 0, an empty mapper column). BOS and
+    the prompt's EOS take the source's; every other position (padding, a later chunk's BOS/EOS) takes the source's
+    at the same position, as the reference's ``get_mapper`` does. The
     reference aligns tokens, not words, with the same alignment; on edits that add or remove words both give the
     same mapper and alphas over the prompt's tokens (tested). Words, because a word is what the user edits - a token
     alignment can give a new word's first piece the map of a different source word that starts with the same
@@ -101,16 +103,21 @@ def token_mapping(tokenizer, edit: Edit, length: int, tokens_of=None):
                 pairs.append((src[i][1], dst[j][1]))
             else:  # a new word keeps its own map
                 alphas[dst[j][1]] = 0.0
-    # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up); the surplus of
-    # the longer list merges into (or is split from) the last position of the shorter
     src_owned = {p for _w, ps in src for p in ps}
     dst_owned = {p for _w, ps in dst for p in ps}
     src_rest = [p for p in range(length) if p not in src_owned]
     dst_rest = [p for p in range(length) if p not in dst_owned]
-    n = min(len(src_rest), len(dst_rest))
-    pairs += [([a], [b]) for a, b in zip(src_rest[:n - 1], dst_rest[:n - 1])]
-    if n:
-        pairs.append((src_rest[n - 1:], dst_rest[n - 1:]))
+    if edit.mode == "swap":
+        # BOS, EOS and padding: the edit's follow the source's in order (so the prompt end lines up); the surplus
+        # of the longer list merges into (or is split from) the last position of the shorter
+        n = min(len(src_rest), len(dst_rest))
+        pairs += [([a], [b]) for a, b in zip(src_rest[:n - 1], dst_rest[:n - 1])]
+        if n:
+            pairs.append((src_rest[n - 1:], dst_rest[n - 1:]))
+    else:  # as the reference's ``get_mapper``: BOS and the prompt's EOS aligned, every other position itself
+        src_end, dst_end = max(src_owned, default=0) + 1, max(dst_owned, default=0) + 1
+        pairs += [([0], [0]), ([src_end], [dst_end])]
+        pairs += [([t], [t]) for t in dst_rest if t not in (0, dst_end)]
     for s, t in pairs:
         if len(s) == len(t):
             for a, b in zip(s, t):
