@@ -96,6 +96,23 @@ def host(tiny_checkpoint):
     return DiffusersHost(tiny_checkpoint, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def sharp(tiny_checkpoint):
+    """A tiny model whose attention is peaked like a trained model's (random weights give near-uniform attention,
+    which no attention edit can move): its attention query/key weights are scaled up. Per module: it is changed."""
+    import torch
+
+    from lib_profile.hosts.diffusers_host import DiffusersHost
+
+    host = DiffusersHost(tiny_checkpoint, device="cpu")
+    with torch.no_grad():
+        for name, module in host.model.unet.named_modules():
+            if name.endswith(("attn1", "attn2")):
+                module.to_q.weight.mul_(6.0)
+                module.to_k.weight.mul_(6.0)
+    return host
+
+
 @pytest.fixture(scope="session")
 def astronaut():
     from lib_profile import sample_photos

@@ -235,21 +235,6 @@ def test_cli_explain_writes_overlays_maps_and_masks(tmp_path, tiny_checkpoint):
 
 # ------------------------------------------------------------------ Prompt-to-Prompt
 
-@pytest.fixture(scope="module")
-def sharp(tiny_checkpoint):
-    """A tiny model whose cross-attention is peaked like a trained model's (random weights give near-uniform
-    attention, which no attention edit can move): its attention query/key weights are scaled up."""
-    from lib_profile.hosts.diffusers_host import DiffusersHost
-
-    h = DiffusersHost(tiny_checkpoint)
-    with torch.no_grad():
-        for name, module in h.model.unet.named_modules():
-            if name.endswith("attn2") or name.endswith("attn1"):
-                module.to_q.weight.mul_(6.0)
-                module.to_k.weight.mul_(6.0)
-    return h
-
-
 P2P_REQ = dict(width=64, height=64, steps=8, cfg_scale=7.0, sampler="Euler", scheduler="Automatic", seed=21)
 SOURCE = "portrait photo of a woman in a red sweater, warm light"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from lib_profile.attention.explain import tokenizer
 from lib_profile.attention.p2p import Edit, edit_control, edit_request
@@ -15,20 +14,6 @@ from lib_profile.hosts.base import Txt2ImgRequest
 from lib_profile.studio.tone import get_tone
 
 REQ = dict(width=64, height=64, steps=6, cfg_scale=7.0, sampler="Euler", seed=21)
-
-
-@pytest.fixture(scope="module")
-def sharp(tiny_checkpoint):
-    """The tiny model with peaked attention (as in test_attention.py), so a padded chunk changes the picture."""
-    from lib_profile.hosts.diffusers_host import DiffusersHost
-
-    h = DiffusersHost(tiny_checkpoint)
-    with torch.no_grad():
-        for name, module in h.model.unet.named_modules():
-            if name.endswith(("attn1", "attn2")):
-                module.to_q.weight.mul_(6.0)
-                module.to_k.weight.mul_(6.0)
-    return h
 
 
 def prompt_of(tokens: int, tone: str) -> str:

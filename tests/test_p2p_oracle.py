@@ -58,21 +58,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def sharp(tiny_checkpoint):
-    """The tiny model with attention peaked like a trained model's (query/key weights scaled up): on random
-    weights attention is near uniform and no edit would show."""
-    from lib_profile.hosts.diffusers_host import DiffusersHost
-
-    host = DiffusersHost(tiny_checkpoint, device="cpu")
-    with torch.no_grad():
-        for name, module in host.model.unet.named_modules():
-            if name.endswith("attn1") or name.endswith("attn2"):
-                module.to_q.weight.mul_(6.0)
-                module.to_k.weight.mul_(6.0)
-    return host
-
-
 def request(prompt: str, sampler: str, size: int = 64) -> Txt2ImgRequest:
     return Txt2ImgRequest(prompt=prompt, width=size, height=size, steps=STEPS, cfg_scale=7.0, sampler=sampler,
                           scheduler="Automatic", seed=21)

@@ -330,7 +330,7 @@ def edit_control(host, edit: Edit, negative_prompt: str, control=None, tokenizer
     source, target, negative = (chunks_of(p) for p in (edit.source, edit.edited_prompt, negative_prompt))
     chunks = max(source, target, negative, *(prompts.chunk_count(tok, p) for p in (edit.source, edit.edited_prompt,
                                                                                     negative_prompt)))
-    if getattr(host, "pads_prompt_to_negative", False):
+    if host.pads_prompt_to_negative:
         own = [77 * max(source, negative), 77 * max(target, negative)]
         own_keys = (own, own)
     else:
