@@ -22,7 +22,8 @@ What it does, where the reference is silent or made for one 77-token chunk and D
 * swap: ``P_edit' = P_src @ M``, M the reference's replacement mapper over space-separated words: a
   source word of a tokens swapped for a target word of b tokens gives ``M[s, t] = 1/b`` for s in the
   source word and t in the target word, equal counts map one to one; all other positions (each chunk's
-  BOS, EOS and padding) follow in order; target positions left over at the end map to themselves.
+  BOS, EOS and padding) follow in order, the surplus at the end of the longer list merged into (or split from)
+  the shorter's last position, so each row of ``P_src @ M`` sums to 1 (the issue's spec: the mass is kept).
 * refine: the reference's global alignment (gap 0, match 1, mismatch -1, its tie-breaking) of the
   prompts' tokens ``[BOS, tokens..., EOS]``; ``P_edit' = P_src[:, :, mapper] * alphas + P_edit * (1 -
   alphas)``; every position outside the aligned sequence (padding, later chunks' BOS/EOS) maps to itself.
@@ -120,10 +121,18 @@ def replacement_mapper(src: Layout, dst: Layout) -> torch.Tensor:
             for b in t:
                 for a in s:
                     m[a, b] = 1.0 / len(t)
-    for a, b in zip(src.others, dst.others):
+    # the positions outside words (BOS, EOS, padding) follow in order; where one prompt has more of them (its swapped
+    # word has fewer tokens), the surplus at the end merges into (or is split from) the other's last position, so
+    # every row of P_src @ M still sums to 1 (the reference's own tail, ``mapper[j, j] = 1`` after the last swapped
+    # word, maps the edit's later words onto source positions shifted by the length difference)
+    n = min(len(src.others), len(dst.others))
+    for a, b in zip(src.others[:n - 1], dst.others[:n - 1]):
         m[a, b] = 1.0
-    for b in dst.others[len(src.others):]:
-        m[b, b] = 1.0
+    tail_src, tail_dst = src.others[n - 1:], dst.others[n - 1:]
+    for a in tail_src:
+        for b in tail_dst:
+            m[a, b] = 1.0 / len(tail_dst)
+    assert torch.allclose(m.sum(1), torch.ones(src.length, dtype=m.dtype)), "mass not kept"
     return m
 
 

@@ -335,13 +335,15 @@ def test_refinement_aligns_words_as_the_reference_aligns_their_tokens(source, ta
     assert torch.equal(mapper[:, len(y):], torch.eye(77)[:, len(y):])  # padding: the source's same position
 
 
-def test_local_blend_mask_is_the_references(steps=3, threshold=0.3):
+def test_local_blend_mask_is_the_references(steps=4, threshold=0.3):
     """Local blend (Hertz et al. 2023, Algorithm 1's local editing; the reference notebook's ``LocalBlend``): the blend
     words' cross-attention at the quarter-resolution layers, summed over every call of every step so far, per prompt
     summed over the words' tokens and averaged over heads, max-pooled 3x3, brought to the latent's size (nearest),
     normalised by its own maximum and thresholded; the mask is the union of the source's and the edit's, and the
-    edit's latent becomes ``x_src + mask * (x_edit - x_src)``. Hand-made probabilities, checked against that
-    computation written out."""
+    edit's latent becomes ``x_src + mask * (x_edit - x_src)``. The edit's map is the one it attends with after the
+    edit (the reference stores the probabilities its controller then edits in place): the source's, mapped, at the
+    steps whose cross-attention is injected. Hand-made probabilities, checked against that computation written
+    out."""
     import torch.nn.functional as F
 
     from lib_profile.attention.control import Call, Site
@@ -349,7 +351,7 @@ def test_local_blend_mask_is_the_references(steps=3, threshold=0.3):
 
     tok = tokenizer()
     source, target = "a photo of a cat on a sofa", "a photo of a dog on a sofa"
-    edit = Edit(source=source, target=target, blend_words=["cat", "dog"], blend_threshold=threshold)
+    edit = Edit(source=source, target=target, blend_words=["cat", "dog"], blend_threshold=threshold, cross_steps=0.5)
     p2p = PromptToPrompt(tok, edit, 1)
     latent_hw, hw, heads = (64, 48), (16, 12), 2
     p2p.begin(steps, latent_hw)
@@ -376,8 +378,10 @@ def test_local_blend_mask_is_the_references(steps=3, threshold=0.3):
                 logits[row, :, spots[row], pos[0]] += strength
             probs = logits.softmax(-1)
             p2p.probs(Call(site, step, steps, hw, cond_rows=[0, 1], keys=77), probs)
+            injected = step < 2  # round(0.5 * 4): the edit attends with the source's map, "cat" onto "dog"
             for row, pos in enumerate(positions):
-                now[row] += probs[row][..., pos].sum(-1).mean(0).reshape(hw)
+                seen = probs[0][..., positions[0]] if injected else probs[row][..., pos]
+                now[row] += seen.sum(-1).mean(0).reshape(hw)
         sums += now
         expected = mask_of(sums)
         union = (expected[0] | expected[1]).float()

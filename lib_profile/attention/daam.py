@@ -83,7 +83,7 @@ class TokenMap:
     @classmethod
     def for_host(cls, host, tokenizer, prompt: str) -> "TokenMap":
         """The host's own tokenisation when it has one (the WebUI), else ours (the same as the diffusers host)."""
-        chunks = host.token_chunks(prompt) if hasattr(host, "token_chunks") else None
+        chunks = host.token_chunks(prompt)
         return cls.from_chunks(tokenizer, chunks, prompt) if chunks else cls.from_prompt(tokenizer, prompt)
 
     def word_groups(self) -> list[tuple[str, list[int]]]:

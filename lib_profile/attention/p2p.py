@@ -255,10 +255,33 @@ class PromptToPrompt(Controller):
         return limits or None
 
     def probs(self, call: Call, probs) -> None:
-        """The local blend's maps: every call at its layers, of every model evaluation, is summed."""
+        """The local blend's maps: every call at its layers, of every model evaluation, is summed. The edit's maps are
+        the ones it attends with, after the edit (at a step whose cross-attention is injected: the source's, mapped),
+        as the reference's attention store holds them (it stores the probabilities its controller then edits in
+        place)."""
         pair = self._pair(call)
         if pair is not None and self.blend is not None:
+            if self._cross_on(call.step):
+                probs = self._edited(probs, pair)
             self.blend.add(probs, pair, call.hw)
+
+    def _edited(self, probs, pair):
+        """``probs`` (rows, heads, queries, keys) with the edit's row replaced by what ``mixes`` makes it attend with:
+        ``sum_j P_{row_j} @ B_j``."""
+        if probs.shape[-1] != self.length:
+            self._build(probs.shape[-1])
+        src, dst = pair
+        rows = {"source": src, "edit": dst}
+        total = None
+        for who, b in self.cross_terms:
+            p = probs[rows[who]]
+            if b is not None:
+                b = self._on_device.get(who, b, p)
+                p = p * b if b.ndim == 1 else p @ b
+            total = p if total is None else total + p
+        out = probs.clone()
+        out[dst] = total
+        return out
 
     def mixes(self, call: Call, like) -> list[Mix]:
         """The edit row attends with the source's probabilities: as they are in self-attention; mapped onto its own

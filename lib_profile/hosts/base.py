@@ -286,6 +286,11 @@ class Host(ABC):
             raise HostError(f"Unknown hires upscaler {req.hires_upscaler!r}; choose one of "
                             f"{', '.join(self.hires_upscalers())}")
 
+    def token_chunks(self, prompt: str) -> Optional[list[list[int]]]:
+        """The prompt's 77-id CLIP chunks as this host splits them, or None: it splits as our own tokenizer does
+        (``TokenMap.from_prompt``; the diffusers host). The WebUIs break long prompts at commas."""
+        return None
+
     def checkpoint_path(self) -> str:
         """The SD1.5 checkpoint file in use (what a LoRA is trained on)."""
         raise HostError(f"The {self.name} host cannot name its checkpoint file")
