@@ -31,15 +31,30 @@ def prompt_of(tokens: int, tone: str) -> str:
     return text
 
 
+@pytest.fixture(scope="module", autouse=True)
+def clip_with_a_mean(sharp):
+    """The tiny text encoder's final layer norm given a bias, as real CLIP's learned one: its outputs' mean is not ~0,
+    so the WebUI's emphasis normalisation (restore each chunk's mean) acts as it does on a real model."""
+    import torch
+
+    norm = sharp.model.text_encoder.text_model.final_layer_norm
+    with torch.no_grad():
+        norm.bias.copy_(torch.randn(norm.bias.shape, generator=torch.Generator().manual_seed(3)) * 0.2 + 0.1)
+
+
 def px(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), np.int16)
 
 
 @pytest.mark.parametrize("tokens", [74, 75, 76, 150])
-@pytest.mark.parametrize("tone", ["warm", "cool"])
+@pytest.mark.parametrize("tone", ["warm", "cool", "warm, emphasis"])
 def test_the_source_of_an_edit_is_its_portrait_whatever_the_chunks(sharp, tokens, tone):
     tok = tokenizer()
+    emphasis = tone.endswith(", emphasis")
+    tone = tone.split(",")[0]
     source = prompt_of(tokens, tone)
+    if emphasis:  # a weighted word: the chunk's mean is restored after weighting, per chunk as the WebUI does
+        source = source.replace("woman", "(woman:1.4)", 1)
     target = source.replace("red", "burgundy and scarlet striped", 1)  # +4 tokens: may cross a chunk
     negative = get_tone(tone).negative_prompt
     req = Txt2ImgRequest(prompt=source, negative_prompt=negative, **REQ)

@@ -54,3 +54,49 @@ def test_weights_follow_their_tokens(tokenizer):
     red = tokenizer("red", add_special_tokens=False).input_ids[0]
     assert chunk.weights[chunk.ids.index(red)] == 1.5
     assert chunk.weights[1] == 1.0
+
+
+@pytest.fixture(scope="module")
+def text_encoder(tiny_dir):
+    from transformers import CLIPTextModel
+
+    import torch
+
+    model = CLIPTextModel.from_pretrained(str(tiny_dir / "diffusers" / "text_encoder")).eval()
+    with torch.no_grad():  # a learned final layer norm, as real CLIP's: outputs whose mean is not ~0
+        norm = model.text_model.final_layer_norm
+        norm.bias.copy_(torch.randn(norm.bias.shape, generator=torch.Generator().manual_seed(3)) * 0.2 + 0.1)
+    return model
+
+
+# (prompt, min_chunks): emphasis in the first, the second or both chunks, alone or padded with empty chunks (to a
+# negative prompt's length, or an edit's source to its edit's), one to three chunks
+FILLER = ", ".join(["a wooden chair"] * 22)  # 66 tokens
+EMPHASIS_CASES = [
+    ("a (red:1.4) car", 1), ("a (red:1.4) car", 2), ("a (red:1.4) car", 3),
+    (f"(red:1.4) car, {FILLER}, a [blue] sky BREAK a green field", 1),
+    (f"a car, {FILLER} BREAK a (green:0.6) field", 1), (f"a car, {FILLER} BREAK a (green:0.6) field", 3),
+    (f"((cat)), {FILLER}, {FILLER}", 2), (f"a cat BREAK a dog BREAK a (bird:1.8)", 3),
+    ("a car", 2),
+]
+
+
+@pytest.mark.parametrize("prompt,min_chunks", EMPHASIS_CASES)
+def test_emphasis_is_normalised_per_chunk_as_the_webui_does(tokenizer, text_encoder, prompt, min_chunks):
+    """A1111 and Forge ("Original" emphasis) scale each token's vector by its weight, then restore the mean of
+    each 77-token chunk alone (``sd_hijack_clip`` encodes chunk by chunk). The oracle: each chunk encoded on its own
+    and normalised on its own; the padding chunks are the empty prompt's. Before, the mean was taken over all the
+    prompt's chunks, padding included: an edit's source padded to its edit's length was another conditioning."""
+    import torch
+
+    with torch.no_grad():
+        z, n = P.encode(text_encoder, tokenizer, prompt, min_chunks=min_chunks)
+        chunks = P.chunk_tokens(tokenizer, P.parse(prompt).pieces)
+        chunks += P.chunk_tokens(tokenizer, [("", 1.0)]) * (min_chunks - len(chunks))
+        assert n == len(chunks) == max(min_chunks, n) and z.shape[1] == 77 * n
+        # CLIP encodes each chunk's row on its own (one batch here, so the float rounding is the same as encode's)
+        plain = text_encoder(torch.tensor([c.ids for c in chunks])).last_hidden_state
+        for i, chunk in enumerate(chunks):
+            zi, w = plain[i], torch.tensor(chunk.weights)[:, None]
+            want = zi * w * (zi.mean() / (zi * w).mean()) if bool((w != 1).any()) else zi
+            assert torch.allclose(z[0, 77 * i:77 * (i + 1)], want, atol=1e-5, rtol=1e-4), f"chunk {i}"

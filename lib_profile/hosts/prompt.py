@@ -176,14 +176,20 @@ def encode(text_encoder, tokenizer, prompt: str, clip_skip: int = 1, min_chunks:
     else:
         z = out.last_hidden_state
     weights = torch.tensor([c.weights for c in chunks], device=device, dtype=z.dtype)
-    if bool((weights != 1.0).any()):
-        # the WebUI scales each token's vector, then restores the chunk's original mean
-        original_mean = z.mean()
-        z = z * weights.unsqueeze(-1)
-        new_mean = z.mean()
-        if new_mean.abs() > 1e-4 * z.abs().mean():  # a mean near 0 (tiny random models) would blow up
-            z = z * (original_mean / new_mean)
-    return z.reshape(1, -1, z.shape[-1]), len(chunks)
+    parts = []
+    for i in range(len(chunks)):
+        # the WebUI ("Original" emphasis, sd_emphasis.py) scales each token's vector, then restores the mean of
+        # that 77-token chunk alone: a chunk's conditioning does not depend on the other chunks, nor on the
+        # empty chunks that pad a prompt to its negative prompt's length (or an edit's source to its edit's)
+        zi, wi = z[i], weights[i]
+        if bool((wi != 1.0).any()):
+            original_mean = zi.mean()
+            zi = zi * wi.unsqueeze(-1)
+            new_mean = zi.mean()
+            if new_mean.abs() > 1e-4 * zi.abs().mean():  # a mean near 0 (tiny random models) would blow up
+                zi = zi * (original_mean / new_mean)
+        parts.append(zi)
+    return torch.cat(parts)[None], len(chunks)
 
 
 def lora_tags(prompt: str, loras: list[LoraRef]) -> str:
