@@ -133,6 +133,9 @@ def requests_for(seg: str, text: str):
         ("DELETE", f"/identities/{seg}/photos/real.jpg", None, "file"),
         ("DELETE", f"/identities/{SLUG}/photos/{seg}", None, "file"),
         ("POST", f"/identities/{seg}/train", {}, "file"),
+        ("POST", f"/identities/{SLUG}/train", {"checkpoint": text}, "file"),
+        ("POST", "/portraits", {"name": "Fuzz Flow", "images": [{"name": "a.jpg", "data": "AAAA"}],
+                                "train": {"checkpoint": text}}, "file"),
         ("POST", f"/identities/{seg}/generate", {}, "file"),
         ("POST", f"/identities/{SLUG}/generate", {"pose": text}, "file"),
         ("POST", f"/identities/{SLUG}/generate", {"tone": text}, "file"),
@@ -268,3 +271,30 @@ def test_wrapped_base64_upload_over_http(server):
     status, data = send(server, "POST", f"/identities/{SLUG}/photos/base64",
                         {"images": [{"name": "broken.jpg", "data": "abc$def"}]})
     assert status == 400 and b"broken.jpg" in data
+
+
+@pytest.mark.parametrize("wanted", ["/etc/passwd", "../tiny-sd15.safetensors", "tiny-sd15.safetensors/..",
+                                    "~/model.ckpt", "C:\\models\\x.ckpt", "%2e%2e%2fsecret", "", "other.safetensors"])
+def test_a_request_names_models_it_never_gives_their_path(host, tiny_checkpoint, tiny_controlnet, tmp_path, wanted):
+    """A checkpoint to train on and a ControlNet model in a request's settings are names the host lists (its file
+    name or stem, or the listed path itself); any other name or path is a 400 listing the choices."""
+    from lib_profile.hosts.base import HostError, resolve_checkpoint
+
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(tiny_checkpoint.read_bytes())  # a real model, but not one the host lists
+    for good in (tiny_checkpoint.name, tiny_checkpoint.stem, str(tiny_checkpoint)):
+        assert resolve_checkpoint(host, good) == str(tiny_checkpoint)
+    saved, host.controlnet_files = host.controlnet_files, {"pose": str(tiny_controlnet)}
+    try:
+        for good in (tiny_controlnet.name, tiny_controlnet.stem, str(tiny_controlnet)):
+            assert host.controlnet_model("pose", good) == str(tiny_controlnet)
+        assert host.controlnet_model("pose") == str(tiny_controlnet)
+        if wanted:
+            with pytest.raises(HostError, match="Unknown ControlNet model"):
+                host.controlnet_model("pose", wanted)
+            with pytest.raises(HostError, match="train on one of: .*" + tiny_checkpoint.stem):
+                resolve_checkpoint(host, wanted)
+            with pytest.raises(HostError):
+                resolve_checkpoint(host, str(other))
+    finally:
+        host.controlnet_files = saved

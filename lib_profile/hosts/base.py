@@ -295,6 +295,13 @@ class Host(ABC):
         """The SD1.5 checkpoint file in use (what a LoRA is trained on)."""
         raise HostError(f"The {self.name} host cannot name its checkpoint file")
 
+    def checkpoints(self) -> dict[str, str]:
+        """The checkpoints a request may name to train on: name -> file. By default the one in use, by its file
+        name and its stem. A request's checkpoint is looked up here (:func:`resolve_checkpoint`), never opened as a
+        path of its own."""
+        path = Path(self.checkpoint_path())
+        return {path.name: str(path), path.stem: str(path)}
+
     def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
         """The ControlNet model for ``kind`` ("pose" or "tile") this host can use, or None."""
         return None
@@ -336,3 +343,16 @@ class Host(ABC):
 
     def training_progress(self, step: int, steps: int, text: str = "") -> None:
         """Shown by the host while training (the WebUI's progress bar)."""
+
+
+def resolve_checkpoint(host: Host, wanted: str) -> str:
+    """The file of the checkpoint a request names (its WebUI title, file name or stem, or the very path the host
+    lists); HostError (400) listing the choices for any other name or path - a request never picks a file by path."""
+    known = host.checkpoints()
+    if wanted in known:
+        return known[wanted]
+    if wanted in known.values():
+        return wanted
+    names = sorted({n for n in known if "/" not in n and "\\" not in n})
+    raise HostError(f"Unknown checkpoint {wanted!r}; train on one of: {', '.join(names) or 'none found'} "
+                    "(leave it out to train on the one in use)")

@@ -86,7 +86,20 @@ class DiffusersHost(Host):
         return str(self.checkpoint)
 
     def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
-        return wanted or self.controlnet_files.get(kind)
+        """The ControlNet file for ``kind``: the one given at start (``--controlnet-pose``/``--controlnet-tile``),
+        or ``wanted`` when it names one of those (by path, file name or stem); HostError for any other name - a
+        request never picks a file by path."""
+        if not wanted:
+            return self.controlnet_files.get(kind)
+        known = {str(p): str(p) for p in self.controlnet_files.values() if p}
+        for path in list(known.values()):
+            known.setdefault(Path(path).name, path)
+            known.setdefault(Path(path).stem, path)
+        if wanted not in known:
+            names = sorted({Path(p).name for p in known.values()})
+            raise HostError(f"Unknown ControlNet model {wanted!r}; this host has {', '.join(names) or 'none'} "
+                            "(given at start with --controlnet-pose / --controlnet-tile)")
+        return known[wanted]
 
     def samplers(self) -> list[str]:
         return samplers.sampler_names()

@@ -398,6 +398,19 @@ class WebUIHost(Host):
             raise HostError("No checkpoint is selected in the WebUI; pick an SD1.5 checkpoint at the top of the page")
         return str(info.filename)
 
+    def checkpoints(self) -> dict[str, str]:
+        """The WebUI's checkpoint list (``sd_models.checkpoints_list``): each by its title ("name.safetensors
+        [hash]"), its name as shown, its file name and its stem."""
+        out = {}
+        for title, info in dict(getattr(self._m("sd_models"), "checkpoints_list", {}) or {}).items():
+            filename = getattr(info, "filename", None)
+            if filename:
+                for name in (title, getattr(info, "name", None), getattr(info, "model_name", None),
+                             Path(filename).name, Path(filename).stem):
+                    if name:
+                        out.setdefault(str(name), str(filename))
+        return out
+
     # -- jobs
     def control(self) -> RunControl:
         """Interrupt through the WebUI's own Interrupt button / ``POST /sdapi/v1/interrupt``."""
