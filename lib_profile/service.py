@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lib_profile import paths
-from lib_profile.hosts.base import Host, HostError, Interrupted, RunControl
+from lib_profile import flow, paths
+from lib_profile.hosts.base import Host, HostError, Interrupted, RunControl, resolve_checkpoint
 from lib_profile.jobs.db import JobDB
 from lib_profile.jobs.manager import JobContext, JobManager
 from lib_profile.store.identities import Conflict, IdentityStore, NotFound
@@ -45,7 +45,7 @@ class Studio:
                                    outputs_root or self.data_dir / "outputs")
         self.jobs = JobManager(JobDB(self.data_dir / "jobs.sqlite3"),
                                {"train": self._train, "generate": self._generate, "explain": self._explain,
-                                "edit": self._edit})
+                                "edit": self._edit, "portraits": lambda ctx: flow.run(self, ctx)})
         self._delete_lock = threading.Lock()
 
     def close(self) -> None:
@@ -86,15 +86,15 @@ class Studio:
     def add_photos(self, slug: str, files: list[tuple[str, bytes]]) -> dict[str, Any]:
         if self.jobs.busy_with(slug):
             raise Conflict("This identity has a job queued or running; add photos when it has finished")
-        return self.store.add_photos(slug, files, **self._intake_options())
+        return self.store.add_photos(slug, files, **self.intake_options())
 
     def remove_photos(self, slug: str, names: list[str]) -> Optional[dict[str, Any]]:
         """Remove some of the identity's photos and check the rest again (None: no photo left)."""
         if self.jobs.busy_with(slug):
             raise Conflict("This identity has a job queued or running; remove photos when it has finished")
-        return self.store.remove_photos(slug, names, **self._intake_options())
+        return self.store.remove_photos(slug, names, **self.intake_options())
 
-    def _intake_options(self) -> dict[str, Any]:
+    def intake_options(self) -> dict[str, Any]:
         min_photos = self.defaults().get("min_photos")
         if not min_photos:
             return {}
@@ -141,20 +141,37 @@ class Studio:
         record = self.store.get(slug)
         if self.jobs.busy_with(slug):  # said first: the tab then shows that job
             raise Conflict("This identity already has a job queued or running")
+        options = self.train_options(options)
+        if checkpoint:  # a name the host lists, never a path of the request's own
+            checkpoint = resolve_checkpoint(self.host, checkpoint)
         self.store.intake_dir(slug)  # ready to train, or a clear message
-        options = {k: v for k, v in (options or {}).items() if v is not None}
-        unknown = set(options) - set(TRAIN_OPTIONS)
-        if unknown:
-            raise HostError(f"Unknown training setting(s): {', '.join(sorted(unknown))}")
         run = time.strftime("%Y%m%d-%H%M%S")
         params = {"options": options, "checkpoint": checkpoint, "run": run, "name": record["slug"],
                   "resume": False}
         return self.jobs.submit("train", slug, params)
 
+    @staticmethod
+    def train_options(options: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """The training options a request set (None values dropped); HostError for an unknown one."""
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        unknown = set(options) - set(TRAIN_OPTIONS)
+        if unknown:
+            raise HostError(f"Unknown training setting(s): {', '.join(sorted(unknown))}")
+        return options
+
+    def portraits(self, name: str, files: list[tuple[str, bytes]], **kwargs: Any) -> dict[str, Any]:
+        """The whole flow in one job: a new identity ``name`` from ``files``, its LoRA, its portraits
+        (:mod:`lib_profile.flow`)."""
+        return flow.start(self, name, files, **kwargs)
+
     def resume(self, job_id: str) -> dict[str, Any]:
         job = self.jobs.get(job_id)
+        if job["kind"] == "portraits" and job["state"] in ("cancelled", "interrupted", "failed"):
+            if self.jobs.busy_with(job["identity"]):
+                raise Conflict("This identity already has a job queued or running")
+            return self.jobs.submit("portraits", job["identity"], {**job["params"], "resumes": job_id})
         if job["kind"] != "train" or job["state"] not in ("cancelled", "interrupted", "failed"):
-            raise Conflict("Only a cancelled, interrupted or failed training job can be resumed")
+            raise Conflict("Only a cancelled, interrupted or failed training or portraits job can be resumed")
         state = self.store.folder(job["identity"]) / "training" / job["params"]["run"] / "state" / "state.pt"
         if not state.is_file():
             raise Conflict("This training stopped before its first checkpoint; start a new training instead")
@@ -164,29 +181,38 @@ class Studio:
                  prompt: Optional[str] = None, switches: Optional[dict[str, bool]] = None,
                  pose_photo: Optional[bytes] = None, lora: Optional[str] = None, lora_weight: float = 0.9,
                  settings: Optional[dict[str, Any]] = None, detail_engine: Optional[str] = None) -> dict[str, Any]:
-        from lib_profile.studio.plan import build_plan
-
         self.store.get(slug)
         entry = self._lora(slug, lora)
-        # check the choices now, so a bad pose or tone is a 400, not a failed job
-        detail_engine = detail_engine or self.defaults().get("detail_engine") or "builtin"
-        if detail_engine == "adetailer" and not self.host.adetailer_present():
-            raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
-        build_plan(prompt or "x", entry["path"] if entry else None, None, tone, count, seed, switches, lora_weight,
-                   detail_engine=detail_engine, **(settings or {}))
-        if pose and not pose_photo:
-            from lib_profile.studio.pose import load_pose, template_path
-
-            load_pose(template_path(pose))  # a template's name; never a path
-        params = {"pose": pose, "tone": tone, "count": count, "seed": seed, "prompt": prompt, "switches": switches,
-                  "lora": entry["name"] if entry else None, "lora_weight": lora_weight, "settings": settings or {},
-                  "pose_photo": pose_photo is not None, "detail_engine": detail_engine}
+        params = self.check_generate(pose, tone, count, seed, prompt, switches, pose_photo, entry, lora_weight,
+                                     settings, detail_engine)
         job = self.jobs.submit("generate", slug, params)
         if pose_photo is not None:
             folder = self.store.outputs_folder(slug) / job["id"]
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "pose-photo.upload").write_bytes(pose_photo)
         return job
+
+    def check_generate(self, pose: Optional[str] = None, tone: str = "warm", count: int = 4, seed: int = -1,
+                       prompt: Optional[str] = None, switches: Optional[dict[str, bool]] = None,
+                       pose_photo: Optional[bytes] = None, lora: Optional[dict[str, Any]] = None,
+                       lora_weight: float = 0.9, settings: Optional[dict[str, Any]] = None,
+                       detail_engine: Optional[str] = None) -> dict[str, Any]:
+        """A generate job's parameters, checked now, so a bad pose, tone or setting is a 400, not a failed job.
+        ``lora``: the LoRA entry (``_lora``) or None."""
+        from lib_profile.studio.plan import build_plan
+
+        detail_engine = detail_engine or self.defaults().get("detail_engine") or "builtin"
+        if detail_engine == "adetailer" and not self.host.adetailer_present():
+            raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
+        build_plan(prompt or "x", lora["path"] if lora else None, None, tone, count, seed, switches, lora_weight,
+                   detail_engine=detail_engine, **(settings or {}))
+        if pose and not pose_photo:
+            from lib_profile.studio.pose import load_pose, template_path
+
+            load_pose(template_path(pose))  # a template's name; never a path
+        return {"pose": pose, "tone": tone, "count": count, "seed": seed, "prompt": prompt, "switches": switches,
+                "lora": lora["name"] if lora else None, "lora_weight": lora_weight, "settings": settings or {},
+                "pose_photo": pose_photo is not None, "detail_engine": detail_engine}
 
     def explain(self, slug: str, words: list[str], job: Optional[str] = None, image: Optional[str] = None,
                 prompt: Optional[str] = None, seed: int = -1, settings: Optional[dict[str, Any]] = None,

@@ -182,3 +182,24 @@ class EditRequest(BaseModel):
     finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the edited passes are kept beside). Off: the edited pass only.")
     stage: Optional[int] = Field(None, description="Edit a later pass of the portrait instead of its first: the "
                                  "index of its refine stage in plan.json (the refine prompt is the one edited).")
+
+
+class PortraitsRequest(BaseModel):
+    """The whole flow in one call (``POST /portraits``): a new identity from its photos, its LoRA, its portraits."""
+
+    name: str = Field(description="Display name of the new person, e.g. 'Alice' (an identity of that name must not "
+                                  "exist yet: use its own routes for it).")
+    class_word: str = Field("person", description="woman, man or person: the class the LoRA is trained on.")
+    images: List[ImageUpload] = Field(description="About 10 photos of the person, base64 (multipart: form field "
+                                                  "'files', repeatable).")
+    pose: Optional[str] = Field(None, description="A pose template name (GET /poses); none = pose by prompt.")
+    pose_photo: Optional[str] = Field(None, description="Or a reference photo, base64: its pose is used.")
+    tone: str = Field("warm", description="warm, cool, neutral or a user preset (GET /tones).")
+    count: int = Field(4, description="How many portraits (1-100).")
+    seed: int = Field(-1, description="First seed (-1: random); portrait n uses seed + n.")
+    prompt: Optional[str] = Field(None, description="What to make (default: a studio portrait of the person).")
+    lora_weight: float = Field(0.9, description="LoRA weight.")
+    switches: Optional[Dict[str, bool]] = Field(None, description="Stages on/off: detail, refine, detail2, upscale, grade.")
+    settings: Optional[dict] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip.")
+    detail_engine: Optional[str] = Field(None, description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only).")
+    train: Optional[TrainRequest] = Field(None, description="Training settings (default: the user's settings).")
