@@ -450,3 +450,24 @@ def test_hires_fix_goes_to_the_webuis_own_fields(webui):
     assert not modules.processing.calls[-1].enable_hr  # off unless asked
     with pytest.raises(HostError, match="Latent, Latent \\(nearest\\), None, Lanczos"):
         host.txt2img(Txt2ImgRequest(prompt="x", seed=1, hires_scale=2, hires_upscaler="SuperScale 9000"))
+
+
+@both()
+def test_a_request_names_a_checkpoint_from_the_webuis_list(webui, monkeypatch):
+    """Training's checkpoint in a request is one of the WebUI's checkpoints (title, name, file name or stem), as
+    ``sd_models.checkpoints_list`` holds them; never a path of the request's own."""
+    import types
+
+    from lib_profile.hosts.base import resolve_checkpoint
+
+    _m, host = webui
+    info = types.SimpleNamespace(filename="/webui/models/Stable-diffusion/sub/real.safetensors",
+                                 name="sub/real.safetensors", model_name="sub_real", title="sub/real.safetensors [abc]")
+    sd_models = types.SimpleNamespace(checkpoints_list={info.title: info})
+    real = host._m
+    monkeypatch.setattr(host, "_m", lambda name: sd_models if name == "sd_models" else real(name))
+    for name in (info.title, info.name, "sub_real", "real.safetensors", "real", info.filename):
+        assert resolve_checkpoint(host, name) == info.filename
+    for bad in ("/etc/passwd", "../real.safetensors", "sub/../../x.ckpt", "other"):
+        with pytest.raises(HostError, match="train on one of"):
+            resolve_checkpoint(host, bad)
