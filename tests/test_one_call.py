@@ -32,7 +32,7 @@ def as_form(photos, **fields):
     return dict(files=files, data=data)
 
 
-def follow(api, job_id, timeout=600):
+def follow(api, job_id, timeout=1500):
     """Poll the job to its end; the (stage, progress) pairs seen on the way."""
     seen, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -41,7 +41,7 @@ def follow(api, job_id, timeout=600):
         if job["state"] not in ("queued", "running"):
             return job, seen
         time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
+    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 def test_one_call_makes_portraits_from_photos(api, studio):
