@@ -88,10 +88,23 @@ def _decode(data: str, name: str) -> bytes:
                                  "padded with '=')") from None
 
 
-def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = None) -> APIRouter:
+def _refusal_dependency(message: str):
+    def refuse() -> None:
+        raise HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": 'Basic realm="Profile Studio"'})
+
+    return refuse
+
+
+def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = None,
+                refuse: Optional[str] = None) -> APIRouter:
     """All routes under ``API_PREFIX``. ``studio()`` gives the :class:`~lib_profile.service.Studio` (made on
-    first use); without it only ``/version`` exists. ``auth``: ``"user:pass[,...]"`` protects every route."""
-    deps = [Depends(_auth_dependency(parse_auth(auth)))] if parse_auth(auth) else []
+    first use); without it only ``/version`` exists. ``auth``: ``"user:pass[,...]"`` protects every route.
+    ``refuse``: without ``auth``, every route answers 401 with this message (a server exposed without
+    credentials, see :mod:`lib_profile.api.exposure`)."""
+    if parse_auth(auth):
+        deps = [Depends(_auth_dependency(parse_auth(auth)))]
+    else:
+        deps = [Depends(_refusal_dependency(refuse))] if refuse else []
     router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps)
 
     def version_route() -> m.VersionResponse:
