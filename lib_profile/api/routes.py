@@ -13,14 +13,17 @@ import re
 import secrets
 from typing import Callable, List, Optional
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from lib_profile import API_PREFIX, EXTENSION_NAME, __version__
 from lib_profile.api import models as m
+from lib_profile.api.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, MULTIPART_SCHEMA, check_count, limited_route, \
+    read_photos
 from lib_profile.hosts.base import HostError
-from lib_profile.store.identities import MAX_PHOTO_BYTES, Conflict, NotFound
+from lib_profile.store.identities import MAX_PHOTO_BYTES, MAX_PHOTOS, Conflict, NotFound
 
 StudioProvider = Callable[[], "object"]
 
@@ -105,7 +108,8 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         deps = [Depends(_auth_dependency(parse_auth(auth)))]
     else:
         deps = [Depends(_refusal_dependency(refuse))] if refuse else []
-    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps)
+    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps,
+                       route_class=limited_route(MAX_JSON_BYTES))
 
     def version_route() -> m.VersionResponse:
         """Name and version of Profile Studio, and the host it runs on."""
@@ -173,20 +177,21 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         return m.IntakeReport(ready=rep["ready"], counts=rep["counts"], next_step=rep.get("next_step"),
                               photos=rep["photos"], contact_sheet=sheet)
 
-    def upload_photos(slug: str, files: List[UploadFile] = File(..., description="The photos (multipart).")
-                      ) -> m.IntakeReport:
+    def room(slug: str) -> int:
+        """How many more photos the identity takes (404 when unknown)."""
+        return MAX_PHOTOS - len(call(studio().store.get, slug)["photos"])
+
+    async def upload_photos(slug: str, request: Request) -> m.IntakeReport:
         """Add photos (multipart form field ``files``, repeatable); the intake checks all of the identity's
-        photos again and returns its report."""
-        items = []
-        for f in files:
-            data = f.file.read(MAX_PHOTO_BYTES + 1)
-            if len(data) > MAX_PHOTO_BYTES:
-                raise HTTPException(413, f"{f.filename} is over {MAX_PHOTO_BYTES // 2**20} MB")
-            items.append((f.filename or "photo", data))
-        return report(slug, call(studio().add_photos, slug, items))
+        photos again and returns its report. Read as it streams: 413 at the first photo past the identity's
+        40, the first byte past 25 MB in a photo or past 256 MB in the request; nothing is stored then."""
+        items = await read_photos(request, await run_in_threadpool(room, slug))
+        return await run_in_threadpool(lambda: report(slug, call(studio().add_photos, slug, items)))
 
     def upload_photos_base64(slug: str, body: m.PhotosUpload) -> m.IntakeReport:
-        """Add photos given as base64 in JSON; same as the multipart route."""
+        """Add photos given as base64 in JSON; same as the multipart route (the body is refused past 256 MB
+        before it is parsed)."""
+        check_count(len(body.images), room(slug))
         items = [(x.name, _decode(x.data, x.name)) for x in body.images]
         return report(slug, call(studio().add_photos, slug, items))
 
@@ -284,8 +289,11 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
     r("/identities", create_identity, methods=["POST"], response_model=m.IdentityInfo, status_code=201)
     r("/identities/{slug}", get_identity, methods=["GET"], response_model=m.IdentityInfo)
     r("/identities/{slug}", delete_identity, methods=["DELETE"], response_model=m.DeleteResponse)
-    r("/identities/{slug}/photos", upload_photos, methods=["POST"], response_model=m.IntakeReport)
-    r("/identities/{slug}/photos/base64", upload_photos_base64, methods=["POST"], response_model=m.IntakeReport)
+    upload = limited_route(MAX_UPLOAD_BYTES)
+    r("/identities/{slug}/photos", upload_photos, methods=["POST"], response_model=m.IntakeReport,
+      route_class_override=upload, openapi_extra=MULTIPART_SCHEMA)
+    r("/identities/{slug}/photos/base64", upload_photos_base64, methods=["POST"], response_model=m.IntakeReport,
+      route_class_override=upload)
     r("/identities/{slug}/photos/{name}", delete_photo, methods=["DELETE"], response_model=m.IntakeReport)
     r("/identities/{slug}/contact_sheet.png", contact_sheet, methods=["GET"], response_class=FileResponse)
     r("/identities/{slug}/train", train, methods=["POST"], response_model=m.JobInfo, status_code=202)
