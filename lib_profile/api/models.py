@@ -10,6 +10,8 @@ from typing import Dict, List, Optional
 
 from pydantic import BaseModel, Field
 
+from lib_profile.api.nullable import mark_nullable
+
 
 class VersionResponse(BaseModel):
     """What ``GET /version`` answers."""
@@ -182,3 +184,6 @@ class EditRequest(BaseModel):
     finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the edited passes are kept beside). Off: the edited pass only.")
     stage: Optional[int] = Field(None, description="Edit a later pass of the portrait instead of its first: the "
                                  "index of its refine stage in plan.json (the refine prompt is the one edited).")
+
+
+mark_nullable(globals())  # keep last: every model above, pydantic 1's OpenAPI says which fields may be null
