@@ -66,11 +66,27 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
     return make
 
 
+def check_exposure(listen: str, auth: Optional[str], allow_open: bool = False) -> None:
+    """Refuse (:class:`~lib_profile.hosts.base.HostError`) to serve on an address other machines reach
+    (``0.0.0.0``, a LAN address, a host name) without ``auth`` credentials, unless ``allow_open``."""
+    from lib_profile.api.exposure import SERVE_ALLOW_FLAG, is_loopback, refusal
+    from lib_profile.api.routes import parse_auth
+    from lib_profile.hosts.base import HostError
+
+    message = refusal(None if is_loopback(listen) else f"--listen {listen}", bool(parse_auth(auth)), allow_open,
+                      allow_flag=SERVE_ALLOW_FLAG)
+    if message:
+        raise HostError(message.replace("API is closed", "server did not start"))
+
+
 def serve(checkpoint: str, port: int = 7870, listen: str = "127.0.0.1", data_dir: Optional[str] = None,
           auth: Optional[str] = None, device: Optional[str] = None, controlnet_pose: Optional[str] = None,
-          controlnet_tile: Optional[str] = None) -> None:
+          controlnet_tile: Optional[str] = None, allow_open: bool = False) -> None:
+    """Serve the API and the tab on ``listen:port`` until stopped. Refuses to start (HostError) when ``listen``
+    is reachable from other machines and neither ``auth`` nor ``allow_open`` is given."""
     import uvicorn
 
+    check_exposure(listen, auth, allow_open)
     studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile))
     studio()  # load the model before answering, so the first request is not slow and errors show now
     uvicorn.run(make_app(studio, auth), host=listen, port=port, log_level="info")

@@ -142,3 +142,30 @@ def full_size_checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("full-size")
     tiny.build_into(folder, tiny.full_size_configs(), diffusers_copy=False, half=True)
     return folder / tiny.CHECKPOINT
+
+
+# the HTTP API over a real socket (tests/test_api.py, tests/test_one_call.py)
+@pytest.fixture
+def studio(host, tiny_controlnet, tmp_path):
+    from lib_profile.service import Studio
+
+    host.controlnet_files = {"pose": str(tiny_controlnet), "tile": str(tiny_controlnet)}
+    s = Studio(host, tmp_path / "data", lora_root=tmp_path / "webui" / "models" / "Lora" / "profile-studio",
+               outputs_root=tmp_path / "webui" / "outputs" / "profile-studio")
+    yield s
+    s.close()
+    host.controlnet_files = {}
+
+
+@pytest.fixture
+def api(studio):
+    import httpx
+
+    from lib_profile import API_PREFIX
+    from lib_profile.serve import make_app
+    from tests.test_api import Server
+
+    server = Server(make_app(lambda: studio, ui=False))
+    with httpx.Client(base_url=server.url + API_PREFIX, timeout=120) as client:
+        yield client
+    server.stop()

@@ -54,28 +54,6 @@ class Server:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture
-def studio(host, tiny_controlnet, tmp_path):
-    from lib_profile.service import Studio
-
-    host.controlnet_files = {"pose": str(tiny_controlnet), "tile": str(tiny_controlnet)}
-    s = Studio(host, tmp_path / "data", lora_root=tmp_path / "webui" / "models" / "Lora" / "profile-studio",
-               outputs_root=tmp_path / "webui" / "outputs" / "profile-studio")
-    yield s
-    s.close()
-    host.controlnet_files = {}
-
-
-@pytest.fixture
-def api(studio):
-    from lib_profile.serve import make_app
-
-    server = Server(make_app(lambda: studio, ui=False))
-    with httpx.Client(base_url=server.url + API_PREFIX, timeout=120) as client:
-        yield client
-    server.stop()
-
-
 def wait(api, job_id, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lib_profile import API_PREFIX, sample_photos
-from tests.test_api import SMALL, TRAIN, api, png, studio, wait  # noqa: F401 - fixtures
+from tests.test_api import SMALL, TRAIN, png
 
 NAME, SLUG = "Zyxwq Flow", "zyxwq-flow"
 
@@ -106,7 +106,7 @@ def test_one_call_by_multipart_cancelled_in_training_resumes_where_it_stopped(ap
     ("not json", 400, "JSON"),
     ("settings not json (form)", 400, "settings"),
     ("photo too big (form)", 413, "MB"),
-    ("too many photos", 400, "40"),
+    ("too many photos", 413, "40"),
 ])
 def test_a_bad_one_call_request_is_refused_and_leaves_nothing(api, studio, case, status, words):
     photos = selfies(2)

@@ -76,7 +76,7 @@ EMPHASIS_CASES = [
     ("a (red:1.4) car", 1), ("a (red:1.4) car", 2), ("a (red:1.4) car", 3),
     (f"(red:1.4) car, {FILLER}, a [blue] sky BREAK a green field", 1),
     (f"a car, {FILLER} BREAK a (green:0.6) field", 1), (f"a car, {FILLER} BREAK a (green:0.6) field", 3),
-    (f"((cat)), {FILLER}, {FILLER}", 2), (f"a cat BREAK a dog BREAK a (bird:1.8)", 3),
+    (f"((cat)), {FILLER}, {FILLER}", 2), ("a cat BREAK a dog BREAK a (bird:1.8)", 3),
     ("a car", 2),
 ]
 

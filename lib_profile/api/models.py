@@ -10,6 +10,8 @@ from typing import Dict, List, Optional
 
 from pydantic import BaseModel, Field
 
+from lib_profile.api.nullable import mark_nullable
+
 
 class VersionResponse(BaseModel):
     """What ``GET /version`` answers."""
@@ -203,3 +205,6 @@ class PortraitsRequest(BaseModel):
     settings: Optional[dict] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip.")
     detail_engine: Optional[str] = Field(None, description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only).")
     train: Optional[TrainRequest] = Field(None, description="Training settings (default: the user's settings).")
+
+
+mark_nullable(globals())  # keep last: every model above, pydantic 1's OpenAPI says which fields may be null

@@ -14,14 +14,17 @@ import secrets
 import json
 from typing import Any, Callable, List, Optional
 
-from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from lib_profile import API_PREFIX, EXTENSION_NAME, __version__
 from lib_profile.api import models as m
+from lib_profile.api.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, MULTIPART_SCHEMA, check_count, limited_route, \
+    read_photos
 from lib_profile.hosts.base import HostError
-from lib_profile.store.identities import MAX_PHOTO_BYTES, Conflict, NotFound
+from lib_profile.store.identities import MAX_PHOTO_BYTES, MAX_PHOTOS, Conflict, NotFound
 
 StudioProvider = Callable[[], "object"]
 
@@ -89,11 +92,25 @@ def _decode(data: str, name: str) -> bytes:
                                  "padded with '=')") from None
 
 
-def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = None) -> APIRouter:
+def _refusal_dependency(message: str):
+    def refuse() -> None:
+        raise HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": 'Basic realm="Profile Studio"'})
+
+    return refuse
+
+
+def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = None,
+                refuse: Optional[str] = None) -> APIRouter:
     """All routes under ``API_PREFIX``. ``studio()`` gives the :class:`~lib_profile.service.Studio` (made on
-    first use); without it only ``/version`` exists. ``auth``: ``"user:pass[,...]"`` protects every route."""
-    deps = [Depends(_auth_dependency(parse_auth(auth)))] if parse_auth(auth) else []
-    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps)
+    first use); without it only ``/version`` exists. ``auth``: ``"user:pass[,...]"`` protects every route.
+    ``refuse``: without ``auth``, every route answers 401 with this message (a server exposed without
+    credentials, see :mod:`lib_profile.api.exposure`)."""
+    if parse_auth(auth):
+        deps = [Depends(_auth_dependency(parse_auth(auth)))]
+    else:
+        deps = [Depends(_refusal_dependency(refuse))] if refuse else []
+    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps,
+                       route_class=limited_route(MAX_JSON_BYTES))
 
     def version_route() -> m.VersionResponse:
         """Name and version of Profile Studio, and the host it runs on."""
@@ -161,20 +178,21 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         return m.IntakeReport(ready=rep["ready"], counts=rep["counts"], next_step=rep.get("next_step"),
                               photos=rep["photos"], contact_sheet=sheet)
 
-    def upload_photos(slug: str, files: List[UploadFile] = File(..., description="The photos (multipart).")
-                      ) -> m.IntakeReport:
+    def room(slug: str) -> int:
+        """How many more photos the identity takes (404 when unknown)."""
+        return MAX_PHOTOS - len(call(studio().store.get, slug)["photos"])
+
+    async def upload_photos(slug: str, request: Request) -> m.IntakeReport:
         """Add photos (multipart form field ``files``, repeatable); the intake checks all of the identity's
-        photos again and returns its report."""
-        items = []
-        for f in files:
-            data = f.file.read(MAX_PHOTO_BYTES + 1)
-            if len(data) > MAX_PHOTO_BYTES:
-                raise HTTPException(413, f"{f.filename} is over {MAX_PHOTO_BYTES // 2**20} MB")
-            items.append((f.filename or "photo", data))
-        return report(slug, call(studio().add_photos, slug, items))
+        photos again and returns its report. Read as it streams: 413 at the first photo past the identity's
+        40, the first byte past 25 MB in a photo or past 256 MB in the request; nothing is stored then."""
+        items = await read_photos(request, await run_in_threadpool(room, slug))
+        return await run_in_threadpool(lambda: report(slug, call(studio().add_photos, slug, items)))
 
     def upload_photos_base64(slug: str, body: m.PhotosUpload) -> m.IntakeReport:
-        """Add photos given as base64 in JSON; same as the multipart route."""
+        """Add photos given as base64 in JSON; same as the multipart route (the body is refused past 256 MB
+        before it is parsed)."""
+        check_count(len(body.images), room(slug))
         items = [(x.name, _decode(x.data, x.name)) for x in body.images]
         return report(slug, call(studio().add_photos, slug, items))
 
@@ -224,8 +242,6 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
         portraits, as one job (progress 0-1 across the three; cancel; resume continues where it stopped). Send
         JSON (``PortraitsRequest``, photos base64) or a multipart form (photos in ``files``, repeatable; the other
         fields as form fields, ``switches``, ``settings`` and ``train`` as JSON text). Returns the job at once."""
-        from starlette.concurrency import run_in_threadpool
-
         body, files, pose_photo = await _portraits_request(request)
         generate = {k: getattr(body, k) for k in ("pose", "tone", "count", "seed", "prompt", "switches",
                                                   "lora_weight", "settings", "detail_engine")}
@@ -288,14 +304,17 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
     r("/identities", create_identity, methods=["POST"], response_model=m.IdentityInfo, status_code=201)
     r("/identities/{slug}", get_identity, methods=["GET"], response_model=m.IdentityInfo)
     r("/identities/{slug}", delete_identity, methods=["DELETE"], response_model=m.DeleteResponse)
-    r("/identities/{slug}/photos", upload_photos, methods=["POST"], response_model=m.IntakeReport)
-    r("/identities/{slug}/photos/base64", upload_photos_base64, methods=["POST"], response_model=m.IntakeReport)
+    upload = limited_route(MAX_UPLOAD_BYTES)
+    r("/identities/{slug}/photos", upload_photos, methods=["POST"], response_model=m.IntakeReport,
+      route_class_override=upload, openapi_extra=MULTIPART_SCHEMA)
+    r("/identities/{slug}/photos/base64", upload_photos_base64, methods=["POST"], response_model=m.IntakeReport,
+      route_class_override=upload)
     r("/identities/{slug}/photos/{name}", delete_photo, methods=["DELETE"], response_model=m.IntakeReport)
     r("/identities/{slug}/contact_sheet.png", contact_sheet, methods=["GET"], response_class=FileResponse)
     r("/identities/{slug}/train", train, methods=["POST"], response_model=m.JobInfo, status_code=202)
     r("/identities/{slug}/generate", generate, methods=["POST"], response_model=m.JobInfo, status_code=202)
     r("/portraits", portraits, methods=["POST"], response_model=m.JobInfo, status_code=202,
-      openapi_extra={"requestBody": _portraits_body()})
+      route_class_override=upload, openapi_extra={"requestBody": _portraits_body()})
     r("/jobs", list_jobs, methods=["GET"], response_model=List[m.JobInfo])
     r("/jobs/{job_id}", get_job, methods=["GET"], response_model=m.JobInfo)
     r("/jobs/{job_id}/cancel", cancel_job, methods=["POST"], response_model=m.JobInfo)
@@ -332,6 +351,7 @@ async def _portraits_request(request: Request) -> tuple[m.PortraitsRequest, list
                 if len(content) > MAX_PHOTO_BYTES:
                     raise HTTPException(413, f"{value.filename} is over {MAX_PHOTO_BYTES // 2**20} MB")
                 if key == "files":
+                    check_count(len(files) + 1, MAX_PHOTOS)
                     files.append((value.filename or "photo", content))
                 else:
                     pose_photo = content
@@ -354,6 +374,7 @@ async def _portraits_request(request: Request) -> tuple[m.PortraitsRequest, list
     if not isinstance(data, dict):
         raise HTTPException(400, "The JSON body must be an object with the fields of PortraitsRequest")
     body = _checked(data)
+    check_count(len(body.images), MAX_PHOTOS)
     files = [(x.name, _decode(x.data, x.name)) for x in body.images]
     pose_photo = _decode(body.pose_photo, "pose_photo") if body.pose_photo else None
     return body, files, pose_photo

@@ -77,12 +77,20 @@ def app_started(demo, app):
     """``on_app_started`` callback: add our API routes to ``app``.
 
     ``demo`` is None with ``--nowebui``. The WebUI calls this again with a new app after a UI
-    reload; routes already on ``app`` are not added twice. ``--api-auth`` protects our routes too.
+    reload; routes already on ``app`` are not added twice. ``--api-auth`` protects our routes too; a WebUI
+    reachable from other machines without it answers 401 unless ``--profile-studio-allow-open-api``.
     """
     if any(getattr(route, "path", None) == VERSION_PATH for route in app.routes):
         return
     from modules import shared
 
-    from lib_profile.api.routes import make_router
+    from lib_profile.api.exposure import refusal, webui_exposure
+    from lib_profile.api.routes import make_router, parse_auth
 
-    app.include_router(make_router(get_studio, getattr(shared.cmd_opts, "api_auth", None)))
+    opts = shared.cmd_opts
+    auth = getattr(opts, "api_auth", None)
+    allow_open = bool(getattr(opts, "profile_studio_allow_open_api", False))
+    refuse = refusal(webui_exposure(opts), bool(parse_auth(auth)), allow_open)
+    if refuse:
+        print(f"Profile Studio: {refuse}")
+    app.include_router(make_router(get_studio, auth, refuse))

@@ -68,7 +68,8 @@ def make_modules(data_path, flavour: str = "a1111", cn_models=None, adetailer: b
     except ImportError:
         from tests.standins import processing as runtime
     data_path = str(data_path)
-    opts = {"profile_studio_dir": None, "data_dir": data_path, "nowebui": False, **cmd_opts}
+    opts = {"profile_studio_dir": None, "data_dir": data_path, "nowebui": False, "listen": False, "share": False,
+            "server_name": None, "ngrok": None, "api_auth": None, "gradio_auth": None, **cmd_opts}
     package = _module("modules", __path__=[])
     mods = {
         "modules": package,

@@ -1,0 +1,38 @@
+"""Every response/request field that may be null says so in the OpenAPI schema, under pydantic 1 and 2 (a
+response with ``"eta_s": null`` must match its own documented schema; the API fuzzer in .ci/fuzz checks it)."""
+
+import typing
+
+from pydantic import BaseModel
+
+from lib_profile.api import models as m
+from lib_profile.serve import make_app
+
+
+def allows_null(schema: dict) -> bool:
+    if schema.get("nullable") or schema.get("type") == "null":
+        return True
+    return any(allows_null(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
+
+
+def optional_fields(model) -> set:
+    hints = typing.get_type_hints(model)
+    return {name for name, hint in hints.items()
+            if type(None) in typing.get_args(hint) and not name.startswith("_")}
+
+
+def test_optional_fields_are_nullable_in_openapi():
+    schemas = make_app(lambda: None, ui=False).openapi()["components"]["schemas"]
+    models = [v for v in vars(m).values() if isinstance(v, type) and issubclass(v, BaseModel) and v is not BaseModel
+              and v.__module__ == m.__name__]
+    checked = 0
+    for model in models:
+        if model.__name__ not in schemas:
+            continue
+        props = schemas[model.__name__].get("properties", {})
+        for name in optional_fields(model):
+            assert allows_null(props[name]), (model.__name__, name, props[name])
+            checked += 1
+        for name in set(props) - optional_fields(model):
+            assert not props[name].get("nullable"), (model.__name__, name)
+    assert checked >= 20
