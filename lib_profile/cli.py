@@ -452,6 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, quota, read-only folder: which folder, and exit 2
+        import os
+
+        from lib_profile.store.files import is_storage_fault, storage_error
+
+        if not is_storage_fault(exc):
+            raise
+        folder = getattr(args, "out", None) or os.environ.get("PROFILE_STUDIO_DIR")
+        print(f"error: {storage_error(exc, folder)}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, Interrupted):
         print("interrupted", file=sys.stderr)
         return 130
