@@ -240,10 +240,23 @@ def cmd_txt2img(args) -> int:
     return 0
 
 
+def lora_name(name: str) -> str:
+    """``--name`` as a LoRA file name: an ASCII name as given (the trainer checks it); a name in another script
+    (``李雷``, ``Анна``) as its slug (``li-lei-3a47328a``, see :func:`~lib_profile.store.identities.slug_for`),
+    said on stderr. A name with ``/``, ``..`` or control characters is a HostError (exit 2)."""
+    if name.isascii():
+        return name
+    from lib_profile.store.identities import slug_for
+
+    slug = slug_for(name)
+    print(f"LoRA name: {slug} (from {name!r})", file=sys.stderr)
+    return slug
+
+
 def cmd_train(args) -> int:
     from lib_profile.train.trainer import CANCELLED, Events, TrainConfig, Trainer
 
-    cfg = TrainConfig(name=args.name, steps=args.steps, rank=args.rank, alpha=args.alpha,
+    cfg = TrainConfig(name=lora_name(args.name), steps=args.steps, rank=args.rank, alpha=args.alpha,
                       learning_rate=args.learning_rate, batch_size=args.batch_size, resolution=args.resolution,
                       seed=args.seed, clip_skip=args.clip_skip, feed_forward=args.feed_forward,
                       train_text_encoder=args.train_text_encoder, gradient_checkpointing=args.gradient_checkpointing,
