@@ -475,6 +475,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, "out", None) or os.environ.get("PROFILE_STUDIO_DIR")
         print(f"error: {storage_error(exc, folder)}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # torch.save on a full disk: "file write failed"
+        from lib_profile.store.files import no_space, out_of_space
+
+        out = getattr(args, "out", None)
+        if not (out and "write" in str(exc) and out_of_space(out)):
+            raise
+        print(f"error: {no_space(out)}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, Interrupted):
         print("interrupted", file=sys.stderr)
         return 130

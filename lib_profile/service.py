@@ -22,7 +22,7 @@ from lib_profile.hosts.base import Host, HostError, Interrupted, RunControl
 from lib_profile.jobs.db import JobDB
 from lib_profile.jobs.manager import JobContext, JobManager
 from lib_profile.store.identities import Conflict, IdentityStore, NotFound
-from lib_profile.store.files import atomic_write, storage_errors
+from lib_profile.store.files import atomic_write, no_space, out_of_space, storage_errors
 from lib_profile.store.safe import JOB_ID, check_name, inside, is_inside
 
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
@@ -414,6 +414,8 @@ class Studio:
             raise Interrupted()
         if proc.returncode != 0:
             tail = log.read_text("utf-8", "replace").strip().splitlines()[-3:]
+            if not error and not any("error:" in line for line in tail) and out_of_space(out):
+                raise no_space(out)  # the full disk took the log too
             raise HostError(error or f"Training failed (exit {proc.returncode}): {' | '.join(tail)}")
         report = json.loads((out / "train_report.json").read_text("utf-8"))
         entry = self._publish(slug, out, report)

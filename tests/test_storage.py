@@ -311,3 +311,24 @@ def test_job_error_of_a_storage_fault_names_the_folder(tmp_path):
     with pytest.raises(ValueError):  # other errors pass
         with files.storage_errors(tmp_path):
             raise ValueError("x")
+
+
+def test_cli_train_on_a_full_disk_exits_2_naming_the_folder(small_disk, tmp_path, tiny_checkpoint, capsys):
+    """The training folder is full: exit 2 and the folder, not a traceback (torch's own write error included)."""
+    disk, fill, free = small_disk
+    if not os.path.ismount(disk):
+        pytest.skip("needs a real small disk (root, to mount a tmpfs)")
+    from lib_profile.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, data in _photos(6):
+        (photos / name).write_bytes(data)
+    assert main(["intake", str(photos), "--out", str(tmp_path / "intake")]) == 0
+    fill(leave=0)
+    rc = main(["train", str(tmp_path / "intake"), "--checkpoint", str(tiny_checkpoint), "--name", "anna",
+               "--out", str(disk / "run"), "--steps", "2", "--resolution", "64", "--batch-size", "2",
+               "--validate-every", "0", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Could not write in" in err and str(disk) in err, err[-2000:]
+    free()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
@@ -52,6 +53,26 @@ def storage_error(exc: OSError, folder: str | os.PathLike | None = None) -> Stor
     place = f"in {where}" if where is not None else "in the data folder"
     return StorageError(f"Could not write {place}: {what}. Nothing was kept of this request; try again once "
                         "that is fixed.", str(where) if where is not None else None, exc.errno)
+
+
+LOW_SPACE = 16 * 2**20  # bytes free below which a failed write is taken for a full disk
+
+
+def out_of_space(folder: str | os.PathLike) -> bool:
+    """Whether the file system of ``folder`` (or of its nearest existing parent) has under 16 MiB free: what a
+    write that failed without an ``OSError`` (torch's ``file write failed``, a child process's lost log) means."""
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free < LOW_SPACE
+    except OSError:
+        return False
+
+
+def no_space(folder: str | os.PathLike) -> StorageError:
+    """The :class:`StorageError` of a full disk at ``folder``."""
+    return storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), folder)
 
 
 @contextlib.contextmanager
