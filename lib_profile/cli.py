@@ -475,11 +475,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, "out", None) or os.environ.get("PROFILE_STUDIO_DIR")
         print(f"error: {storage_error(exc, folder)}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # torch.save on a full disk: "file write failed"
+    except Exception as exc:  # a full disk as torch ("file write failed") or safetensors ("StorageFull") say it
         from lib_profile.store.files import no_space, out_of_space
 
         out = getattr(args, "out", None)
-        if not (out and "write" in str(exc) and out_of_space(out)):
+        said = str(exc).lower()
+        if not (out and any(w in said for w in ("write", "space", "storagefull")) and out_of_space(out)):
             raise
         print(f"error: {no_space(out)}", file=sys.stderr)
         return 2
