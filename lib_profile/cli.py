@@ -242,10 +242,23 @@ def cmd_txt2img(args) -> int:
     return 0
 
 
+def lora_name(name: str) -> str:
+    """``--name`` as a LoRA file name: an ASCII name as given (the trainer checks it); a name in another script
+    (``李雷``, ``Анна``) as its slug (``li-lei-3a47328a``, see :func:`~lib_profile.store.identities.slug_for`),
+    said on stderr. A name with ``/``, ``..`` or control characters is a HostError (exit 2)."""
+    if name.isascii():
+        return name
+    from lib_profile.store.identities import slug_for
+
+    slug = slug_for(name)
+    print(f"LoRA name: {slug} (from {name!r})", file=sys.stderr)
+    return slug
+
+
 def cmd_train(args) -> int:
     from lib_profile.train.trainer import CANCELLED, Events, TrainConfig, Trainer
 
-    cfg = TrainConfig(name=args.name, steps=args.steps, rank=args.rank, alpha=args.alpha,
+    cfg = TrainConfig(name=lora_name(args.name), steps=args.steps, rank=args.rank, alpha=args.alpha,
                       learning_rate=args.learning_rate, batch_size=args.batch_size, resolution=args.resolution,
                       seed=args.seed, clip_skip=args.clip_skip, feed_forward=args.feed_forward,
                       train_text_encoder=args.train_text_encoder, gradient_checkpointing=args.gradient_checkpointing,
@@ -453,6 +466,25 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, quota, read-only folder: which folder, and exit 2
+        import os
+
+        from lib_profile.store.files import is_storage_fault, storage_error
+
+        if not is_storage_fault(exc):
+            raise
+        folder = getattr(args, "out", None) or os.environ.get("PROFILE_STUDIO_DIR")
+        print(f"error: {storage_error(exc, folder)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a full disk as torch ("file write failed") or safetensors ("StorageFull") say it
+        from lib_profile.store.files import no_space, out_of_space
+
+        out = getattr(args, "out", None)
+        said = str(exc).lower()
+        if not (out and any(w in said for w in ("write", "space", "storagefull")) and out_of_space(out)):
+            raise
+        print(f"error: {no_space(out)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted):
         print("interrupted", file=sys.stderr)

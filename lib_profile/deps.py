@@ -50,6 +50,8 @@ NEEDS: tuple[Need, ...] = (
     Need("ultralytics", "optional YOLO face detector", "8.1.0", None, "ultralytics==8.4.100"),
     Need("controlnet-aux", "OpenPose drawing for pose control maps", "0.0.7", None, "controlnet-aux==0.0.10"),
     Need("torchsde", "the DPM++ SDE sampler", None, None, "torchsde"),
+    Need("Unidecode", "identity and photo names in any script (safe ASCII folder names)", "1.3.0", None,
+         "Unidecode==1.4.0"),
 )
 
 

@@ -10,7 +10,7 @@ training is not done again; a stopped training resumes from its last saved step)
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import time
 import uuid
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from lib_profile.hosts.base import HostError, resolve_checkpoint
 from lib_profile.store.identities import MAX_PHOTO_BYTES, MAX_PHOTOS, Conflict, slug_for
+from lib_profile.store.files import atomic_write, storage_errors
 from lib_profile.store.identities import safe_file_name
 from lib_profile.store.safe import check_name, inside
 
@@ -89,7 +90,9 @@ def start(studio: "Studio", name: str, files: list[tuple[str, bytes]], class_wor
                        f"its own routes (/identities/{slug}/...), or delete it first")
     record = studio.create_identity(name, class_word)
     try:
-        staged = _stage(studio, record["slug"], files, pose_photo)
+        staged = _stage(studio, record["slug"], files)
+        if pose_photo is not None:  # checked (a 400 if it is no image) and stored whole before the job is queued
+            checked["pose_photo_file"] = studio._save_pose_photo(record["slug"], pose_photo)
         params = {"staged": staged.name, "train": {"options": options, "checkpoint": checkpoint,
                                                    "run": time.strftime("%Y%m%d-%H%M%S"), "name": record["slug"]},
                   "generate": checked}
@@ -99,31 +102,21 @@ def start(studio: "Studio", name: str, files: list[tuple[str, bytes]], class_wor
         raise
 
 
-def _stage(studio: "Studio", slug: str, files: list[tuple[str, bytes]], pose_photo: Optional[bytes]) -> Path:
-    """Write the request's files into a fresh folder of the identity, each completely (temporary name, flushed to
-    disk, renamed), before any job can see them."""
+def _stage(studio: "Studio", slug: str, files: list[tuple[str, bytes]]) -> Path:
+    """Write the request's photos into a fresh folder of the identity, each whole (:func:`atomic_write`), before
+    any job can see them; their names as the user gave them are kept in ``names.json`` (stored name -> given
+    name), so the intake reports them by those names."""
     folder = inside(studio.store.folder(slug), f"staged-{uuid.uuid4().hex[:12]}", what="staging folder")
     photos = folder / "photos"
-    photos.mkdir(parents=True)
-    used: set[str] = set()
-    for i, (fname, data) in enumerate(files):
-        name = safe_file_name(fname)
-        if name in used:
-            name = f"{Path(name).stem}-{i}{Path(name).suffix}"
-        used.add(name)
-        _write(inside(photos, name, what="photo name"), data)
-    if pose_photo is not None:
-        _write(folder / "pose-photo.upload", pose_photo)
+    with storage_errors(folder):
+        photos.mkdir(parents=True)
+        names = {}
+        for i, (given, data) in enumerate(files):
+            stored = f"{i:03d}-{safe_file_name(given)}"
+            atomic_write(inside(photos, stored, what="photo name"), data)
+            names[stored] = given
+        atomic_write(folder / "names.json", json.dumps(names))
     return folder
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def run(studio: "Studio", ctx: "JobContext") -> dict[str, Any]:
@@ -135,8 +128,8 @@ def run(studio: "Studio", ctx: "JobContext") -> dict[str, Any]:
     intake = Phase(ctx, "intake", p)
     if (staged / "photos").is_dir():
         intake.update(stage="checking the photos", progress=0.0, flush=True)
-        photos = sorted((staged / "photos").iterdir())
-        files = [(f.name, f.read_bytes()) for f in photos if not f.name.endswith(".partial")]
+        names = json.loads((staged / "names.json").read_text("utf-8"))
+        files = [(given, (staged / "photos" / stored).read_bytes()) for stored, given in sorted(names.items())]
         studio.store.add_photos(slug, files, **studio.intake_options())
         shutil.rmtree(staged / "photos")
     report = studio.store.get(slug)["intake"] or {}
@@ -158,10 +151,6 @@ def run(studio: "Studio", ctx: "JobContext") -> dict[str, Any]:
         Phase(ctx, "training", t).update(progress=1.0, message=f"Training: {lora['name']} is already made")
     # 3. portraits with that LoRA
     g = {**p["generate"], "lora": lora["name"]}
-    if g["pose_photo"]:
-        out = studio.store.outputs_folder(slug) / ctx.id
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(staged / "pose-photo.upload", out / "pose-photo.upload")
     made = studio._generate(Phase(ctx, "portraits", g))
     shutil.rmtree(staged, ignore_errors=True)
     return {**made, "lora": {k: lora.get(k) for k in ("name", "file", "identity_similarity")},

@@ -22,6 +22,7 @@ from lib_profile.hosts.base import Host, HostError, Interrupted, RunControl, res
 from lib_profile.jobs.db import JobDB
 from lib_profile.jobs.manager import JobContext, JobManager
 from lib_profile.store.identities import Conflict, IdentityStore, NotFound
+from lib_profile.store.files import atomic_write, no_space, out_of_space, storage_errors
 from lib_profile.store.safe import JOB_ID, check_name, inside, is_inside
 
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
@@ -44,9 +45,21 @@ class Studio:
         self.store = IdentityStore(self.data_dir / "identities", lora_root or self.data_dir / "loras",
                                    outputs_root or self.data_dir / "outputs")
         self.jobs = JobManager(JobDB(self.data_dir / "jobs.sqlite3"),
-                               {"train": self._train, "generate": self._generate, "explain": self._explain,
-                                "edit": self._edit, "portraits": lambda ctx: flow.run(self, ctx)})
+                               {"train": self._storage_guard(self._train, self.store.folder),
+                                "generate": self._storage_guard(self._generate, self.store.outputs_folder),
+                                "explain": self._storage_guard(self._explain, self.store.outputs_folder),
+                                "edit": self._storage_guard(self._edit, self.store.outputs_folder),
+                                "portraits": self._storage_guard(lambda ctx: flow.run(self, ctx), self.store.folder)})
         self._delete_lock = threading.Lock()
+
+    @staticmethod
+    def _storage_guard(handler: Callable[[JobContext], dict], folder: Callable[[str], Path]):
+        """``handler`` with a full disk (or quota, read-only, no rights) as a failure that names the folder
+        needing space (the file's folder, else ``folder(identity)``) rather than a bare ``OSError``."""
+        def run(ctx: JobContext) -> dict:
+            with storage_errors(folder(ctx.identity)):
+                return handler(ctx)
+        return run
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -185,12 +198,29 @@ class Studio:
         entry = self._lora(slug, lora)
         params = self.check_generate(pose, tone, count, seed, prompt, switches, pose_photo, entry, lora_weight,
                                      settings, detail_engine)
-        job = self.jobs.submit("generate", slug, params)
         if pose_photo is not None:
-            folder = self.store.outputs_folder(slug) / job["id"]
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "pose-photo.upload").write_bytes(pose_photo)
-        return job
+            params["pose_photo_file"] = self._save_pose_photo(slug, pose_photo)
+        return self.jobs.submit("generate", slug, params)  # only now: the job's every input is complete
+
+    def _save_pose_photo(self, slug: str, data: bytes) -> str:
+        """Check a pose reference photo and store it whole (:func:`atomic_write`) under the identity's
+        ``pose-photos/`` (named by its SHA-256, so sending it again stores nothing new) before its job is queued;
+        returns the file name. A photo that cannot be read is a HostError (400); a full disk a StorageError (507)."""
+        import hashlib
+
+        from lib_profile.photos.reading import read_photo_bytes
+
+        read = read_photo_bytes(data, "pose_photo")
+        if read.reason is not None:
+            raise HostError(f"pose_photo: {read.reason.message}")
+        folder = self.store.folder(slug) / "pose-photos"
+        name = hashlib.sha256(data).hexdigest()[:32] + ".upload"
+        with storage_errors(folder):
+            folder.mkdir(exist_ok=True)
+            path = inside(folder, name, what="pose photo")
+            if not (path.is_file() and path.stat().st_size == len(data)):
+                atomic_write(path, data)
+        return name
 
     def check_generate(self, pose: Optional[str] = None, tone: str = "warm", count: int = 4, seed: int = -1,
                        prompt: Optional[str] = None, switches: Optional[dict[str, bool]] = None,
@@ -412,6 +442,8 @@ class Studio:
             raise Interrupted()
         if proc.returncode != 0:
             tail = log.read_text("utf-8", "replace").strip().splitlines()[-3:]
+            if not error and not any("error:" in line for line in tail) and out_of_space(out):
+                raise no_space(out)  # the full disk took the log too
             raise HostError(error or f"Training failed (exit {proc.returncode}): {' | '.join(tail)}")
         report = json.loads((out / "train_report.json").read_text("utf-8"))
         entry = self._publish(slug, out, report)
@@ -440,10 +472,10 @@ class Studio:
             tmp.replace(b)
         meta = read_metadata(dest_dir / src.name)
         activation = meta.get("profile_studio_activation_text", f"{record['token']} {record['class_word']}")
-        (dest_dir / f"{stem}.json").write_text(json.dumps({
+        atomic_write(dest_dir / f"{stem}.json", json.dumps({
             "description": f"Profile Studio face LoRA of {record['name']}", "sd version": "SD1",
             "activation text": activation, "preferred weight": 0.9, "notes": "",
-        }, indent=1), "utf-8")
+        }, indent=1, ensure_ascii=False))
         entry = {"name": stem, "file": src.name, "created": time.time(), "activation_text": activation,
                  "identity_similarity": report["choice"].get("identity_similarity"), "run": out.name}
         self.store.add_lora(slug, entry)
@@ -573,7 +605,10 @@ class Studio:
         out.mkdir(parents=True, exist_ok=True)
         entry = self._lora(slug, p["lora"]) if p.get("lora") else None
         pose = p.get("pose")
-        if p.get("pose_photo"):
+        if p.get("pose_photo_file"):  # stored whole before the job was queued
+            photo = inside(self.store.folder(slug) / "pose-photos", p["pose_photo_file"], what="pose photo")
+            pose = str(pose_from_photo_file(photo, out / "pose-from-photo.json"))
+        elif p.get("pose_photo"):  # a job queued by an older version: the photo in its folder
             pose = str(pose_from_photo_file(out / "pose-photo.upload", out / "pose-from-photo.json"))
         host = self.host
         settings = dict(p.get("settings") or {})

@@ -90,7 +90,7 @@ def test_one_call_by_multipart_cancelled_in_training_resumes_where_it_stopped(ap
     run = studio.jobs.get(job_id)["params"]["train"]["run"]
     log = (studio.store.folder(SLUG) / "training" / run / "events.jsonl").read_text()
     events = [json.loads(line) for line in log.splitlines() if line.strip()]
-    starts = [e.get("step") for e in events if e.get("phase") == "train" and "steps" in e]
+    starts = [e.get("step") for e in events if e["event"] == "phase" and e.get("phase") == "train" and "steps" in e]
     assert '"phase": "cancelled"' in log and len(starts) == 2 and starts[0] == 0 and starts[1] > 0, starts  # resumed
     assert len(done["result"]["images"]) == 1
 

@@ -11,7 +11,7 @@ import http.client
 import io
 import json
 import textwrap
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from PIL import Image
@@ -125,13 +125,15 @@ def multipart(filename: str) -> tuple[bytes, dict]:
 
 def requests_for(seg: str, text: str):
     """(method, path, body, kind) for every route that takes a name: the name in each place it can go.
-    kind: "file" (serves a file: must not answer 200), "any" (may succeed, e.g. a name reduced to its last part)."""
+    kind: "file" (serves a file: must not answer 200), "any" (may succeed, e.g. a name reduced to its last part),
+    "photo" (may succeed only for a name a photo uploaded earlier in the fuzz was given, e.g. a literal ``%2E%2E``:
+    photos keep the names the user gave)."""
     out = [
         ("GET", f"/identities/{seg}", None, "file"),
         ("GET", f"/identities/{seg}/contact_sheet.png", None, "file"),
         ("POST", f"/identities/{seg}/photos/base64", {"images": [{"name": "a.jpg", "data": "AAAA"}]}, "file"),
         ("DELETE", f"/identities/{seg}/photos/real.jpg", None, "file"),
-        ("DELETE", f"/identities/{SLUG}/photos/{seg}", None, "file"),
+        ("DELETE", f"/identities/{SLUG}/photos/{seg}", None, "photo"),
         ("POST", f"/identities/{seg}/train", {}, "file"),
         ("POST", f"/identities/{SLUG}/train", {"checkpoint": text}, "file"),
         ("POST", "/portraits", {"name": "Fuzz Flow", "images": [{"name": "a.jpg", "data": "AAAA"}],
@@ -170,12 +172,15 @@ def test_no_route_serves_outside_its_root(server, world):
             headers = None
             if isinstance(body, tuple):
                 body, headers = body
+            shown = studio.store.get(SLUG)["photos"] if kind == "photo" else []
             status, data = send(server, method, path, body, headers)
             where = f"{form}: {method} {path} {body if isinstance(body, dict) else ''}"
             if status >= 500:
                 failures.append(f"{where} -> {status} {data[:200]!r}")
             if SECRET.encode() in data:
                 failures.append(f"{where} -> {status} served the secret")
+            if kind == "photo" and status < 300 and unquote(seg) not in shown:
+                failures.append(f"{where} -> {status} (removed a photo by a name it was not given)")
             if kind == "file" and status < 300:
                 failures.append(f"{where} -> {status} (a bad name was accepted)")
     assert secret.read_text() == SECRET and (studio.store.folder(SLUG) / "uploads" / "real.jpg").is_file()

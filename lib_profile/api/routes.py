@@ -2,7 +2,9 @@
 
 Slow routes are plain ``def`` (FastAPI runs them in its thread pool). Training and generation return a
 job at once; poll ``GET /jobs/{id}``. Errors: 400 bad input, 401 no or wrong credentials (when the
-WebUI's ``--api-auth`` or serve's ``--api-auth`` is set), 404 unknown, 409 conflict, 413 too large.
+WebUI's ``--api-auth`` or serve's ``--api-auth`` is set), 404 unknown, 409 conflict, 413 too large, 507 no
+space (or quota, or rights) to store the request's files: the message names the folder; nothing of the request
+is kept.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lib_profile.api import models as m
 from lib_profile.api.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, MULTIPART_SCHEMA, check_count, limited_route, \
     read_photos
 from lib_profile.hosts.base import HostError
+from lib_profile.store.files import StorageError, is_storage_fault, storage_error
 from lib_profile.store.identities import MAX_PHOTO_BYTES, MAX_PHOTOS, Conflict, NotFound
 
 StudioProvider = Callable[[], "object"]
@@ -64,6 +67,8 @@ def _http(exc: Exception) -> HTTPException:
         return HTTPException(404, str(exc))
     if isinstance(exc, Conflict):
         return HTTPException(409, str(exc))
+    if isinstance(exc, StorageError):
+        return HTTPException(507, str(exc))
     return HTTPException(400, str(exc))
 
 
@@ -132,6 +137,10 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
             raise
         except (HostError, TimeoutError) as exc:
             raise _http(exc) from None
+        except OSError as exc:  # a full disk (or quota, read-only) where no store method named the folder
+            if is_storage_fault(exc):
+                raise _http(storage_error(exc)) from None
+            raise
 
     def links(job: dict) -> dict:
         base = f"{API_PREFIX}/jobs/{job['id']}"

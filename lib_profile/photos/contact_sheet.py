@@ -21,6 +21,23 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _drawable(text: str, font) -> str:
+    """``text`` if ``font`` has a glyph for each of its characters, else its ASCII transliteration (Unidecode):
+    a name in a script the font lacks (DejaVu has no CJK) reads ``Li Lei.jpg`` rather than empty boxes."""
+    try:
+        from matplotlib.ft2font import FT2Font
+
+        face = FT2Font(getattr(font, "path", ""))
+        if all(c.isspace() or face.get_char_index(ord(c)) for c in text):
+            return text
+    except Exception:  # noqa: BLE001 - the default bitmap font, or no matplotlib: ASCII is safe
+        if text.isascii():
+            return text
+    from unidecode import unidecode
+
+    return " ".join(unidecode(text).split())
+
+
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     lines, line = [], ""
     for word in text.split():
@@ -60,7 +77,7 @@ def contact_sheet(entries: list[dict], cell: int = 240, columns: int = 5) -> Ima
             draw.text((x0 + 12, y0 + cell // 2 - 8), "cannot show", fill=GREY, font=title_font)
         draw.rectangle((x0 + 2, y0 + 2, x0 + cell - 2, y0 + cell - 2), outline=colour, width=2)
         verdict = e.get("verdict", "ACCEPTED" if e.get("accepted") else "REJECTED")
-        draw.text((x0 + 6, y0 + cell + 2), f"{verdict}  {e.get('title', '')}".strip()[:40], fill=colour,
+        draw.text((x0 + 6, y0 + cell + 2), f"{verdict}  {_drawable(e.get('title', ''), title_font)}".strip()[:40], fill=colour,
                   font=title_font)
         y = y0 + cell + 20
         parts = [part for line in e.get("lines", []) for part in _wrap(draw, line, small, cell - 12)]

@@ -90,6 +90,7 @@ class _Photo:
     metrics: dict[str, float] = field(default_factory=dict)
     similarity: Optional[float] = None
     crop: Optional[str] = None
+    shown: str = ""  # the name the user gave the photo
 
 
 def list_photos(folder: str | Path) -> list[Path]:
@@ -138,8 +139,11 @@ def _next_step(n_ok: int, n: int, t: Thresholds, counts: Counter, out: Path) -> 
 
 
 def run_intake(photos: str | Path | list[Path], out: str | Path, options: Optional[IntakeOptions] = None,
-               progress: Optional[Callable[[int, int, str], None]] = None) -> dict[str, Any]:
-    """Check the photos and write the intake folder ``out``; returns the report (also in report.json)."""
+               progress: Optional[Callable[[int, int, str], None]] = None,
+               names: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Check the photos and write the intake folder ``out``; returns the report (also in report.json).
+    ``names``: ``{file name: the name the user gave}``; the report's ``file`` and the contact sheet show the
+    name the user gave (its ``stored`` the file name), so a user can tell which verdict is which photo."""
     opts = options or IntakeOptions()
     opts.validate()
     t = opts.thresholds
@@ -155,6 +159,7 @@ def run_intake(photos: str | Path | list[Path], out: str | Path, options: Option
         if progress:
             progress(i, len(files), path.name)
         item = _Photo(path)
+        item.shown = (names or {}).get(path.name, path.name)
         items.append(item)
         read = read_photo(path, max_pixels=t.max_pixels)
         if read.reason is not None:
@@ -188,7 +193,7 @@ def run_intake(photos: str | Path | list[Path], out: str | Path, options: Option
         twin = next((k for k in kept if measure.fingerprint_distance(k.print_, item.print_) < t.duplicate_distance), None)
         if twin is not None:
             dist = measure.fingerprint_distance(twin.print_, item.print_)
-            item.reasons.append(Reason(R.DUPLICATE, f"A near-identical copy of {twin.path.name}; each photo should "
+            item.reasons.append(Reason(R.DUPLICATE, f"A near-identical copy of {twin.shown}; each photo should "
                                        "be a different shot.", round(dist, 2), t.duplicate_distance))
         else:
             kept.append(item)
@@ -217,7 +222,8 @@ def _write(out: Path, items: list[_Photo], ref, opts: IntakeOptions, threshold: 
         report = {
             "profile_studio": __version__,
             "photos": [{
-                "file": p.path.name,
+                "file": p.shown,
+                "stored": p.path.name,
                 "status": "rejected" if p.reasons else "accepted",
                 "reasons": [r.to_dict() for r in p.reasons],
                 "face": p.face.to_dict() if p.face is not None else None,
@@ -246,7 +252,7 @@ def _write(out: Path, items: list[_Photo], ref, opts: IntakeOptions, threshold: 
                 "embedder": embedder.name, "dim": embedder.dim, "same_person_threshold": threshold,
                 "photos": len(accepted), "vector": [round(float(v), 6) for v in ref]}), "utf-8")
         sheet = contact_sheet([{
-            "image": p.image, "title": p.path.name, "accepted": not p.reasons,
+            "image": p.image, "title": p.shown, "accepted": not p.reasons,
             "box": p.face.box if p.face is not None else None,
             "lines": [f"{r.code}: {r.message}" for r in p.reasons] or (
                 [f"identity {p.similarity:.2f}"] if p.similarity is not None else []),

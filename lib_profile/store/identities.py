@@ -9,6 +9,7 @@ root (``<outputs>/profile-studio/<slug>/``). :meth:`IdentityStore.delete` remove
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lib_profile.hosts.base import HostError
+from lib_profile.store.files import atomic_write, storage_errors
 from lib_profile.store.safe import check_name, inside, is_inside as inside_ok
 
 CLASS_WORDS = ("woman", "man", "person")
@@ -34,27 +36,70 @@ class Conflict(HostError):
     """The request clashes with what exists (HTTP 409): a duplicate name, a job still running."""
 
 
+MAX_NAME_CHARS = 100  # a display name's length
+SLUG_CHARS = 40  # a slug's length; see IdentityStore._under
+_ALLOWED_FORMAT = {"\u200c", "\u200d"}  # zero-width (non-)joiners: part of Persian, Indic and emoji spellings
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(unicodedata.normalize("NFC", text).casefold().encode("utf-8")).hexdigest()[:8]
+
+
 def slug_for(name: str) -> str:
-    """The folder name for a display name; refuses names that could escape a folder."""
+    """The folder (and URL) name for a display name in any script: the name transliterated to ASCII by
+    `Unidecode <https://pypi.org/project/Unidecode/>`_, lower case, runs of other characters as ``-``; at most
+    40 characters of ``[a-z0-9_-]``, starting with a letter or digit. A plain ASCII name that fits keeps just
+    that (``"Anna Li"`` -> ``anna-li``); any other name (other scripts, accents, emoji, over 40) gets ``-`` and 8
+    hex digits of a hash of the name (NFC, case-folded), so ``"Анна"`` (``anna-...``) never takes ``"Anna"``'s
+    slug, and a name with nothing ASCII left is the hash alone. The same name always gives the same slug.
+    Refused (HostError, HTTP 400): no name, over 100 characters, ``/``, ``\\``, ``..``, NUL and other control or
+    invisible format characters (bidi overrides)."""
     if not isinstance(name, str) or not name.strip():
-        raise HostError("An identity needs a name (letters, digits, spaces, '-' or '_')")
+        raise HostError("An identity needs a name (letters in any script, digits, spaces, '-' or '_')")
     name = name.strip()
-    if len(name) > 40:
-        raise HostError("An identity name may have at most 40 characters")
-    if any(c in name for c in "/\\") or ".." in name or any(unicodedata.category(c)[0] == "C" for c in name):
+    if len(name) > MAX_NAME_CHARS:
+        raise HostError(f"An identity name may have at most {MAX_NAME_CHARS} characters")
+    if any(c in name for c in "/\\") or ".." in name or any(
+            unicodedata.category(c)[0] == "C" and c not in _ALLOWED_FORMAT for c in name):
         raise HostError(f"The name {name!r} may not contain '/', '\\', '..' or control characters")
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9_-]+", "-", ascii_name.lower()).strip("-_")
-    if not slug:
-        raise HostError(f"The name {name!r} needs at least one letter or digit")
-    return slug
+    from unidecode import unidecode
+
+    base = re.sub(r"[^a-z0-9_-]+", "-", unidecode(unicodedata.normalize("NFKC", name)).lower()).strip("-_")
+    if name.isascii() and base and len(base) <= SLUG_CHARS:
+        return base
+    base = base[:SLUG_CHARS - 9].rstrip("-_")
+    return f"{base}-{_short_hash(name)}" if base else _short_hash(name)
 
 
 def safe_file_name(name: str) -> str:
-    """An uploaded file's name reduced to its last part, with nothing that could escape a folder."""
+    """The name a photo is stored under: the last part of ``name``, transliterated to ASCII (Unidecode), with
+    only ``A-Z a-z 0-9 . _ - space`` left (others become ``_``); ``photo`` when nothing is left of the stem."""
+    from unidecode import unidecode
+
     base = re.split(r"[\\/]", name or "")[-1]
-    base = re.sub(r"[^A-Za-z0-9._ -]+", "_", base).strip(" .")
-    return base[:100] or "photo"
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", unidecode(unicodedata.normalize("NFKC", stem))).strip(" ._")[:90]
+    ext = re.sub(r"[^A-Za-z0-9]+", "", unidecode(ext))[:10]
+    return (stem or "photo") + (f".{ext}" if ext else "")
+
+
+def shown_file_name(name: str) -> str:
+    """The name a user sees for an uploaded photo: the last part of what they sent, in their script, with control
+    characters, ``:`` and outer spaces taken out, at most 200 bytes; the stored name when nothing is left."""
+    base = unicodedata.normalize("NFC", re.split(r"[\\/]", name or "")[-1])
+    base = "".join("_" if c == ":" or unicodedata.category(c)[0] == "C" and c not in _ALLOWED_FORMAT else c
+                   for c in base).strip()
+    while len(base.encode("utf-8")) > 200:
+        base = base[:-1]
+    return base if base.strip(".") else safe_file_name(name)
+
+
+def _numbered(name: str, n: int) -> str:
+    """``photo.jpg`` -> ``photo-1.jpg`` (n=1)."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}-{n}.{ext}" if dot and stem else f"{name}-{n}"
 
 
 class IdentityStore:
@@ -90,12 +135,22 @@ class IdentityStore:
         return sorted(p for p in folder.glob("*") if p.is_file() and not p.name.endswith(".partial")
                       and (not p.is_symlink() or inside_ok(p, folder)))
 
+    def photo_names(self, slug: str) -> dict[str, str]:
+        """``{stored name: the name the user gave}`` of the identity's photos (``photos.json``; a photo not
+        listed there shows its stored name)."""
+        path = self.folder(slug) / "photos.json"
+        names = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+        return {p.name: names.get(p.name, p.name) for p in self.uploads(slug)}
+
+    def _stored_name(self, slug: str, name: str) -> Optional[str]:
+        """The stored name of the photo a user names: by the name they see, or by its stored name."""
+        names = self.photo_names(slug)
+        return next((stored for stored, shown in names.items() if shown == name), None) or (
+            name if name in names else None)
+
     # -- records
     def _write(self, slug: str, record: dict[str, Any]) -> None:
-        path = self.folder(slug) / "identity.json"
-        tmp = path.with_name("identity.json.partial")
-        tmp.write_text(json.dumps(record, indent=1), "utf-8")
-        tmp.replace(path)
+        atomic_write(self.folder(slug) / "identity.json", json.dumps(record, indent=1))
 
     def get(self, slug: str) -> dict[str, Any]:
         path = self.folder(slug) / "identity.json"
@@ -104,7 +159,7 @@ class IdentityStore:
         record = json.loads(path.read_text("utf-8"))
         intake = self.folder(slug) / "intake" / "report.json"
         record["intake"] = json.loads(intake.read_text("utf-8")) if intake.is_file() else None
-        record["photos"] = [p.name for p in self.uploads(slug)]
+        record["photos"] = list(self.photo_names(slug).values())  # the names the user gave
         return record
 
     def list(self) -> list[dict[str, Any]]:
@@ -126,18 +181,27 @@ class IdentityStore:
                 raise Conflict(f"An identity named {name!r} ({slug}) already exists; choose another name")
             tmp = self.root / f".{slug}.creating"
             shutil.rmtree(tmp, ignore_errors=True)
-            (tmp / "uploads").mkdir(parents=True)
             record = {"slug": slug, "name": name.strip(), "class_word": class_word, "token": token,
                       "created": time.time(), "loras": []}
-            (tmp / "identity.json").write_text(json.dumps(record, indent=1), "utf-8")
-            tmp.rename(folder)
+            try:
+                with storage_errors(self.root):
+                    (tmp / "uploads").mkdir(parents=True)
+                    atomic_write(tmp / "identity.json", json.dumps(record, indent=1))
+                    tmp.rename(folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # nothing half-made stays
+                raise
         return self.get(slug)
 
     # -- photos and intake
     def add_photos(self, slug: str, files: list[tuple[str, bytes]], **intake_options) -> dict[str, Any]:
-        """Save the uploads, then run the intake over all of the identity's photos; returns the report.
-        The new intake is written beside the old one and swapped in only when complete; when the intake fails,
-        the photos of this call are taken out again (a retry does not store them twice)."""
+        """Save the uploads (``files``: ``(name as the user gave it, bytes)``), then run the intake over all of
+        the identity's photos; returns the report. Each photo is stored whole (:func:`atomic_write`) under an
+        ASCII name (:func:`safe_file_name`); the name the user gave (:func:`shown_file_name`, made unique with
+        ``-1``, ``-2``...) is kept in ``photos.json`` and shown in the report and contact sheet. The new intake is
+        written beside the old one and swapped in only when complete; when anything fails (a bad photo, a full
+        disk: :class:`~lib_profile.store.files.StorageError`), the photos of this call are taken out again, so a
+        retry does not store them twice."""
         record = self.get(slug)
         if not files:
             raise HostError("No photos given; upload about 10 photos of the person (JPEG, PNG, WebP, HEIC)")
@@ -147,38 +211,49 @@ class IdentityStore:
             if len(data) > MAX_PHOTO_BYTES:
                 raise HostError(f"{safe_file_name(fname)} is over {MAX_PHOTO_BYTES // 2**20} MB; upload a smaller copy")
         uploads = self.folder(slug) / "uploads"
+        names_file = self.folder(slug) / "photos.json"
         with self._lock:
+            names = self.photo_names(slug)
+            before = names_file.read_bytes() if names_file.is_file() else None
             written: list[Path] = []
             try:
-                for fname, data in files:
-                    name = safe_file_name(fname)
-                    dest = inside(uploads, name, what="photo name")
-                    n = 1
-                    while dest.exists() or dest.is_symlink():
-                        dest = inside(uploads, f"{Path(name).stem}-{n}{Path(name).suffix}", what="photo name")
-                        n += 1
-                    tmp = dest.with_name(dest.name + ".partial")
-                    tmp.write_bytes(data)
-                    tmp.replace(dest)
-                    written.append(dest)
-                return self._intake(slug, record, intake_options)
+                with storage_errors(uploads):
+                    for fname, data in files:
+                        name = safe_file_name(fname)
+                        dest = inside(uploads, name, what="photo name")
+                        n = 1
+                        while dest.exists() or dest.is_symlink():
+                            dest = inside(uploads, _numbered(name, n), what="photo name")
+                            n += 1
+                        shown = shown_file_name(fname)
+                        n, base = 1, shown
+                        while shown in names.values():
+                            shown, n = _numbered(base, n), n + 1
+                        atomic_write(dest, data)
+                        written.append(dest)
+                        names[dest.name] = shown
+                    atomic_write(names_file, json.dumps(names, ensure_ascii=False, indent=1))
+                    return self._intake(slug, record, intake_options)
             except BaseException:
                 for path in written:
                     path.unlink(missing_ok=True)
-                for tmp in uploads.glob("*.partial"):
-                    tmp.unlink(missing_ok=True)
+                if before is None:
+                    names_file.unlink(missing_ok=True)
+                else:
+                    atomic_write(names_file, before)
                 raise
 
     def remove_photos(self, slug: str, names: list[str], **intake_options) -> Optional[dict[str, Any]]:
-        """Remove photos (by their stored names) and check the rest again; returns the new report, or None
-        when no photo is left (then the intake is gone too)."""
+        """Remove photos (by the names the user sees, as the report lists them, or by their stored names) and
+        check the rest again; returns the new report, or None when no photo is left (then the intake is gone too)."""
         record = self.get(slug)
         for name in names:
             check_name(name, "photo name")
-        unknown = [n for n in names if n not in record["photos"]]
+        unknown = [n for n in names if self._stored_name(slug, n) is None]
         if unknown or not names:
             raise NotFound(f"No photo {', '.join(map(repr, unknown or ['']))} of {slug!r}; its photos are: "
                            + (", ".join(record["photos"]) or "none"))
+        names = list(dict.fromkeys(self._stored_name(slug, n) for n in names))
         uploads = self.folder(slug) / "uploads"
         with self._lock:
             kept = self.folder(slug) / ".removed"
@@ -213,7 +288,8 @@ class IdentityStore:
         opts = IntakeOptions(token=record["token"], class_word=record["class_word"], **intake_options)
         photos = self.uploads(slug)
         try:
-            report = run_intake(photos, current, opts)
+            with storage_errors(folder):
+                report = run_intake(photos, current, opts, names=self.photo_names(slug))
         except BaseException:
             shutil.rmtree(current, ignore_errors=True)
             if old.exists():
