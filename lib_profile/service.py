@@ -406,7 +406,8 @@ class Studio:
             ctx.update(message="Training stopped; resume it to continue from the last step")
             raise Interrupted()
         if proc.returncode == LOCKED:
-            raise HostError(EARLIER_TRAINER)
+            raise HostError("Another trainer is still writing to this run (one from before a restart, or a second "
+                            "WebUI or serve on the same data folder); wait for it or cancel it, then resume.")
         if proc.returncode != 0:
             tail = log.read_text("utf-8", "replace").strip().splitlines()[-3:]
             raise HostError(error or f"Training failed (exit {proc.returncode}): {' | '.join(tail)}")

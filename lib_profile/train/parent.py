@@ -3,7 +3,8 @@
 Two guards, started first thing in the ``train`` command when it is given ``--parent-pid``:
 
 * Linux: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``: the kernel sends SIGTERM the moment the parent goes, however
-  it goes (even SIGKILL). Checked once right after, in case the parent went before the call.
+  it goes (even SIGKILL). Checked once right after, in case the parent went before the call. (Linux sends it
+  when the parent *thread* that started the trainer ends: the job worker, which outlives every job it runs.)
 * Everywhere: a watchdog thread that looks at the parent once a second (POSIX: ``getppid()`` changes when
   the trainer is re-parented; Windows: whether the parent's pid is still alive, with psutil when present).
 
