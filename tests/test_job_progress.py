@@ -139,12 +139,12 @@ except ImportError:
     from tests.standins import models as standin_models
 
 
-@pytest.mark.parametrize("flavour", ["a1111", "forge"])
-def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(flavour, tmp_path, tiny_checkpoint):
+def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(tmp_path, tiny_checkpoint, flavour="a1111"):
     """What ``/internal/progress`` answers for the job's task id (the stand-in computes it as the WebUI does from
     ``shared.state``), read at every progress update the job makes, moves from 0 to 1, also when a UI action
     elsewhere resets the WebUI's job fields meanwhile; afterwards the task is completed and the sampling fields
-    are cleared."""
+    are cleared. One flavour: the mapping is the same code for both (their ``training_slot`` memory handling is
+    in test_webui_training_memory.py)."""
     from lib_profile import sample_photos
     from lib_profile.hosts import webui as wh
     from lib_profile.service import Studio
