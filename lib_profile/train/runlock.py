@@ -47,6 +47,18 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+def _unlock(fd: int) -> None:
+    """Windows wants a locked region unlocked before the file is closed; flock needs nothing (close drops it)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        except OSError:
+            pass
+
+
 def _read_pid(path: Path) -> Optional[int]:
     try:
         text = path.read_text("ascii", "replace").strip()
@@ -78,7 +90,8 @@ class RunLock:
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)  # closing drops the lock (flock and msvcrt alike); the file stays, harmless
+            _unlock(fd)
+            os.close(fd)  # closing drops the lock; the file stays, harmless
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
@@ -98,7 +111,8 @@ def holder(folder: str | Path) -> Optional[int]:
         return None
     try:
         if _try_lock(fd):
-            return None  # nobody holds it (closing below releases our probe)
+            _unlock(fd)
+            return None  # nobody holds it (our probe is released)
         return _read_pid(path) or 0
     finally:
         os.close(fd)
