@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--events", help="append JSON-lines progress events to this file (default: stdout)")
     p.add_argument("--cancel-file", help="stop (resumably) when this file appears (default: OUT/CANCEL)")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="stop (resumably) when this process, the one that started the trainer, dies")
 
     p = sub.add_parser("generate", help="make studio portraits: pose, tone, face detail, refine, upscale")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
@@ -256,6 +258,10 @@ def lora_name(name: str) -> str:
 
 
 def cmd_train(args) -> int:
+    from lib_profile.train.parent import watch_parent
+
+    watch_parent(args.parent_pid)  # first, before the slow imports: a trainer never outlives its starter
+    from lib_profile.train.runlock import LOCKED, RunLocked
     from lib_profile.train.trainer import CANCELLED, Events, TrainConfig, Trainer
 
     cfg = TrainConfig(name=lora_name(args.name), steps=args.steps, rank=args.rank, alpha=args.alpha,
@@ -270,6 +276,9 @@ def cmd_train(args) -> int:
     try:
         trainer = Trainer(args.intake, args.checkpoint, args.out, cfg, events, args.data_dir)
         result = trainer.run(resume=args.resume, cancel_file=Path(args.cancel_file) if args.cancel_file else None)
+    except RunLocked as exc:  # the events file is the other trainer's: nothing is written to it
+        print(f"error: {exc}", file=sys.stderr)
+        return LOCKED
     except Exception as exc:
         events("phase", phase="error", message=str(exc))
         raise

@@ -8,10 +8,7 @@ data folder). Data flows one way: photos -> intake -> LoRA -> plan -> portraits 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,9 +21,13 @@ from lib_profile.jobs.manager import JobContext, JobManager
 from lib_profile.store.identities import Conflict, IdentityStore, NotFound
 from lib_profile.store.files import atomic_write, no_space, out_of_space, storage_errors
 from lib_profile.store.safe import JOB_ID, check_name, inside, is_inside
+from lib_profile.train import launch, runlock
+from lib_profile.train.runlock import LOCKED
 
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_CANCELLED = 3  # the train command's exit code for a resumable stop
+EARLIER_TRAINER = ("A trainer from before the restart is still running on this run; wait for it to stop (it was "
+                   "asked to, and saves its last step), or cancel it, then resume.")
 
 # Training settings a request may set, with the checks the trainer applies; None = the trainer's default.
 TRAIN_OPTIONS = ("steps", "rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "validate_every",
@@ -51,6 +52,7 @@ class Studio:
                                 "edit": self._storage_guard(self._edit, self.store.outputs_folder),
                                 "portraits": self._storage_guard(lambda ctx: flow.run(self, ctx), self.store.folder)})
         self._delete_lock = threading.Lock()
+        self._end_orphans(self.jobs.interrupted_at_start)
 
     @staticmethod
     def _storage_guard(handler: Callable[[JobContext], dict], folder: Callable[[str], Path]):
@@ -177,15 +179,43 @@ class Studio:
         (:mod:`lib_profile.flow`)."""
         return flow.start(self, name, files, **kwargs)
 
+    def _run_folder(self, job: dict[str, Any]) -> Path:
+        """The training run folder of a train job, or of a portraits job's training."""
+        params = job["params"] or {}
+        run = params.get("run") or (params.get("train") or {}).get("run")
+        return self.store.folder(job["identity"]) / "training" / check_name(run, "run")
+
+    def _end_orphans(self, interrupted: list[dict[str, Any]]) -> None:
+        """After a restart: a training job the last run left running is interrupted (resumable). Its trainer
+        normally died with that run; one still alive (its run folder's lock tells) is asked to stop at its
+        next step, and until it has, resuming is refused (the lock would refuse a second trainer anyway)."""
+        for job in interrupted:
+            params = job.get("params") or {}
+            if job["kind"] not in ("train", "portraits") or not (params.get("run") or params.get("train")):
+                continue
+            try:
+                folder = self._run_folder(job)
+            except (HostError, NotFound):
+                continue
+            if runlock.holder(folder) is not None:
+                (folder / "CANCEL").touch()
+                self.jobs.db.update(job["id"], messages=[*job["messages"], EARLIER_TRAINER])
+
     def resume(self, job_id: str) -> dict[str, Any]:
+        """Continue a cancelled, interrupted or failed training from its last saved step, as a new job.
+        Raises Conflict (409) when there is nothing to resume or a trainer still writes to the run."""
         job = self.jobs.get(job_id)
         if job["kind"] == "portraits" and job["state"] in ("cancelled", "interrupted", "failed"):
             if self.jobs.busy_with(job["identity"]):
                 raise Conflict("This identity already has a job queued or running")
+            if runlock.holder(self._run_folder(job)) is not None:
+                raise Conflict(EARLIER_TRAINER)
             return self.jobs.submit("portraits", job["identity"], {**job["params"], "resumes": job_id})
         if job["kind"] != "train" or job["state"] not in ("cancelled", "interrupted", "failed"):
             raise Conflict("Only a cancelled, interrupted or failed training or portraits job can be resumed")
-        state = self.store.folder(job["identity"]) / "training" / job["params"]["run"] / "state" / "state.pt"
+        if runlock.holder(self._run_folder(job)) is not None:
+            raise Conflict(EARLIER_TRAINER)
+        state = self._run_folder(job) / "state" / "state.pt"
         if not state.is_file():
             raise Conflict("This training stopped before its first checkpoint; start a new training instead")
         return self.jobs.submit("train", job["identity"], {**job["params"], "resume": True, "resumes": job_id})
@@ -406,9 +436,8 @@ class Studio:
         checkpoint = p.get("checkpoint") or self.host.checkpoint_path()
         opts = {"steps": int(self.defaults().get("train_steps") or 800),
                 "identity_in_lora": self.defaults().get("identity_in_lora", True) is not False, **p["options"]}
-        cmd = [sys.executable, "-m", "lib_profile", "--data-dir", str(self.data_dir), "train", str(intake),
-               "--checkpoint", str(checkpoint), "--name", p["name"], "--out", str(out), "--events", str(events),
-               "--cancel-file", str(cancel)]
+        cmd = ["train", str(intake), "--checkpoint", str(checkpoint), "--name", p["name"], "--out", str(out),
+               "--events", str(events), "--cancel-file", str(cancel)]
         for key, value in opts.items():
             if key == "identity_in_lora":  # a switch: on by default
                 cmd += [] if value else ["--no-identity-in-lora"]
@@ -416,8 +445,6 @@ class Studio:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
         if p.get("resume"):
             cmd.append("--resume")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(EXTENSION_ROOT), *filter(None, [env.get("PYTHONPATH")])])
         steps = int(opts["steps"])
         ctx.update(stage="starting", progress=0.0, message=f"Training {p['name']} for {steps} steps")
         log = out / "train.log"
@@ -425,7 +452,7 @@ class Studio:
         if p.get("resume") and events.is_file():  # the run before this one wrote there too: read only what is new
             reader.offset = events.stat().st_size
         with self.host.training_slot(ctx.task_id, steps), open(log, "ab") as log_file:
-            proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(EXTENSION_ROOT))
+            proc = launch.spawn(cmd, log_file, self.data_dir)  # dies with this process; holds the run's lock
             host_control = self.host.control()
             while True:
                 stopped = proc.poll() is not None
@@ -440,6 +467,9 @@ class Studio:
         if proc.returncode == TRAIN_CANCELLED:
             ctx.update(message="Training stopped; resume it to continue from the last step")
             raise Interrupted()
+        if proc.returncode == LOCKED:
+            raise HostError("Another trainer is still writing to this run (one from before a restart, or a second "
+                            "WebUI or serve on the same data folder); wait for it or cancel it, then resume.")
         if proc.returncode != 0:
             tail = log.read_text("utf-8", "replace").strip().splitlines()[-3:]
             if not error and not any("error:" in line for line in tail) and out_of_space(out):

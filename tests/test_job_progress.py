@@ -129,3 +129,64 @@ def test_a_cancel_stops_a_webui_pass_within_a_step(webui):
     with pytest.raises(Interrupted):
         host.txt2img(Txt2ImgRequest(prompt="x", seed=1, steps=20), RunControl(should_interrupt=cancelled.is_set))
     assert max(seen) <= 4
+
+
+# ------------------------------------------------------------------ a training job moves the WebUI's own bar
+
+try:
+    from standins import models as standin_models
+except ImportError:
+    from tests.standins import models as standin_models
+
+
+def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(tmp_path, tiny_checkpoint, flavour="a1111"):
+    """What ``/internal/progress`` answers for the job's task id (the stand-in computes it as the WebUI does from
+    ``shared.state``), read at every progress update the job makes, moves from 0 to 1, also when a UI action
+    elsewhere resets the WebUI's job fields meanwhile; afterwards the task is completed and the sampling fields
+    are cleared. One flavour: the mapping is the same code for both (their ``training_slot`` memory handling is
+    in test_webui_training_memory.py)."""
+    from lib_profile import sample_photos
+    from lib_profile.hosts import webui as wh
+    from lib_profile.service import Studio
+
+    with standin.installed(tmp_path / "webui", flavour=flavour, cn_models=[]) as modules:
+        standin_models.install(flavour, "cpu")
+        host = wh.WebUIHost()
+        seen = []
+        shown = host.training_progress
+        meddled = []
+
+        def training_progress(step, steps, text=""):
+            if step >= 1 and not meddled:  # a UI action elsewhere in the WebUI ends meanwhile (webui-host.md 5.2)
+                meddled.append(modules.call_queue.wrap_gradio_call(lambda: ["refreshed"])())
+            shown(step, steps, text)
+            seen.append(modules.progress.progressapi(task)["progress"])
+
+        host.training_progress = training_progress
+        studio = Studio(host, tmp_path / "data", lora_root=tmp_path / "webui" / "models" / "Lora" / "ps",
+                        outputs_root=tmp_path / "webui" / "outputs")
+        try:
+            studio.create_identity("Anna")
+            studio.add_photos("anna", [(f"{n}.jpg", _jpeg(im)) for n, im in sample_photos.selfies()[:6]])
+            job = studio.train("anna", {"steps": 8, "resolution": 64, "batch_size": 1, "validation_images": 0,
+                                        "save_every": 4, "log_every": 1, "select": "last", "device": "cpu"},
+                               checkpoint=str(tiny_checkpoint))
+            task = f"task(profile-studio-{job['id']})"
+            done = studio.jobs.wait(job["id"], timeout=600)
+        finally:
+            studio.close()
+        assert done["state"] == "done", done
+        assert meddled and seen and seen[0] == 0 and seen[-1] == 1, seen
+        assert seen == sorted(seen)  # never backwards
+        after = modules.progress.progressapi(task)
+        assert after["completed"] and not after["active"]
+        state = modules.shared.state
+        assert state.job_count == 0 and state.sampling_step == 0 and state.log[-1][0] == "end"
+
+
+def _jpeg(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=92)
+    return buf.getvalue()

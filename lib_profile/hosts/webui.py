@@ -442,19 +442,26 @@ class WebUIHost(Host):
     @contextlib.contextmanager
     def training_slot(self, id_task: str, steps: int) -> Iterator[None]:
         """Training runs in a subprocess on the same GPU: hold the queue (no generation meanwhile), move the
-        WebUI's model off the GPU, and bring it back afterwards."""
+        WebUI's model off the GPU, and bring it back afterwards. The WebUI's progress bar shows the training
+        (:meth:`training_progress`); its sampling fields are cleared again at the end."""
         with self.job(id_task, 1, "Profile Studio: training"):
-            shared = self._m("shared")
-            shared.state.sampling_steps = steps
+            state = self._m("shared").state
+            self.training_progress(0, steps)
             self.flavour.free_vram()
             try:
                 yield
             finally:
+                state.sampling_step, state.sampling_steps = 0, 0
                 self.flavour.restore_vram()
 
     def training_progress(self, step: int, steps: int, text: str = "") -> None:
+        """Map a training's ``step`` of ``steps`` onto what ``/internal/progress`` computes its bar from
+        (``job_no/job_count + sampling_step/sampling_steps/job_count``): one job, the steps as its sampling steps.
+        All four fields are set at every call: the WebUI resets ``job_count`` outside its queue lock (every
+        ``wrap_gradio_call`` UI action ends with ``job_count = 0``), which would otherwise pin the bar at 0."""
         state = self._m("shared").state
-        state.sampling_step, state.sampling_steps = step, steps
+        state.job_no, state.job_count = 0, 1
+        state.sampling_step, state.sampling_steps = max(0, min(int(step), int(steps))), max(1, int(steps))
         if text:
             state.textinfo = text
 

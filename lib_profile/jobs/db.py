@@ -60,6 +60,22 @@ class JobDB:
         with self._lock:
             self._conn.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
+    def start_queued(self, job_id: str) -> bool:
+        """queued -> running, as one compare-and-set: True when this call started the job, False when it was
+        no longer queued (cancelled meanwhile, or deleted)."""
+        with self._lock:
+            return self._conn.execute("UPDATE jobs SET state='running', started=? WHERE id=? AND state='queued'",
+                                      (time.time(), job_id)).rowcount == 1
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """queued -> cancelled, as one compare-and-set: True when this call cancelled the job before it
+        started, False when it was no longer queued (the worker took it, or it had ended)."""
+        with self._lock:
+            return self._conn.execute(
+                "UPDATE jobs SET state='cancelled', finished=?, messages=json_insert(messages, '$[#]', ?) "
+                "WHERE id=? AND state='queued'",
+                (time.time(), "Cancelled before it started", job_id)).rowcount == 1
+
     def get(self, job_id: str) -> Optional[dict[str, Any]]:
         with self._lock:
             cur = self._conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,))
@@ -81,10 +97,14 @@ class JobDB:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return n
 
-    def mark_interrupted(self) -> int:
-        """After a restart: what was queued or running did not finish."""
+    def mark_interrupted(self) -> list[dict[str, Any]]:
+        """After a restart: what was queued or running did not finish. Returns those jobs, now interrupted."""
         with self._lock:
-            return self._conn.execute(
-                "UPDATE jobs SET state='interrupted', finished=?, messages=json_insert(messages, '$[#]', ?) "
-                "WHERE state IN ('queued', 'running')",
-                (time.time(), "The WebUI stopped while this job was queued or running")).rowcount
+            cur = self._conn.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running')")
+            ids = [r[0] for r in cur.fetchall()]
+            for job_id in ids:  # each one a compare-and-set too: only what is still unfinished
+                self._conn.execute(
+                    "UPDATE jobs SET state='interrupted', finished=?, messages=json_insert(messages, '$[#]', ?) "
+                    "WHERE id=? AND state IN ('queued', 'running')",
+                    (time.time(), "The WebUI stopped while this job was queued or running", job_id))
+        return [job for job in map(self.get, ids) if job is not None]

@@ -4,6 +4,10 @@ A handler gets a :class:`JobContext`: ``ctx.update(stage=, progress=, eta_s=, me
 progress (kept in memory for polling, written to SQLite at most twice a second and on every state
 change), ``ctx.cancelled`` is set by :meth:`JobManager.cancel`, and the handler's return value is
 the job's result. Raising :class:`~lib_profile.hosts.base.Interrupted` ends it as cancelled.
+
+A queued job is either cancelled or run, never both: the two ways out of ``queued`` are compare-and-set
+updates of its row (:meth:`JobDB.cancel_queued`, :meth:`JobDB.start_queued`), and the worker registers the
+job it starts under the same lock :meth:`JobManager.cancel` looks it up with.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class JobManager:
         self._lock = threading.RLock()
         self._queue: "queue.Queue[Optional[str]]" = queue.Queue()
         self._running: dict[str, JobContext] = {}
-        self.db.mark_interrupted()
+        self.interrupted_at_start = self.db.mark_interrupted()  # what the last run of the service left unfinished
         self._worker = threading.Thread(target=self._work, name="profile-studio-jobs", daemon=True)
         self._worker.start()
 
@@ -94,16 +98,17 @@ class JobManager:
         return [self.get(j["id"]) if j["state"] == "running" else j for j in self.db.list(identity)]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job (it will never run) or ask a running one to stop after its current step.
+        Raises NotFound (no such job) or Conflict (it has already ended)."""
         job = self.get(job_id)
-        if job["state"] in FINAL:
-            raise Conflict(f"Job {job_id} has already ended ({job['state']})")
-        with self._lock:
+        with self._lock:  # the worker starts and ends jobs under this lock: the job cannot change hands here
             ctx = self._running.get(job_id)
             if ctx is not None:
                 ctx.cancelled.set()
                 ctx.update(message="Cancel requested; stopping after the current step", flush=True)
-            else:
-                self.db.update(job_id, state="cancelled", finished=time.time())
+            elif not self.db.cancel_queued(job_id):
+                now = self.db.get(job_id) or job
+                raise Conflict(f"Job {job_id} has already ended ({now['state']})")
         return self.get(job_id)
 
     def busy_with(self, identity: str) -> bool:
@@ -140,8 +145,9 @@ class JobManager:
                 continue  # cancelled while queued, or deleted with its identity
             ctx = JobContext(self, job)
             with self._lock:
+                if not self.db.start_queued(job_id):
+                    continue  # cancelled (or deleted) since it was read: it never runs
                 self._running[job_id] = ctx
-            self.db.update(job_id, state="running", started=time.time())
             state, result, error = "done", None, None
             try:
                 result = self.handlers[job["kind"]](ctx)
@@ -154,7 +160,7 @@ class JobManager:
             except Exception as exc:  # noqa: BLE001 - a job must never take the worker down
                 state, error = "failed", f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
-            with self._lock:
+            with self._lock:  # ended and written under the lock: a cancel sees it running or ended, never between
                 self._running.pop(job_id, None)
                 if state == "done":
                     ctx.live["progress"] = 1.0
@@ -165,5 +171,6 @@ class JobManager:
                     ctx.live["messages"] = [*ctx.live["messages"], "Stopped before it finished"]
                 if error:
                     ctx.live["messages"] = [*ctx.live["messages"], error]
-            if self.db.get(job_id) is not None:
-                self.db.update(job_id, state=state, result=result, error=error, finished=time.time(), **ctx.live)
+                if self.db.get(job_id) is not None:
+                    self.db.update(job_id, state=state, result=result, error=error, finished=time.time(),
+                                   **ctx.live)

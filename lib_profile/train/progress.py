@@ -30,6 +30,7 @@ class TrainingProgress:
         self.first: Optional[tuple[float, int]] = None  # (time, step) of the first step seen in this run
         self.rate: Optional[float] = None  # steps a second
         self.at: Optional[float] = None  # when the last step was seen
+        self.text = "Profile Studio: starting"  # what the host's bar says now
 
     def poll(self) -> None:
         """Read new events, then count the ETA down from the last measured rate."""
@@ -47,6 +48,8 @@ class TrainingProgress:
         if self.rate and self.at is not None:
             left = (self.steps - self.step) / self.rate - (self.clock() - self.at)
             self.update(eta_s=max(left, 0.0))
+        if self.show:  # again at every poll: the host's bar may have been reset by others meanwhile
+            self.show(self.step, self.steps, self.text)
 
     def _event(self, ev: dict) -> None:
         kind = ev.get("event")
@@ -58,8 +61,9 @@ class TrainingProgress:
                 self.error = ev.get("message")
             elif phase:
                 self.update(stage=phase)
+                self.text = f"Profile Studio: {PHASES.get(phase, phase)}"
                 if self.show:
-                    self.show(self.step, self.steps, f"Profile Studio: {PHASES.get(phase, phase)}")
+                    self.show(self.step, self.steps, self.text)
         elif kind == "validation":
             score = ev.get("identity")
             self.update(message=f"step {ev.get('step')}: " + (
@@ -73,5 +77,6 @@ class TrainingProgress:
             self.rate = (step - self.first[1]) / (now - self.first[0])
         self.step, self.at = step, now
         self.update(stage="train", progress=START + SPAN * step / self.steps)
+        self.text = f"Profile Studio: training step {step} of {self.steps}"
         if self.show:
-            self.show(step, self.steps, f"Profile Studio: training step {step} of {self.steps}")
+            self.show(step, self.steps, self.text)

@@ -25,6 +25,7 @@ from PIL import Image
 from lib_profile import __version__
 from lib_profile.hosts.base import HostError
 from lib_profile.train import lora as L
+from lib_profile.train.runlock import RunLock
 from lib_profile.train.step import TrainStep
 
 CANCELLED = 3  # exit code of a cancelled run (a resumable checkpoint is on disk)
@@ -325,6 +326,13 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def run(self, resume: bool = False, cancel_file: Optional[Path] = None) -> dict[str, Any]:
+        """Train (or continue from the saved state with ``resume``); returns ``{"file", "report"}``, or
+        ``{"cancelled": True, "step"}`` when stopped. Holds the run folder's lock throughout: raises
+        :class:`~lib_profile.train.runlock.RunLocked` at once when another trainer is writing there."""
+        with RunLock(self.out):
+            return self._run(resume, cancel_file)
+
+    def _run(self, resume: bool, cancel_file: Optional[Path]) -> dict[str, Any]:
         import torch
         from diffusers import DDPMScheduler
 

@@ -524,11 +524,57 @@ def make_runtime(flavour: str, shared, cn_models: list[str] | None, adetailer: b
 
     progress = types.ModuleType("modules.progress")
     progress.log = []
-    progress.add_task_to_queue = lambda id_task: progress.log.append(("queued", id_task))
-    progress.start_task = lambda id_task: progress.log.append(("start", id_task))
-    progress.finish_task = lambda id_task: progress.log.append(("finish", id_task))
+    progress.current_task, progress.pending_tasks, progress.finished_tasks = None, {}, []
+
+    def add_task_to_queue(id_task):
+        progress.log.append(("queued", id_task))
+        progress.pending_tasks[id_task] = len(progress.log)
+
+    def start_task(id_task):
+        progress.log.append(("start", id_task))
+        progress.current_task = id_task
+        progress.pending_tasks.pop(id_task, None)
+
+    def finish_task(id_task):
+        progress.log.append(("finish", id_task))
+        if progress.current_task == id_task:
+            progress.current_task = None
+        progress.finished_tasks = [*progress.finished_tasks, id_task][-16:]
+
+    def progressapi(id_task):
+        """``modules/progress.py: progressapi`` (what ``POST /internal/progress`` answers), its computation
+        as in A1111 1.10 and Forge: job_no/job_count plus the sampling step's share of one job, capped at 1."""
+        active = id_task == progress.current_task
+        out = {"active": active, "queued": id_task in progress.pending_tasks,
+               "completed": id_task in progress.finished_tasks}
+        if not active:
+            return {**out, "progress": None, "textinfo": "Waiting..."}
+        value = 0
+        job_count, job_no = state.job_count, state.job_no
+        sampling_steps, sampling_step = state.sampling_steps, state.sampling_step
+        if job_count > 0:
+            value += job_no / job_count
+        if sampling_steps > 0 and job_count > 0:
+            value += 1 / job_count * sampling_step / sampling_steps
+        return {**out, "progress": min(value, 1), "textinfo": state.textinfo}
+
+    progress.add_task_to_queue, progress.start_task, progress.finish_task = add_task_to_queue, start_task, finish_task
+    progress.progressapi = progressapi
     call_queue = types.ModuleType("modules.call_queue")
     call_queue.queue_lock = FIFOLock()
+
+    def wrap_gradio_call(func, extra_outputs=None, add_stats=False):
+        """As the WebUI's: after the call (any UI action so wrapped), outside the queue lock, the job fields are
+        reset, whatever job holds the lock meanwhile."""
+        def f(*args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            finally:
+                state.skipped = state.interrupted = False
+                state.job_count, state.job = 0, ""
+        return f
+
+    call_queue.wrap_gradio_call = wrap_gradio_call
     samplers = types.ModuleType("modules.sd_samplers")
     samplers.visible_sampler_names = lambda: list(SAMPLERS)
     sd_models = types.ModuleType("modules.sd_models")
