@@ -2,7 +2,8 @@
 
 Slow routes are plain ``def`` (FastAPI runs them in its thread pool). Training and generation return a
 job at once; poll ``GET /jobs/{id}``. Errors: 400 bad input, 401 no or wrong credentials (when the
-WebUI's ``--api-auth`` or serve's ``--api-auth`` is set), 404 unknown, 409 conflict, 413 too large.
+WebUI's ``--api-auth`` or serve's ``--api-auth`` is set), 404 unknown, 409 conflict, 413 too large. A body its
+model refuses is a 400 too (not FastAPI's 422), naming each bad field and its allowed range (:mod:`.errors`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from lib_profile import API_PREFIX, EXTENSION_NAME, __version__
 from lib_profile.api import models as m
+from lib_profile.api.errors import BAD_INPUT, StudioRoute
 from lib_profile.hosts.base import HostError
 from lib_profile.store.identities import MAX_PHOTO_BYTES, Conflict, NotFound
 
@@ -92,7 +94,8 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
     """All routes under ``API_PREFIX``. ``studio()`` gives the :class:`~lib_profile.service.Studio` (made on
     first use); without it only ``/version`` exists. ``auth``: ``"user:pass[,...]"`` protects every route."""
     deps = [Depends(_auth_dependency(parse_auth(auth)))] if parse_auth(auth) else []
-    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps)
+    router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps, route_class=StudioRoute,
+                       responses=BAD_INPUT)
 
     def version_route() -> m.VersionResponse:
         """Name and version of Profile Studio, and the host it runs on."""
