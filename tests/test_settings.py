@@ -97,6 +97,7 @@ def test_good_values_pass_and_null_means_the_default():
     assert check(SourceSettings, {"steps": None, "width": 512}) == {"width": 512}
     assert check(GenerateSettings, None) == {} and check(GenerateSettings, {"controlnet_pose": ""}) == \
         {"controlnet_pose": ""}
+    assert check(GenerateSettings, {"controlnet_pose": None, "steps": None}) == {"controlnet_pose": None}
     for bad in ("abc", [1], 5):
         with pytest.raises(SettingsError, match="settings: must be an object"):
             check(PlanSettings, bad)

@@ -2,7 +2,7 @@
 
 ``PlanSettings``: what a studio plan's first pass is made with (size, steps, CFG, sampler, schedule, clip skip,
 negative prompt). ``GenerateSettings`` adds the ControlNet models of a portrait set; ``SourceSettings`` (explain and
-edit of a new prompt) adds the WebUI's hires fix. Every field is optional (unset or null: the plan's or the tone's default),
+edit of a new prompt) adds the WebUI's hires fix. Every field is optional (unset or null: the plan's or the tone's default; a ControlNet set to null: none),
 typed and ranged; unknown fields are refused. :func:`check` gives the settings as a dict of the fields set, or
 raises :class:`SettingsError` (a :class:`HostError`, so a 400) naming each bad field and its allowed range.
 
@@ -24,6 +24,7 @@ from lib_profile.hosts.base import HostError
 INFOTEXT_KEY = "Profile Studio settings"
 Size = conint(strict=True, ge=64, le=4096, multiple_of=8)
 Name = constr(strict=True, min_length=1, max_length=100)
+NULL_IS_NONE = ("controlnet_pose", "controlnet_tile")  # null: no ControlNet (elsewhere null is the default)
 
 
 class SettingsError(HostError):
@@ -55,9 +56,9 @@ class GenerateSettings(PlanSettings, extra="forbid"):
     """A portrait set's settings: the plan's, and which ControlNet models to use."""
 
     controlnet_pose: Optional[constr(strict=True, max_length=300)] = Field(
-        None, description="The pose ControlNet model (default: the host's; empty text: none, pose by prompt only).")
+        None, description="The pose ControlNet model (default: the host's; null or empty: none, pose by prompt only).")
     controlnet_tile: Optional[constr(strict=True, max_length=300)] = Field(
-        None, description="The tile ControlNet model of the upscale (default: the host's; empty text: none).")
+        None, description="The tile ControlNet model of the upscale (default: the host's; null or empty: none).")
 
 
 class SourceSettings(PlanSettings, extra="forbid"):
@@ -78,7 +79,8 @@ def check(model: Type[PlanSettings], data: Any, prefix: str = "settings") -> dic
     Raises :class:`SettingsError` naming each bad field as ``settings.NAME`` with its allowed range."""
     try:
         parsed = validation.dump(validation.parse(model, data, prefix))
-        return {k: v for k, v in parsed.items() if v is not None}  # null: the default, as if unset
+        # null: the default, as if unset; but a ControlNet set to null is none
+        return {k: v for k, v in parsed.items() if v is not None or k in NULL_IS_NONE}
     except validation.Invalid as exc:
         raise SettingsError(str(exc), exc.fields) from None
 
