@@ -14,10 +14,10 @@ from lib_profile import paths
 from lib_profile.hosts.base import (FAILED, ControlUnit, Host, HostError, Img2ImgRequest, Interrupted, LoraRef,
                                     RunControl, StageReport, Txt2ImgRequest)
 from lib_profile.infotext import infotext, save_png
-from lib_profile.studio.settings import infotext_field, plan_settings
 from lib_profile.studio import report
 from lib_profile.studio.detail import DetailParams, detail_pass
 from lib_profile.studio.plan import Plan
+from lib_profile.studio.settings import infotext_field, plan_settings
 from lib_profile.studio.tone import get_tone, grade_image
 
 MAX_TOKENS = 75
