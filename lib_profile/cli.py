@@ -24,33 +24,27 @@ def _lora_arg(text: str):
     return LoraRef(path=text, weight=1.0)
 
 
+# explain and edit of a prompt: a 2:3 portrait by default
+PORTRAIT_DEFAULTS = {"negative_prompt": "", "width": 512, "height": 768, "steps": 25, "cfg_scale": 6.5,
+                     "sampler": "DPM++ 2M", "scheduler": "Karras", "clip_skip": 1}
+
+
 def _portrait_args(p) -> None:
-    """The generation settings explain and edit share (a 2:3 portrait by default)."""
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=768)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg-scale", type=float, default=6.5)
-    p.add_argument("--sampler", default="DPM++ 2M")
-    p.add_argument("--scheduler", default="Karras")
+    """The generation settings explain and edit share: the options of :class:`SourceSettings` (defaults:
+    ``PORTRAIT_DEFAULTS``), seed and LoRAs."""
+    from lib_profile.studio.settings import SourceSettings, add_arguments
+
+    add_arguments(p, SourceSettings)
     p.add_argument("--seed", type=int, default=-1)
-    p.add_argument("--clip-skip", type=int, default=1)
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
-    p.add_argument("--hires-scale", type=float, default=1.0, help="hires fix: a second pass at this scale (1 = off)")
-    p.add_argument("--hires-steps", type=int, default=0, help="hires fix steps (0 = as many as --steps)")
-    p.add_argument("--hires-denoising", type=float, default=0.5, help="hires fix denoising strength (0..1)")
-    p.add_argument("--hires-upscaler", default="Latent", help="Latent, Latent (nearest), Latent (bicubic), Lanczos, ...")
 
 
 def _portrait_request(args):
     from lib_profile.hosts.base import Txt2ImgRequest
+    from lib_profile.studio.settings import SourceSettings, from_arguments
 
-    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
-                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
-                         scheduler=args.scheduler, seed=args.seed, clip_skip=args.clip_skip,
-                         loras=[_lora_arg(x) for x in args.lora], hires_scale=args.hires_scale,
-                         hires_steps=args.hires_steps, hires_denoising=args.hires_denoising,
-                         hires_upscaler=args.hires_upscaler)
+    settings = {**PORTRAIT_DEFAULTS, **from_arguments(args, SourceSettings)}
+    req = Txt2ImgRequest(prompt=args.prompt, seed=args.seed, loras=[_lora_arg(x) for x in args.lora], **settings)
     req.validate()
     return req
 
@@ -60,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="where Profile Studio keeps its data and caches "
                         "(default: $PROFILE_STUDIO_DIR or ~/.local/share/profile-studio)")
     sub = parser.add_subparsers(dest="command", required=True)
+    from lib_profile.studio.settings import PlanSettings
+    from lib_profile.studio.settings import add_arguments as add_settings_arguments
 
     p = sub.add_parser("doctor", help="report versions, device, and which optional models are missing and where they go")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -131,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="what to make (default: a studio portrait of the LoRA's person)")
     p.add_argument("--controlnet-pose", help="OpenPose ControlNet model file ('tiny' with --checkpoint tiny)")
     p.add_argument("--controlnet-tile", help="tile ControlNet model file for the upscale ('tiny' with the tiny model)")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=768)
-    p.add_argument("--steps", type=int, default=25)
+    add_settings_arguments(p, PlanSettings)  # --width, --height, --steps, ... (unset: the plan's and tone's)
     for stage in ("detail", "refine", "detail2", "upscale", "grade"):
         p.add_argument(f"--no-{stage}", action="store_true", help=f"switch the {stage} stage off")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -295,7 +289,9 @@ def cmd_generate(args) -> int:
     from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
     from lib_profile.studio.plan import build_plan, default_prompt
     from lib_profile.studio.run import run_plan
+    from lib_profile.studio.settings import PlanSettings, check_sampler, from_arguments
 
+    settings = from_arguments(args, PlanSettings)  # checked before any model loads
     out = Path(args.out)
     pose = args.pose
     if pose and Path(pose).is_file() and Path(pose).suffix.lower() != ".json":
@@ -308,8 +304,9 @@ def cmd_generate(args) -> int:
     switches = {s: not getattr(args, f"no_{s}") for s in ("detail", "refine", "detail2", "upscale", "grade")}
     plan = build_plan(prompt, args.lora, pose, args.tone, args.count, args.seed, switches, args.lora_weight,
                       cn(args.controlnet_pose), cn(args.controlnet_tile), args.data_dir,
-                      width=args.width, height=args.height, steps=args.steps)
+                      **settings)
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    check_sampler(host, settings)
     result = run_plan(plan, host, out, on_stage=lambda n, i, kind: print(f"[{n + 1}/{plan.count}] {kind}",
                                                                          file=sys.stderr))
     for note in result["notes"]:

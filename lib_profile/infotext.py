@@ -23,7 +23,9 @@ def infotext(params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) 
         "Schedule type": params.get("scheduler"),
         "CFG scale": params.get("cfg_scale"),
         "Seed": params.get("seed"),
-        "Size": f"{params.get('width')}x{params.get('height')}" if params.get("width") else None,
+        # the first pass's size, as the WebUI writes it (a hires fix pass is its "Hires upscale" times that)
+        "Size": "x".join(str(v) for v in params.get("first_pass_size") or (params.get("width"), params.get("height")))
+        if params.get("width") else None,
         "Model hash": params.get("model_hash"),
         "Model": params.get("model"),
         "Denoising strength": params.get("denoising_strength") if params.get("kind") != "txt2img" else None,

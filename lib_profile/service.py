@@ -260,18 +260,22 @@ class Studio:
         """A generate job's parameters, checked now, so a bad pose, tone or setting is a 400, not a failed job.
         ``lora``: the LoRA entry (``_lora``) or None."""
         from lib_profile.studio.plan import build_plan
+        from lib_profile.studio.settings import GenerateSettings, check, check_sampler
+
+        settings = check(GenerateSettings, settings)  # typed and ranged, else a 400 naming the field
+        check_sampler(self.host, settings)
 
         detail_engine = detail_engine or self.defaults().get("detail_engine") or "builtin"
         if detail_engine == "adetailer" and not self.host.adetailer_present():
             raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
         build_plan(prompt or "x", lora["path"] if lora else None, None, tone, count, seed, switches, lora_weight,
-                   detail_engine=detail_engine, **(settings or {}))
+                   detail_engine=detail_engine, **settings)
         if pose and not pose_photo:
             from lib_profile.studio.pose import load_pose, template_path
 
             load_pose(template_path(pose))  # a template's name; never a path
         return {"pose": pose, "tone": tone, "count": count, "seed": seed, "prompt": prompt, "switches": switches,
-                "lora": lora["name"] if lora else None, "lora_weight": lora_weight, "settings": settings or {},
+                "lora": lora["name"] if lora else None, "lora_weight": lora_weight, "settings": settings,
                 "pose_photo": pose_photo is not None, "detail_engine": detail_engine}
 
     def explain(self, slug: str, words: list[str], job: Optional[str] = None, image: Optional[str] = None,
@@ -357,7 +361,9 @@ class Studio:
 
     @staticmethod
     def _source_params(job, image, prompt, seed, settings) -> dict[str, Any]:
-        return {"job": job, "image": image, "prompt": prompt, "seed": seed, "settings": settings or {}}
+        from lib_profile.studio.settings import SourceSettings, check
+
+        return {"job": job, "image": image, "prompt": prompt, "seed": seed, "settings": check(SourceSettings, settings)}
 
     def _source_request(self, slug: str, job: Optional[str], image: Optional[str], prompt: Optional[str],
                         seed: int = -1, settings: Optional[dict[str, Any]] = None):
@@ -366,9 +372,11 @@ class Studio:
         ``hires_steps``, ``hires_denoising``, ``hires_upscaler``)."""
         from lib_profile.studio.plan import build_plan, default_prompt
         from lib_profile.studio.run import first_stage_request
+        from lib_profile.studio.settings import SourceSettings, check, check_sampler
 
+        settings = check(SourceSettings, settings)  # typed and ranged, else a 400 naming the field
+        check_sampler(self.host, settings)
         self.store.get(slug)
-        settings = dict(settings or {})
         hires = {k: settings.pop(k) for k in list(settings) if k.startswith("hires_")}
         if job:
             if hires:
@@ -381,9 +389,6 @@ class Studio:
                           data_dir=self.data_dir, **settings)
         req = first_stage_request(plan, plan.seed)
         for key, value in hires.items():
-            if not hasattr(req, key):
-                raise HostError(f"Unknown hires setting {key!r}; the hires fix settings are hires_scale, "
-                                "hires_steps, hires_denoising and hires_upscaler")
             setattr(req, key, value)
         req.validate()
         self.host.check_hires(req)

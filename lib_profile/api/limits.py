@@ -69,10 +69,11 @@ def counted(receive: Callable[[], Awaitable[dict]], limit: int) -> Callable[[], 
     return wrapped
 
 
-def limited_route(limit: int) -> type:
-    """An :class:`APIRoute` class whose requests are refused (413) once their body passes ``limit`` bytes."""
+def limited_route(limit: int, base: type = APIRoute) -> type:
+    """An :class:`APIRoute` class (a subclass of ``base``) whose requests are refused (413) once their body passes
+    ``limit`` bytes."""
 
-    class LimitedRoute(APIRoute):
+    class LimitedRoute(base):
         body_limit = limit
 
         def get_route_handler(self):

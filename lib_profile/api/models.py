@@ -1,14 +1,20 @@
 """Request and response models of the HTTP API.
 
 Written for pydantic 1 (A1111) and 2 (Forge) alike: every optional field is ``Optional[...] = None``,
-no ``model_config``/``Config``, free-form parts are plain ``dict``.
+no ``model_config``/``Config`` (unknown fields are refused by class keyword, ``extra="forbid"``, which both take),
+free-form parts are plain ``dict``. Numbers carry their ranges (``ge``/``le``), shown in the OpenAPI schema and
+in the 400 a value outside them gets. The generation ``settings`` are :mod:`lib_profile.studio.settings`' models.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, confloat, conint
+
+from lib_profile.studio.settings import GenerateSettings, SourceSettings
+
+SEED_MAX = 2**32 - 1
 
 from lib_profile.api.nullable import mark_nullable
 
@@ -79,20 +85,21 @@ class IntakeReport(BaseModel):
     contact_sheet: Optional[str] = Field(None, description="URL of the contact sheet PNG.")
 
 
-class TrainRequest(BaseModel):
-    steps: Optional[int] = Field(None, description="Training steps (default 800).")
-    rank: Optional[int] = Field(None, description="LoRA rank (default 32).")
-    alpha: Optional[float] = Field(None, description="LoRA alpha (default 32).")
-    learning_rate: Optional[float] = Field(None, description="Learning rate (default 1e-4).")
-    batch_size: Optional[int] = Field(None, description="Batch size (default 4).")
-    resolution: Optional[int] = Field(None, description="Training resolution, a multiple of 64 (default 512).")
-    seed: Optional[int] = Field(None, description="Seed; the same seed and photos give the same LoRA.")
-    validate_every: Optional[int] = Field(None, description="Render and score validation portraits every N steps (default 100).")
-    validation_images: Optional[int] = Field(None, description="Validation portraits per checkpoint (default 4).")
-    validation_steps: Optional[int] = Field(None, description="Sampling steps of a validation portrait (default 20).")
-    validation_size: Optional[int] = Field(None, description="Validation portrait size (default: the resolution).")
+class TrainRequest(BaseModel, extra="forbid"):
+    steps: Optional[int] = Field(None, ge=1, le=100000, description="Training steps, 1..100000 (default 800).")
+    rank: Optional[int] = Field(None, ge=1, le=256, description="LoRA rank, 1..256 (default 32).")
+    alpha: Optional[float] = Field(None, gt=0, le=1024, description="LoRA alpha, within (0, 1024] (default 32).")
+    learning_rate: Optional[float] = Field(None, gt=0, lt=1, description="Learning rate, within (0, 1) (default 1e-4).")
+    batch_size: Optional[int] = Field(None, ge=1, le=64, description="Batch size, 1..64 (default 4).")
+    resolution: Optional[int] = Field(None, ge=64, le=1024, multiple_of=64,
+                                      description="Training resolution, a multiple of 64 within 64..1024 (default 512).")
+    seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="Seed; the same seed and photos give the same LoRA.")
+    validate_every: Optional[int] = Field(None, ge=1, le=100000, description="Render and score validation portraits every N steps (default 100).")
+    validation_images: Optional[int] = Field(None, ge=0, le=64, description="Validation portraits per checkpoint, 0..64 (default 4).")
+    validation_steps: Optional[int] = Field(None, ge=1, le=500, description="Sampling steps of a validation portrait, 1..500 (default 20).")
+    validation_size: Optional[int] = Field(None, ge=64, le=1024, multiple_of=8, description="Validation portrait size, a multiple of 8 within 64..1024 (default: the resolution).")
     select: Optional[str] = Field(None, description="best, last or topK (average of the K best checkpoints; default top3).")
-    save_every: Optional[int] = Field(None, description="Write a resumable state every N steps (default 50).")
+    save_every: Optional[int] = Field(None, ge=1, le=100000, description="Write a resumable state every N steps (default 50).")
     device: Optional[str] = Field(None, description="cpu or cuda (default: cuda when available).")
     identity_in_lora: Optional[bool] = Field(None, description="Keep the person's face embedding in the LoRA file's "
                                              "metadata (default: the setting, else yes); it always stays in the "
@@ -104,13 +111,13 @@ class GenerateRequest(BaseModel):
     pose: Optional[str] = Field(None, description="A pose template name (GET /poses); none = pose by prompt.")
     pose_photo: Optional[str] = Field(None, description="Or a reference photo, base64: its pose is used.")
     tone: str = Field("warm", description="warm, cool, neutral or a user preset (GET /tones).")
-    count: int = Field(4, description="How many portraits (1-100).")
-    seed: int = Field(-1, description="First seed (-1: random); portrait n uses seed + n.")
+    count: int = Field(4, ge=1, le=100, description="How many portraits, 1..100.")
+    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="First seed (-1: random); portrait n uses seed + n.")
     prompt: Optional[str] = Field(None, description="What to make (default: a studio portrait of the person).")
     lora: Optional[str] = Field(None, description="Which of the identity's LoRAs (default: the newest).")
-    lora_weight: float = Field(0.9, description="LoRA weight.")
+    lora_weight: float = Field(0.9, ge=-4, le=4, description="LoRA weight, -4..4.")
     switches: Optional[Dict[str, bool]] = Field(None, description="Stages on/off: detail, refine, detail2, upscale, grade.")
-    settings: Optional[dict] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip.")
+    settings: Optional[GenerateSettings] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip, negative_prompt, controlnet_pose, controlnet_tile; unknown ones are refused.")
     detail_engine: Optional[str] = Field(None, description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only); default: the setting, else builtin.")
 
 
@@ -158,11 +165,11 @@ class ExplainRequest(BaseModel):
     job: Optional[str] = Field(None, description="A generate job; with image: explain that portrait's first pass.")
     image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
     prompt: Optional[str] = Field(None, description="Or: a new prompt (with the identity's newest LoRA).")
-    seed: int = Field(-1, description="Seed for a new prompt (-1: random).")
-    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ..., and hires fix: hires_scale (1 = off), hires_steps, hires_denoising, hires_upscaler.")
-    layers: Optional[List[int]] = Field(None, description="Only cross-attention layers [first, last] (0-based).")
-    steps: Optional[List[int]] = Field(None, description="Only sampling steps [first, last] (0-based).")
-    stage: Optional[int] = Field(None, description="Explain a later pass of the portrait: the index of a detail or refine stage in its plan.json (default: the first pass).")
+    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="Seed for a new prompt (-1: random).")
+    settings: Optional[SourceSettings] = Field(None, description="Plan settings for a new prompt: width, height, steps, ..., and hires fix: hires_scale (1 = off), hires_steps, hires_denoising, hires_upscaler.")
+    layers: Optional[List[conint(ge=0)]] = Field(None, description="Only cross-attention layers [first, last] (0-based).")
+    steps: Optional[List[conint(ge=0)]] = Field(None, description="Only sampling steps [first, last] (0-based).")
+    stage: Optional[int] = Field(None, ge=0, description="Explain a later pass of the portrait: the index of a detail or refine stage in its plan.json (default: the first pass).")
     hires: bool = Field(False, description="For a new prompt made with hires fix (settings {\"hires_scale\": 2, \"hires_steps\": 0, \"hires_denoising\": 0.5, \"hires_upscaler\": \"Latent\"}): map the hires pass instead of the first pass.")
 
 
@@ -174,35 +181,35 @@ class EditRequest(BaseModel):
     job: Optional[str] = Field(None, description="A generate job; with image: edit that portrait's first pass.")
     image: Optional[str] = Field(None, description="A portrait file of that job, e.g. 000-42.png.")
     prompt: Optional[str] = Field(None, description="Or: a source prompt to make and edit (with the identity's newest LoRA).")
-    seed: int = Field(-1, description="Seed for a new prompt (-1: random).")
-    settings: Optional[dict] = Field(None, description="Plan settings for a new prompt: width, height, steps, ..., and hires fix: hires_scale (1 = off), hires_steps, hires_denoising, hires_upscaler (the edit holds in both passes).")
-    cross_steps: float = Field(0.8, description="tau: fraction of steps whose cross-attention comes from the source (0..1).")
-    self_steps: float = Field(0.4, description="Fraction of steps whose self-attention comes from the source (0..1).")
-    weights: Optional[Dict[str, float]] = Field(None, description="Word -> c in [-2, 2]: scale that word's attention (whole words; \"word#2\": its second place).")
+    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="Seed for a new prompt (-1: random).")
+    settings: Optional[SourceSettings] = Field(None, description="Plan settings for a new prompt: width, height, steps, ..., and hires fix: hires_scale (1 = off), hires_steps, hires_denoising, hires_upscaler (the edit holds in both passes).")
+    cross_steps: float = Field(0.8, ge=0, le=1, description="tau: fraction of steps whose cross-attention comes from the source (0..1).")
+    self_steps: float = Field(0.4, ge=0, le=1, description="Fraction of steps whose self-attention comes from the source (0..1).")
+    weights: Optional[Dict[str, confloat(ge=-2, le=2)]] = Field(None, description="Word -> c in [-2, 2]: scale that word's attention (whole words; \"word#2\": its second place).")
     blend_words: Optional[List[str]] = Field(None, description="Local blend: change only where these words attend (whole words; \"word#2\": its second place).")
-    blend_threshold: float = Field(0.3, description="Local blend mask threshold (0..1).")
+    blend_threshold: float = Field(0.3, gt=0, lt=1, description="Local blend mask threshold, within (0, 1).")
     finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the edited passes are kept beside). Off: the edited pass only.")
-    stage: Optional[int] = Field(None, description="Edit a later pass of the portrait instead of its first: the "
+    stage: Optional[int] = Field(None, ge=0, description="Edit a later pass of the portrait instead of its first: the "
                                  "index of its refine stage in plan.json (the refine prompt is the one edited).")
 
 
-class PortraitsRequest(BaseModel):
+class PortraitsRequest(BaseModel, extra="forbid"):
     """The whole flow in one call (``POST /portraits``): a new identity from its photos, its LoRA, its portraits."""
 
-    name: str = Field(description="Display name of the new person, e.g. 'Alice' (an identity of that name must not "
-                                  "exist yet: use its own routes for it).")
+    name: str = Field(description="Display name of the new person, e.g. 'Alice', in any script (an identity of that "
+                                  "name must not exist yet: use its own routes for it).")
     class_word: str = Field("person", description="woman, man or person: the class the LoRA is trained on.")
     images: List[ImageUpload] = Field(description="About 10 photos of the person, base64 (multipart: form field "
                                                   "'files', repeatable).")
     pose: Optional[str] = Field(None, description="A pose template name (GET /poses); none = pose by prompt.")
     pose_photo: Optional[str] = Field(None, description="Or a reference photo, base64: its pose is used.")
     tone: str = Field("warm", description="warm, cool, neutral or a user preset (GET /tones).")
-    count: int = Field(4, description="How many portraits (1-100).")
-    seed: int = Field(-1, description="First seed (-1: random); portrait n uses seed + n.")
+    count: int = Field(4, ge=1, le=100, description="How many portraits, 1..100.")
+    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="First seed (-1: random); portrait n uses seed + n.")
     prompt: Optional[str] = Field(None, description="What to make (default: a studio portrait of the person).")
-    lora_weight: float = Field(0.9, description="LoRA weight.")
+    lora_weight: float = Field(0.9, ge=-4, le=4, description="LoRA weight, -4..4.")
     switches: Optional[Dict[str, bool]] = Field(None, description="Stages on/off: detail, refine, detail2, upscale, grade.")
-    settings: Optional[dict] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip.")
+    settings: Optional[GenerateSettings] = Field(None, description="Plan settings, as generate's; unknown ones are refused.")
     detail_engine: Optional[str] = Field(None, description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only).")
     train: Optional[TrainRequest] = Field(None, description="Training settings (default: the user's settings).")
 

@@ -4,7 +4,8 @@ Slow routes are plain ``def`` (FastAPI runs them in its thread pool). Training a
 job at once; poll ``GET /jobs/{id}``. Errors: 400 bad input, 401 no or wrong credentials (when the
 WebUI's ``--api-auth`` or serve's ``--api-auth`` is set), 404 unknown, 409 conflict, 413 too large, 507 no
 space (or quota, or rights) to store the request's files: the message names the folder; nothing of the request
-is kept.
+is kept. A body its model refuses is a 400 too (not FastAPI's 422), naming each bad field and its allowed range
+(:mod:`.errors`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from lib_profile import API_PREFIX, EXTENSION_NAME, __version__
 from lib_profile.api import models as m
+from lib_profile.api.errors import BAD_INPUT, StudioRoute
 from lib_profile.api.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, MULTIPART_SCHEMA, check_count, limited_route, \
     read_photos
 from lib_profile.hosts.base import HostError
@@ -115,7 +117,7 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
     else:
         deps = [Depends(_refusal_dependency(refuse))] if refuse else []
     router = APIRouter(prefix=API_PREFIX, tags=[EXTENSION_NAME], dependencies=deps,
-                       route_class=limited_route(MAX_JSON_BYTES))
+                       route_class=limited_route(MAX_JSON_BYTES, StudioRoute), responses=BAD_INPUT)
 
     def version_route() -> m.VersionResponse:
         """Name and version of Profile Studio, and the host it runs on."""
@@ -313,7 +315,7 @@ def make_router(studio: Optional[StudioProvider] = None, auth: Optional[str] = N
     r("/identities", create_identity, methods=["POST"], response_model=m.IdentityInfo, status_code=201)
     r("/identities/{slug}", get_identity, methods=["GET"], response_model=m.IdentityInfo)
     r("/identities/{slug}", delete_identity, methods=["DELETE"], response_model=m.DeleteResponse)
-    upload = limited_route(MAX_UPLOAD_BYTES)
+    upload = limited_route(MAX_UPLOAD_BYTES, StudioRoute)
     r("/identities/{slug}/photos", upload_photos, methods=["POST"], response_model=m.IntakeReport,
       route_class_override=upload, openapi_extra=MULTIPART_SCHEMA)
     r("/identities/{slug}/photos/base64", upload_photos_base64, methods=["POST"], response_model=m.IntakeReport,

@@ -17,6 +17,7 @@ from lib_profile.infotext import infotext, save_png
 from lib_profile.studio import report
 from lib_profile.studio.detail import DetailParams, detail_pass
 from lib_profile.studio.plan import Plan
+from lib_profile.studio.settings import infotext_field, plan_settings
 from lib_profile.studio.tone import get_tone, grade_image
 
 MAX_TOKENS = 75
@@ -236,6 +237,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
         pose.image.save(out / "pose.png")
     scorer = IdentityScorer(reference_from_lora(plan.lora["path"]) if plan.lora else None)
     stages = plan.enabled()
+    used = infotext_field(plan_settings(plan))  # the settings of the first pass, read back by from_infotext
     items: list[dict[str, Any]] = []
     finals: list[Image.Image] = []
     for n in range(plan.count):
@@ -264,7 +266,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
             if image is not None:  # the last finished pass of this portrait, kept and marked as such
                 name = f"{n:03d}-{seed}-unfinished.png"
                 save_png(image, out / name, infotext({**first_params, "seed": seed}, {
-                    "Profile Studio": f"unfinished after {report.infotext_line(done)}"}))
+                    "Profile Studio": f"unfinished after {report.infotext_line(done)}", **used}))
                 unfinished = {"file": name, "seed": seed, "stages": done, "size": [image.width, image.height]}
             stop.result = _write_result(plan, out, items, finals, tokens,
                                         {"interrupted": True, "unfinished": unfinished}, image)
@@ -273,7 +275,7 @@ def run_plan(plan: Plan, host: Host, out: str | Path, control: Optional[RunContr
         extra = {"Profile Studio": f"pose {plan.pose or 'none'}, tone {plan.tone}",
                  "Profile Studio stages": report.infotext_line(done),
                  "Identity similarity": score if score is not None else "n/a (no face found or no reference)",
-                 "Size": f"{image.width}x{image.height}"}
+                 "Size": f"{image.width}x{image.height}", **used}
         name = f"{n:03d}-{seed}.png"
         save_png(image, out / name, infotext({**first_params, "seed": seed}, extra))
         finals.append(image)
