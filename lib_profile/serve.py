@@ -48,7 +48,8 @@ def lazy(factory: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Optional[str] = None,
-                   controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None):
+                   controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None,
+                   lora_dirs: Optional[list[str]] = None):
     def make():
         from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
         from lib_profile.service import Studio
@@ -60,7 +61,7 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
                 from lib_profile.hosts.base import HostError
 
                 raise HostError(f"ControlNet {kind} model not found: {path}")
-        host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn)
+        host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn, lora_dirs=lora_dirs)
         return Studio(host, data_dir)
 
     return make
@@ -68,9 +69,9 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
 
 def serve(checkpoint: str, port: int = 7870, listen: str = "127.0.0.1", data_dir: Optional[str] = None,
           auth: Optional[str] = None, device: Optional[str] = None, controlnet_pose: Optional[str] = None,
-          controlnet_tile: Optional[str] = None) -> None:
+          controlnet_tile: Optional[str] = None, lora_dirs: Optional[list[str]] = None) -> None:
     import uvicorn
 
-    studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile))
+    studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile, lora_dirs))
     studio()  # load the model before answering, so the first request is not slow and errors show now
     uvicorn.run(make_app(studio, auth), host=listen, port=port, log_level="info")
