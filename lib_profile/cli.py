@@ -29,6 +29,27 @@ PORTRAIT_DEFAULTS = {"negative_prompt": "", "width": 512, "height": 768, "steps"
                      "sampler": "DPM++ 2M", "scheduler": "Karras", "clip_skip": 1}
 
 
+def _lora_dir_arg(p) -> None:
+    p.add_argument("--lora-dir", action="append", default=[], metavar="FOLDER",
+                   help="where <lora:NAME:WEIGHT> tags in a prompt are looked up, before the data folder's loras/ "
+                   "(repeatable)")
+
+
+def _lora_dirs(args) -> list[str]:
+    """The ``--lora-dir`` folders, each checked to be one."""
+    from lib_profile.hosts.base import HostError
+
+    for folder in args.lora_dir:
+        if not Path(folder).expanduser().is_dir():
+            raise HostError(f"--lora-dir {folder}: no such folder")
+    return list(args.lora_dir)
+
+
+def _print_lora_notes(params: dict) -> None:
+    for note in params.get("lora_notes") or []:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _portrait_args(p) -> None:
     """The generation settings explain and edit share: the options of :class:`SourceSettings` (defaults:
     ``PORTRAIT_DEFAULTS``), seed and LoRAs."""
@@ -37,6 +58,7 @@ def _portrait_args(p) -> None:
     add_arguments(p, SourceSettings)
     p.add_argument("--seed", type=int, default=-1)
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    _lora_dir_arg(p)
 
 
 def _portrait_request(args):
@@ -120,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
     p.add_argument("--lora", help="the person's LoRA file (from `train`)")
     p.add_argument("--lora-weight", type=float, default=0.9)
+    _lora_dir_arg(p)
     p.add_argument("--pose", help="a pose template name (see `poses`), an OpenPose JSON file, or a reference photo")
     p.add_argument("--tone", default="warm", help="warm, cool, neutral or one of your presets (see `tones`)")
     p.add_argument("--count", type=int, default=4)
@@ -167,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve without --api-auth on an address other machines reach (refused otherwise)")
     p.add_argument("--controlnet-pose", help="OpenPose ControlNet model file ('tiny' with --checkpoint tiny)")
     p.add_argument("--controlnet-tile", help="tile ControlNet model file ('tiny' with --checkpoint tiny)")
+    _lora_dir_arg(p)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
     p = sub.add_parser("tones", help="list the colour-look presets (shipped and your own)")
@@ -192,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--clip-skip", type=int, default=1)
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="a kohya LoRA file (repeatable)")
+    _lora_dir_arg(p)
     p.add_argument("--controlnet", metavar="MODEL", help="a ControlNet model file ('tiny' with --checkpoint tiny)")
     p.add_argument("--control-image", help="the control map image (e.g. an OpenPose drawing)")
     p.add_argument("--control-weight", type=float, default=1.0)
@@ -229,8 +254,9 @@ def cmd_txt2img(args) -> int:
                          clip_skip=args.clip_skip, loras=[_lora_arg(x) for x in args.lora], controlnets=units)
     req.validate()
     out = Path(args.out)
-    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=_lora_dirs(args))
     result = host.txt2img(req)
+    _print_lora_notes(result.params)
     out.mkdir(parents=True, exist_ok=True)
     for image, seed, text in zip(result.images, result.seeds, result.infotexts):
         path = save_png(image, out / f"{seed}-{host.model.name}.png", text)
@@ -305,7 +331,7 @@ def cmd_generate(args) -> int:
     plan = build_plan(prompt, args.lora, pose, args.tone, args.count, args.seed, switches, args.lora_weight,
                       cn(args.controlnet_pose), cn(args.controlnet_tile), args.data_dir,
                       **settings)
-    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=_lora_dirs(args))
     check_sampler(host, settings)
     result = run_plan(plan, host, out, on_stage=lambda n, i, kind: print(f"[{n + 1}/{plan.count}] {kind}",
                                                                          file=sys.stderr))
@@ -410,7 +436,7 @@ def cmd_explain(args) -> int:
     from lib_profile.hosts.diffusers_host import DiffusersHost
 
     req = _portrait_request(args)
-    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=_lora_dirs(args))
     report = save(explain(host, req, args.word, _range(args.layers), _range(args.step_range),
                           hires_pass=args.hires_pass), args.out, args.threshold)
     for word, files in report["words"].items():
@@ -435,9 +461,10 @@ def cmd_edit(args) -> int:
                 self_steps=args.self_steps, weights=weights, blend_words=args.blend)
     req = _portrait_request(args)
     edit.validate()
-    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=_lora_dirs(args))
     control = edit_control(host, edit, req.negative_prompt)
     res = host.txt2img(edit_request(req, edit), control)
+    _print_lora_notes(res.params)
     print(f"Prompt-to-Prompt: {edit.mode}, {control.attention.summary()}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -452,7 +479,7 @@ def cmd_serve(args) -> int:
     from lib_profile.serve import serve
 
     serve(args.checkpoint, args.port, args.listen, args.data_dir, args.api_auth, args.device, args.controlnet_pose,
-          args.controlnet_tile, args.allow_open_api)
+          args.controlnet_tile, args.allow_open_api, lora_dirs=_lora_dirs(args))
     return 0
 
 

@@ -48,7 +48,8 @@ def lazy(factory: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Optional[str] = None,
-                   controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None):
+                   controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None,
+                   lora_dirs: Optional[list[str]] = None):
     def make():
         from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
         from lib_profile.service import Studio
@@ -60,7 +61,7 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
                 from lib_profile.hosts.base import HostError
 
                 raise HostError(f"ControlNet {kind} model not found: {path}")
-        host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn)
+        host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn, lora_dirs=lora_dirs)
         return Studio(host, data_dir)
 
     return make
@@ -81,12 +82,14 @@ def check_exposure(listen: str, auth: Optional[str], allow_open: bool = False) -
 
 def serve(checkpoint: str, port: int = 7870, listen: str = "127.0.0.1", data_dir: Optional[str] = None,
           auth: Optional[str] = None, device: Optional[str] = None, controlnet_pose: Optional[str] = None,
-          controlnet_tile: Optional[str] = None, allow_open: bool = False) -> None:
+          controlnet_tile: Optional[str] = None, allow_open: bool = False,
+          lora_dirs: Optional[list[str]] = None) -> None:
     """Serve the API and the tab on ``listen:port`` until stopped. Refuses to start (HostError) when ``listen``
-    is reachable from other machines and neither ``auth`` nor ``allow_open`` is given."""
+    is reachable from other machines and neither ``auth`` nor ``allow_open`` is given. ``lora_dirs``: where
+    ``<lora:NAME:W>`` tags in prompts are looked up, before the data folder's ``loras/``."""
     import uvicorn
 
     check_exposure(listen, auth, allow_open)
-    studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile))
+    studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile, lora_dirs))
     studio()  # load the model before answering, so the first request is not slow and errors show now
     uvicorn.run(make_app(studio, auth), host=listen, port=port, log_level="info")

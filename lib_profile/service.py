@@ -270,6 +270,8 @@ class Studio:
             raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
         build_plan(prompt or "x", lora["path"] if lora else None, None, tone, count, seed, switches, lora_weight,
                    detail_engine=detail_engine, **settings)
+        if prompt:  # a <lora:NAME:W> tag naming no LoRA, or one for another model family: a 400 now
+            self.host.check_prompt_loras(prompt)
         if pose and not pose_photo:
             from lib_profile.studio.pose import load_pose, template_path
 

@@ -320,6 +320,12 @@ class Host(ABC):
         """The face detail pass done by the ADetailer extension (``ad_args``: one ADetailer tab dict)."""
         raise HostError(f"The {self.name} host has no ADetailer extension; use the built-in face detail pass")
 
+    def check_prompt_loras(self, prompt: str, loras: Optional[list[LoraRef]] = None) -> list[str]:
+        """Check, before a job starts, the LoRAs ``prompt``'s ``<lora:NAME:W>`` tags name (and ``loras``): the
+        notes (modules that match no layer), or HostError (an unknown name, a LoRA for another model family).
+        Nothing by default: the WebUI finds and applies prompt tags itself."""
+        return []
+
     def lora_list_changed(self) -> None:
         """A LoRA was published or deleted: the host refreshes its own list of LoRAs (the WebUI's Extra
         Networks and ``/sdapi/v1/loras``); nothing to do by default."""

@@ -36,7 +36,7 @@ from lib_profile.hosts.base import (
 )
 from lib_profile.hosts.checkpoint import load_controlnet, load_sd15
 from lib_profile.infotext import infotext
-from lib_profile.lora import apply as lora_apply
+from lib_profile.lora import apply as lora_apply, tags as lora_tags
 
 UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
 LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic"}  # hires fix
@@ -62,8 +62,11 @@ class DiffusersHost(Host):
     pads_prompt_to_negative = True  # _embeds: prompt and negative prompt padded to the same chunk count
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
-                 data_dir: str | Path | None = None, controlnets: Optional[dict[str, str]] = None):
-        """``controlnets``: ControlNet model files by kind (``{"pose": path, "tile": path}``), offered to plans."""
+                 data_dir: str | Path | None = None, controlnets: Optional[dict[str, str]] = None,
+                 lora_dirs: Optional[list[str | Path]] = None):
+        """``controlnets``: ControlNet model files by kind (``{"pose": path, "tile": path}``), offered to plans;
+        ``lora_dirs``: folders where ``<lora:NAME:W>`` tags are looked up before the data folder's ``loras/``
+        (which holds the identities' LoRAs)."""
         import torch
 
         self.data_dir = data_dir
@@ -77,6 +80,7 @@ class DiffusersHost(Host):
             module.to(self.device, self.dtype)
         self._controlnets: dict[str, Any] = {}
         self.controlnet_files = {k: str(v) for k, v in (controlnets or {}).items() if v}
+        self.lora_dirs = [Path(d).expanduser() for d in (lora_dirs or [])]
         self._pipes: dict[tuple, Any] = {}
         self._lock = threading.Lock()  # one generation at a time: LoRAs are merged into shared weights
 
@@ -100,6 +104,25 @@ class DiffusersHost(Host):
             raise HostError(f"Unknown ControlNet model {wanted!r}; this host has {', '.join(names) or 'none'} "
                             "(given at start with --controlnet-pose / --controlnet-tile)")
         return known[wanted]
+
+    def lora_folders(self) -> list[Path]:
+        """Where prompt tags' LoRAs are looked up, in order: ``lora_dirs``, then the data folder's ``loras/``."""
+        return [*self.lora_dirs, paths.data_dir(self.data_dir, create=False) / "loras"]
+
+    def prompt_loras(self, req: Txt2ImgRequest) -> tuple[list, list]:
+        """The LoRAs a request applies, ``(from its loras, from its prompt's <lora:NAME:W> tags)``; a tag naming
+        the same LoRA as ``loras`` wins, as in the WebUI. HostError for an unknown name or a bad tag."""
+        tagged = lora_tags.prompt_loras(req.prompts or [req.prompt], self.lora_folders())
+        names = {x.name for x in tagged}
+        return [x for x in req.loras if x.name not in names], tagged
+
+    def check_prompt_loras(self, prompt: str, loras: Optional[list] = None) -> list[str]:
+        """Find the LoRAs ``prompt``'s tags name and check them (and ``loras``) against the model, changing
+        nothing: the notes (modules that match no layer), or HostError (unknown name, another model family)."""
+        req = Txt2ImgRequest(prompt=prompt or "", loras=list(loras or []))
+        kept, tagged = self.prompt_loras(req)
+        return lora_apply.check([(x.path, x.weight) for x in kept + tagged], self.model.unet,
+                                self.model.text_encoder)
 
     def samplers(self) -> list[str]:
         return samplers.sampler_names()
@@ -210,8 +233,10 @@ class DiffusersHost(Host):
         started = time.perf_counter()
         hires = kind == "txt2img" and req.hires
         self.check_hires(req)
-        loras = [(l.path, l.weight) for l in req.loras]
-        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as unmatched, torch.no_grad():
+        kept, tagged = self.prompt_loras(req)
+        refs = kept + tagged
+        loras = [(l.path, l.weight) for l in refs]
+        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as lora_notes, torch.no_grad():
             embeds = self._embeds(req, len(seeds))
             if not hires:
                 images, labels = self._pass(kind, req, control, seeds, embeds)
@@ -238,11 +263,17 @@ class DiffusersHost(Host):
         )
         if hires:
             params.update(width=images[0].width, height=images[0].height, first_pass_size=[req.width, req.height])
-        if unmatched:
-            params["lora_unmatched_keys"] = len(unmatched)
-        texts = [infotext({**params, "seed": s, "prompt": p}) for s, p in zip(seeds, req.image_prompts())]
+        params["loras"] = [{"path": x.path, "weight": x.weight} for x in kept]
+        if tagged:
+            params["prompt_loras"] = [{"path": x.path, "weight": x.weight} for x in tagged]
+        extra = {}
+        if lora_notes:
+            params["lora_notes"] = list(lora_notes)
+            extra["LoRA notes"] = "; ".join(lora_notes)
+        texts = [infotext({**params, "seed": s, "prompt": p}, extra) for s, p in zip(seeds, req.image_prompts())]
         reports = [StageReport(f"ControlNet {u.kind}", RAN) for u in req.controlnets]  # run here, or raised
-        reports += [StageReport(f"LoRA {x.name}", RAN) for x in req.loras]
+        reports += [StageReport(f"LoRA {x.name}", RAN, next((n for n in lora_notes if f" of {x.name} " in n), ""))
+                    for x in refs]
         return Result(images=images, seeds=seeds, params=params, infotexts=texts, reports=reports)
 
     @staticmethod

@@ -44,7 +44,7 @@ def notes(items: list[dict[str, Any]]) -> list[str]:
     for n, item in enumerate(items):
         for stage in item.get("stages", []):
             for part in stage["parts"]:
-                if part["status"] != RAN:
+                if part["status"] != RAN or (part["why"] and part["part"].startswith("LoRA ")):  # LoRA notes too
                     key = (kind(stage), part["part"], part["status"], part["why"])
                     seen.setdefault(key, set()).add(n)
     out = []

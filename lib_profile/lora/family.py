@@ -1,0 +1,82 @@
+"""Does a LoRA fit the model? Checked before any weight changes: key names, layer shapes, text width.
+
+A LoRA made for another family (SD2: 1024-wide text encodings, SDXL: two text encoders and 2048-wide
+ones) would fail deep inside a matrix product with ``shape ... is invalid``, or, worse, merge into a few
+layers whose names happen to match. :func:`check_fit` says which family it is for instead, and counts the
+modules that match no layer (the WebUI skips those without a word; we give a note).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from lib_profile.hosts.base import HostError
+
+#: cross-attention key/value input width (the text encoder's width) -> model family
+TEXT_WIDTHS = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL", 1280: "SDXL"}
+_METADATA_FAMILIES = (("sdxl", "SDXL"), ("sd_v2", "SD2.x"), ("sd_v1", "SD1.x"), ("sd3", "SD3"), ("flux", "Flux"))
+
+
+def family_from_metadata(meta: Mapping[str, str]) -> str | None:
+    """The family a kohya/sd-scripts file says it is for (``ss_base_model_version``, ``modelspec.architecture``)."""
+    text = f"{meta.get('ss_base_model_version', '')} {meta.get('modelspec.architecture', '')}".lower()
+    for marker, family in _METADATA_FAMILIES:
+        if marker in text or (marker == "sd_v2" and "stable-diffusion-v2" in text):
+            return family
+    return None
+
+
+def fits(delta, weight_shape: Sequence[int]) -> bool:
+    """Whether ``up @ down`` of ``delta`` (a LoraDelta) reshapes to a layer weight of ``weight_shape``."""
+    out = int(delta.up.shape[0])
+    inner = int(delta.down.flatten(1).shape[1])
+    numel = 1
+    for n in weight_shape:
+        numel *= int(n)
+    return out == int(weight_shape[0]) and out * inner == numel and int(delta.up.flatten(1).shape[1]) == delta.rank
+
+
+def check_fit(name: str, deltas: list, table: Mapping[str, Any], meta: Mapping[str, str],
+              text_width: int | None) -> tuple[list[Any], str | None]:
+    """``(matched (delta, module) pairs, note or None)`` for LoRA ``name`` against the model's ``table``
+    (:func:`lib_profile.lora.keys.module_table`). ``text_width``: the UNet's cross-attention width.
+
+    HostError when the LoRA is for another model family (a layer shape differs, or no module matches);
+    the note counts the modules that match no layer when some do."""
+    matched, unmatched, wrong = [], [], []
+    for d in deltas:
+        module = table.get(d.module_key)
+        if module is None:
+            unmatched.append(d.module_key)
+        elif not fits(d, module.weight.shape):
+            wrong.append((d, module))
+        else:
+            matched.append((d, module))
+    said = family_from_metadata(meta)
+    model = f"the model is SD1.5 (text width {text_width})" if text_width else "the model is SD1.5"
+    if wrong:
+        widths = {int(d.down.flatten(1).shape[1]) for d, _m in wrong
+                  if "attn2_to_k" in d.module_key or "attn2_to_v" in d.module_key}
+        family = next((TEXT_WIDTHS[w] for w in sorted(widths) if w in TEXT_WIDTHS and w != text_width), None) or said
+        d, m = wrong[0]
+        example = (f"{d.module_key}: LoRA {int(d.up.shape[0])}x{int(d.down.flatten(1).shape[1])}, layer "
+                   f"{'x'.join(str(int(n)) for n in m.weight.shape)}")
+        if family and widths:
+            raise HostError(f"LoRA {name} is for {family} (its cross-attention reads {max(widths)}-wide text); "
+                            f"{model}. Use a LoRA made for SD1.5 ({len(wrong)} of {len(deltas)} modules have "
+                            f"other shapes, e.g. {example})")
+        raise HostError(f"LoRA {name} is not for this model: {len(wrong)} of {len(deltas)} modules have other "
+                        f"shapes (e.g. {example})" + (f"; its metadata says {family}" if family else "")
+                        + f". {model[0].upper()}{model[1:]}: use a LoRA made for SD1.5")
+    if not matched:
+        keys = [d.module_key for d in deltas]
+        family = "SDXL" if any(k.startswith("lora_te2_") for k in keys) else said
+        raise HostError(f"LoRA {name} matches no layer of this model"
+                        + (f": it is for {family}" if family and family != "SD1.x" else
+                           " (is it for SDXL, SD2 or another model?)")
+                        + f"; {model}. Use a LoRA made for SD1.5")
+    note = None
+    if unmatched:
+        note = (f"{len(unmatched)} of {len(deltas)} modules of {name} matched no layer and were not applied "
+                f"(e.g. {unmatched[0]})")
+    return matched, note
