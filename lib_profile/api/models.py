@@ -107,18 +107,23 @@ class TrainRequest(BaseModel, extra="forbid"):
     checkpoint: Optional[str] = Field(None, description="SD1.5 checkpoint file to train on (default: the one in use).")
 
 
-class GenerateRequest(BaseModel):
+class PortraitOptions(BaseModel):
+    """What a set of portraits is made with: the fields ``generate`` and the one-call ``portraits`` share."""
+
     pose: Optional[str] = Field(None, description="A pose template name (GET /poses); none = pose by prompt.")
     pose_photo: Optional[str] = Field(None, description="Or a reference photo, base64: its pose is used.")
     tone: str = Field("warm", description="warm, cool, neutral or a user preset (GET /tones).")
     count: int = Field(4, ge=1, le=100, description="How many portraits, 1..100.")
     seed: int = Field(-1, ge=-1, le=SEED_MAX, description="First seed (-1: random); portrait n uses seed + n.")
     prompt: Optional[str] = Field(None, description="What to make (default: a studio portrait of the person).")
-    lora: Optional[str] = Field(None, description="Which of the identity's LoRAs (default: the newest).")
     lora_weight: float = Field(0.9, ge=-4, le=4, description="LoRA weight, -4..4.")
     switches: Optional[Dict[str, bool]] = Field(None, description="Stages on/off: detail, refine, detail2, upscale, grade.")
     settings: Optional[GenerateSettings] = Field(None, description="Plan settings: width, height, steps, cfg_scale, sampler, scheduler, clip_skip, negative_prompt, controlnet_pose, controlnet_tile; unknown ones are refused.")
     detail_engine: Optional[str] = Field(None, description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only); default: the setting, else builtin.")
+
+
+class GenerateRequest(PortraitOptions):
+    lora: Optional[str] = Field(None, description="Which of the identity's LoRAs (default: the newest).")
 
 
 class JobInfo(BaseModel):
@@ -193,7 +198,7 @@ class EditRequest(BaseModel):
                                  "index of its refine stage in plan.json (the refine prompt is the one edited).")
 
 
-class PortraitsRequest(BaseModel, extra="forbid"):
+class PortraitsRequest(PortraitOptions, extra="forbid"):
     """The whole flow in one call (``POST /portraits``): a new identity from its photos, its LoRA, its portraits."""
 
     name: str = Field(description="Display name of the new person, e.g. 'Alice', in any script (an identity of that "
@@ -201,16 +206,6 @@ class PortraitsRequest(BaseModel, extra="forbid"):
     class_word: str = Field("person", description="woman, man or person: the class the LoRA is trained on.")
     images: List[ImageUpload] = Field(description="About 10 photos of the person, base64 (multipart: form field "
                                                   "'files', repeatable).")
-    pose: Optional[str] = Field(None, description="A pose template name (GET /poses); none = pose by prompt.")
-    pose_photo: Optional[str] = Field(None, description="Or a reference photo, base64: its pose is used.")
-    tone: str = Field("warm", description="warm, cool, neutral or a user preset (GET /tones).")
-    count: int = Field(4, ge=1, le=100, description="How many portraits, 1..100.")
-    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="First seed (-1: random); portrait n uses seed + n.")
-    prompt: Optional[str] = Field(None, description="What to make (default: a studio portrait of the person).")
-    lora_weight: float = Field(0.9, ge=-4, le=4, description="LoRA weight, -4..4.")
-    switches: Optional[Dict[str, bool]] = Field(None, description="Stages on/off: detail, refine, detail2, upscale, grade.")
-    settings: Optional[GenerateSettings] = Field(None, description="Plan settings, as generate's; unknown ones are refused.")
-    detail_engine: Optional[str] = Field(None, description="Face detail by 'builtin' or the 'adetailer' extension (WebUI only).")
     train: Optional[TrainRequest] = Field(None, description="Training settings (default: the user's settings).")
 
 
