@@ -323,7 +323,7 @@ def test_validation_conditioning_is_the_studios(intake_dir, tiny_checkpoint, tmp
         handle.remove()
     request = Txt2ImgRequest(prompt=prompt, negative_prompt=VALIDATION_NEGATIVE, clip_skip=2, width=64, height=64)
     cond, uncond = host._embeds(request, 1).at(0)
-    assert cond.shape[1] == 154 and trainer.cfg.clip_skip == 2
+    assert cond.shape[1] >= 2 * 77 and trainer.cfg.clip_skip == 2  # several chunks
     assert seen and all(torch.allclose(s, torch.cat([uncond, cond]), atol=1e-5) for s in seen)
 
 
