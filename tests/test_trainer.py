@@ -271,3 +271,108 @@ def test_gpu_step_replayed_as_a_cuda_graph_trains_like_the_eager_step(intake_dir
     scale = max(a[k].abs().max().item() for k in a if k.endswith("up.weight"))
     # equal up to the GPU's own non-determinism (atomic adds in the backward kernels)
     assert all((a[k] - b[k]).abs().max().item() < 0.25 * scale for k in a if k.endswith("up.weight"))
+
+
+class _FixedScorer:
+    """Stand-in identity scorer: later validations score higher, so best/topK pick known checkpoints."""
+
+    def __init__(self, intake):
+        self.calls = 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return 0.1 * self.calls
+
+
+@pytest.mark.parametrize("select", ["best", "last", "top1", "top2", "top3"])
+def test_network_dim_and_alpha_metadata_match_the_saved_tensors(intake_dir, tiny_checkpoint, tmp_path, monkeypatch,
+                                                               select):
+    """An average of checkpoints is re-factored with alpha = rank; the metadata must say what the file holds."""
+    from lib_profile.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "_Scorer", _FixedScorer)
+    result = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run",
+                     small(steps=6, rank=4, alpha=8.0, validate_every=2, validation_images=1, validation_steps=1,
+                           log_every=2, save_every=2, select=select)).run()
+    with safe_open(result["file"], "pt") as f:
+        meta = f.metadata()
+        alphas = {float(f.get_tensor(k)) for k in f.keys() if k.endswith(".alpha")}
+        ranks = {f.get_tensor(k).shape[0] for k in f.keys() if k.endswith(".lora_down.weight")}
+    assert len(alphas) == 1 and len(ranks) == 1
+    assert float(meta["ss_network_alpha"]) == alphas.pop() and int(meta["ss_network_dim"]) == ranks.pop() == 4
+    averaged = select in ("top2", "top3")
+    assert float(meta["ss_network_alpha"]) == (4.0 if averaged else 8.0)
+    assert len(result["report"]["choice"]["steps"]) == {"top2": 2, "top3": 3}.get(select, 1)
+
+
+def test_validation_conditioning_is_the_studios(intake_dir, tiny_checkpoint, tmp_path, host):
+    """The validation portraits' UNet sees the conditioning the studio's generation gives the same prompt:
+    CLIP skip 2, emphasis, several 75-token chunks, negative padded alike."""
+    from lib_profile.train.trainer import VALIDATION_NEGATIVE
+
+    prompt = "(portrait photo:1.3) of a person, " + ", ".join(f"detail{i}" for i in range(60))
+    trainer = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run", small(validation_images=1, validation_steps=1))
+    trainer.prepare()
+    trainer.validation_prompts = lambda: [prompt]
+    seen = []
+    handle = trainer.model.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"].detach().clone()), with_kwargs=True)
+    try:
+        trainer._validate(1)
+    finally:
+        handle.remove()
+    request = Txt2ImgRequest(prompt=prompt, negative_prompt=VALIDATION_NEGATIVE, clip_skip=2, width=64, height=64)
+    cond, uncond = host._embeds(request, 1).at(0)
+    assert cond.shape[1] >= 2 * 77 and trainer.cfg.clip_skip == 2  # several chunks
+    assert seen and all(torch.allclose(s, torch.cat([uncond, cond]), atol=1e-5) for s in seen)
+
+
+class _Unet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, noisy, t, encoder_hidden_states):
+        return type("Out", (), {"sample": noisy * self.w})()
+
+
+class _RecordingScaler(torch.amp.GradScaler):
+    def __init__(self):
+        super().__init__("cpu", init_scale=2.0 ** 8)
+        self.calls = []
+
+    def scale(self, outputs):
+        self.calls.append("scale")
+        return super().scale(outputs)
+
+    def step(self, optimizer, *args, **kwargs):
+        self.calls.append("step")
+        return super().step(optimizer, *args, **kwargs)
+
+
+def test_fp16_training_uses_a_gradient_scaler():
+    """float16 autocast (a GPU without bfloat16) gets a scaler: the loss is scaled, an overflowing step skipped.
+    Run on the CPU with a stand-in UNet and a CPU GradScaler in place of the CUDA one."""
+    import warnings
+
+    from lib_profile.train.step import TrainStep, make_scaler, needs_scaler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CUDA scaler made without CUDA warns that it is disabled
+        assert isinstance(make_scaler(torch.float16, torch.device("cuda")), torch.amp.GradScaler)
+    assert needs_scaler(torch.float16, torch.device("cuda"))
+    assert make_scaler(torch.bfloat16, torch.device("cuda")) is None
+    assert make_scaler(torch.float32, torch.device("cpu")) is None
+    unet, scaler = _Unet(), _RecordingScaler()
+    optimizer = torch.optim.SGD(unet.parameters(), lr=0.1)
+    step = TrainStep(unet, torch.zeros(2, 2, 4, 2, 2), lambda index: torch.zeros(len(index), 1, 1), torch.zeros(2, dtype=torch.long),
+                     torch.full((1000,), 0.5), optimizer, torch.float16, torch.device("cpu"), scaler)
+    draws = (torch.tensor([0]), torch.tensor([0]), torch.tensor([10]))
+    step(*draws, torch.ones(1, 4, 2, 2))
+    assert scaler.calls == ["scale", "step"] and float(unet.w) != 1.0
+    before, scale = float(unet.w), scaler.get_scale()
+    step(*draws, torch.full((1, 4, 2, 2), float("inf")))  # an overflow: the step is skipped, the scale backs off
+    assert float(unet.w) == before and scaler.get_scale() < scale
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg, trainer.gpu, trainer.device, trainer.amp_dtype = small(), True, torch.device("cuda"), torch.float16
+    assert not trainer._graphed()  # the scaler's inf check runs eagerly, not in a CUDA graph

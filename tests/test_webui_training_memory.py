@@ -65,3 +65,30 @@ def test_a_failed_reload_after_training_does_not_fail_the_training(loaded, capsy
     with host.training_slot("task(train)", 4):
         pass
     assert "could not load its model back" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, family", [("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd3", "SD3")])
+def test_a_non_sd15_model_is_refused_before_anything_is_unloaded(loaded, flag, family):
+    """Training (and generation: explain and edit run through it) needs SD1.5; an SDXL/SD2 model loaded in the
+    WebUI is refused with a message naming it, before the WebUI's model is moved or dropped."""
+    from lib_profile.hosts.base import HostError, Txt2ImgRequest
+
+    flavour, device, modules, log, host = loaded
+    model = modules.sd_models.model_data.sd_model
+    setattr(model, flag, True)
+    with pytest.raises(HostError, match=f"an {family} checkpoint loaded; pick an SD1.5 checkpoint"):
+        with host.training_slot("task(train)", 4):
+            pytest.fail("training started")
+    assert model.device == device and not log["unloads"] and not log["trash"]  # nothing was unloaded
+    assert modules.sd_models.model_data.sd_model is model
+    with pytest.raises(HostError, match=f"Generating needs an SD1.5 checkpoint, and the WebUI has an {family}"):
+        host.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1))
+
+
+@pytest.mark.parametrize("model, family", [
+    (None, None), (standin_models.FakeInitialModel(), None), (type("StableDiffusion", (), {})(), None),
+    (type("StableDiffusionXL", (), {})(), "SDXL"), (type("StableDiffusionXLRefiner", (), {})(), "SDXL"),
+    (type("Flux", (), {})(), "Flux"), (type("M", (), {"is_sdxl": False, "is_sd2": True})(), "SD2"),
+    (type("M", (), {"is_sd1": True, "is_sdxl": False, "is_sd2": False})(), None)])
+def test_model_family_from_flags_and_forge_classes(model, family):
+    assert wh.model_family(model) == family

@@ -39,7 +39,11 @@ def tokenizer():
 
 
 def _recording(host: Host, prompt: str, words: list[str], layers, steps, sampling_pass: int = 0):
-    """The prompt's tokens as the host reads them, each wanted word's positions, and a recorder for them."""
+    """The prompt's tokens as the host reads them, each wanted word's positions, and a recorder for them.
+    HostError for a prompt that changes with the step (``[a:b:when]``, ``[a|b]``): its words move between steps."""
+    from lib_profile.hosts.prompt_schedule import refuse_scheduled
+
+    refuse_scheduled(prompt, "Explain (DAAM word maps)")
     tok = tokenizer()
     tokens = TokenMap.for_host(host, tok, prompt)
     wanted = {w: tokens.positions(tok, w) for w in dict.fromkeys(w.strip() for w in words if w.strip())}

@@ -344,8 +344,12 @@ def edit_control(host, edit: Edit, negative_prompt: str, control=None, tokenizer
     from lib_profile.hosts import prompt as prompts
     from lib_profile.hosts.base import RunControl
 
+    from lib_profile.hosts.prompt_schedule import refuse_scheduled
+
     tok = tokenizer or default_tokenizer()
     edit.validate()
+    for prompt in (edit.source, edit.edited_prompt, negative_prompt):  # tokens are mapped once for the whole run
+        refuse_scheduled(prompt, "Prompt-to-Prompt")
 
     def chunks_of(prompt: str) -> int:  # as the host splits it (A1111 breaks long prompts at commas)
         return TokenMap.for_host(host, tok, prompt).chunks

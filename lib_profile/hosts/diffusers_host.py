@@ -35,6 +35,8 @@ from lib_profile.hosts.base import (
     Txt2ImgRequest,
 )
 from lib_profile.hosts.checkpoint import load_controlnet, load_sd15
+from lib_profile.hosts.prompt_schedule import total_steps
+from lib_profile.hosts.scheduled_embeds import ScheduledEmbeds
 from lib_profile.infotext import infotext
 from lib_profile.lora import apply as lora_apply, tags as lora_tags
 
@@ -253,7 +255,8 @@ class DiffusersHost(Host):
                 else:
                     method = UPSCALERS[req.hires_upscaler] or Image.LANCZOS
                     init = [img.resize((width, height), method) for img in first]
-                images, _labels = self._pass("img2img", second, control, seeds, embeds, init=init,
+                images, _labels = self._pass("img2img", second, control, seeds, self._embeds(req, len(seeds), True),
+                                             init=init,
                                              progress=(_run_steps(req), progress[1]))
         params = req.describe()
         params.update(
@@ -284,20 +287,18 @@ class DiffusersHost(Host):
                                  "steps": req.hires_steps or req.steps, "hires_scale": 1.0,
                                  "denoising_strength": req.hires_denoising})
 
-    def _embeds(self, req: Txt2ImgRequest, n: int) -> dict[str, Any]:
-        """Prompt and negative-prompt embeddings for ``n`` images."""
-        import torch
+    def _embeds(self, req: Txt2ImgRequest, n: int, hires: bool = False) -> ScheduledEmbeds:
+        """Prompt and negative-prompt embeddings for ``n`` images over a pass of ``req`` (its hires fix pass with
+        ``hires``), scheduled by model evaluation as the WebUI's prompt editing ``[a:b:when]`` and alternation
+        ``[a|b]`` say (:mod:`lib_profile.hosts.prompt_schedule`)."""
+        pattern = samplers.resolve(req.sampler, req.scheduler)[0].evaluations
+        steps = total_steps(req.steps, pattern)
+        hires_steps = total_steps(req.hires_steps or req.steps, pattern) if hires else None
+        images = list(req.prompts) if req.prompts else [req.prompt] * n
+        return ScheduledEmbeds(self.model.text_encoder, self.model.tokenizer, images, req.negative_prompt,
+                               req.clip_skip, steps, hires_steps)
 
-        if req.prompts:  # one prompt per image, all padded to the same number of CLIP chunks
-            chunks = max(prompts.chunk_count(self.model.tokenizer, p) for p in req.prompts + [req.negative_prompt])
-            te, tok = self.model.text_encoder, self.model.tokenizer
-            cond = torch.cat([prompts.encode(te, tok, p, req.clip_skip, min_chunks=chunks)[0] for p in req.prompts])
-            uncond = prompts.encode(te, tok, req.negative_prompt, req.clip_skip, min_chunks=chunks)[0].repeat(n, 1, 1)
-            return dict(prompt_embeds=cond, negative_prompt_embeds=uncond)
-        cond, uncond = self.encode_prompts(req.prompt, req.negative_prompt, req.clip_skip)
-        return dict(prompt_embeds=cond.repeat(n, 1, 1), negative_prompt_embeds=uncond.repeat(n, 1, 1))
-
-    def _pass(self, kind: str, req: Txt2ImgRequest, control: RunControl, seeds: list[int], embeds: dict[str, Any],
+    def _pass(self, kind: str, req: Txt2ImgRequest, control: RunControl, seeds: list[int], embeds: ScheduledEmbeds,
               init=None, progress: tuple[int, int] = (0, 0), output: str = "pil"):
         """One sampling pass: ``(images or latents, (sampler label, schedule label))``. ``init``: the init
         images (or latents) instead of ``req.init_image``; ``progress``: (steps before this pass, steps in all)
@@ -317,7 +318,11 @@ class DiffusersHost(Host):
 
         def on_step_end(pipeline, step_index, timestep, callback_kwargs):
             """After each model evaluation (diffusers' loop runs one per timestep entry); a sampler step is done
-            after its last evaluation (second-order samplers make two a step: ``attention.clock``)."""
+            after its last evaluation (second-order samplers make two a step: ``attention.clock``). The next
+            evaluation's conditioning is set here when the prompt is scheduled (``[a:b:when]``, ``[a|b]``)."""
+            if embeds.changes:
+                callback_kwargs["prompt_embeds"] = embeds.pipeline_embeds(step_index + 1,
+                                                                          pipeline.do_classifier_free_guidance)
             now = tick(step_index, run_steps, pattern)
             if not now.last:
                 return callback_kwargs
@@ -334,8 +339,10 @@ class DiffusersHost(Host):
         args: dict[str, Any] = dict(
             num_inference_steps=steps, guidance_scale=req.cfg_scale,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-            callback_on_step_end=on_step_end, output_type=output, **embeds,
+            callback_on_step_end=on_step_end, output_type=output,
+            callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"] if embeds.changes else ["latents"],
         )
+        args["prompt_embeds"], args["negative_prompt_embeds"] = embeds.at(0)
         if kind == "txt2img":
             args.update(width=req.width, height=req.height)
         else:

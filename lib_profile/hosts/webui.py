@@ -146,6 +146,23 @@ def filtered_runner(base, wanted: list[tuple[str, list]], own_scripts: list = ()
     return runner, args, missing
 
 
+_FAMILY_FLAGS = (("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd3", "SD3"), ("is_ssd", "SSD-1B"))
+_FAMILY_CLASSES = (("XL", "SDXL"), ("StableDiffusion3", "SD3"), ("Flux", "Flux"), ("Chroma", "Chroma"))
+
+
+def model_family(sd_model) -> Optional[str]:
+    """The family of the WebUI's loaded model when it is not SD1.x (``"SDXL"``, ``"SD2"``, ``"SD3"``, ...), from
+    the flags both WebUIs set (``is_sdxl``, ``is_sd2``, ...) and Forge's engine class names; None for SD1.x or for
+    no model loaded yet (Forge's ``FakeInitialModel`` before its first generation)."""
+    if sd_model is None:
+        return None
+    for flag, family in _FAMILY_FLAGS:
+        if getattr(sd_model, flag, False) is True:
+            return family
+    name = type(sd_model).__name__
+    return next((family for part, family in _FAMILY_CLASSES if part in name), None)
+
+
 def plan_job_count(n_passes: int) -> int:
     """The WebUI counts one job per ``process_images`` call (n_iter=1); the bar spans them all."""
     return max(1, int(n_passes))
@@ -287,6 +304,7 @@ class WebUIHost(Host):
                                                req.batch_size)
         faults: list[faults_of.Fault] = []
         self.flavour.load_model()  # the model the WebUI may still be loading (A1111 loads it in a thread at start)
+        self.check_model_family("Generating")
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
             p = self._processing(kind, req, extra_scripts, own_scripts or [], faults)
             with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings), \
@@ -443,7 +461,9 @@ class WebUIHost(Host):
     def training_slot(self, id_task: str, steps: int) -> Iterator[None]:
         """Training runs in a subprocess on the same GPU: hold the queue (no generation meanwhile), move the
         WebUI's model off the GPU, and bring it back afterwards. The WebUI's progress bar shows the training
-        (:meth:`training_progress`); its sampling fields are cleared again at the end."""
+        (:meth:`training_progress`); its sampling fields are cleared again at the end. An SDXL/SD2 model loaded in
+        the WebUI is refused first, before anything is unloaded."""
+        self.check_model_family("Training")
         with self.job(id_task, 1, "Profile Studio: training"):
             state = self._m("shared").state
             self.training_progress(0, steps)
@@ -453,6 +473,14 @@ class WebUIHost(Host):
             finally:
                 state.sampling_step, state.sampling_steps = 0, 0
                 self.flavour.restore_vram()
+
+    def check_model_family(self, what: str) -> None:
+        """HostError unless the WebUI's loaded model is SD1.x (or not loaded yet): Profile Studio's LoRAs,
+        ControlNets and attention maps are SD1.5's."""
+        family = model_family(getattr(self._m("shared"), "sd_model", None))
+        if family is not None:
+            raise HostError(f"{what} needs an SD1.5 checkpoint, and the WebUI has an {family} checkpoint loaded; "
+                            "pick an SD1.5 checkpoint in the WebUI's checkpoint menu (top of the page) and try again")
 
     def training_progress(self, step: int, steps: int, text: str = "") -> None:
         """Map a training's ``step`` of ``steps`` onto what ``/internal/progress`` computes its bar from

@@ -125,6 +125,23 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return out
 
 
+def network_dims(state: dict[str, torch.Tensor]) -> tuple[int, float]:
+    """``(rank, alpha)`` as the tensors of a kohya LoRA state hold them (``lora_down`` rows, ``.alpha``): the
+    values ``ss_network_dim`` / ``ss_network_alpha`` must state. The most common pair if layers differ."""
+    from collections import Counter
+
+    pairs = Counter()
+    for key, value in state.items():
+        if key.endswith(".lora_down.weight"):
+            base = key[: -len(".lora_down.weight")]
+            rank = int(value.shape[0])
+            alpha = float(state[f"{base}.alpha"]) if f"{base}.alpha" in state else float(rank)
+            pairs[(rank, alpha)] += 1
+    if not pairs:
+        raise ValueError("the LoRA state has no lora_down weights")
+    return pairs.most_common(1)[0][0]
+
+
 def metadata_strings(meta: dict[str, Any]) -> dict[str, str]:
     import json
 

@@ -7,6 +7,10 @@ GPU. On a GPU the whole step, optimiser included, is therefore captured once as 
 the random choices still come from the trainer's CPU generator and are copied into fixed input tensors, so
 the run draws the same numbers in the same order as the eager one, and a resumed run replays the same way.
 The warm-up steps that a capture needs are undone (weights and optimiser state put back in place).
+
+On a GPU without bfloat16 the step runs in float16 autocast with a gradient scaler (:func:`make_scaler`): the
+loss is scaled up before backward so small gradients do not flush to zero, and a step whose gradients overflow
+is skipped while the scale backs off. Such a step runs eagerly (the scaler reads its inf check on the host).
 """
 
 from __future__ import annotations
@@ -17,10 +21,24 @@ import torch
 import torch.nn.functional as F
 
 
+def needs_scaler(amp_dtype, device: torch.device) -> bool:
+    """Whether the step runs in float16 autocast (a CUDA device without bfloat16): bfloat16 has float32's range,
+    and the CPU trains in float32."""
+    return amp_dtype == torch.float16 and torch.device(device).type == "cuda"
+
+
+def make_scaler(amp_dtype, device: torch.device):
+    """A ``torch.amp.GradScaler`` when :func:`needs_scaler`, else None."""
+    return torch.amp.GradScaler(torch.device(device).type) if needs_scaler(amp_dtype, device) else None
+
+
 class TrainStep:
     def __init__(self, unet, latents: torch.Tensor, text: Callable[[torch.Tensor], torch.Tensor],
-                 caption_index: torch.Tensor, alphas: torch.Tensor, optimizer, amp_dtype, device: torch.device):
+                 caption_index: torch.Tensor, alphas: torch.Tensor, optimizer, amp_dtype, device: torch.device,
+                 scaler=None):
+        """``scaler``: a ``torch.amp.GradScaler`` for float16 autocast (:func:`make_scaler`), or None."""
         self.unet, self.latents, self.text, self.optimizer = unet, latents, text, optimizer
+        self.scaler = scaler
         self.caption_index, self.alphas = caption_index, alphas
         self.amp_dtype, self.device = amp_dtype, device
         self.graph: Optional[torch.cuda.CUDAGraph] = None
@@ -46,13 +64,20 @@ class TrainStep:
         cond = self.text(self.caption_index[idx])
         loss = self._loss(idx.to(dev), flip.to(dev), t.to(self.device), noise.to(self.device, self.latents.dtype), cond)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # skipped when a gradient is inf/nan
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         return loss.detach()
 
     def capture(self, batch: int, text_cache: torch.Tensor) -> None:
-        """Record the whole step as a CUDA graph (needs cached caption embeddings). Raises if it cannot;
-        the weights and optimiser state are as before either way."""
+        """Record the whole step as a CUDA graph (needs cached caption embeddings). Raises if it cannot (and with
+        a gradient scaler); the weights and optimiser state are as before either way."""
+        if self.scaler is not None:
+            raise RuntimeError("a step with a gradient scaler runs eagerly")
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         weights = [p.detach().clone() for p in params]
         state = {i: {k: v.clone() for k, v in self.optimizer.state[p].items() if torch.is_tensor(v)}

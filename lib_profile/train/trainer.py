@@ -26,7 +26,9 @@ from lib_profile import __version__
 from lib_profile.hosts.base import HostError
 from lib_profile.train import lora as L
 from lib_profile.train.runlock import RunLock
-from lib_profile.train.step import TrainStep
+from lib_profile.train.step import TrainStep, make_scaler, needs_scaler
+
+VALIDATION_NEGATIVE = "blurry, lowres, deformed"  # the validation portraits' negative prompt
 
 CANCELLED = 3  # exit code of a cancelled run (a resumable checkpoint is on disk)
 
@@ -293,7 +295,8 @@ class Trainer:
     def _graphed(self) -> bool:
         """Whether the training step runs as a CUDA graph: on a GPU, with cached captions and plain AdamW."""
         cfg = self.cfg
-        return self.gpu and cfg.cuda_graph and not cfg.train_text_encoder and cfg.optimizer == "adamw"
+        return (self.gpu and cfg.cuda_graph and not cfg.train_text_encoder and cfg.optimizer == "adamw"
+                and not needs_scaler(self.amp_dtype, self.device))  # a loss scaler checks for inf on the host
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -361,7 +364,7 @@ class Trainer:
                         f.unlink()
             n = len(self.intake.crops)
             train_step = TrainStep(self.model.unet, self.latents, self._text, self.caption_index, alphas, optimizer,
-                                   self.amp_dtype, self.device)
+                                   self.amp_dtype, self.device, make_scaler(self.amp_dtype, self.device))
             if self._graphed():
                 try:
                     train_step.capture(cfg.batch_size, self.text_cache)
@@ -430,6 +433,16 @@ class Trainer:
                 f"professional headshot of {who}, plain grey background"]
         return [base[i % len(base)] for i in range(self.cfg.validation_images)]
 
+    def validation_conditioning(self, prompts: list[str], negative: str = VALIDATION_NEGATIVE):
+        """``(cond, uncond)``, each ``(len(prompts), 77 * chunks, hidden)``: the validation portraits' text
+        conditioning, made as the studio makes it on the diffusers host (emphasis, 75-token chunks, the run's
+        CLIP skip, prompt and negative padded to the same chunk count)."""
+        from lib_profile.hosts.scheduled_embeds import ScheduledEmbeds
+
+        m = self.model
+        return ScheduledEmbeds(m.text_encoder, m.tokenizer, prompts, negative, self.cfg.clip_skip,
+                               self.cfg.validation_steps).at(0)
+
     def _validate(self, step: int) -> None:
         import torch
 
@@ -456,7 +469,8 @@ class Trainer:
         with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.gpu):
             for start in range(0, len(prompts), per_call):
                 ks = range(start, min(start + per_call, len(prompts)))
-                images = self._pipe([prompts[k] for k in ks], negative_prompt=["blurry, lowres, deformed"] * len(ks),
+                cond, uncond = self.validation_conditioning([prompts[k] for k in ks])
+                images = self._pipe(prompt_embeds=cond, negative_prompt_embeds=uncond,
                                     width=size, height=size, num_inference_steps=cfg.validation_steps,
                                     guidance_scale=6.5,
                                     generator=[torch.Generator().manual_seed(1000 + k) for k in ks]).images
@@ -492,6 +506,7 @@ class Trainer:
             chosen = [st for _, st in scored[:k]]
             why = f"the average of the {len(chosen)} best checkpoints by identity similarity"
         state = L.average([load_file(str(ckpts[s])) for s in chosen])
+        rank, alpha = L.network_dims(state)  # the metadata states what the tensors hold (an average has alpha = rank)
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
         stem = f"{cfg.name}-{run_id}"
         best_score = max((scores[s]["mean"] for s in chosen if scores.get(s, {}).get("mean") is not None), default=None)
@@ -502,8 +517,8 @@ class Trainer:
             "ss_output_name": stem,
             "ss_base_model_version": "sd_v1",
             "ss_network_module": "networks.lora",
-            "ss_network_dim": str(cfg.rank),
-            "ss_network_alpha": str(cfg.alpha),
+            "ss_network_dim": str(rank),
+            "ss_network_alpha": str(round(alpha, 6)),
             "ss_learning_rate": str(cfg.learning_rate),
             "ss_max_train_steps": str(cfg.steps),
             "ss_train_batch_size": str(cfg.batch_size),

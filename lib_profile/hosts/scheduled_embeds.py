@@ -1,0 +1,64 @@
+"""A pass's text conditioning by model evaluation, for the diffusers host: prompt editing and alternation.
+
+Each prompt (and the negative prompt) is read into its WebUI schedule (:mod:`lib_profile.hosts.prompt_schedule`),
+each distinct text encoded once with the WebUI's emphasis, chunks and CLIP skip, all padded to the same number
+of 77-token chunks (as the WebUI encodes a schedule's texts in one batch, and pads a prompt to its negative
+prompt's length). A prompt without such syntax gives one entry, encoded exactly as before.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from lib_profile.hosts import prompt as prompts
+from lib_profile.hosts.prompt_schedule import index_at, schedule
+
+
+class ScheduledEmbeds:
+    """The embeddings of ``images`` prompts (one per image) and one negative prompt over a pass.
+
+    ``steps``: the schedule's step count (:func:`prompt_schedule.total_steps`); ``hires_steps``: set for a hires
+    fix pass (then ``steps`` is the first pass's count). :meth:`at` gives ``(cond, uncond)`` for a model
+    evaluation, each ``(images, 77 * chunks, hidden)``.
+    """
+
+    def __init__(self, text_encoder, tokenizer, images: list[str], negative: str, clip_skip: int, steps: int,
+                 hires_steps: Optional[int] = None):
+        import torch
+
+        def plan(prompt: str) -> list[tuple[int, str]]:
+            return schedule(prompts.extract_networks(prompt)[0], steps, hires_steps)  # tags go first, as in the WebUI
+
+        self.positive = [plan(p) for p in images]
+        self.negative = plan(negative)
+        texts = list(dict.fromkeys(t for entries in [*self.positive, self.negative] for _end, t in entries))
+        chunks = max(prompts.chunk_count(tokenizer, t) for t in texts)
+        with torch.no_grad():
+            self._encoded = {t: prompts.encode(text_encoder, tokenizer, t, clip_skip, min_chunks=chunks)[0]
+                             for t in texts}
+        self.changes = any(len(entries) > 1 for entries in [*self.positive, self.negative])
+        self._cache: dict[tuple, tuple] = {}
+
+    def texts_at(self, evaluation: int) -> tuple[list[str], str]:
+        """The prompts' texts and the negative prompt's text at ``evaluation`` (0-based)."""
+        pos = [entries[index_at(entries, evaluation)][1] for entries in self.positive]
+        return pos, self.negative[index_at(self.negative, evaluation)][1]
+
+    def at(self, evaluation: int):
+        """``(cond, uncond)`` for model evaluation ``evaluation`` (0-based, from the pass's first evaluation)."""
+        import torch
+
+        key = (tuple(index_at(e, evaluation) for e in self.positive), index_at(self.negative, evaluation))
+        if key not in self._cache:
+            pos, neg = self.texts_at(evaluation)
+            cond = torch.cat([self._encoded[t] for t in pos])
+            uncond = self._encoded[neg].repeat(len(pos), 1, 1)
+            self._cache[key] = (cond, uncond)
+        return self._cache[key]
+
+    def pipeline_embeds(self, evaluation: int, guided: bool):
+        """The ``prompt_embeds`` a diffusers loop uses at ``evaluation``: ``[uncond; cond]`` when guided (CFG)."""
+        import torch
+
+        cond, uncond = self.at(evaluation)
+        return torch.cat([uncond, cond]) if guided else cond
