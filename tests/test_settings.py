@@ -15,10 +15,7 @@ from lib_profile import API_PREFIX, validation
 from lib_profile.studio.settings import (GenerateSettings, PlanSettings, SettingsError, SourceSettings, check,
                                          from_infotext)
 
-try:
-    from test_api import NAME, SLUG, api, studio  # noqa: F401 - fixtures
-except ImportError:
-    from tests.test_api import NAME, SLUG, api, studio  # noqa: F401
+from tests.test_api import NAME, SLUG  # the api and studio fixtures: conftest.py
 
 MODELS = {"generate": GenerateSettings, "explain": SourceSettings, "edit": SourceSettings}
 # what settings is not: the request's own fields and made-up ones (each was a 500 or silently used before)

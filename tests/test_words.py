@@ -307,10 +307,6 @@ def test_words_are_found_whole_in_the_webuis_own_chunks(webui):
 
 # -- where users meet it: the API refuses at the request (400), not in the job
 
-try:
-    from test_api import API_PREFIX, api, studio  # noqa: F401 (fixtures)
-except ImportError:
-    from tests.test_api import API_PREFIX, api, studio  # noqa: F401
 
 
 def test_the_api_refuses_part_words_and_missing_places_at_the_request(api, studio):
