@@ -74,3 +74,26 @@ def test_an_edit_with_fewer_chunks_than_its_source_leaves_the_source_alone(sharp
     edit = Edit(source=source, target=target, mode="refine")
     result = sharp.txt2img(edit_request(req, edit), edit_control(sharp, edit, ""))
     assert np.abs(px(result.images[0]) - portrait).max() <= 2
+
+
+def test_the_cli_edit_of_a_75_token_prompt_starts_from_the_txt2img_picture(tmp_path):
+    """The replayed case (tests/data/prompt_75tok_cli.txt: 75 CLIP tokens ending in "red scarf"): ``edit --target``
+    with "red" swapped for a 4-token phrase needs a second chunk; its source.png is the picture ``txt2img`` makes
+    from the same prompt and seed (it was another picture: the source got a padded extra chunk)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from lib_profile.cli import main
+
+    prompt = (Path(__file__).parent / "data" / "prompt_75tok_cli.txt").read_text("utf-8").strip()
+    assert prompts.token_count(tokenizer(), prompt) == 75
+    same = ["--checkpoint", "tiny", "--prompt", prompt, "--width", "64", "--height", "64", "--steps", "4",
+            "--sampler", "Euler", "--scheduler", "Automatic", "--cfg-scale", "6.5", "--clip-skip", "1",
+            "--seed", "7", "--negative-prompt", ""]
+    target = prompt.replace("red scarf", "burgundy and scarlet striped scarf")
+    assert main(["edit", *same, "--target", target, "--mode", "refine", "--out", str(tmp_path / "edit")]) == 0
+    assert main(["txt2img", *same, "--out", str(tmp_path / "plain")]) == 0
+    plain = next((tmp_path / "plain").glob("*.png"))
+    source = px(Image.open(tmp_path / "edit" / "source.png"))
+    assert np.abs(source - px(Image.open(plain))).max() <= 2
