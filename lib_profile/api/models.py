@@ -100,6 +100,7 @@ class TrainRequest(BaseModel, extra="forbid"):
     validation_size: Optional[int] = Field(None, ge=64, le=1024, multiple_of=8, description="Validation portrait size, a multiple of 8 within 64..1024 (default: the resolution).")
     select: Optional[str] = Field(None, description="best, last or topK (average of the K best checkpoints; default top3).")
     save_every: Optional[int] = Field(None, ge=1, le=100000, description="Write a resumable state every N steps (default 50).")
+    log_every: Optional[int] = Field(None, ge=1, le=100000, description="Log the loss every N steps (default 10).")
     device: Optional[str] = Field(None, description="cpu or cuda (default: cuda when available).")
     identity_in_lora: Optional[bool] = Field(None, description="Keep the person's face embedding in the LoRA file's "
                                              "metadata (default: the setting, else yes); it always stays in the "
