@@ -1,7 +1,14 @@
-"""Optional fields documented as nullable in the OpenAPI schema under pydantic 1.
+"""The OpenAPI 3.0 schema FastAPI writes under pydantic 1, made valid OpenAPI 3.0.
 
-pydantic 1 writes ``Optional[float] = None`` as ``{"type": "number"}``, so a response carrying ``null``
-(``"eta_s": null``) breaks its own documented schema; pydantic 2 already writes ``anyOf [..., null]``.
+* Optional fields documented as nullable: pydantic 1 writes ``Optional[float] = None`` as ``{"type": "number"}``, so
+  a response carrying ``null`` (``"eta_s": null``) breaks its own documented schema; pydantic 2 already writes
+  ``anyOf [..., null]``.
+* No exclusive bounds as numbers: pydantic 1 writes ``gt=0`` as JSON Schema's ``"exclusiveMinimum": 0``, which
+  OpenAPI 3.0 (FastAPI declares 3.0.2 under pydantic 1) would spell ``"minimum": 0, "exclusiveMinimum": true``;
+  schema tools (schemathesis) refuse the number form, and FastAPI's own OpenAPI model turns ``true`` into ``1.0``.
+  So the bound is documented as inclusive (``"minimum": 0``); the field's description says the range is open
+  there, and the value itself is still refused (400). Under pydantic 2 FastAPI declares OpenAPI 3.1, where the
+  number form is right.
 """
 
 from __future__ import annotations
@@ -18,6 +25,23 @@ def _mark(schema: dict, model: Any) -> None:
     for field in model.__fields__.values():
         if field.allow_none and field.alias in props:
             props[field.alias]["nullable"] = True
+    _openapi30_bounds(schema)
+
+
+def _openapi30_bounds(node: Any) -> None:
+    """Numeric ``exclusiveMinimum``/``exclusiveMaximum`` (JSON Schema) documented as the inclusive bound, in ``node``
+    and everything under it."""
+    if isinstance(node, dict):
+        for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            value = node.get(bound)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                node.pop(bound)
+                node.setdefault(plain, value)
+        for child in node.values():
+            _openapi30_bounds(child)
+    elif isinstance(node, list):
+        for child in node:
+            _openapi30_bounds(child)
 
 
 def mark_nullable(namespace: dict) -> None:
