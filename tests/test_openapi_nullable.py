@@ -36,3 +36,26 @@ def test_optional_fields_are_nullable_in_openapi():
         for name in set(props) - optional_fields(model):
             assert not props[name].get("nullable"), (model.__name__, name)
     assert checked >= 20
+
+
+def test_exclusive_bounds_are_in_the_form_the_declared_openapi_version_reads():
+    """OpenAPI 3.0 (FastAPI under pydantic 1) has boolean exclusive bounds; 3.1 (pydantic 2) numeric ones. A numeric
+    ``exclusiveMinimum`` in a 3.0 document made schemathesis refuse train, explain, edit and portraits."""
+    spec = make_app(lambda: None, ui=False).openapi()
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for key in ("exclusiveMinimum", "exclusiveMaximum"):
+                if key in node and spec["openapi"].startswith("3.0") and not isinstance(node[key], bool):
+                    found.append(f"{where}.{key}={node[key]!r}")
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    walk(spec, "")
+    assert not found, found[:5]
+    text = str(spec)
+    assert "Local blend mask threshold" in text and "'maximum': 1.0" in text  # the bounds are still documented
