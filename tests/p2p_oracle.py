@@ -335,8 +335,9 @@ def run(host, req, edit: OracleEdit):
     pair = copy.copy(req)
     pair.prompt, pair.prompts, pair.seeds, pair.batch_size = edit.source, [edit.source, edit.edited], [seed] * 2, 2
     with torch.no_grad():
-        embeds = host._embeds(pair, 2)  # the host's own encoding (emphasis, chunks)
-    length = embeds["prompt_embeds"].shape[1]
+        cond, uncond = host._embeds(pair, 2).at(0)  # the host's own encoding (emphasis, chunks); no schedule
+    embeds = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+    length = cond.shape[1]
     latent_hw = (req.height // 8, req.width // 8)
     oracle = Oracle(tokenizer, edit, length, req.steps, latent_hw)
     for layout, text in ((oracle.src, edit.source), (oracle.dst, edit.edited)):
