@@ -151,6 +151,13 @@ def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(tmp_path, tiny
 
     with standin.installed(tmp_path / "webui", flavour=flavour, cn_models=[]) as modules:
         standin_models.install(flavour, "cpu")
+        import sys
+        import types
+
+        # the checkpoint to train on is one the WebUI lists (a request never names a file by path)
+        info = types.SimpleNamespace(filename=str(tiny_checkpoint), name=tiny_checkpoint.name,
+                                     model_name=tiny_checkpoint.stem, title=f"{tiny_checkpoint.name} [0000000000]")
+        sys.modules["modules.sd_models"].checkpoints_list = {info.title: info}
         host = wh.WebUIHost()
         seen = []
         shown = host.training_progress
@@ -170,7 +177,7 @@ def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(tmp_path, tiny
             studio.add_photos("anna", [(f"{n}.jpg", _jpeg(im)) for n, im in sample_photos.selfies()[:6]])
             job = studio.train("anna", {"steps": 8, "resolution": 64, "batch_size": 1, "validation_images": 0,
                                         "save_every": 4, "log_every": 1, "select": "last", "device": "cpu"},
-                               checkpoint=str(tiny_checkpoint))
+                               checkpoint=tiny_checkpoint.name)
             task = f"task(profile-studio-{job['id']})"
             done = studio.jobs.wait(job["id"], timeout=600)
         finally:
