@@ -104,7 +104,9 @@ def test_a_failed_upload_keeps_none_of_its_photos(tab, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(intake, "run_intake", broken)
-    with pytest.raises(OSError):
+    from lib_profile.store.files import StorageError
+
+    with pytest.raises(StorageError, match="disk is full"):  # a storage fault says which folder needs space
         studio.add_photos("anna", [(f"{n}.jpg", png(i)) for n, i in sample_photos.selfies()[:3]])
     assert studio.store.get("anna")["photos"] == []
     assert not list((studio.store.folder("anna") / "uploads").iterdir())
