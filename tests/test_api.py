@@ -136,7 +136,7 @@ def test_the_whole_flow_and_delete_leaves_nothing(api, studio, tmp_path):
 def test_cancel_mid_training_then_resume(api, studio):
     api.post("/identities", json={"name": NAME}).raise_for_status()
     upload_selfies(api).raise_for_status()
-    job = api.post(f"/identities/{SLUG}/train", json={**TRAIN, "steps": 150, "save_every": 2}).json()
+    job = api.post(f"/identities/{SLUG}/train", json={**TRAIN, "steps": 150, "save_every": 2, "validate_every": 50}).json()
     deadline = time.monotonic() + 240
     while True:
         state = api.get(f"/jobs/{job['id']}").json()
