@@ -13,24 +13,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lib_profile import sample_photos as S
 from lib_profile.hosts.base import HostError, LoraRef, Txt2ImgRequest
 from lib_profile.hosts import ldm_layout, tiny
-from lib_profile.photos.intake import run_intake
 from lib_profile.train import lora as L
 from lib_profile.train.trainer import Events, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def intake_dir(tmp_path_factory):
-    src = tmp_path_factory.mktemp("photos")
-    for name, im in S.selfies(S.astronaut, 6):
-        im.save(src / f"{name}.jpg")
-    out = tmp_path_factory.mktemp("intake") / "anna"
-    assert run_intake(src, out)["ready"]
-    return out
 
 
 def small(name="anna", **kw):

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from lib_profile import sample_photos as S
-from lib_profile.photos.intake import run_intake
 from lib_profile.train import parent as P
 from lib_profile.train.runlock import LOCK_NAME, LOCKED, RunLock, RunLocked, holder
 from lib_profile.train.trainer import TrainConfig, Trainer
@@ -22,16 +20,6 @@ from lib_profile.train.trainer import TrainConfig, Trainer
 ROOT = Path(__file__).resolve().parent.parent
 LONG = ["--steps", "100000", "--resolution", "64", "--batch-size", "1", "--log-every", "1",
         "--validation-images", "0", "--validate-every", "100000", "--save-every", "100000", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def intake_dir(tmp_path_factory):
-    src = tmp_path_factory.mktemp("photos")
-    for name, im in S.selfies(S.astronaut, 6):
-        im.save(src / f"{name}.jpg")
-    out = tmp_path_factory.mktemp("intake") / "anna"
-    assert run_intake(src, out)["ready"]
-    return out
 
 
 def alive(pid: int) -> bool:
