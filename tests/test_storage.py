@@ -240,16 +240,22 @@ def test_a_generate_job_on_a_full_disk_says_which_folder(host, small_disk, tmp_p
     studio.close()
 
 
+def _photo_folder(tmp_path, n: int):
+    """A folder of ``n`` selfies, as the CLI's intake takes them."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, data in _photos(n):
+        (photos / name).write_bytes(data)
+    return photos
+
+
 def test_cli_on_a_full_disk_exits_2_naming_the_folder(small_disk, tmp_path, capsys):
     disk, fill, free = small_disk
     if not os.path.ismount(disk):
         pytest.skip("needs a real small disk (root, to mount a tmpfs)")
     from lib_profile.cli import main
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name, data in _photos(5):
-        (photos / name).write_bytes(data)
+    photos = _photo_folder(tmp_path, 5)
     fill(leave=0)
     rc = main(["intake", str(photos), "--out", str(disk / "intake")])
     err = capsys.readouterr().err
@@ -320,10 +326,7 @@ def test_cli_train_on_a_full_disk_exits_2_naming_the_folder(small_disk, tmp_path
         pytest.skip("needs a real small disk (root, to mount a tmpfs)")
     from lib_profile.cli import main
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name, data in _photos(6):
-        (photos / name).write_bytes(data)
+    photos = _photo_folder(tmp_path, 6)
     assert main(["intake", str(photos), "--out", str(tmp_path / "intake")]) == 0
     fill(leave=0)
     rc = main(["train", str(tmp_path / "intake"), "--checkpoint", str(tiny_checkpoint), "--name", "anna",
