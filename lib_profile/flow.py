@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from lib_profile.hosts.base import HostError, resolve_checkpoint
-from lib_profile.store.identities import MAX_PHOTO_BYTES, MAX_PHOTOS, Conflict, slug_for
 from lib_profile.store.files import atomic_write, storage_errors
-from lib_profile.store.identities import safe_file_name
+from lib_profile.store.identities import MAX_PHOTO_BYTES, MAX_PHOTOS, Conflict, safe_file_name, slug_for
 from lib_profile.store.safe import check_name, inside
 
 if TYPE_CHECKING:
