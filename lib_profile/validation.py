@@ -112,6 +112,10 @@ def allowed(node: Mapping[str, Any], root: Mapping[str, Any]) -> str:
     parts = [noun]
     lo, hi = node.get("minimum"), node.get("maximum")
     xlo, xhi = node.get("exclusiveMinimum"), node.get("exclusiveMaximum")
+    if node.get("x-exclusiveMinimum") is True:  # pydantic 1's OpenAPI 3.0 form of an open bound (api/nullable.py)
+        lo, xlo = None, lo
+    if node.get("x-exclusiveMaximum") is True:
+        hi, xhi = None, hi
     if lo is not None or hi is not None or xlo is not None or xhi is not None:
         left = f"[{_num(lo)}" if lo is not None else f"({_num(xlo)}" if xlo is not None else "(-inf"
         right = f"{_num(hi)}]" if hi is not None else f"{_num(xhi)})" if xhi is not None else "inf)"

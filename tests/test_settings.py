@@ -304,3 +304,52 @@ def test_infotext_settings_that_do_not_fit_are_refused():
     bad = 'x\nSteps: 2, Profile Studio settings: "' + json.dumps({"steps": 0}).replace('"', '\\"') + '"'
     with pytest.raises(SettingsError, match="settings.steps"):
         from_infotext(bad)
+
+
+def _open_bounds(model) -> list[tuple[str, str, float]]:
+    """(field, "gt" or "lt", bound) for every open bound the model declares, read from pydantic's field
+    declarations (not from the JSON schema the message words come from)."""
+    out = []
+    if validation.PYDANTIC_2:
+        for name, field in model.model_fields.items():
+            metas = list(field.metadata)
+            ann = field.annotation
+            for arg in getattr(ann, "__args__", ()) or ():  # Optional[confloat(...)]
+                metas += list(getattr(arg, "__metadata__", ()))
+            for meta in metas:
+                for kind in ("gt", "lt"):
+                    if getattr(meta, kind, None) is not None:
+                        out.append((name, kind, getattr(meta, kind)))
+    else:
+        for name, field in model.__fields__.items():
+            for source in (field.field_info, field.type_):
+                for kind in ("gt", "lt"):
+                    if getattr(source, kind, None) is not None:
+                        out.append((name, kind, getattr(source, kind)))
+    return sorted(set(out))
+
+
+def test_every_open_bound_is_said_open_in_the_refusal():
+    """pydantic 1's OpenAPI 3.0 schema writes ``gt=0`` as ``minimum: 0`` (api/nullable.py); the refusal of the bound
+    itself must still say the range is open there, for every field of every request model, on both pydantic."""
+    import pydantic
+
+    from lib_profile.api import models as api_models
+    from lib_profile.studio import settings as studio_settings
+
+    found = []
+    for module in (api_models, studio_settings):
+        for model in vars(module).values():
+            if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)
+                    and model.__module__ == module.__name__):
+                continue
+            for name, kind, bound in _open_bounds(model):
+                found.append((model.__name__, name))
+                with pytest.raises(validation.Invalid) as err:
+                    validation.parse(model, {name: bound})
+                line = next(x for x in str(err.value).splitlines() if x.startswith(f"{name}: "))
+                said = f"({bound:g}" if kind == "gt" else f"{bound:g})"
+                assert said in line and f"{bound:g}.." not in line and f"..{bound:g}" not in line, (model, line)
+    # the table is not empty: the fields known to have open bounds are among those checked
+    assert {("TrainRequest", "alpha"), ("TrainRequest", "learning_rate"), ("EditRequest", "blend_threshold"),
+            ("SourceSettings", "hires_denoising")} <= set(found), found

@@ -6,8 +6,9 @@
 * No exclusive bounds as numbers: pydantic 1 writes ``gt=0`` as JSON Schema's ``"exclusiveMinimum": 0``, which
   OpenAPI 3.0 (FastAPI declares 3.0.2 under pydantic 1) would spell ``"minimum": 0, "exclusiveMinimum": true``;
   schema tools (schemathesis) refuse the number form, and FastAPI's own OpenAPI model turns ``true`` into ``1.0``.
-  So the bound is documented as inclusive (``"minimum": 0``); the field's description says the range is open
-  there, and the value itself is still refused (400). Under pydantic 2 FastAPI declares OpenAPI 3.1, where the
+  So the bound is documented as inclusive (``"minimum": 0``) with the extension ``"x-exclusiveMinimum": true``
+  saying it is open (the field's description says so too); the value itself is still refused (400), and the
+  refusal's words (``validation.allowed``) read the extension, so they say ``(0, 1)``. Under pydantic 2 FastAPI declares OpenAPI 3.1, where the
   number form is right.
 """
 
@@ -18,6 +19,8 @@ from typing import Any
 import pydantic
 
 PYDANTIC_1 = pydantic.VERSION.startswith("1.")
+# the OpenAPI 3.0 specification extension that keeps an open bound open after it is written as minimum/maximum
+EXCLUSIVE = {"exclusiveMinimum": "x-exclusiveMinimum", "exclusiveMaximum": "x-exclusiveMaximum"}
 
 
 def _mark(schema: dict, model: Any) -> None:
@@ -37,6 +40,7 @@ def _openapi30_bounds(node: Any) -> None:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 node.pop(bound)
                 node.setdefault(plain, value)
+                node[EXCLUSIVE[bound]] = True
         for child in node.values():
             _openapi30_bounds(child)
     elif isinstance(node, list):
