@@ -182,3 +182,30 @@ def test_explain_and_edit_refuse_scheduled_prompts(host, prompt):
     for edit, negative in cases:
         with pytest.raises(HostError, match=message):
             p2p.run_edit(host, req(prompt=edit.source, steps=2, negative_prompt=negative), edit)
+
+
+@pytest.mark.parametrize("prompt,composable", [
+    ("a cat AND a dog", True), ("a cat AND a dog:0.5", True), ("AND", True), ("(a:1.2) AND b", True),
+    ("a cat and a dog", False), ("a BAND photo", False), ("ANDROID", False), ("a cat ANDa", False),
+    ("<lora:AND:1> a", True), ("plain", False)])
+def test_is_composable_is_the_webuis_word(prompt, composable):
+    """The WebUI splits the prompt at the capital word AND (``\\bAND\\b``, after LoRA tags are taken out; a tag
+    named AND is read as the word by this check, which only errs toward refusing)."""
+    from lib_profile.hosts.prompt_schedule import is_composable
+    assert is_composable(prompt) is composable
+
+
+@pytest.mark.parametrize("prompt", ["a car AND a dog", "a car AND a dog:0.5", "a car AND a bus AND a tree"])
+def test_and_is_refused_clearly_not_read_as_words(host, prompt):
+    """The standalone host guides with one prompt: composable diffusion (``AND``) is refused naming the syntax,
+    not encoded as the word 'AND' (which made another picture than the WebUI's); explain and edit refuse it too.
+    A negative prompt reads AND as text in the WebUI as well, so it is accepted there."""
+    from lib_profile.attention import explain, p2p
+
+    with pytest.raises(HostError, match="cannot combine prompts with AND"):
+        host.txt2img(req(prompt=prompt, steps=2))
+    with pytest.raises(HostError, match="cannot combine prompts with AND"):
+        explain.explain(host, req(prompt=prompt, steps=2), ["car"])
+    with pytest.raises(HostError, match="cannot combine prompts with AND"):
+        p2p.run_edit(host, req(prompt="a red car", steps=2), p2p.Edit("a red car", prompt))
+    assert host.txt2img(req(prompt="a car", negative_prompt="blurry AND dark", steps=2)).images

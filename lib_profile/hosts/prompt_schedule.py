@@ -155,6 +155,25 @@ def is_scheduled(prompt: str) -> bool:
     return nodes is not None and any(isinstance(n, (_Scheduled, _Alternate)) for n in _walk(nodes))
 
 
+# the WebUI's composable-diffusion separator (A1111 ``prompt_parser.re_AND``): the word AND in capitals
+_AND = re.compile(r"\bAND\b")
+
+
+def is_composable(prompt: str) -> bool:
+    """Whether ``prompt`` combines prompts with ``AND`` (the WebUI's composable diffusion: ``a cat AND a dog:0.5``
+    guides toward each part with its weight). Only the capital word counts: ``and``, ``BAND`` are plain text."""
+    return _AND.search(prompt) is not None
+
+
+def refuse_composable(prompt: str, what: str) -> None:
+    """HostError when ``prompt`` combines prompts with ``AND`` (``what``: the feature that cannot follow it)."""
+    from lib_profile.hosts.base import HostError
+
+    if is_composable(prompt):
+        raise HostError(f"{what} cannot combine prompts with AND (the WebUI's composable diffusion): write one "
+                        "prompt, e.g. 'a cat and a dog' instead of 'a cat AND a dog', or run it in the WebUI")
+
+
 def total_steps(steps: int, pattern: str = "one") -> int:
     """The WebUI's step count for schedules: twice ``steps`` for a second-order sampler (pattern ``"two"``,
     :mod:`lib_profile.attention.clock`), else ``steps``."""
@@ -217,9 +236,11 @@ def text_at(entries: list[tuple[int, str]], evaluation: int) -> str:
 
 
 def refuse_scheduled(prompt: str, what: str) -> None:
-    """HostError when ``prompt`` changes with the step (``what``: the feature that cannot follow it)."""
+    """HostError when ``prompt`` changes with the step, or combines prompts with ``AND`` (``what``: the feature
+    that cannot follow it)."""
     from lib_profile.hosts.base import HostError
 
+    refuse_composable(prompt, what)
     if is_scheduled(prompt):
         raise HostError(f"{what} needs a prompt that stays the same at every step; this one uses prompt editing "
                         "([from:to:when]) or alternation ([a|b]): write the words plainly, e.g. 'a red car' "

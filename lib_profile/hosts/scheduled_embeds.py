@@ -3,7 +3,8 @@
 Each prompt (and the negative prompt) is read into its WebUI schedule (:mod:`lib_profile.hosts.prompt_schedule`),
 each distinct text encoded once with the WebUI's emphasis, chunks and CLIP skip, all padded to the same number
 of 77-token chunks (as the WebUI encodes a schedule's texts in one batch, and pads a prompt to its negative
-prompt's length). A prompt without such syntax gives one entry, encoded exactly as before.
+prompt's length). A prompt without such syntax gives one entry, encoded exactly as before. A prompt combining
+prompts with ``AND`` (composable diffusion) is refused with a clear HostError: this host guides with one prompt.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 from lib_profile.hosts import prompt as prompts
-from lib_profile.hosts.prompt_schedule import index_at, schedule
+from lib_profile.hosts.prompt_schedule import index_at, refuse_composable, schedule
 
 
 class ScheduledEmbeds:
@@ -29,6 +30,8 @@ class ScheduledEmbeds:
         def plan(prompt: str) -> list[tuple[int, str]]:
             return schedule(prompts.extract_networks(prompt)[0], steps, hires_steps)  # tags go first, as in the WebUI
 
+        for prompt in images:  # the negative prompt reads AND as text, as in the WebUI
+            refuse_composable(prompts.extract_networks(prompt)[0], "The standalone (diffusers) host")
         self.positive = [plan(p) for p in images]
         self.negative = plan(negative)
         texts = list(dict.fromkeys(t for entries in [*self.positive, self.negative] for _end, t in entries))
