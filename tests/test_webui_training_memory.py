@@ -92,3 +92,60 @@ def test_a_non_sd15_model_is_refused_before_anything_is_unloaded(loaded, flag, f
     (type("M", (), {"is_sd1": True, "is_sdxl": False, "is_sd2": False})(), None)])
 def test_model_family_from_flags_and_forge_classes(model, family):
     assert wh.model_family(model) == family
+
+
+def _checkpoint(path, keys):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({k: np.zeros(1, dtype=np.float16) for k in keys}, str(path))
+    return path
+
+
+SD15_KEYS = ["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+             "model.diffusion_model.input_blocks.0.0.weight"]
+FAMILY_FILES = [
+    ("sd15", SD15_KEYS, None),
+    ("sdxl", ["conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+              "conditioner.embedders.1.model.token_embedding.weight"], "SDXL"),
+    ("refiner", ["conditioner.embedders.0.model.token_embedding.weight"], "SDXL"),
+    ("sd2", ["cond_stage_model.model.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"], "SD2"),
+    ("sd3", ["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"], "SD3"),
+    ("flux", ["model.diffusion_model.double_blocks.0.img_attn.qkv.weight"], "Flux"),
+]
+
+
+@pytest.mark.parametrize("name, keys, family", FAMILY_FILES, ids=[f[0] for f in FAMILY_FILES])
+def test_a_selected_checkpoint_not_loaded_yet_is_checked_from_its_file(loaded, tmp_path, name, keys, family):
+    """Forge holds a ``FakeInitialModel`` (no family flags) until its first generation, and loads a checkpoint
+    picked in its menu only at the next one: the selected file's tensor names are checked, so an SDXL/SD2/SD3/
+    Flux checkpoint is refused before training unloads anything, and SD1.5 passes. In both WebUIs a selected file
+    that is the loaded model's is judged by the model's flags."""
+    from lib_profile.hosts.base import HostError
+
+    flavour, device, modules, log, host = loaded
+    path = _checkpoint(tmp_path / f"{name}.safetensors", keys)
+    modules.sd_models.select_checkpoint = lambda: type("Info", (), {"filename": str(path)})()
+    modules.shared.sd_model = standin_models.FakeInitialModel()
+    if family is None:
+        host.check_model_family("Training")
+    else:
+        with pytest.raises(HostError, match=f"an {family} checkpoint selected; pick an SD1.5 checkpoint"):
+            with host.training_slot("task(train)", 4):
+                pytest.fail("training started")
+        assert not log["unloads"] and not log["trash"]
+    # the loaded model's own file: its flags decide (an SD1.5 model loaded from it passes)
+    model = type("Model", (), {"sd_checkpoint_info": type("I", (), {"filename": str(path)})()})()
+    modules.shared.sd_model = model
+    host.check_model_family("Training")
+
+
+def test_unreadable_or_ckpt_checkpoints_are_left_to_the_webui(tmp_path):
+    from lib_profile.hosts.webui_family import checkpoint_family
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x05\x00not a header")
+    pickle = tmp_path / "old.ckpt"
+    pickle.write_bytes(b"PK")
+    assert checkpoint_family(broken) is None and checkpoint_family(pickle) is None
+    assert checkpoint_family(tmp_path / "missing.safetensors") is None

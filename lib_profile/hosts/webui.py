@@ -475,11 +475,17 @@ class WebUIHost(Host):
                 self.flavour.restore_vram()
 
     def check_model_family(self, what: str) -> None:
-        """HostError unless the WebUI's loaded model is SD1.x (or not loaded yet): Profile Studio's LoRAs,
-        ControlNets and attention maps are SD1.5's."""
-        family = model_family(getattr(self._m("shared"), "sd_model", None))
+        """HostError unless the WebUI's model is SD1.x: the loaded one, or (Forge, before it loads) the selected
+        checkpoint's file (:mod:`lib_profile.hosts.webui_family`). Profile Studio's LoRAs, ControlNets and
+        attention maps are SD1.5's."""
+        from lib_profile.hosts.webui_family import selected_family
+
+        sd_model = getattr(self._m("shared"), "sd_model", None)
+        family, state = model_family(sd_model), "loaded"
+        if family is None:  # Forge loads lazily: the checkpoint picked in its menu may not be loaded yet
+            family, state = selected_family(self._m("sd_models"), sd_model), "selected"
         if family is not None:
-            raise HostError(f"{what} needs an SD1.5 checkpoint, and the WebUI has an {family} checkpoint loaded; "
+            raise HostError(f"{what} needs an SD1.5 checkpoint, and the WebUI has an {family} checkpoint {state}; "
                             "pick an SD1.5 checkpoint in the WebUI's checkpoint menu (top of the page) and try again")
 
     def training_progress(self, step: int, steps: int, text: str = "") -> None:

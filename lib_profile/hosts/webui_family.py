@@ -1,0 +1,51 @@
+"""The model family of the checkpoint a WebUI has selected but not loaded yet, read from the file's tensor names.
+
+Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
+next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so an SDXL checkpoint would
+pass the SD1.5 check and fail deep inside the run. The selected checkpoint's ``.safetensors`` header names its
+tensors; the text encoder's and the UNet's key prefixes tell the families apart (the header alone is read: no
+tensor is loaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+# (key part, family): the first family whose key part some tensor name contains
+_FAMILY_KEYS = (
+    ("conditioner.embedders.", "SDXL"),        # SDXL base and refiner (SGM's conditioner)
+    ("cond_stage_model.model.", "SD2"),        # OpenCLIP text encoder (SD1.x has cond_stage_model.transformer.)
+    ("joint_blocks.", "SD3"),                  # MMDiT
+    ("double_blocks.", "Flux"),                # Flux and Chroma
+)
+
+
+def checkpoint_family(path: str | Path) -> Optional[str]:
+    """``"SDXL"``, ``"SD2"``, ``"SD3"`` or ``"Flux"`` for a ``.safetensors`` checkpoint of that family; None for
+    SD1.x, for other formats (``.ckpt`` cannot be read without unpickling it) and for a file that cannot be read
+    (the WebUI's own load reports that)."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as handle:
+            keys = list(handle.keys())
+    except Exception:  # noqa: BLE001 - a broken file is the WebUI's to report when it loads it
+        return None
+    return next((family for part, family in _FAMILY_KEYS if any(part in key for key in keys)), None)
+
+
+def selected_family(sd_models: Any, sd_model: Any) -> Optional[str]:
+    """The family of the checkpoint the WebUI has selected (``sd_models.select_checkpoint()``, both WebUIs) when it
+    is not the loaded model's file; None when it is (the loaded model's flags tell), or when none can be read."""
+    try:
+        info = sd_models.select_checkpoint()
+    except Exception:  # noqa: BLE001 - no checkpoint at all: the WebUI's load says so
+        return None
+    path = getattr(info, "filename", None)
+    loaded = getattr(getattr(sd_model, "sd_checkpoint_info", None), "filename", None)
+    if not path or path == loaded:
+        return None
+    return checkpoint_family(path)
