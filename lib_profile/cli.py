@@ -441,6 +441,7 @@ def cmd_explain(args) -> int:
                           hires_pass=args.hires_pass), args.out, args.threshold)
     for word, files in report["words"].items():
         print(f"{word}: {Path(args.out) / files['overlay']}")
+    _print_lora_notes({"lora_notes": report["notes"]})
     return 0
 
 

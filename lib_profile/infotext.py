@@ -40,6 +40,8 @@ def infotext(params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) 
     for i, unit in enumerate(params.get("controlnets") or []):
         fields[f"ControlNet {i}"] = (f"Kind: {unit['kind']}, Model: {Path(unit['model']).stem}, Weight: {unit['weight']}, "
                                      f"Guidance Start: {unit['guidance_start']}, Guidance End: {unit['guidance_end']}")
+    if params.get("lora_notes"):  # LoRA modules that matched no layer: the file says what was not applied
+        fields["LoRA notes"] = "; ".join(params["lora_notes"])
     fields.update(extra or {})
     prompt = params.get("prompt") or ""
     for lora in loras:

@@ -555,6 +555,8 @@ class Studio:
                 explanation = explain(self.host, req, p["words"], layers, steps, control,
                                       hires_pass=bool(p.get("hires")))
         report = save(explanation, out)
+        for note in report["notes"]:
+            ctx.update(message=note)
         return {"folder": str(out), **report}
 
     def _edit(self, ctx: JobContext) -> dict[str, Any]:
@@ -563,6 +565,7 @@ class Studio:
         pair is the portrait and the edited portrait (the edited pass's pair is kept beside)."""
         import dataclasses
 
+        from lib_profile.attention.explain import run_notes
         from lib_profile.attention.p2p import Edit, edit_control, edit_request
         from lib_profile.infotext import infotext, save_png
         from lib_profile.studio.run import count_passes, finish, replay, stage_prompt
@@ -607,7 +610,9 @@ class Studio:
         out.mkdir(parents=True, exist_ok=True)
         result = {"source": "source.png", "edited": "edited.png", "seed": seed, "prompt": edit.edited_prompt,
                   "source_prompt": edit.source, "mode": edit.mode, "pass": kind, "finished": finishing,
-                  "injected": p2p.injected()}
+                  "injected": p2p.injected(), "notes": run_notes(params)}
+        for note in result["notes"]:
+            ctx.update(message=note)
         if not finishing:
             pair[0].save(out / "source.png")
         else:  # before: the portrait itself; the edited pass's pair is kept beside

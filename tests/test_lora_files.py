@@ -213,3 +213,38 @@ def test_api_refuses_bad_prompt_loras_with_400_and_notes_unmatched_modules_in_th
     job = wait(api, r.json()["id"])
     assert job["state"] == "done", job
     assert any("40 of 128 modules of strong_partly_unknown matched no layer" in m for m in job["messages"]), job
+
+
+def test_explain_and_edit_say_which_lora_modules_were_not_applied(api, studio, monkeypatch):
+    """The unmatched-module note reaches the user on every path that renders a prompt with a LoRA: generate (above),
+    explain and edit (their job messages, their JSON, and the infotext of the PNGs they write)."""
+    from PIL import Image
+
+    from tests.test_api import NAME, SLUG, wait
+
+    note = "40 of 128 modules of strong_partly_unknown matched no layer"
+    monkeypatch.setattr(studio.host, "lora_dirs", [DATA])
+    api.post("/identities", json={"name": NAME}).raise_for_status()
+    common = {"identity": SLUG, "prompt": "a red car <lora:strong_partly_unknown:1>", "seed": 3,
+              "settings": {"width": 64, "height": 64, "steps": 2}}
+    ex = wait(api, api.post("/explain", json={**common, "words": ["car"]}).json()["id"])
+    assert ex["state"] == "done", ex
+    assert any(note in m for m in ex["messages"]) and any(note in n for n in ex["result"]["notes"]), ex
+    ed = wait(api, api.post("/edit", json={**common, "mode": "swap", "replace": {"red": "blue"}}).json()["id"])
+    assert ed["state"] == "done", ed
+    assert any(note in m for m in ed["messages"]) and any(note in n for n in ed["result"]["notes"]), ed
+    folder = Path(ed["result"]["folder"])
+    assert note in Image.open(folder / "edited.png").text["parameters"]
+    assert note in Image.open(Path(ex["result"]["folder"]) / "image.png").text["parameters"]
+
+
+def test_cli_explain_and_edit_print_the_unmatched_module_note(tmp_path, capsys):
+    from lib_profile.cli import main
+
+    note = "note: 40 of 128 modules of strong_partly_unknown matched no layer"
+    base = ["--checkpoint", "tiny", "--width", "64", "--height", "64", "--steps", "2", "--seed", "1",
+            "--device", "cpu", "--lora-dir", str(DATA), "--prompt", "a red car <lora:strong_partly_unknown:1>"]
+    assert main(["explain", *base, "--word", "car", "--out", str(tmp_path / "ex")]) == 0
+    assert note in capsys.readouterr().err
+    assert main(["edit", *base, "--target", "a blue car <lora:strong_partly_unknown:1>", "--out", str(tmp_path / "ed")]) == 0
+    assert note in capsys.readouterr().err

@@ -24,6 +24,7 @@ class Explanation:
     sampling_pass: str = "first"  # which pass the maps belong to: first, hires (fix), or a plan stage's kind
     infotext: str = ""  # the generation's infotext, when it was one txt2img call
     summed: dict = field(default_factory=dict)  # what the maps sum: steps, evaluations, layers (DaamRecorder.summed)
+    notes: list[str] = field(default_factory=list)  # what the run did not do as asked (LoRA modules matching no layer)
 
     def mask(self, word: str, threshold: float = 0.4) -> Image.Image:
         return Image.fromarray(((self.maps[word] > threshold) * 255).astype(np.uint8), "L")
@@ -75,7 +76,7 @@ def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[
     image = result.images[0]
     maps = {w: recorder.word_map(ps, image.size) for w, ps in wanted.items()}
     return Explanation(image, maps, tokens.words(), result.seeds[0], "hires" if hires_pass else "first",
-                       result.infotexts[0] if result.infotexts else "", recorder.summed())
+                       result.infotexts[0] if result.infotexts else "", recorder.summed(), run_notes(result.params))
 
 
 def save(explanation: Explanation, out: str | Path, threshold: Optional[float] = None) -> dict:
@@ -100,7 +101,7 @@ def save(explanation: Explanation, out: str | Path, threshold: Optional[float] =
             explanation.mask(word, threshold).save(out / f"{name}-mask.png")
             files[word]["mask"] = f"{name}-mask.png"
     report = {"image": "image.png", "seed": explanation.seed, "pass": explanation.sampling_pass, "words": files,
-              "prompt_words": explanation.words, "summed": explanation.summed}
+              "prompt_words": explanation.words, "summed": explanation.summed, "notes": explanation.notes}
     (out / "explain.json").write_text(json.dumps(report, indent=1), "utf-8")
     return report
 
@@ -131,4 +132,11 @@ def explain_stage(host: Host, plan, seed: int, stage_index: int, words: list[str
             maps[word] = full
         else:
             maps[word] = recorder.word_map(positions, image.size)
-    return Explanation(image, maps, tokens.words(), seed, stage.kind, summed=recorder.summed())
+    return Explanation(image, maps, tokens.words(), seed, stage.kind, summed=recorder.summed(),
+                       notes=run_notes(info.get("params") or {}))
+
+
+def run_notes(params: dict) -> list[str]:
+    """What a host's run did not do as asked, from its params: LoRA modules that matched no layer
+    (``lora_notes``) and the host's own notes (``notes``: e.g. a missing ControlNet model)."""
+    return list(dict.fromkeys([*(params.get("lora_notes") or []), *(params.get("notes") or [])]))
