@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lib_profile.hosts.base import HostError, Txt2ImgRequest
-from lib_profile.hosts.prompt_schedule import is_scheduled, schedule, text_at, total_steps
+from lib_profile.prompts.schedule import is_scheduled, schedule, text_at, total_steps
 
 S = lambda p, steps=10, hires=None: [list(e) for e in schedule(p, steps, hires)]  # noqa: E731
 

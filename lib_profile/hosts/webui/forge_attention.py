@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 
 from lib_profile.attention.control import (Call, Controller, Site, limited_sdpa, mixed_attention, place_of,
                                            query_grid, read_probs)
-from lib_profile.hosts.webui_attention import StepState, step_hooks
+from lib_profile.hosts.webui.attention import StepState, step_hooks
 
 _BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)(?:\.\d+)?\.transformer_blocks\.(\d+)\.attn([12])$")
 

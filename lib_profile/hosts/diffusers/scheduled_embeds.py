@@ -1,6 +1,6 @@
 """A pass's text conditioning by model evaluation, for the diffusers host: prompt editing and alternation.
 
-Each prompt (and the negative prompt) is read into its WebUI schedule (:mod:`lib_profile.hosts.prompt_schedule`),
+Each prompt (and the negative prompt) is read into its WebUI schedule (:mod:`lib_profile.prompts.schedule`),
 each distinct text encoded once with the WebUI's emphasis, chunks and CLIP skip, all padded to the same number
 of 77-token chunks (as the WebUI encodes a schedule's texts in one batch, and pads a prompt to its negative
 prompt's length). A prompt without such syntax gives one entry, encoded exactly as before.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from lib_profile.hosts import prompt as prompts
-from lib_profile.hosts.prompt_schedule import index_at, schedule
+from lib_profile.prompts import parse as prompts
+from lib_profile.prompts.schedule import index_at, schedule
 
 
 class ScheduledEmbeds:
