@@ -8,8 +8,8 @@ Every module's imports are read with :mod:`ast` (nothing is imported), function-
   Imports under ``if TYPE_CHECKING:`` are left out (they never run).
 * (b) no module over :data:`MAX_LINES` lines, but for the explicit :data:`BEING_SPLIT` list.
 * (c) ``lib_profile`` never imports the WebUI's ``modules`` package at module top (it must import without a WebUI).
-* (d) only the WebUI host (``lib_profile/hosts/webui/``) and the WebUI registration (``lib_profile/webui/``) import
-  ``modules`` at all.
+* (d) only the WebUI host (``lib_profile/hosts/webui/``) and the WebUI glue (``lib_profile/webui/``) import
+  ``modules`` at all, or look it up by name (``sys.modules.get("modules.paths")``, ``import_module("modules.x")``).
 """
 
 from __future__ import annotations
@@ -150,6 +150,16 @@ def test_the_being_split_list_names_only_long_modules():
     assert short == []
 
 
+def webui_names(path: Path) -> list[str]:
+    """Strings naming a WebUI module (``"modules.shared"``, ``f"modules.{name}"``): the WebUI looked up by name
+    (``sys.modules.get``, ``importlib.import_module``) rather than imported."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("modules."):
+            found.append(f"{node.value!r} (line {node.lineno})")
+    return found
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_webui_modules_only_inside_functions_and_only_in_the_webui_corner(name):
     path = MODULES[name]
@@ -158,3 +168,4 @@ def test_webui_modules_only_inside_functions_and_only_in_the_webui_corner(name):
     assert not [t for t, top in webui if top], f"{rel} imports the WebUI's modules at module top"
     if not rel.startswith(WEBUI_PLACES):
         assert webui == [], f"{rel} imports the WebUI's modules; only {' and '.join(WEBUI_PLACES)} may"
+        assert webui_names(path) == [], f"{rel} looks the WebUI's modules up; only {' and '.join(WEBUI_PLACES)} may"
