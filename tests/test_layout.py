@@ -9,12 +9,14 @@ Every module's imports are read with :mod:`ast` (nothing is imported), function-
 * (b) no module over :data:`MAX_LINES` lines, but for the explicit :data:`BEING_SPLIT` list.
 * (c) ``lib_profile`` never imports the WebUI's ``modules`` package at module top (it must import without a WebUI).
 * (d) only the WebUI host (``lib_profile/hosts/webui/``) and the WebUI glue (``lib_profile/webui/``) import
-  ``modules`` at all, or look it up by name (``sys.modules.get("modules.paths")``, ``import_module("modules.x")``).
+  ``modules`` at all, or look it up by name (``sys.modules.get("modules.paths")``, ``import_module("modules.x")``),
+  or spell ADetailer's arguments (``"ad_model"``, ...): the core hands hosts host-neutral requests.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -150,12 +152,15 @@ def test_the_being_split_list_names_only_long_modules():
     assert short == []
 
 
+WEBUI_NAME = re.compile(r"modules\.|ad_[a-z_]+$")
+
+
 def webui_names(path: Path) -> list[str]:
-    """Strings naming a WebUI module (``"modules.shared"``, ``f"modules.{name}"``): the WebUI looked up by name
-    (``sys.modules.get``, ``importlib.import_module``) rather than imported."""
+    """Strings naming a WebUI module (``"modules.shared"``, ``f"modules.{name}"``: the WebUI looked up by name with
+    ``sys.modules.get`` or ``importlib.import_module`` rather than imported) or an ADetailer argument (``"ad_model"``)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("modules."):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and WEBUI_NAME.match(node.value):
             found.append(f"{node.value!r} (line {node.lineno})")
     return found
 
@@ -168,4 +173,4 @@ def test_webui_modules_only_inside_functions_and_only_in_the_webui_corner(name):
     assert not [t for t, top in webui if top], f"{rel} imports the WebUI's modules at module top"
     if not rel.startswith(WEBUI_PLACES):
         assert webui == [], f"{rel} imports the WebUI's modules; only {' and '.join(WEBUI_PLACES)} may"
-        assert webui_names(path) == [], f"{rel} looks the WebUI's modules up; only {' and '.join(WEBUI_PLACES)} may"
+        assert webui_names(path) == [], f"{rel} names WebUI modules or ADetailer arguments; only {' and '.join(WEBUI_PLACES)} may"

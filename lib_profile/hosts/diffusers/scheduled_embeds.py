@@ -17,7 +17,7 @@ from lib_profile.prompts.schedule import index_at, schedule
 class ScheduledEmbeds:
     """The embeddings of ``images`` prompts (one per image) and one negative prompt over a pass.
 
-    ``steps``: the schedule's step count (:func:`prompt_schedule.total_steps`); ``hires_steps``: set for a hires
+    ``steps``: the schedule's step count (:func:`lib_profile.prompts.schedule.total_steps`); ``hires_steps``: set for a hires
     fix pass (then ``steps`` is the first pass's count). :meth:`at` gives ``(cond, uncond)`` for a model
     evaluation, each ``(images, 77 * chunks, hidden)``.
     """

@@ -5,7 +5,7 @@ Forge rebuilds ``p.sd_model.forge_objects`` before every sampling pass, so patch
 the filtered runner for this one call. Each transformer block's attn1/attn2 gets a replace patch
 ``patch(q, k, v, extra_options)`` (projected q, k, v; ``extra_options["n_heads"]``, ``cond_or_uncond``)
 that computes the fused output and lets the controller read and change it. The sampler step comes from
-``on_cfg_denoiser``, which Forge calls once per model evaluation too (``webui_attention.StepState``).
+``on_cfg_denoiser``, which Forge calls once per model evaluation too (``attention.StepState``).
 """
 
 from __future__ import annotations

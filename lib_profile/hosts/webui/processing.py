@@ -44,7 +44,7 @@ def filtered_runner(base, wanted: list[tuple[str, list]], own_scripts: list = ()
     """A copy of a WebUI ``ScriptRunner`` holding copies of only the wanted always-on scripts, each
     given ``args`` at its own slice. ``wanted``: ``[(lower-case title, args), ...]``;
     ``own_scripts``: script objects of ours to run too (no args); ``faults``: a list the copies' hooks record
-    their exceptions in (:func:`webui_faults.watch`). Returns ``(runner, script_args, titles not found)``."""
+    their exceptions in (:func:`.faults.watch`). Returns ``(runner, script_args, titles not found)``."""
     runner = copy.copy(base)
     runner.alwayson_scripts = []
     runner.selectable_scripts = []
