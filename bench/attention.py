@@ -40,9 +40,9 @@ def main() -> int:
     from lib_profile.attention.daam import DaamRecorder, TokenMap
     from lib_profile.attention.explain import tokenizer
     from lib_profile.attention.p2p import Edit, run_edit
-    from lib_profile.hosts import tiny
+    from lib_profile.hosts.diffusers import tiny
     from lib_profile.hosts.base import RunControl, Txt2ImgRequest
-    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.hosts.diffusers.host import DiffusersHost
 
     work = Path(tempfile.mkdtemp(prefix="bench-attention-"))
     folder = model_folder(work, args.full_size, layout=args.layout)

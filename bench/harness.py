@@ -14,7 +14,7 @@ def model_folder(work: Path, full_size: bool, diffusers_copy: bool = False, layo
     narrow widths. The last runs the same operations a step as SD1.5, each one tiny: on a CPU its time is the
     per-operation dispatch and Python, the regime of a real SD1.5 generation on a fast GPU (which is bound by
     launches: on an H100 a batch of 2 took 1.05x a batch of 1)."""
-    from lib_profile.hosts import tiny
+    from lib_profile.hosts.diffusers import tiny
 
     if not (full_size or layout):
         return tiny.ensure_tiny(work / "cache")

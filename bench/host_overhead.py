@@ -32,9 +32,9 @@ def main() -> int:
     import torch
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
-    from lib_profile.hosts import tiny
+    from lib_profile.hosts.diffusers import tiny
     from lib_profile.hosts.base import Txt2ImgRequest
-    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.hosts.diffusers.host import DiffusersHost
 
     work = Path(tempfile.mkdtemp(prefix="bench-host-"))
     folder = model_folder(work, args.full_size, diffusers_copy=True)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main() -> int:
     from lib_profile.hosts.base import Img2ImgRequest, Txt2ImgRequest
-    from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
+    from lib_profile.hosts.diffusers.host import DiffusersHost, tiny_controlnet
     from lib_profile.studio.detail import DetailParams, detail_pass
     from lib_profile.studio.plan import build_plan
     from lib_profile.studio.run import run_plan, tiled_upscale

@@ -46,7 +46,7 @@ def reference_loop(model, crops, captions, steps, batch, res, lr, rank, device, 
     from peft import LoraConfig
     from PIL import Image
 
-    from lib_profile.hosts.checkpoint import SCHEDULER_CONFIG
+    from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG
 
     unet = model.unet
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
@@ -101,8 +101,8 @@ def main() -> int:
     except ImportError:
         print("the reference loop needs peft: run this with .venv-forge/bin/python")
         return 2
-    from lib_profile.hosts import tiny
-    from lib_profile.hosts.checkpoint import load_sd15
+    from lib_profile.hosts.diffusers import tiny
+    from lib_profile.hosts.diffusers.checkpoint import load_sd15
     from lib_profile.train.trainer import TrainConfig, Trainer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

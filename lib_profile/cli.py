@@ -237,7 +237,7 @@ def cmd_txt2img(args) -> int:
     from PIL import Image
 
     from lib_profile.hosts.base import ControlUnit, HostError, Txt2ImgRequest
-    from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
+    from lib_profile.hosts.diffusers.host import DiffusersHost, tiny_controlnet
     from lib_profile.infotext import save_png
 
     units = []
@@ -312,7 +312,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
+    from lib_profile.hosts.diffusers.host import DiffusersHost, tiny_controlnet
     from lib_profile.studio.plan import build_plan, default_prompt
     from lib_profile.studio.run import run_plan
     from lib_profile.studio.settings import PlanSettings, check_sampler, from_arguments
@@ -433,7 +433,7 @@ def _range(text):
 
 def cmd_explain(args) -> int:
     from lib_profile.attention.explain import explain, save
-    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.hosts.diffusers.host import DiffusersHost
 
     req = _portrait_request(args)
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=_lora_dirs(args))
@@ -448,7 +448,7 @@ def cmd_explain(args) -> int:
 def cmd_edit(args) -> int:
     from lib_profile.attention.p2p import Edit, edit_control, edit_request
     from lib_profile.hosts.base import HostError
-    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.hosts.diffusers.host import DiffusersHost
     from lib_profile.infotext import save_png
 
     weights = {}

@@ -6,12 +6,12 @@ to get it, so a user without internet access knows exactly which file goes where
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from lib_profile import paths
+from lib_profile.webui import places as webui_places
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,7 @@ MODEL_FILES: tuple[ModelFile, ...] = (
 
 def models_root(data_dir: str | Path | None = None) -> Path:
     """The WebUI's models folder when inside a WebUI, else ``<data dir>/models``."""
-    webui_paths = sys.modules.get("modules.paths")
-    root = getattr(webui_paths, "models_path", None)
-    return Path(root) if root else paths.data_dir(data_dir) / "models"
+    return webui_places.models_dir() or paths.data_dir(data_dir) / "models"
 
 
 def folder_for(model: ModelFile, data_dir: str | Path | None = None) -> Path:

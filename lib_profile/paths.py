@@ -9,24 +9,12 @@ an explicit path, the ``PROFILE_STUDIO_DIR`` environment variable, the WebUI's
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+
+from lib_profile.webui import places as webui_places
 
 ENV_VAR = "PROFILE_STUDIO_DIR"
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _webui_dir() -> Path | None:
-    """The data dir of a running WebUI, or None when not inside one (checked without importing it)."""
-    shared = sys.modules.get("modules.shared")
-    paths = sys.modules.get("modules.paths")
-    flag = getattr(getattr(shared, "cmd_opts", None), "profile_studio_dir", None)
-    if flag:
-        return Path(flag)
-    data_path = getattr(paths, "data_path", None)
-    if data_path:
-        return Path(data_path) / "profile-studio"
-    return None
 
 
 def data_dir(explicit: str | os.PathLike | None = None, create: bool = True) -> Path:
@@ -35,7 +23,7 @@ def data_dir(explicit: str | os.PathLike | None = None, create: bool = True) -> 
     elif os.environ.get(ENV_VAR):
         path = Path(os.environ[ENV_VAR])
     else:
-        path = _webui_dir() or Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "profile-studio"
+        path = webui_places.data_dir() or Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "profile-studio"
     path = path.expanduser().resolve()
     if path == EXTENSION_ROOT or EXTENSION_ROOT in path.parents:
         raise ValueError(

@@ -51,7 +51,7 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
                    controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None,
                    lora_dirs: Optional[list[str]] = None):
     def make():
-        from lib_profile.hosts.diffusers_host import DiffusersHost, tiny_controlnet
+        from lib_profile.hosts.diffusers.host import DiffusersHost, tiny_controlnet
         from lib_profile.service import Studio
 
         cn = {"pose": controlnet_pose, "tile": controlnet_tile}

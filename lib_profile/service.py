@@ -336,7 +336,7 @@ class Studio:
         passes (face detail, refine, upscale, colour) follow on the edit."""
         from lib_profile.attention.p2p import Edit, PromptToPrompt
         from lib_profile.attention.explain import tokenizer
-        from lib_profile.hosts.prompt import chunk_count
+        from lib_profile.prompts.parse import chunk_count
         from lib_profile.studio.run import stage_prompt
 
         req = self._source_request(slug, job, image, prompt, seed, settings)
@@ -666,7 +666,7 @@ class Studio:
                           entry["path"] if entry else None, pose, p["tone"], p["count"], p["seed"], p.get("switches"),
                           p.get("lora_weight", 0.9), models["pose"], models["tile"],
                           self.data_dir, p.get("detail_engine", "builtin"), **settings)
-        notes = getattr(host, "notes", None)
+        notes = host.take_notes()
         if notes:  # the host's notes say more than the plan's generic one
             plan.notes = [n for n in plan.notes if not n.startswith("No pose ControlNet model")]
             plan.notes.extend(n for n in dict.fromkeys(notes) if n not in plan.notes)

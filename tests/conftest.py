@@ -70,28 +70,28 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dir(data_dir):
-    from lib_profile.hosts import tiny
+    from lib_profile.hosts.diffusers import tiny
 
     return tiny.ensure_tiny(data_dir / "cache")
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_dir):
-    from lib_profile.hosts import tiny
+    from lib_profile.hosts.diffusers import tiny
 
     return tiny_dir / tiny.CHECKPOINT
 
 
 @pytest.fixture(scope="session")
 def tiny_controlnet(tiny_dir):
-    from lib_profile.hosts import tiny
+    from lib_profile.hosts.diffusers import tiny
 
     return tiny_dir / tiny.CONTROLNET
 
 
 @pytest.fixture(scope="session")
 def host(tiny_checkpoint):
-    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.hosts.diffusers.host import DiffusersHost
 
     return DiffusersHost(tiny_checkpoint, device="cpu")
 
@@ -102,7 +102,7 @@ def sharp(tiny_checkpoint):
     which no attention edit can move): its attention query/key weights are scaled up. Per module: it is changed."""
     import torch
 
-    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.hosts.diffusers.host import DiffusersHost
 
     host = DiffusersHost(tiny_checkpoint, device="cpu")
     with torch.no_grad():
@@ -137,7 +137,7 @@ def astronaut_selfies():
 @pytest.fixture(scope="session")
 def full_size_checkpoint(tmp_path_factory):
     """A random-weight checkpoint with SD1.5's real shapes (fp16 file, ~2 GB). Slow tests only."""
-    from lib_profile.hosts import tiny
+    from lib_profile.hosts.diffusers import tiny
 
     folder = tmp_path_factory.mktemp("full-size")
     tiny.build_into(folder, tiny.full_size_configs(), diffusers_copy=False, half=True)

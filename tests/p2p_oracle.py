@@ -328,7 +328,8 @@ class OracleProcessor:
 def run(host, req, edit: OracleEdit):
     """The (source, edit) images of ``req``'s prompt edited as ``edit`` says, on ``host``'s pipeline, with the
     oracle's attention instead of the host's. Returns (images, oracle)."""
-    from lib_profile.hosts import prompt as prompts, samplers
+    from lib_profile.hosts.diffusers import samplers
+    from lib_profile.prompts import parse as prompts
 
     tokenizer = host.model.tokenizer
     seed = req.resolved_seeds()[0]

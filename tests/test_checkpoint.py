@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lib_profile.hosts import ldm_layout as L, tiny
+from lib_profile.hosts.diffusers import ldm_layout as L, tiny
 from lib_profile.hosts.base import HostError
-from lib_profile.hosts.checkpoint import load_controlnet, load_sd15, read_state_dict
+from lib_profile.hosts.diffusers.checkpoint import load_controlnet, load_sd15, read_state_dict
 
 
 def test_tiny_checkpoint_is_in_the_original_layout(tiny_checkpoint):

@@ -9,7 +9,7 @@ import pytest
 
 from lib_profile.attention.explain import tokenizer
 from lib_profile.attention.p2p import Edit, edit_control, edit_request
-from lib_profile.hosts import prompt as prompts
+from lib_profile.prompts import parse as prompts
 from lib_profile.hosts.base import Txt2ImgRequest
 from lib_profile.studio.tone import get_tone
 

@@ -100,10 +100,11 @@ except ImportError:
 
 @pytest.fixture(params=["a1111", "forge"])
 def webui(tmp_path, request):
-    from lib_profile.hosts import webui as wh
+    from lib_profile.hosts.webui.flavours import detect_flavour
+    from lib_profile.hosts.webui.host import WebUIHost
 
     with standin.installed(tmp_path / "webui", flavour=request.param, cn_models=[]) as m:
-        yield m, wh.WebUIHost()
+        yield m, WebUIHost(detect_flavour())
 
 
 def test_a_webui_pass_reports_its_steps(webui):
@@ -146,7 +147,8 @@ def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(tmp_path, tiny
     are cleared. One flavour: the mapping is the same code for both (their ``training_slot`` memory handling is
     in test_webui_training_memory.py)."""
     from lib_profile import sample_photos
-    from lib_profile.hosts import webui as wh
+    from lib_profile.hosts.webui.flavours import detect_flavour
+    from lib_profile.hosts.webui.host import WebUIHost
     from lib_profile.service import Studio
 
     with standin.installed(tmp_path / "webui", flavour=flavour, cn_models=[]) as modules:
@@ -158,7 +160,7 @@ def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(tmp_path, tiny
         info = types.SimpleNamespace(filename=str(tiny_checkpoint), name=tiny_checkpoint.name,
                                      model_name=tiny_checkpoint.stem, title=f"{tiny_checkpoint.name} [0000000000]")
         sys.modules["modules.sd_models"].checkpoints_list = {info.title: info}
-        host = wh.WebUIHost()
+        host = WebUIHost(detect_flavour())
         seen = []
         shown = host.training_progress
         meddled = []

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from lib_profile.hosts import masking
+from lib_profile.hosts.diffusers import masking
 
 
 def test_crop_region_pads_and_keeps_aspect():

@@ -175,7 +175,7 @@ def test_daam_maps_match_the_daam_package(host, sampler):
     evaluations a step (the package sums every evaluation's maps)."""
     daam = pytest.importorskip("daam")
     from lib_profile.attention.explain import explain
-    from lib_profile.hosts import samplers
+    from lib_profile.hosts.diffusers import samplers
 
     prompt = "a photo of a red cat sitting on a wooden sofa"
     words = ["cat", "red", "sofa", "wooden sofa", "photo"]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lib_profile.hosts import prompt as P
-from lib_profile.hosts.tokenizer import load_tokenizer
+from lib_profile.prompts import parse as P
+from lib_profile.prompts.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

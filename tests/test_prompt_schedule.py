@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lib_profile.hosts.base import HostError, Txt2ImgRequest
-from lib_profile.hosts.prompt_schedule import is_scheduled, schedule, text_at, total_steps
+from lib_profile.prompts.schedule import is_scheduled, schedule, text_at, total_steps
 
 S = lambda p, steps=10, hires=None: [list(e) for e in schedule(p, steps, hires)]  # noqa: E731
 
@@ -191,7 +191,7 @@ def test_explain_and_edit_refuse_scheduled_prompts(host, prompt):
 def test_is_composable_is_the_webuis_word(prompt, composable):
     """The WebUI splits the prompt at the capital word AND (``\\bAND\\b``, after LoRA tags are taken out; a tag
     named AND is read as the word by this check, which only errs toward refusing)."""
-    from lib_profile.hosts.prompt_schedule import is_composable
+    from lib_profile.prompts.schedule import is_composable
     assert is_composable(prompt) is composable
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lib_profile.hosts import samplers
+from lib_profile.hosts.diffusers import samplers
 from lib_profile.hosts.base import HostError, Txt2ImgRequest
 
 

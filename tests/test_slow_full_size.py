@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_full_size_checkpoint_loads_and_generates(full_size_checkpoint, data_dir):
-    from lib_profile.hosts.diffusers_host import DiffusersHost
+    from lib_profile.hosts.diffusers.host import DiffusersHost
 
     host = DiffusersHost(full_size_checkpoint, device="cpu", data_dir=data_dir)
     n_unet = sum(p.numel() for p in host.model.unet.parameters())

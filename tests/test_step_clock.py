@@ -10,7 +10,7 @@ from PIL import Image
 
 from lib_profile.attention.clock import check_supported, evaluations, pattern_of, tick
 from lib_profile.attention.control import Controller
-from lib_profile.hosts import samplers
+from lib_profile.hosts.diffusers import samplers
 from lib_profile.hosts.base import HostError, Img2ImgRequest, RunControl, Txt2ImgRequest
 
 

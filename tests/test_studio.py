@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_profile.hosts import masking
+from lib_profile.hosts.diffusers import masking
 from lib_profile.hosts.base import HostError
 from lib_profile.studio.detail import DetailParams, detail_pass
 from lib_profile.studio.plan import Plan, build_plan

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lib_profile.hosts.base import HostError, LoraRef, Txt2ImgRequest
-from lib_profile.hosts import ldm_layout, tiny
+from lib_profile.hosts.diffusers import ldm_layout, tiny
 from lib_profile.train import lora as L
 from lib_profile.train.trainer import Events, TrainConfig, Trainer
 

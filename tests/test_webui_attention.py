@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lib_profile.attention.control import Controller, Mix
-from lib_profile.hosts import webui_attention as wa
+from lib_profile.hosts.webui import attention as wa
 
 
 class CrossAttention(torch.nn.Module):
@@ -206,7 +206,7 @@ def forge_model():
 
 
 def test_forge_block_keys():
-    from lib_profile.hosts.forge_attention import block_key
+    from lib_profile.hosts.webui.forge_attention import block_key
 
     assert block_key("input_blocks.4.1.transformer_blocks.0.attn2") == ("input", 4, 0, True)
     assert block_key("middle_block.1.transformer_blocks.0.attn1") == ("middle", 0, 0, False)
@@ -217,7 +217,7 @@ def test_forge_block_keys():
 def test_forge_script_patches_a_clone_and_the_patch_computes_attention():
     import types as t
 
-    from lib_profile.hosts.forge_attention import controlled
+    from lib_profile.hosts.webui.forge_attention import controlled
 
     class Script:  # modules.scripts.Script stand-in
         pass
@@ -248,7 +248,7 @@ def test_forge_script_patches_a_clone_and_the_patch_computes_attention():
 
 def test_forge_patch_mixes_the_prompt_rows_forge_names():
     from lib_profile.attention.control import Site
-    from lib_profile.hosts.forge_attention import make_patch
+    from lib_profile.hosts.webui.forge_attention import make_patch
 
     mixer = Mixer()
     state = wa.StepState(mixer, (4, 4), images=2)
@@ -388,7 +388,7 @@ def test_a_second_order_sampler_keeps_one_step_clock_batched_or_not(sampler, sec
 
 def test_forge_patches_follow_the_same_clock():
     from lib_profile.attention.control import Site
-    from lib_profile.hosts.forge_attention import make_patch
+    from lib_profile.hosts.webui.forge_attention import make_patch
 
     mixer = TauMixer(2)
     state = wa.StepState(mixer, (4, 4), images=2)
@@ -423,7 +423,7 @@ def test_a1111_rows_attend_to_their_own_keys_only():
 
 def test_forge_rows_attend_to_their_own_keys_only():
     from lib_profile.attention.control import Site
-    from lib_profile.hosts.forge_attention import make_patch
+    from lib_profile.hosts.webui.forge_attention import make_patch
 
     state = wa.StepState(Limits(), (4, 4), images=2)
     patch = make_patch(Site(0, "input_blocks.4.1.transformer_blocks.0.attn2", "down", True, 2), state)

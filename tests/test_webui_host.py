@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_profile.hosts import webui as wh
-from lib_profile.hosts.base import (ControlUnit, HostError, Img2ImgRequest, InpaintRequest, Interrupted, LoraRef,
-                                    Txt2ImgRequest)
+from lib_profile.hosts.base import (ControlUnit, FaceDetailRequest, HostError, Img2ImgRequest, InpaintRequest,
+                                    Interrupted, LoraRef, Txt2ImgRequest)
+from lib_profile.hosts.webui import adetailer
+from lib_profile.hosts.webui.controlnet import model_stem, resolve_model_name
+from lib_profile.hosts.webui.flavours import detect_flavour
+from lib_profile.hosts.webui.host import WebUIHost
+from lib_profile.hosts.webui.processing import filtered_runner, processing_kwargs
+from lib_profile.prompts.parse import lora_tags
 
 try:
     from standins import webui as standin
@@ -28,7 +33,7 @@ def webui(tmp_path, request):
     opts = dict(flavour="a1111", cn_models=[POSE, TILE])
     opts.update(getattr(request, "param", {}) or {})
     with standin.installed(tmp_path / "webui", lora_dir=str(tmp_path / "webui" / "models" / "Lora"), **opts) as m:
-        yield m, wh.WebUIHost()
+        yield m, WebUIHost(detect_flavour())
 
 
 def both(**extra):
@@ -43,9 +48,9 @@ def pose_map(w=512, h=768):
 
 def test_lora_tags_are_added_once():
     lora = LoraRef("/x/alice-20261122-1.safetensors", 0.9)
-    assert wh.lora_tags("photo", [lora]) == "photo, <lora:alice-20261122-1:0.9>"
-    assert wh.lora_tags("photo <lora:alice-20261122-1:0.5>", [lora]) == "photo <lora:alice-20261122-1:0.5>"
-    assert wh.lora_tags("", [lora]) == "<lora:alice-20261122-1:0.9>"
+    assert lora_tags("photo", [lora]) == "photo, <lora:alice-20261122-1:0.9>"
+    assert lora_tags("photo <lora:alice-20261122-1:0.5>", [lora]) == "photo <lora:alice-20261122-1:0.5>"
+    assert lora_tags("", [lora]) == "<lora:alice-20261122-1:0.9>"
 
 
 @pytest.mark.parametrize("wanted,kind,expected", [
@@ -58,20 +63,20 @@ def test_lora_tags_are_added_once():
     ("not_there", "pose", None),
 ])
 def test_controlnet_model_names_resolve_to_the_exact_webui_name(wanted, kind, expected):
-    assert wh.resolve_model_name(wanted, ["None", POSE, TILE], kind) == expected
+    assert resolve_model_name(wanted, ["None", POSE, TILE], kind) == expected
 
 
 def test_default_controlnet_prefers_sd15_and_skips_sdxl():
     names = ["thibaud_xl_openpose [11111111]", "my_openpose_fp16 [22222222]"]
-    assert wh.resolve_model_name(None, names, "pose") == "my_openpose_fp16 [22222222]"
-    assert wh.resolve_model_name(None, ["thibaud_xl_openpose [1]"], "pose") is None
+    assert resolve_model_name(None, names, "pose") == "my_openpose_fp16 [22222222]"
+    assert resolve_model_name(None, ["thibaud_xl_openpose [1]"], "pose") is None
 
 
 def test_processing_kwargs_save_nothing_and_carry_clip_skip():
     req = InpaintRequest(prompt="p", negative_prompt="n", steps=12, sampler="Euler", scheduler="Karras", seed=7,
                          clip_skip=2, init_image=pose_map(), mask=Image.new("L", (512, 768)), padding=24,
                          mask_blur=6, denoising_strength=0.4)
-    kw = wh.processing_kwargs("inpaint", req, ("o", "g"))
+    kw = processing_kwargs("inpaint", req, ("o", "g"))
     assert kw["do_not_save_samples"] and kw["do_not_save_grid"] and kw["n_iter"] == 1
     assert kw["override_settings"]["CLIP_stop_at_last_layers"] == 2
     assert kw["override_settings"]["return_mask"] is False
@@ -85,7 +90,7 @@ def test_filtered_runner_copies_and_leaves_the_global_runner_alone(webui):
     modules, _host = webui
     base = modules.scripts.scripts_txt2img
     before = [(s.title(), s.args_from, s.args_to) for s in base.alwayson_scripts]
-    runner, args, missing = wh.filtered_runner(base, [("controlnet", [{"a": 1}, {"b": 2}]), ("adetailer", [1])])
+    runner, args, missing = filtered_runner(base, [("controlnet", [{"a": 1}, {"b": 2}]), ("adetailer", [1])])
     assert missing == ["adetailer"] and args == [{"a": 1}, {"b": 2}]
     (cn,) = runner.alwayson_scripts
     assert (cn.args_from, cn.args_to) == (0, 2)
@@ -111,7 +116,7 @@ def test_txt2img_keeps_our_settings_and_passes_per_flavour_controlnet_units(webu
     cn = p.scripts.alwayson_scripts[0]
     (units,) = cn.units_seen
     (unit,) = units
-    assert unit["model"] in host.controlnet_models() and wh.model_stem(unit["model"]) == wh.model_stem(POSE)
+    assert unit["model"] in host.controlnet_models() and model_stem(unit["model"]) == model_stem(POSE)
     assert unit["weight"] == 0.8 and unit["guidance_end"] == 0.9
     if flavour == "forge":
         assert unit["module"] == "None" and isinstance(unit["image"], np.ndarray)  # Forge 2 takes no dict pair
@@ -285,15 +290,24 @@ def test_interrupt_within_a_pass_stops_the_host_call(webui):
 @both(adetailer=True)
 def test_adetailer_detail_pass_skips_img2img_and_gets_the_lora_prompt(webui):
     modules, host = webui
-    ad = {"ad_model": "face_yolov8n.pt", "ad_prompt": "photo, <lora:alice:0.9>", "ad_denoising_strength": 0.4}
-    host.adetailer_detail(Img2ImgRequest(prompt="x", seed=1, init_image=pose_map(), denoising_strength=0.4), ad)
-    script = modules.processing.calls[-1].scripts.alwayson_scripts[-1]
-    assert script.title() == "ADetailer" and script.seen == [(True, True, ad)]
+    req = FaceDetailRequest(prompt="photo", seed=1, init_image=pose_map(), denoising_strength=0.4,
+                            loras=[LoraRef("/nowhere/alice.safetensors", 0.9)], detector="face_yolov8n.pt", dilate=12,
+                            mask_blur=6, max_faces=2, padding=24, size=640, steps=15)
+    host.adetailer_detail(req)
+    p = modules.processing.calls[-1]
+    script = p.scripts.alwayson_scripts[-1]
+    assert script.title() == "ADetailer" and script.seen == [(True, True, {
+        "ad_model": "face_yolov8n.pt", "ad_prompt": "photo, <lora:alice:0.9>", "ad_negative_prompt": "",
+        "ad_denoising_strength": 0.4, "ad_mask_blur": 6, "ad_dilate_erode": 12, "ad_mask_k": 2,
+        "ad_inpaint_only_masked": True, "ad_inpaint_only_masked_padding": 24, "ad_use_inpaint_width_height": True,
+        "ad_inpaint_width": 640, "ad_inpaint_height": 640, "ad_use_steps": True, "ad_steps": 15})]
+    assert "<lora:" not in str(p.prompt)  # the LoRA is in ADetailer's prompt only, the skipped img2img has none
+    assert adetailer.image_request(req).loras == []
 
 
 def test_adetailer_missing_is_a_clear_error(webui):
     with pytest.raises(HostError, match="ADetailer is not installed"):
-        webui[1].adetailer_detail(Img2ImgRequest(prompt="x", init_image=pose_map()), {})
+        webui[1].adetailer_detail(FaceDetailRequest(prompt="x", init_image=pose_map()))
 
 
 @both()

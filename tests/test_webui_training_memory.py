@@ -10,7 +10,9 @@ import weakref
 
 import pytest
 
-from lib_profile.hosts import webui as wh
+from lib_profile.hosts.webui.flavours import detect_flavour
+from lib_profile.hosts.webui.host import WebUIHost
+from lib_profile.hosts.webui.model_family import model_family
 
 try:
     from standins import models as standin_models
@@ -27,7 +29,7 @@ def loaded(tmp_path, request):
     flavour, device = request.param
     with standin.installed(tmp_path / "webui", flavour=flavour, cn_models=None) as modules:
         log = standin_models.install(flavour, device)
-        yield flavour, device, modules, log, wh.WebUIHost()
+        yield flavour, device, modules, log, WebUIHost(detect_flavour())
 
 
 def test_the_webuis_model_leaves_the_trainers_device_and_comes_back(loaded):
@@ -91,7 +93,7 @@ def test_a_non_sd15_model_is_refused_before_anything_is_unloaded(loaded, flag, f
     (type("Flux", (), {})(), "Flux"), (type("M", (), {"is_sdxl": False, "is_sd2": True})(), "SD2"),
     (type("M", (), {"is_sd1": True, "is_sdxl": False, "is_sd2": False})(), None)])
 def test_model_family_from_flags_and_forge_classes(model, family):
-    assert wh.model_family(model) == family
+    assert model_family(model) == family
 
 
 def _checkpoint(path, keys):
@@ -141,7 +143,7 @@ def test_a_selected_checkpoint_not_loaded_yet_is_checked_from_its_file(loaded, t
 
 
 def test_unreadable_or_ckpt_checkpoints_are_left_to_the_webui(tmp_path):
-    from lib_profile.hosts.webui_family import checkpoint_family
+    from lib_profile.hosts.webui.model_family import checkpoint_family
 
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x05\x00not a header")

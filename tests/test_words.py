@@ -126,7 +126,7 @@ def check(tokens: TokenMap, oracle: Oracle, text: str, n, position=None) -> None
 
 def test_the_oracle_counts_what_the_encoder_sees():
     """The oracle's own footing: its token count per chunk is the prompt's (so a long prompt does cross chunks)."""
-    from lib_profile.hosts import prompt as prompts
+    from lib_profile.prompts import parse as prompts
 
     long = 0
     for oracle, _q in cases(60):
@@ -253,7 +253,7 @@ class _TextEngine:
     closing one, and a chunk that is full moving the words after its last comma (within 20 tokens) to the next."""
 
     def tokenize_line(self, text):
-        from lib_profile.hosts.prompt import parse_attention
+        from lib_profile.prompts.parse import parse_attention
 
         tok = tokenizer()
         comma = tok.convert_tokens_to_ids(",</w>")

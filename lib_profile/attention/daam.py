@@ -41,7 +41,7 @@ class TokenMap:
     @classmethod
     def from_prompt(cls, tokenizer, prompt: str) -> "TokenMap":
         from lib_profile.attention.words import word_starts
-        from lib_profile.hosts import prompt as prompts
+        from lib_profile.prompts import parse as prompts
 
         parsed = prompts.parse(prompt)
         chunks = prompts.chunk_tokens(tokenizer, parsed.pieces)

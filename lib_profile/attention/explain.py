@@ -34,7 +34,7 @@ class Explanation:
 
 
 def tokenizer():
-    from lib_profile.hosts.tokenizer import load_tokenizer
+    from lib_profile.prompts.tokenizer import load_tokenizer
 
     return load_tokenizer(str(paths.tokenizer_dir()))
 
@@ -42,8 +42,9 @@ def tokenizer():
 def _recording(host: Host, prompt: str, words: list[str], layers, steps, sampling_pass: int = 0):
     """The prompt's tokens as the host reads them, each wanted word's positions, and a recorder for them.
     HostError for a prompt that changes with the step (``[a:b:when]``, ``[a|b]``): its words move between steps."""
-    from lib_profile.hosts.prompt_schedule import refuse_scheduled
+    from lib_profile.prompts.schedule import refuse_scheduled
 
+    host.check_attention_control("Explain (DAAM word maps)")
     refuse_scheduled(prompt, "Explain (DAAM word maps)")
     tok = tokenizer()
     tokens = TokenMap.for_host(host, tok, prompt)

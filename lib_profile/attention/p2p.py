@@ -341,11 +341,11 @@ def edit_control(host, edit: Edit, negative_prompt: str, control=None, tokenizer
     """``control`` (progress, cancel) with the Prompt-to-Prompt controller of ``edit`` on ``host``, for the
     pass that runs :func:`edit_request`'s pair."""
     from lib_profile.attention.explain import tokenizer as default_tokenizer
-    from lib_profile.hosts import prompt as prompts
     from lib_profile.hosts.base import RunControl
+    from lib_profile.prompts import parse as prompts
+    from lib_profile.prompts.schedule import refuse_scheduled
 
-    from lib_profile.hosts.prompt_schedule import refuse_scheduled
-
+    host.check_attention_control("Prompt-to-Prompt")
     tok = tokenizer or default_tokenizer()
     edit.validate()
     for prompt in (edit.source, edit.edited_prompt, negative_prompt):  # tokens are mapped once for the whole run

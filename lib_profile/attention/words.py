@@ -124,7 +124,7 @@ def text_places(prompt: str, text: str) -> list[tuple[int, int]]:
 
 def _syntax(prompt: str) -> list[tuple[int, int]]:
     """Spans of ``prompt`` that are WebUI syntax, not words: extra-network tags, emphasis weights, BREAK."""
-    from lib_profile.hosts.prompt import _ATTENTION, _TAG
+    from lib_profile.prompts.parse import _ATTENTION, _TAG
 
     spans = [m.span() for m in _TAG.finditer(prompt)]
     plain = _TAG.sub(lambda m: " " * len(m[0]), prompt)  # the tags' places kept

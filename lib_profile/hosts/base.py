@@ -209,6 +209,22 @@ class InpaintRequest(Img2ImgRequest):
             raise HostError("padding must be within 0..256 and mask_blur within 0..64")
 
 
+@dataclass
+class FaceDetailRequest(Img2ImgRequest):
+    """The face detail pass a host's own face detailer does (the WebUI's ADetailer extension), host-neutral: find
+    up to ``max_faces`` faces in ``init_image`` with the ``detector`` model, grow each mask by ``dilate`` px and
+    blur it by ``mask_blur`` px, and repaint each face (plus ``padding`` px) at ``size`` x ``size`` px for
+    ``steps`` steps at ``denoising_strength``. ``loras`` apply to the faces' prompt (``<lora:NAME:W>``), not to a
+    pass over the whole image (there is none)."""
+
+    detector: str = "face_yolov8n.pt"
+    dilate: int = 16
+    mask_blur: int = 8
+    max_faces: int = 1
+    padding: int = 32
+    size: int = 512
+
+
 RAN, SKIPPED, FAILED = "ran", "skipped", "failed"
 
 
@@ -254,6 +270,9 @@ class Host(ABC):
     #: WebUIs encode each apart (and run cond and uncond apart when their lengths differ); the diffusers host pads
     #: both to the longer. Prompt-to-Prompt needs it to condition an edit's source as its portrait was.
     pads_prompt_to_negative: bool = False
+    #: whether the host runs a :class:`RunControl`'s ``attention`` controller in its UNet's attention layers (Explain
+    #: word maps, Prompt-to-Prompt edits); a host without it refuses them (:meth:`check_attention_control`).
+    attention_control: bool = False
 
     @abstractmethod
     def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result: ...
@@ -275,7 +294,18 @@ class Host(ABC):
     @abstractmethod
     def upscalers(self) -> list[str]: ...
 
-    # -- optional parts, with what a host without them does
+    # -- optional parts, with what a host without them does. Callers use these as declared (never hasattr): each
+    # either has a harmless default or refuses with a HostError that says the host does not support it.
+    def unsupported(self, what: str) -> HostError:
+        """The refusal for an optional capability this host lacks (raise it)."""
+        return HostError(f"{what} is not supported by the {self.name} host")
+
+    def check_attention_control(self, what: str) -> None:
+        """HostError (:meth:`unsupported`) unless this host can run an attention controller (``attention_control``);
+        ``what`` names the feature asking (e.g. "Explain (DAAM word maps)")."""
+        if not self.attention_control:
+            raise self.unsupported(f"{what} (attention control)")
+
     def hires_upscalers(self) -> list[str]:
         """What hires fix can upscale with (latent modes first, then image upscalers)."""
         return self.upscalers()
@@ -293,7 +323,7 @@ class Host(ABC):
 
     def checkpoint_path(self) -> str:
         """The SD1.5 checkpoint file in use (what a LoRA is trained on)."""
-        raise HostError(f"The {self.name} host cannot name its checkpoint file")
+        raise self.unsupported("Naming the checkpoint file in use (to train on it)")
 
     def checkpoints(self) -> dict[str, str]:
         """The checkpoints a request may name to train on: name -> file. By default the one in use, by its file
@@ -315,15 +345,20 @@ class Host(ABC):
         empty where this host has no ADetailer."""
         return []
 
-    def adetailer_detail(self, req: Img2ImgRequest, ad_args: dict[str, Any],
-                         control: Optional[RunControl] = None) -> Result:
-        """The face detail pass done by the ADetailer extension (``ad_args``: one ADetailer tab dict)."""
-        raise HostError(f"The {self.name} host has no ADetailer extension; use the built-in face detail pass")
+    def adetailer_detail(self, req: FaceDetailRequest, control: Optional[RunControl] = None) -> Result:
+        """The face detail pass done by the host's face detailer (the WebUI's ADetailer extension); one image, whose
+        ``reports`` end with the detailer's own. HostError where the host has none."""
+        raise self.unsupported("The ADetailer face detail pass (use the built-in face detail pass)")
 
     def check_prompt_loras(self, prompt: str, loras: Optional[list[LoraRef]] = None) -> list[str]:
         """Check, before a job starts, the LoRAs ``prompt``'s ``<lora:NAME:W>`` tags name (and ``loras``): the
         notes (modules that match no layer), or HostError (an unknown name, a LoRA for another model family).
         Nothing by default: the WebUI finds and applies prompt tags itself."""
+        return []
+
+    def take_notes(self) -> list[str]:
+        """The notes the host made since last asked (e.g. which ControlNet file to install), cleared as they are
+        handed out; none by default."""
         return []
 
     def lora_list_changed(self) -> None:

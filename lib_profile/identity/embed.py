@@ -19,7 +19,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from lib_profile.hosts.base import HostError
-from lib_profile.photos.faces import Face
+from lib_profile.photos.face import Face
 
 
 class Embedder(Protocol):

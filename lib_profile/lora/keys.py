@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from lib_profile.hosts import ldm_layout as L
+from lib_profile.hosts.diffusers import ldm_layout as L
 
 UNET = "lora_unet_"
 TE = "lora_te_"

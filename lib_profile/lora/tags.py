@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from lib_profile.hosts.base import HostError, LoraRef
 
-_TAG = re.compile(r"<(\w+):([^>]+)>")  # as lib_profile.hosts.prompt strips them
+_TAG = re.compile(r"<(\w+):([^>]+)>")  # as lib_profile.prompts.parse strips them
 LORA_KINDS = ("lora", "lyco")
 
 

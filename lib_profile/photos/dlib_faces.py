@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from lib_profile.hosts.base import HostError
-from lib_profile.photos.faces import Face
+from lib_profile.photos.face import Face
 
 # 68-point indices (iBUG 300-W): jaw 0-16, nose tip 30, the subject's right eye 36-41 (image left), left eye
 # 42-47, mouth corners 48 and 54

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from lib_profile.hosts.base import (RAN, SKIPPED, Host, HostError, Img2ImgRequest, InpaintRequest, LoraRef,
+from lib_profile.hosts.base import (RAN, SKIPPED, FaceDetailRequest, Host, HostError, InpaintRequest, LoraRef,
                                     RunControl, StageReport)
 
 # ADetailer's own face models, which need no download (mediapipe ships them)
@@ -119,23 +119,15 @@ def choose_adetailer_model(wanted: str, available: list[str], mediapipe_ok: bool
 def adetailer_pass(host: Host, image: Image.Image, prompt: str, negative_prompt: str, loras: list[LoraRef],
                    seed: int, sampler: str, scheduler: str, cfg_scale: float, clip_skip: int,
                    params: DetailParams, control: Optional[RunControl] = None):
-    """The same pass done by the ADetailer extension (WebUI host only). Its prompt carries the identity
-    LoRA tag, which ADetailer otherwise drops from its inner inpaint."""
-    from lib_profile.hosts.prompt import lora_tags
-
-    req = Img2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, width=image.width, height=image.height,
-                         steps=params.steps, cfg_scale=cfg_scale, sampler=sampler, scheduler=scheduler, seed=seed,
-                         clip_skip=clip_skip, init_image=image.convert("RGB"),
-                         denoising_strength=params.denoising_strength)
-    ad_args = {
-        "ad_model": params.adetailer_model, "ad_prompt": lora_tags(prompt, loras),
-        "ad_negative_prompt": negative_prompt, "ad_denoising_strength": params.denoising_strength,
-        "ad_mask_blur": params.mask_blur, "ad_dilate_erode": params.dilate, "ad_mask_k": params.max_faces,
-        "ad_inpaint_only_masked": True, "ad_inpaint_only_masked_padding": params.padding,
-        "ad_use_inpaint_width_height": True, "ad_inpaint_width": params.size, "ad_inpaint_height": params.size,
-        "ad_use_steps": True, "ad_steps": params.steps,
-    }
-    result = host.adetailer_detail(req, ad_args, control)
+    """The same pass done by the host's face detailer (the WebUI's ADetailer extension), asked for with a
+    host-neutral :class:`FaceDetailRequest`; the identity LoRA goes with it (ADetailer would otherwise drop it)."""
+    req = FaceDetailRequest(prompt=prompt, negative_prompt=negative_prompt, width=image.width, height=image.height,
+                            steps=params.steps, cfg_scale=cfg_scale, sampler=sampler, scheduler=scheduler, seed=seed,
+                            clip_skip=clip_skip, loras=list(loras), init_image=image.convert("RGB"),
+                            denoising_strength=params.denoising_strength, detector=params.adetailer_model,
+                            dilate=params.dilate, mask_blur=params.mask_blur, max_faces=params.max_faces,
+                            padding=params.padding, size=params.size)
+    result = host.adetailer_detail(req, control)
     reports = result.reports or [StageReport("ADetailer", RAN)]
     out = result.images[0] if reports[-1].status == RAN else image
     return out, {"faces": None, "engine": "adetailer", "model": params.adetailer_model, "reports": reports}

@@ -24,8 +24,8 @@ MAX_TOKENS = 75
 
 
 def prompt_tokens(prompt: str) -> int:
-    from lib_profile.hosts import prompt as prompts
-    from lib_profile.hosts.tokenizer import load_tokenizer
+    from lib_profile.prompts import parse as prompts
+    from lib_profile.prompts.tokenizer import load_tokenizer
 
     return prompts.token_count(load_tokenizer(str(paths.tokenizer_dir())), prompt)
 

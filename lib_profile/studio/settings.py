@@ -97,7 +97,7 @@ def check_sampler(host, settings: Mapping[str, Any]) -> None:
     if name.lower() in lower or (head and head.lower() in lower):
         return
     raise SettingsError(f"settings.sampler: {json.dumps(name)} is not a sampler of this "
-                        f"{getattr(host, 'name', '')} host; allowed: {', '.join(have)}", ["settings.sampler"])
+                        f"{host.name} host; allowed: {', '.join(have)}", ["settings.sampler"])
 
 
 def plan_settings(plan) -> dict[str, Any]:

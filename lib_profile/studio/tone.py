@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from lib_profile import paths
-from lib_profile.hosts import samplers
+from lib_profile.hosts.diffusers import samplers
 from lib_profile.hosts.base import HostError
 
 SHIPPED = paths.EXTENSION_ROOT / "models" / "tones"

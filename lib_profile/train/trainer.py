@@ -190,7 +190,7 @@ class Trainer:
         import torch.nn.functional as F
         from diffusers import DDPMScheduler
 
-        from lib_profile.hosts.checkpoint import SCHEDULER_CONFIG
+        from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG
 
         self.prepare()
         alphas = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.to(self.device)
@@ -214,8 +214,8 @@ class Trainer:
     def _load(self):
         import torch
 
-        from lib_profile.hosts.diffusers_host import resolve_checkpoint
-        from lib_profile.hosts.checkpoint import load_sd15
+        from lib_profile.hosts.diffusers.host import resolve_checkpoint
+        from lib_profile.hosts.diffusers.checkpoint import load_sd15
         from lib_profile import paths
 
         cfg = self.cfg
@@ -248,7 +248,7 @@ class Trainer:
         """Latents of every crop and its mirror, and the caption embeddings, computed once."""
         import torch
 
-        from lib_profile.hosts import prompt as prompts
+        from lib_profile.prompts import parse as prompts
 
         m, res = self.model, self.cfg.resolution
         latents = []
@@ -271,7 +271,7 @@ class Trainer:
         """Caption conditioning for a batch: from the cache, or encoded now when the text encoder trains."""
         import torch
 
-        from lib_profile.hosts import prompt as prompts
+        from lib_profile.prompts import parse as prompts
 
         if not self.cfg.train_text_encoder:
             return self.text_cache[index.to(self.text_cache.device)]
@@ -339,7 +339,7 @@ class Trainer:
         import torch
         from diffusers import DDPMScheduler
 
-        from lib_profile.hosts.checkpoint import SCHEDULER_CONFIG
+        from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG
 
         cfg, ev = self.cfg, self.events
         self.out.mkdir(parents=True, exist_ok=True)
@@ -437,7 +437,7 @@ class Trainer:
         """``(cond, uncond)``, each ``(len(prompts), 77 * chunks, hidden)``: the validation portraits' text
         conditioning, made as the studio makes it on the diffusers host (emphasis, 75-token chunks, the run's
         CLIP skip, prompt and negative padded to the same chunk count)."""
-        from lib_profile.hosts.scheduled_embeds import ScheduledEmbeds
+        from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
 
         m = self.model
         return ScheduledEmbeds(m.text_encoder, m.tokenizer, prompts, negative, self.cfg.clip_skip,
@@ -446,7 +446,7 @@ class Trainer:
     def _validate(self, step: int) -> None:
         import torch
 
-        from lib_profile.hosts import samplers
+        from lib_profile.hosts.diffusers import samplers
 
         m, cfg = self.model, self.cfg
         size = cfg.validation_size or cfg.resolution

@@ -19,10 +19,11 @@ SECTION = ("profile_studio", EXTENSION_NAME)
 def _make_studio():
     from modules import paths, shared
 
-    from lib_profile.hosts.webui import LORA_SUBFOLDER, WebUIHost
+    from lib_profile.hosts.webui.flavours import detect_flavour
+    from lib_profile.hosts.webui.host import LORA_SUBFOLDER, WebUIHost
     from lib_profile.service import Studio
 
-    host = WebUIHost()
+    host = WebUIHost(detect_flavour())
     opts = getattr(shared.opts, "data", {}) or {}
     outputs = opts.get("profile_studio_outputs") or str(Path(paths.data_path) / "outputs" / "profile-studio")
     def defaults() -> dict:
@@ -39,7 +40,7 @@ get_studio = lazy(_make_studio)
 
 def _host_name() -> str:
     """The WebUI flavour ("a1111" or "forge"), known before the studio is made (no model is loaded for it)."""
-    from lib_profile.hosts.webui import detect_flavour
+    from lib_profile.hosts.webui.flavours import detect_flavour
 
     return detect_flavour().NAME
 

@@ -49,7 +49,7 @@ class Skip(Exception):
 
 class Smoke:
     def __init__(self, url: str, auth: Optional[str] = None, timeout: float = 1800.0,
-                 webui_dir: Optional[Path] = None):
+                 webui_dir: Optional[Path] = None, tone: str = "warm"):
         self.url = url.rstrip("/")
         self.base = f"{self.url}/sdapi/v1/profile-studio"
         user, _, password = (auth or "").partition(":")
@@ -57,6 +57,7 @@ class Smoke:
         self.http = httpx.Client(timeout=600, auth=(user, password) if auth else None,
                                  limits=httpx.Limits(max_keepalive_connections=0))
         self.timeout = timeout
+        self.tone = tone
         self.webui_dir = webui_dir
         self.rows: list[tuple[str, str, float, str]] = []
         self.state: dict[str, Any] = {}
@@ -142,7 +143,8 @@ class Smoke:
         return f"{TRAIN['steps']} steps -> {lora['name']}{listed}"
 
     def generate(self) -> str:
-        body = {"count": 1, "seed": 5, "prompt": PROMPT, "settings": SETTINGS, "switches": {"upscale": False}}
+        body = {"count": 1, "seed": 5, "prompt": PROMPT, "tone": self.tone, "settings": SETTINGS,
+                "switches": {"upscale": False}}
         job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/generate", json=body), 202))
         first = job["result"]["images"][0]
         self.state["portrait"] = (job["id"], first["file"], job["links"])
@@ -151,7 +153,7 @@ class Smoke:
         if f"<lora:{self.state['lora']}:" not in text:
             raise AssertionError("the portrait's infotext does not carry the identity's LoRA tag")
         stages = ", ".join(f"{s['stage'].split(':')[-1]} {s['status']}" for s in first.get("stages", []))
-        return f"{picture.width}x{picture.height}, LoRA tag in infotext; stages: {stages}"
+        return f"{picture.width}x{picture.height}, {self.tone} tone, LoRA tag in infotext; stages: {stages}"
 
     def explain(self) -> str:
         job_id, image, _links = self.state["portrait"]
@@ -235,8 +237,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--auth", help="USER:PASS when the WebUI runs with --api-auth")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a job may take (default 1800)")
     parser.add_argument("--webui-dir", type=Path, help="the WebUI's folder, to scan for leftover files")
+    parser.add_argument("--tone", default="warm", help="the portrait's tone (default warm, the tab's default). "
+                        "A checkpoint with random weights makes NaNs (A1111's NansException) for some prompts; "
+                        "another tone changes the prompt")
     args = parser.parse_args(argv)
-    return Smoke(args.url, args.auth, args.timeout, args.webui_dir).run()
+    return Smoke(args.url, args.auth, args.timeout, args.webui_dir, args.tone).run()
 
 
 if __name__ == "__main__":

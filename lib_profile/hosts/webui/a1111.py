@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lib_profile.hosts.base import ControlUnit, Txt2ImgRequest
-from lib_profile.hosts.webui_memory import release_freed_memory
+from lib_profile.hosts.webui.controlnet import control_image_array
+from lib_profile.hosts.webui.memory import release_freed_memory
 
 NAME = "a1111"
 CN_NONE = "none"
@@ -22,8 +23,6 @@ CN_MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 
 def controlnet_unit(unit: ControlUnit, model_name: str) -> dict[str, Any]:
     """A plain-dict unit Mikubill's ControlNet accepts in ``script_args`` (converted with ``from_dict``)."""
-    from lib_profile.hosts.webui import control_image_array
-
     return {
         "enabled": True, "module": CN_NONE, "model": model_name, "weight": unit.weight,
         "image": control_image_array(unit.image), "resize_mode": "Just Resize", "low_vram": False,
@@ -117,7 +116,7 @@ def attention(controller, latent_hw: tuple[int, int], images: int):
     """Per-instance attention patches on the loaded model's UNet for one processing call."""
     from modules import script_callbacks, shared
 
-    from lib_profile.hosts.webui_attention import controlled
+    from lib_profile.hosts.webui.attention import controlled
 
     return controlled(shared.sd_model.model.diffusion_model, controller, latent_hw, images, script_callbacks)
 

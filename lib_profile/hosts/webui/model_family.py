@@ -1,16 +1,34 @@
-"""The model family of the checkpoint a WebUI has selected but not loaded yet, read from the file's tensor names.
+"""Which model family the WebUI has loaded (or selected): Profile Studio's LoRAs, ControlNets and attention maps
+are SD1.5's.
 
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
 next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so an SDXL checkpoint would
 pass the SD1.5 check and fail deep inside the run. The selected checkpoint's ``.safetensors`` header names its
-tensors; the text encoder's and the UNet's key prefixes tell the families apart (the header alone is read: no
-tensor is loaded).
+tensors; the text encoder's and the UNet's key prefixes tell the families apart (:func:`selected_family`; the
+header alone is read: no tensor is loaded).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
+
+_FAMILY_FLAGS = (("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd3", "SD3"), ("is_ssd", "SSD-1B"))
+_FAMILY_CLASSES = (("XL", "SDXL"), ("StableDiffusion3", "SD3"), ("Flux", "Flux"), ("Chroma", "Chroma"))
+
+
+def model_family(sd_model) -> Optional[str]:
+    """The family of the WebUI's loaded model when it is not SD1.x (``"SDXL"``, ``"SD2"``, ``"SD3"``, ...), from
+    the flags both WebUIs set (``is_sdxl``, ``is_sd2``, ...) and Forge's engine class names; None for SD1.x or for
+    no model loaded yet (Forge's ``FakeInitialModel`` before its first generation)."""
+    if sd_model is None:
+        return None
+    for flag, family in _FAMILY_FLAGS:
+        if getattr(sd_model, flag, False) is True:
+            return family
+    name = type(sd_model).__name__
+    return next((family for part, family in _FAMILY_CLASSES if part in name), None)
+
 
 # (key part, family): the first family whose key part some tensor name contains
 _FAMILY_KEYS = (

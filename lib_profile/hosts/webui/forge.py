@@ -14,15 +14,14 @@ import importlib
 from typing import Any, Optional
 
 from lib_profile.hosts.base import ControlUnit, HostError, Txt2ImgRequest
-from lib_profile.hosts.webui_memory import release_freed_memory
+from lib_profile.hosts.webui.controlnet import control_image_array
+from lib_profile.hosts.webui.memory import release_freed_memory
 
 NAME = "forge"
 CN_NONE = "None"
 
 
 def controlnet_unit(unit: ControlUnit, model_name: str) -> dict[str, Any]:
-    from lib_profile.hosts.webui import control_image_array
-
     return {
         "enabled": True, "module": CN_NONE, "model": model_name, "weight": unit.weight,
         "image": control_image_array(unit.image), "resize_mode": "Just Resize",
@@ -71,7 +70,7 @@ def attention(controller, latent_hw: tuple[int, int], images: int):
     """Attention-replace patches on Forge's UNet patcher, applied by a script object in the runner."""
     from modules import script_callbacks, scripts
 
-    from lib_profile.hosts.forge_attention import controlled
+    from lib_profile.hosts.webui.forge_attention import controlled
 
     return controlled(controller, latent_hw, script_callbacks, scripts.Script)
 

@@ -3,7 +3,7 @@
 ``[a:b:when]`` reads ``a`` until ``when`` and ``b`` after it; ``[b:when]`` adds ``b`` at ``when``; ``[a::when]``
 removes ``a`` at ``when``; ``[a|b|c]`` takes the next option at every step. ``when`` with a decimal point is a
 fraction of the steps (``0.5``: half), without one a step number (``10``); they nest, and ``(...)``/``[...]``
-emphasis inside is kept as text for :mod:`lib_profile.hosts.prompt` to weigh. A prompt these rules cannot read
+emphasis inside is kept as text for :mod:`lib_profile.prompts.parse` to weigh. A prompt these rules cannot read
 (an unmatched ``\\`` at the end, a ``|`` outside brackets) is read as plain text, as the WebUI does; stray
 brackets and colons are plain text too.
 

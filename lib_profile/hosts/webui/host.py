@@ -1,14 +1,14 @@
 """The WebUI host: studio stages run through the WebUI's own processing objects, ControlNet and upscalers.
 
-Everything that differs between A1111 1.10.1 and Forge lives in a *flavour* (``a1111.py``,
-``forge.py``); this module holds what they share. ``modules`` is only imported inside functions, so
+Everything that differs between A1111 1.10.1 and Forge lives in a *flavour* (:mod:`.flavours`), which the host
+is given; this module holds what they share. ``modules`` is only imported inside functions, so
 the package imports without a WebUI. The rules followed here are the ones in webui-host.md:
 
 * ``p.is_api = True`` before ``p.scripts``/``p.script_args`` (else the built-in Sampler and Seed
   scripts overwrite steps, sampler and seed with UI defaults);
-* a *filtered* script runner: a shallow copy of the WebUI's runner holding only copies of the
-  scripts we want (ControlNet, optionally ADetailer) with their own ``args_from/args_to`` and their own
-  ``callback_map``; the global runner and its Script objects are never touched;
+* a *filtered* script runner (:func:`.processing.filtered_runner`): a shallow copy of the WebUI's runner holding
+  only copies of the scripts we want (ControlNet, optionally ADetailer) with their own ``args_from/args_to`` and
+  their own ``callback_map``; the global runner and its Script objects are never touched;
 * internal passes save nothing (``do_not_save_samples/grid``) and return no masks; only the first
   ``len(all_seeds)`` images are taken (ControlNet may append its detected maps);
 * GPU work runs inside :meth:`WebUIHost.job`, which holds ``queue_lock``, drives ``shared.state``
@@ -24,158 +24,31 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
-import numpy as np
 from PIL import Image
 
-from lib_profile.hosts import webui_faults as faults_of
-from lib_profile.hosts import webui_progress
-from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest,
-                                    Interrupted, LoraRef, Result, RunControl, StageReport, Txt2ImgRequest)
-from lib_profile.hosts.prompt import lora_tags
-from lib_profile.hosts.webui_options import restoring_opts
+from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, FaceDetailRequest, Host, HostError, Img2ImgRequest,
+                                    InpaintRequest, Interrupted, LoraRef, Result, RunControl, StageReport,
+                                    Txt2ImgRequest)
+from lib_profile.hosts.webui import adetailer, faults as faults_of, progress as webui_progress
+from lib_profile.hosts.webui.controlnet import CN_MODEL_FILES, missing_controlnet_message, resolve_model_name
+from lib_profile.hosts.webui.flavours import Flavour
+from lib_profile.hosts.webui.model_family import model_family, selected_family
+from lib_profile.hosts.webui.options import restoring_opts
+from lib_profile.hosts.webui.processing import filtered_runner, plan_job_count, processing_kwargs
 
-# ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them).
-DEFAULT_CN_MODELS = {
-    "pose": ("control_v11p_sd15_openpose", "control_sd15_openpose", "openpose"),
-    "tile": ("control_v11f1e_sd15_tile", "control_v11u_sd15_tile", "tile"),
-}
-CN_KEYWORDS = {"pose": "openpose", "tile": "tile"}
-CN_MODEL_FILES = {"pose": "control_v11p_sd15_openpose.pth", "tile": "control_v11f1e_sd15_tile.pth"}
 LORA_SUBFOLDER = "profile-studio"
 
 
-# ---------------------------------------------------------------- pure helpers (tested without a WebUI)
-
-def model_stem(name: str) -> str:
-    """``"control_v11p_sd15_openpose [cab727d4]"`` -> ``"control_v11p_sd15_openpose"``; paths lose folder and suffix."""
-    base = name.split(" [", 1)[0].strip()
-    return Path(base).stem if any(base.endswith(s) for s in (".pth", ".safetensors", ".ckpt", ".bin")) else \
-        Path(base).name
-
-
-def resolve_model_name(wanted: Optional[str], available: list[str], kind: Optional[str] = None) -> Optional[str]:
-    """The exact WebUI name (``"stem [hash]"``) for a wanted model: an exact name, a stem, or a file path;
-    ``None`` asks for the default model of ``kind``. ``None`` back when nothing matches."""
-    names = [a for a in available if a and a != "None"]
-    if wanted:
-        if wanted in names:
-            return wanted
-        stem = model_stem(wanted).lower()
-        for name in names:
-            if model_stem(name).lower() == stem:
-                return name
-        return None
-    for preferred in DEFAULT_CN_MODELS.get(kind or "", ()):
-        for name in names:
-            if model_stem(name).lower() == preferred:
-                return name
-    keyword = CN_KEYWORDS.get(kind or "")
-    for name in names:  # any SD1.5 model of that kind, e.g. "my_openpose_fp16"
-        stem = model_stem(name).lower()
-        if keyword and keyword in stem and "xl" not in stem:
-            return name
-    return None
-
-
-def missing_controlnet_message(kind: str, extension_present: bool) -> str:
-    file = CN_MODEL_FILES[kind]
-    if not extension_present:
-        return (f"The ControlNet extension is not installed, so the {kind} is guided by the prompt only. Install "
-                f"sd-webui-controlnet (A1111; Forge has it built in) and put {file} in models/ControlNet.")
-    return f"No {kind} ControlNet model found: put {file} in models/ControlNet and press refresh."
-
-
-def processing_kwargs(kind: str, req: Txt2ImgRequest, outdirs: tuple[str, str]) -> dict[str, Any]:
-    """Constructor kwargs of ``StableDiffusionProcessingTxt2Img/Img2Img`` for a request (no flavour extras)."""
-    kw: dict[str, Any] = dict(
-        outpath_samples=outdirs[0], outpath_grids=outdirs[1],
-        prompt=[lora_tags(x, req.loras) for x in req.prompts] if req.prompts else lora_tags(req.prompt, req.loras),
-        negative_prompt=req.negative_prompt,
-        seed=list(req.seeds) if req.seeds else req.resolved_seeds()[0], subseed=-1, subseed_strength=0, sampler_name=req.sampler,
-        scheduler=req.scheduler, batch_size=req.batch_size, n_iter=1, steps=req.steps, cfg_scale=req.cfg_scale,
-        width=req.width, height=req.height, do_not_save_samples=True, do_not_save_grid=True,
-        override_settings={"CLIP_stop_at_last_layers": req.clip_skip, "return_mask": False,
-                           "return_mask_composite": False, "samples_save": False},
-        override_settings_restore_afterwards=True,
-    )
-    if kind == "txt2img" and req.hires:  # the WebUI's own hires fix
-        kw.update(enable_hr=True, hr_scale=req.hires_scale, hr_upscaler=req.hires_upscaler,
-                  hr_second_pass_steps=req.hires_steps, denoising_strength=req.hires_denoising)
-    if kind != "txt2img":
-        assert isinstance(req, Img2ImgRequest)
-        kw.update(init_images=[req.init_image.convert("RGB")], resize_mode=0,
-                  denoising_strength=req.denoising_strength)
-    if kind == "inpaint":
-        assert isinstance(req, InpaintRequest)
-        kw.update(mask_blur=req.mask_blur, inpainting_fill=1, inpaint_full_res=req.only_masked,
-                  inpaint_full_res_padding=req.padding, inpainting_mask_invert=0)
-    return kw
-
-
-def filtered_runner(base, wanted: list[tuple[str, list]], own_scripts: list = (),
-                    faults: Optional[list] = None):
-    """A copy of a WebUI ``ScriptRunner`` holding copies of only the wanted always-on scripts, each
-    given ``args`` at its own slice. ``wanted``: ``[(lower-case title, args), ...]``;
-    ``own_scripts``: script objects of ours to run too (no args); ``faults``: a list the copies' hooks record
-    their exceptions in (:func:`webui_faults.watch`). Returns ``(runner, script_args, titles not found)``."""
-    runner = copy.copy(base)
-    runner.alwayson_scripts = []
-    runner.selectable_scripts = []
-    runner.scripts = []
-    runner.callback_map = {}  # the copy must not share the global runner's per-hook cache
-    args: list = []
-    missing: list[str] = []
-    for title, script_args in wanted:
-        script = next((s for s in base.alwayson_scripts if s.title().lower() == title), None)
-        if script is None:
-            missing.append(title)
-            continue
-        mine = copy.copy(script)
-        mine.args_from, mine.args_to = len(args), len(args) + len(script_args)
-        if faults is not None:
-            faults_of.watch(mine, faults)
-        args.extend(script_args)
-        runner.alwayson_scripts.append(mine)
-        runner.scripts.append(mine)
-    for script in own_scripts:
-        script.args_from = script.args_to = len(args)
-        runner.alwayson_scripts.append(script)
-        runner.scripts.append(script)
-    return runner, args, missing
-
-
-_FAMILY_FLAGS = (("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd3", "SD3"), ("is_ssd", "SSD-1B"))
-_FAMILY_CLASSES = (("XL", "SDXL"), ("StableDiffusion3", "SD3"), ("Flux", "Flux"), ("Chroma", "Chroma"))
-
-
-def model_family(sd_model) -> Optional[str]:
-    """The family of the WebUI's loaded model when it is not SD1.x (``"SDXL"``, ``"SD2"``, ``"SD3"``, ...), from
-    the flags both WebUIs set (``is_sdxl``, ``is_sd2``, ...) and Forge's engine class names; None for SD1.x or for
-    no model loaded yet (Forge's ``FakeInitialModel`` before its first generation)."""
-    if sd_model is None:
-        return None
-    for flag, family in _FAMILY_FLAGS:
-        if getattr(sd_model, flag, False) is True:
-            return family
-    name = type(sd_model).__name__
-    return next((family for part, family in _FAMILY_CLASSES if part in name), None)
-
-
-def plan_job_count(n_passes: int) -> int:
-    """The WebUI counts one job per ``process_images`` call (n_iter=1); the bar spans them all."""
-    return max(1, int(n_passes))
-
-
-# ---------------------------------------------------------------- the host
-
-
 class WebUIHost(Host):
-    """Runs requests inside a running A1111 or Forge. ``flavour`` is :mod:`a1111` or :mod:`forge`."""
+    """Runs requests inside a running A1111 or Forge. ``flavour``: :mod:`.a1111` or :mod:`.forge`, as
+    :func:`.flavours.detect_flavour` picks it."""
 
-    def __init__(self, flavour=None):
-        self.flavour = flavour or detect_flavour()
+    attention_control = True  # through the flavour: attention.py (A1111), forge_attention.py (Forge)
+
+    def __init__(self, flavour: Flavour):
+        self.flavour = flavour
         self.name = self.flavour.NAME
         self.notes: list[str] = []
         self._job_thread: Optional[int] = None  # the thread that holds the WebUI's queue for a job of ours
@@ -248,14 +121,19 @@ class WebUIHost(Host):
             os.replace(tmp, dest)
         return LoraRef(str(dest), lora.weight)
 
+    def take_notes(self) -> list[str]:
+        """The notes made since last asked (a missing ControlNet extension or model: which file to install)."""
+        notes, self.notes = self.notes, []
+        return notes
+
     def lora_list_changed(self) -> None:
         """Rescan the WebUI's LoRA list, so a LoRA we published or deleted shows (or goes) at once."""
-        from lib_profile.hosts import webui_loras
+        from lib_profile.hosts.webui import loras as webui_loras
 
         webui_loras.refresh_list()
 
     def forget_lora(self, name: str) -> list[str]:
-        from lib_profile.hosts import webui_loras
+        from lib_profile.hosts.webui import loras as webui_loras
 
         return webui_loras.forget(name)
 
@@ -319,7 +197,7 @@ class WebUIHost(Host):
             req.controlnets, self.controlnet_present(),
             missing_controlnet_message(req.controlnets[0].kind, False) if req.controlnets else "", faults, generation)
         reports += faults_of.lora_reports([x.name for x in req.loras], getattr(processed, "comments", "") or "")
-        if extra_scripts and extra_scripts[0][0] == "adetailer":
+        if extra_scripts and extra_scripts[0][0] == adetailer.TITLE:
             reports.append(faults_of.adetailer_report(faults, generation, req.init_image, images[0]))
         params = req.describe()
         params["controlnets"] = [u for u, r in zip(params["controlnets"], reports) if r.ok]  # only what ran (the
@@ -349,27 +227,19 @@ class WebUIHost(Host):
     def _adetailer_script(self):
         runner = self._runner("img2img")
         return next((s for s in (runner.alwayson_scripts if runner is not None else [])
-                     if s.title().lower() == "adetailer"), None)
+                     if s.title().lower() == adetailer.TITLE), None)
 
     def adetailer_models(self) -> list[str]:
-        """ADetailer's model list as it holds it (its ``model_mapping``: the YOLO files found in
-        ``models/adetailer`` and the mediapipe face models); empty without ADetailer."""
-        script = self._adetailer_script()
-        if script is None:
-            return []
-        for attr in vars(type(script)).values():  # the module globals of the script file, as its methods see them
-            mapping = getattr(attr, "__globals__", {}).get("model_mapping")
-            if isinstance(mapping, dict):
-                return list(mapping)
-        return []
+        """ADetailer's model list as it holds it (:func:`.adetailer.models_of`); empty without ADetailer."""
+        return adetailer.models_of(self._adetailer_script())
 
-    def adetailer_detail(self, req: Img2ImgRequest, ad_args: dict[str, Any],
-                         control: Optional[RunControl] = None) -> Result:
-        """The face detail pass done by the ADetailer extension: an img2img with "skip img2img" on, so
-        only ADetailer's inpaint runs. ``ad_args`` is one ADetailer tab dict (``ad_model``, ``ad_prompt``…)."""
+    def adetailer_detail(self, req: FaceDetailRequest, control: Optional[RunControl] = None) -> Result:
+        """The face detail pass done by the ADetailer extension: an img2img with "skip img2img" on, so only
+        ADetailer's inpaint runs, with ``req`` as ADetailer's arguments (:mod:`.adetailer`)."""
         if not self.adetailer_present():
             raise HostError("ADetailer is not installed in this WebUI; use the built-in face detail pass")
-        return self._run("img2img", req, control, [("adetailer", [True, True, ad_args])])
+        return self._run("img2img", adetailer.image_request(req), control,
+                         [(adetailer.TITLE, adetailer.script_args(req))])
 
     def upscale(self, image: Image.Image, scale: float, upscaler: str = "Lanczos",
                 reports: Optional[list[StageReport]] = None) -> Image.Image:
@@ -395,7 +265,7 @@ class WebUIHost(Host):
         commas), so word positions for explain and edit line up. Forge loads its model only at its first
         generation: before that, a request is checked with our own tokenizer (None), and a job - which holds the
         WebUI's queue - loads the model first."""
-        from lib_profile.hosts.prompt import extract_networks
+        from lib_profile.prompts.parse import extract_networks
 
         text = extract_networks(prompt)[0]
         chunks = self.flavour.token_chunks(text)
@@ -476,10 +346,8 @@ class WebUIHost(Host):
 
     def check_model_family(self, what: str) -> None:
         """HostError unless the WebUI's model is SD1.x: the loaded one, or (Forge, before it loads) the selected
-        checkpoint's file (:mod:`lib_profile.hosts.webui_family`). Profile Studio's LoRAs, ControlNets and
+        checkpoint's file (:func:`model_family.selected_family`). Profile Studio's LoRAs, ControlNets and
         attention maps are SD1.5's."""
-        from lib_profile.hosts.webui_family import selected_family
-
         sd_model = getattr(self._m("shared"), "sd_model", None)
         family, state = model_family(sd_model), "loaded"
         if family is None:  # Forge loads lazily: the checkpoint picked in its menu may not be loaded yet
@@ -498,20 +366,3 @@ class WebUIHost(Host):
         state.sampling_step, state.sampling_steps = max(0, min(int(step), int(steps))), max(1, int(steps))
         if text:
             state.textinfo = text
-
-
-def control_image_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-
-
-def detect_flavour():
-    """Forge when ``modules_forge`` is importable, else A1111."""
-    import importlib.util
-
-    if importlib.util.find_spec("modules_forge") is not None:
-        from lib_profile.hosts import forge
-
-        return forge
-    from lib_profile.hosts import a1111
-
-    return a1111

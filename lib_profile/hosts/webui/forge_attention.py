@@ -5,7 +5,7 @@ Forge rebuilds ``p.sd_model.forge_objects`` before every sampling pass, so patch
 the filtered runner for this one call. Each transformer block's attn1/attn2 gets a replace patch
 ``patch(q, k, v, extra_options)`` (projected q, k, v; ``extra_options["n_heads"]``, ``cond_or_uncond``)
 that computes the fused output and lets the controller read and change it. The sampler step comes from
-``on_cfg_denoiser``, which Forge calls once per model evaluation too (``webui_attention.StepState``).
+``on_cfg_denoiser``, which Forge calls once per model evaluation too (``attention.StepState``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 
 from lib_profile.attention.control import (Call, Controller, Site, limited_sdpa, mixed_attention, place_of,
                                            query_grid, read_probs)
-from lib_profile.hosts.webui_attention import StepState, step_hooks
+from lib_profile.hosts.webui.attention import StepState, step_hooks
 
 _BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)(?:\.\d+)?\.transformer_blocks\.(\d+)\.attn([12])$")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib_profile.hosts import ldm_layout as L
+from lib_profile.hosts.diffusers import ldm_layout as L
 from lib_profile.hosts.base import HostError
 
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -118,7 +118,7 @@ def load_sd15(path: str | Path, tokenizer_dir: str | Path) -> SD15:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from lib_profile.hosts.tokenizer import load_tokenizer
+    from lib_profile.prompts.tokenizer import load_tokenizer
 
     path = Path(path)
     sd = read_state_dict(path)

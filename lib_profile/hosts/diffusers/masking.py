@@ -1,4 +1,5 @@
-"""Inpaint-only-masked geometry, host-neutral: the crop around a mask and the soft paste-back.
+"""Inpaint-only-masked geometry for the diffusers host (the WebUI does its own): the crop around a mask and the
+soft paste-back. Pure (PIL, numpy), no diffusers.
 
 Mirrors the WebUI's "Only masked" mode: the mask's bounding box plus padding, grown to the
 processing aspect ratio, is processed at width x height and pasted back through the blurred mask,

@@ -20,7 +20,6 @@ from PIL import Image
 
 from lib_profile import paths
 from lib_profile.attention.clock import tick
-from lib_profile.hosts import masking, prompt as prompts, samplers, tiny
 from lib_profile.hosts.base import (
     RAN,
     ControlUnit,
@@ -34,11 +33,13 @@ from lib_profile.hosts.base import (
     StageReport,
     Txt2ImgRequest,
 )
-from lib_profile.hosts.checkpoint import load_controlnet, load_sd15
-from lib_profile.hosts.prompt_schedule import total_steps
-from lib_profile.hosts.scheduled_embeds import ScheduledEmbeds
+from lib_profile.hosts.diffusers import masking, samplers, tiny
+from lib_profile.hosts.diffusers.checkpoint import load_controlnet, load_sd15
+from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
 from lib_profile.infotext import infotext
 from lib_profile.lora import apply as lora_apply, tags as lora_tags
+from lib_profile.prompts import parse as prompts
+from lib_profile.prompts.schedule import total_steps
 
 UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
 LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic"}  # hires fix
@@ -62,6 +63,7 @@ def tiny_controlnet(data_dir: str | Path | None = None) -> Path:
 class DiffusersHost(Host):
     name = "diffusers"
     pads_prompt_to_negative = True  # _embeds: prompt and negative prompt padded to the same chunk count
+    attention_control = True  # diffusers/attention.py
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
                  data_dir: str | Path | None = None, controlnets: Optional[dict[str, str]] = None,
@@ -290,7 +292,7 @@ class DiffusersHost(Host):
     def _embeds(self, req: Txt2ImgRequest, n: int, hires: bool = False) -> ScheduledEmbeds:
         """Prompt and negative-prompt embeddings for ``n`` images over a pass of ``req`` (its hires fix pass with
         ``hires``), scheduled by model evaluation as the WebUI's prompt editing ``[a:b:when]`` and alternation
-        ``[a|b]`` say (:mod:`lib_profile.hosts.prompt_schedule`)."""
+        ``[a|b]`` say (:mod:`lib_profile.prompts.schedule`)."""
         pattern = samplers.resolve(req.sampler, req.scheduler)[0].evaluations
         steps = total_steps(req.steps, pattern)
         hires_steps = total_steps(req.hires_steps or req.steps, pattern) if hires else None
@@ -362,7 +364,7 @@ class DiffusersHost(Host):
             )
         attention = contextlib.nullcontext()
         if control.attention is not None:
-            from lib_profile.hosts.diffusers_attention import controlled
+            from lib_profile.hosts.diffusers.attention import controlled
 
             attention = controlled(self.model.unet, control.attention, run_steps, len(seeds), pattern)
         with attention:

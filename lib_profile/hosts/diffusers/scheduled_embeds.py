@@ -1,6 +1,6 @@
 """A pass's text conditioning by model evaluation, for the diffusers host: prompt editing and alternation.
 
-Each prompt (and the negative prompt) is read into its WebUI schedule (:mod:`lib_profile.hosts.prompt_schedule`),
+Each prompt (and the negative prompt) is read into its WebUI schedule (:mod:`lib_profile.prompts.schedule`),
 each distinct text encoded once with the WebUI's emphasis, chunks and CLIP skip, all padded to the same number
 of 77-token chunks (as the WebUI encodes a schedule's texts in one batch, and pads a prompt to its negative
 prompt's length). A prompt without such syntax gives one entry, encoded exactly as before. A prompt combining
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from lib_profile.hosts import prompt as prompts
-from lib_profile.hosts.prompt_schedule import index_at, refuse_composable, schedule
+from lib_profile.prompts import parse as prompts
+from lib_profile.prompts.schedule import index_at, refuse_composable, schedule
 
 
 class ScheduledEmbeds:
     """The embeddings of ``images`` prompts (one per image) and one negative prompt over a pass.
 
-    ``steps``: the schedule's step count (:func:`prompt_schedule.total_steps`); ``hires_steps``: set for a hires
+    ``steps``: the schedule's step count (:func:`lib_profile.prompts.schedule.total_steps`); ``hires_steps``: set for a hires
     fix pass (then ``steps`` is the first pass's count). :meth:`at` gives ``(cond, uncond)`` for a model
     evaluation, each ``(images, 77 * chunks, hidden)``.
     """

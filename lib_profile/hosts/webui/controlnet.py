@@ -1,0 +1,64 @@
+"""ControlNet in the WebUI, the parts both flavours share: which model a unit asks for (by WebUI name
+``"stem [hash8]"``), what to tell the user when none is there, and the control image as the extensions take it.
+Pure functions: tested without a WebUI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+# ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them).
+DEFAULT_CN_MODELS = {
+    "pose": ("control_v11p_sd15_openpose", "control_sd15_openpose", "openpose"),
+    "tile": ("control_v11f1e_sd15_tile", "control_v11u_sd15_tile", "tile"),
+}
+CN_KEYWORDS = {"pose": "openpose", "tile": "tile"}
+CN_MODEL_FILES = {"pose": "control_v11p_sd15_openpose.pth", "tile": "control_v11f1e_sd15_tile.pth"}
+
+
+def model_stem(name: str) -> str:
+    """``"control_v11p_sd15_openpose [cab727d4]"`` -> ``"control_v11p_sd15_openpose"``; paths lose folder and suffix."""
+    base = name.split(" [", 1)[0].strip()
+    return Path(base).stem if any(base.endswith(s) for s in (".pth", ".safetensors", ".ckpt", ".bin")) else \
+        Path(base).name
+
+
+def resolve_model_name(wanted: Optional[str], available: list[str], kind: Optional[str] = None) -> Optional[str]:
+    """The exact WebUI name (``"stem [hash]"``) for a wanted model: an exact name, a stem, or a file path;
+    ``None`` asks for the default model of ``kind``. ``None`` back when nothing matches."""
+    names = [a for a in available if a and a != "None"]
+    if wanted:
+        if wanted in names:
+            return wanted
+        stem = model_stem(wanted).lower()
+        for name in names:
+            if model_stem(name).lower() == stem:
+                return name
+        return None
+    for preferred in DEFAULT_CN_MODELS.get(kind or "", ()):
+        for name in names:
+            if model_stem(name).lower() == preferred:
+                return name
+    keyword = CN_KEYWORDS.get(kind or "")
+    for name in names:  # any SD1.5 model of that kind, e.g. "my_openpose_fp16"
+        stem = model_stem(name).lower()
+        if keyword and keyword in stem and "xl" not in stem:
+            return name
+    return None
+
+
+def missing_controlnet_message(kind: str, extension_present: bool) -> str:
+    file = CN_MODEL_FILES[kind]
+    if not extension_present:
+        return (f"The ControlNet extension is not installed, so the {kind} is guided by the prompt only. Install "
+                f"sd-webui-controlnet (A1111; Forge has it built in) and put {file} in models/ControlNet.")
+    return f"No {kind} ControlNet model found: put {file} in models/ControlNet and press refresh."
+
+
+def control_image_array(image: Image.Image) -> np.ndarray:
+    """The control map as the ControlNet extensions take it: an RGB HWC uint8 array (a copy)."""
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
