@@ -166,7 +166,7 @@ def test_a_training_job_moves_the_webuis_progress_bar_from_0_to_1(tmp_path, tiny
         meddled = []
 
         def training_progress(step, steps, text=""):
-            if step >= 1 and not meddled:  # a UI action elsewhere in the WebUI ends meanwhile (webui-host.md 5.2)
+            if step >= 1 and not meddled:  # a UI action elsewhere in the WebUI ends meanwhile (docs/webui-hosts.md, "Queue lock and gradio wrappers")
                 meddled.append(modules.call_queue.wrap_gradio_call(lambda: ["refreshed"])())
             shown(step, steps, text)
             seen.append(modules.progress.progressapi(task)["progress"])

@@ -1,4 +1,4 @@
-"""The WebUI host (A1111 and Forge flavours) against stand-ins that follow webui-host.md."""
+"""The WebUI host (A1111 and Forge flavours) against stand-ins that follow docs/webui-hosts.md."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ the paper's code). Each replacement is linear in the probabilities, so it runs o
 ``weights`` also works with swap and refine; ``blend_words`` restricts the change to where those
 words attend (local blend, ``blend.LocalBlend``): after each sampler step the edit's latent is taken from the
 source outside the union of the source's and the edit's masks of those words. Only the prompt half of a
-classifier-free-guidance batch is touched. The formulas, with their sources: docs/attention-formulas.md.
+classifier-free-guidance batch is touched. The formulas, with their sources: docs/attention.md.
 """
 
 from __future__ import annotations

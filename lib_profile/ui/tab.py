@@ -1,6 +1,6 @@
 """The Profile Studio tab; the same code runs on gradio 3.41 (A1111) and 4.40 (Forge).
 
-Portable choices (webui-host.md section 10): constructor kwargs only (no ``.style``), ``gr.File`` for
+Portable choices (docs/webui-hosts.md, "Gradio 3.41 and 4.40"): constructor kwargs only (no ``.style``), ``gr.File`` for
 uploads (file objects on 3.41, paths on 4.x: ``getattr(f, "name", f)``), ``gr.update``, no gradio
 internals (and no ``from __future__ import annotations``: gradio reads ``gr.SelectData`` hints).
 Every button calls the same :class:`~lib_profile.service.Studio` the HTTP API uses; long

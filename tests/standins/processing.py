@@ -1,5 +1,5 @@
 """Stand-ins for the WebUI's processing side (``modules.processing``, ``shared.state``, script runners,
-ControlNet, upscalers, queue lock, progress), following the signatures and pitfalls in webui-host.md.
+ControlNet, upscalers, queue lock, progress), following the signatures and pitfalls in docs/webui-hosts.md.
 
 They do not draw anything real: txt2img paints a colour from the seed, img2img returns the init image
 tinted, inpaint paints only inside the mask. What they check is the *contract*: constructor fields

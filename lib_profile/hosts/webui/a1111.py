@@ -1,6 +1,7 @@
 """The A1111 1.10.1 flavour of the WebUI host (with Mikubill's sd-webui-controlnet when installed).
 
-Differences from Forge (webui-host.md sections 8.1 and 8.3): ControlNet's "no preprocessor" is
+Differences from Forge (docs/webui-hosts.md, "ControlNet in A1111" and "ControlNet in Forge"): ControlNet's
+"no preprocessor" is
 ``"none"``, ``resize_mode`` must be a string, model names may be stems (we still pass the exact
 ``"stem [hash]"``), and ``Txt2Img`` has no ``hr_additional_modules``/``hr_cfg`` fields.
 """
@@ -73,7 +74,7 @@ def controlnet_models() -> list[str]:
 
 
 def free_vram() -> None:
-    """Make room for the training subprocess, which loads its own copy of the checkpoint (webui-host.md 5.4).
+    """Make room for the training subprocess, which loads its own copy of the checkpoint (docs/webui-hosts.md, "Making room for training").
     On a GPU the WebUI's model moves to the CPU. On a CPU-only WebUI that frees nothing and the two copies doubled
     the RAM, so there every loaded model is dropped (``send_model_to_trash``, as A1111 does when it switches
     checkpoints) and :func:`restore_vram` loads the selected one again."""

@@ -1,7 +1,7 @@
 """Attention control inside A1111: a per-instance ``forward`` on each of the UNet's CrossAttention modules.
 
 A1111 replaces ``CrossAttention.forward`` at class level with its chosen optimisation (sdp, xformers,
-Doggettx...) and re-applies it on model load (webui-host.md 6.2 and fact 9). We never touch the class:
+Doggettx...) and re-applies it on model load (docs/webui-hosts.md, "Attention in A1111"). We never touch the class:
 for one job each module instance gets its own ``forward``, which calls the class's (optimised) one unless the
 controller changes that layer's attention at that step (then the module computes q, k, v itself and the change
 on PyTorch's fused attention); where the controller only reads, the class's output stays and the probabilities

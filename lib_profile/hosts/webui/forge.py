@@ -1,7 +1,7 @@
 """The Forge flavour of the WebUI host (built-in ``sd_forge_controlnet``).
 
-Differences from A1111 (webui-host.md sections 4.1, 8.3 and fact 4): ControlNet's "no preprocessor"
-is ``"None"``, the model must be the exact ``"stem [hash8]"`` key of
+Differences from A1111 (docs/webui-hosts.md, "Processing objects" and "ControlNet in Forge"): ControlNet's
+"no preprocessor" is ``"None"``, the model must be the exact ``"stem [hash8]"`` key of
 ``lib_controlnet.global_state.get_all_controlnet_names()``, the control image goes in as an HWC uint8
 array (Forge 2's ``get_input_data`` compares ``unit.image < 5``, so the ``{"image", "mask"}`` pair older Forge
 took fails there with a TypeError; a base64 string is the other form it takes), and ``Txt2Img`` needs
@@ -77,7 +77,7 @@ def attention(controller, latent_hw: tuple[int, int], images: int):
 
 def token_chunks(text: str) -> Optional[list[list[int]]]:
     """The prompt's chunks by Forge's own text engine; None while Forge has loaded no model yet (before its first
-    generation ``shared.sd_model`` is a ``FakeInitialModel`` without one, webui-host.md)."""
+    generation ``shared.sd_model`` is a ``FakeInitialModel`` without one; docs/webui-hosts.md, "The model object")."""
     from modules import shared
 
     engine = getattr(shared.sd_model, "text_processing_engine", None)

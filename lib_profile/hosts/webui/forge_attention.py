@@ -1,7 +1,7 @@
 """Attention control inside Forge: attention-replace patches on a clone of Forge's UNet patcher.
 
 Forge rebuilds ``p.sd_model.forge_objects`` before every sampling pass, so patches are applied in a
-``process_before_every_sampling`` hook (webui-host.md fact 9): our own always-on script object, put into
+``process_before_every_sampling`` hook (docs/webui-hosts.md, "Attention in Forge"): our own always-on script object, put into
 the filtered runner for this one call. Each transformer block's attn1/attn2 gets a replace patch
 ``patch(q, k, v, extra_options)`` (projected q, k, v; ``extra_options["n_heads"]``, ``cond_or_uncond``)
 that computes the fused output and lets the controller read and change it. The sampler step comes from

@@ -1,8 +1,9 @@
 """The WebUI host: studio stages run through the WebUI's own processing objects, ControlNet and upscalers.
 
 Everything that differs between A1111 1.10.1 and Forge lives in a *flavour* (:mod:`.flavours`), which the host
-is given; this module holds what they share. ``modules`` is only imported inside functions, so
-the package imports without a WebUI. The rules followed here are the ones in webui-host.md:
+is given; this module holds what they share. ``modules`` is only imported inside functions, so the package
+imports without a WebUI. The rules followed here are the ones in docs/webui-hosts.md ("Processing objects",
+"Scripts inside our passes", "Queue lock and gradio wrappers"):
 
 * ``p.is_api = True`` before ``p.scripts``/``p.script_args`` (else the built-in Sampler and Seed
   scripts overwrite steps, sampler and seed with UI defaults);
