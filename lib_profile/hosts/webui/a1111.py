@@ -1,9 +1,8 @@
 """The A1111 1.10.1 flavour of the WebUI host (with Mikubill's sd-webui-controlnet when installed).
 
 Differences from Forge (docs/webui-hosts.md, "ControlNet in A1111" and "ControlNet in Forge"): ControlNet's
-"no preprocessor" is
-``"none"``, ``resize_mode`` must be a string, model names may be stems (we still pass the exact
-``"stem [hash]"``), and ``Txt2Img`` has no ``hr_additional_modules``/``hr_cfg`` fields.
+"no preprocessor" is ``"none"``, ``resize_mode`` must be a string, model names may be stems (we still pass the
+exact ``"stem [hash]"``), and ``Txt2Img`` has no ``hr_additional_modules``/``hr_cfg`` fields.
 """
 
 from __future__ import annotations
