@@ -65,7 +65,7 @@ def cmd_generate(args) -> int:
     out = Path(args.out)
     pose = args.pose
     if pose and Path(pose).is_file() and Path(pose).suffix.lower() != ".json":
-        from lib_profile.studio.pose import pose_from_photo_file
+        from lib_profile.studio.pose_detection import pose_from_photo_file
 
         out.mkdir(parents=True, exist_ok=True)
         pose = str(pose_from_photo_file(pose, out / "pose-from-photo.json"))

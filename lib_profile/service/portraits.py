@@ -99,7 +99,7 @@ class Portraits:
 
     def _generate(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.studio.plan import build_plan, default_prompt
-        from lib_profile.studio.pose import pose_from_photo_file
+        from lib_profile.studio.pose_detection import pose_from_photo_file
         from lib_profile.studio.progress import PlanProgress
         from lib_profile.studio.run import count_passes, run_plan
 
