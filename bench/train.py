@@ -206,23 +206,24 @@ def end_to_end(intake: Path, ckpt: Path, work: Path, steps: int, res: int, check
     """A whole training run with the default settings, timed from loading the checkpoint to the exported LoRA."""
     import torch
 
-    from lib_profile.train import trainer as T
+    from lib_profile.train import validation
+    from lib_profile.train.trainer import TrainConfig, Trainer, read_intake
 
-    cfg = T.TrainConfig(name="bench", steps=steps, resolution=res, gradient_checkpointing=checkpointing)
+    cfg = TrainConfig(name="bench", steps=steps, resolution=res, gradient_checkpointing=checkpointing)
     note = ""
     try:
         from PIL import Image
 
-        T._Scorer(T.read_intake(intake))(Image.new("RGB", (64, 64)))  # loads the face detector and embedder
+        validation._Scorer(read_intake(intake))(Image.new("RGB", (64, 64)))  # loads the face detector and embedder
     except Exception as exc:  # the identity model is not installed here: validation renders, scores are None
         note = f" (validation portraits rendered but not scored: {type(exc).__name__}: {exc})"
-        T._Scorer = lambda intake: (lambda image: None)
+        validation._Scorer = lambda intake: (lambda image: None)
     gc.collect()  # the previous run's model and CUDA graph pool
     if gpu:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    trainer = T.Trainer(intake, ckpt, work / f"e2e-{int(checkpointing)}", cfg, data_dir=work)
+    trainer = Trainer(intake, ckpt, work / f"e2e-{int(checkpointing)}", cfg, data_dir=work)
     result = trainer.run()
     sync(gpu)
     took = time.perf_counter() - t0

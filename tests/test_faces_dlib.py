@@ -79,7 +79,7 @@ import json, sys
 import google.protobuf
 from lib_profile import doctor, sample_photos
 from lib_profile.photos.intake import IntakeOptions, run_intake
-from lib_profile.studio.pose import from_photo
+from lib_profile.studio.pose_detection import from_photo
 folder = sys.argv[1]
 paths = []
 for name, image in sample_photos.selfies()[:6]:

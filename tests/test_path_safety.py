@@ -255,15 +255,15 @@ def _b64_cases():
 def test_base64_forms(case):
     from fastapi import HTTPException
 
-    from lib_profile.api.routes import _decode
+    from lib_profile.api.base64_images import decode_base64
 
     raw, cases = _b64_cases()
     _name, data, good = next(c for c in cases if c[0] == case)
     if good:
-        assert _decode(data, "me.jpg") == raw
+        assert decode_base64(data, "me.jpg") == raw
     else:
         with pytest.raises(HTTPException) as err:
-            _decode(data, "me.jpg")
+            decode_base64(data, "me.jpg")
         assert err.value.status_code == 400 and "me.jpg" in err.value.detail
 
 

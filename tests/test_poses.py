@@ -10,6 +10,7 @@ from PIL import Image
 
 from lib_profile.hosts.base import HostError
 from lib_profile.studio import pose as P
+from lib_profile.studio import pose_detection
 
 NOSE, NECK, R_SH, L_SH, R_EYE, L_EYE, R_EAR, L_EAR = 0, 1, 2, 5, 14, 15, 16, 17
 NAMES = [p.stem for p in sorted(P.POSES_DIR.glob("*.json"))]
@@ -216,7 +217,7 @@ def test_editor_json_without_our_fields(tmp_path):
 
 
 def test_from_photo_astronaut(astronaut):
-    pose = P.from_photo(astronaut)
+    pose = pose_detection.from_photo(astronaut)
     b = pose.body
     assert (pose.width, pose.height) == (512, 512)
     for i in (NOSE, NECK, R_SH, L_SH, R_EYE, L_EYE):
@@ -233,14 +234,14 @@ def test_from_photo_without_person():
     from lib_profile import sample_photos
 
     with pytest.raises(HostError, match="No person"):
-        P.from_photo(sample_photos.coffee())
+        pose_detection.from_photo(sample_photos.coffee())
 
 
 # --------------------------------------------------------------------------------------------- DWPose
 
 def test_dwpose_missing_files_say_where(data_dir):
     with pytest.raises(HostError) as err:
-        P.DWPoseOnnx()
+        pose_detection.DWPoseOnnx()
     assert "yolox_l.onnx" in str(err.value) and "ProfileStudio" in str(err.value)
 
 
@@ -293,7 +294,7 @@ def _standin_dwpose(tmp_path):
 def test_dwpose_pipeline_geometry(tmp_path):
     pytest.importorskip("onnxruntime")
     det_path, pose_path = _standin_dwpose(tmp_path)
-    model = P.DWPoseOnnx(det_path, pose_path, providers=["CPUExecutionProvider"])
+    model = pose_detection.DWPoseOnnx(det_path, pose_path, providers=["CPUExecutionProvider"])
     image = Image.new("RGB", (400, 600), (90, 90, 90))
     boxes = model.detect_people(np.asarray(image))
     assert boxes.shape == (1, 4) and np.allclose(boxes[0], (100, 60, 300, 560), atol=0.05)
@@ -318,13 +319,13 @@ def test_dwpose_rejects_wrong_models(tmp_path):
     pytest.importorskip("onnxruntime")
     det_path, pose_path = _standin_dwpose(tmp_path)
     with pytest.raises(HostError, match="yolox_l.onnx"):
-        P.DWPoseOnnx(pose_path, pose_path)
+        pose_detection.DWPoseOnnx(pose_path, pose_path)
     with pytest.raises(HostError, match="dw-ll_ucoco_384.onnx"):
-        P.DWPoseOnnx(det_path, det_path)
+        pose_detection.DWPoseOnnx(det_path, det_path)
     bad = tmp_path / "garbage.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(HostError, match="Cannot load"):
-        P.DWPoseOnnx(bad, pose_path)
+        pose_detection.DWPoseOnnx(bad, pose_path)
 
 
 def test_dwpose_no_person(tmp_path):
@@ -333,4 +334,4 @@ def test_dwpose_no_person(tmp_path):
     empty = _save_constant_model(tmp_path / "empty.onnx", "images", [1, 3, 640, 640],
                                  {"output": np.zeros((1, 8400, 85), dtype=np.float32)})
     with pytest.raises(HostError, match="No person"):
-        P.DWPoseOnnx(empty, pose_path)(Image.new("RGB", (64, 64)))
+        pose_detection.DWPoseOnnx(empty, pose_path)(Image.new("RGB", (64, 64)))

@@ -76,7 +76,7 @@ def test_explain_and_edit_buttons(ready):
 
 
 def test_status_line_names_the_stage_only_while_it_runs():
-    from lib_profile.ui.tab import job_markdown
+    from lib_profile.ui.display import job_markdown
 
     job = {"kind": "edit", "id": "abc", "state": "running", "stage": "finishing", "progress": 0.5, "eta_s": 12,
            "messages": ["face detail, refine and upscale passes on the edit"]}
@@ -100,7 +100,7 @@ def test_the_pass_choice_offers_only_the_passes_a_portrait_has(ready, monkeypatc
 
 
 def test_generate_takes_the_size_and_steps_of_a_quick_try(ready):
-    from lib_profile.ui.tab import SIZES
+    from lib_profile.ui.portraits_section import SIZES
 
     studio, blocks, _gen = ready
     quick = next(name for name in SIZES if "quick" in name)
@@ -112,7 +112,7 @@ def test_generate_takes_the_size_and_steps_of_a_quick_try(ready):
 
 
 def test_a_queued_job_says_what_it_waits_for():
-    from lib_profile.ui.tab import job_markdown
+    from lib_profile.ui.display import job_markdown
 
     job = {"kind": "generate", "id": "b2", "state": "queued", "progress": 0, "messages": [],
            "waiting_for": {"id": "a1", "kind": "train", "identity": "anna"}}
@@ -120,7 +120,7 @@ def test_a_queued_job_says_what_it_waits_for():
 
 
 def test_the_intake_report_says_which_face_detector_ran_and_why():
-    from lib_profile.ui.tab import intake_markdown
+    from lib_profile.ui.display import intake_markdown
 
     report = {"counts": {"accepted": 6, "total": 6}, "min_photos": 5, "ready": True, "photos": [],
               "face_detector": {"name": "dlib", "note": "mediapipe cannot run here (RuntimeError: ...)"}}

@@ -69,7 +69,7 @@ def test_photos_are_removed_one_by_one_and_the_rest_checked_again(tab, tmp_path)
 
 def test_check_waits_for_photos_still_uploading(tab, tmp_path, monkeypatch):
     """Clicked while the browser still uploads, Check read every photo as 0 bytes; it waits for them now."""
-    from lib_profile.ui import tab as tab_module
+    from lib_profile.ui import uploads
 
     studio, blocks = tab
     handler(blocks, "do_create")("Anna", "woman")
@@ -90,7 +90,7 @@ def test_check_waits_for_photos_still_uploading(tab, tmp_path, monkeypatch):
     empty = tmp_path / "never.jpg"
     empty.write_bytes(b"")
     with pytest.raises(HostError, match="still uploading .*never.jpg"):
-        tab_module.wait_for_uploads([str(empty)], timeout=0.5, settle=0.1)
+        uploads.wait_for_uploads([str(empty)], timeout=0.5, settle=0.1)
     assert "No photos have arrived yet" in handler(blocks, "do_check")("Anna", [])[0]
 
 

@@ -276,9 +276,9 @@ class _FixedScorer:
 def test_network_dim_and_alpha_metadata_match_the_saved_tensors(intake_dir, tiny_checkpoint, tmp_path, monkeypatch,
                                                                select):
     """An average of checkpoints is re-factored with alpha = rank; the metadata must say what the file holds."""
-    from lib_profile.train import trainer as trainer_module
+    from lib_profile.train import validation
 
-    monkeypatch.setattr(trainer_module, "_Scorer", _FixedScorer)
+    monkeypatch.setattr(validation, "_Scorer", _FixedScorer)
     result = Trainer(intake_dir, tiny_checkpoint, tmp_path / "run",
                      small(steps=6, rank=4, alpha=8.0, validate_every=2, validation_images=1, validation_steps=1,
                            log_every=2, save_every=2, select=select)).run()
