@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> int:
     import torch
 
-    from lib_profile import sample_photos as S
+    from lib_profile import sample_photos
     from lib_profile.identity.embed import default_embedder
     from lib_profile.photos.faces import default_detector
     from lib_profile.photos.intake import run_intake
@@ -27,7 +27,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-intake-"))
     src = work / "photos"
     src.mkdir()
-    photos = S.selfies(S.astronaut, 10) + S.selfies(S.grace_hopper, 10)
+    photos = sample_photos.selfies(sample_photos.astronaut, 10) + sample_photos.selfies(sample_photos.grace_hopper, 10)
     for i, (name, im) in enumerate(photos):
         im.save(src / f"{i:02d}_{name}.jpg", quality=92)
     t0 = time.perf_counter()

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def make_intake(work: Path) -> Path:
-    from lib_profile import sample_photos as S
+    from lib_profile import sample_photos
     from lib_profile.photos.intake import run_intake
 
     src = work / "photos"
     src.mkdir()
-    for name, im in S.selfies(S.astronaut, 8):
+    for name, im in sample_photos.selfies(sample_photos.astronaut, 8):
         im.save(src / f"{name}.jpg")
     out = work / "intake"
     run_intake(src, out)

@@ -174,11 +174,11 @@ def api(studio):
 @pytest.fixture(scope="module")
 def intake_dir(tmp_path_factory):
     """A ready intake of six selfies of one person (tests/test_trainer.py, tests/test_trainer_process.py)."""
-    from lib_profile import sample_photos as S
+    from lib_profile import sample_photos
     from lib_profile.photos.intake import run_intake
 
     src = tmp_path_factory.mktemp("photos")
-    for name, im in S.selfies(S.astronaut, 6):
+    for name, im in sample_photos.selfies(sample_photos.astronaut, 6):
         im.save(src / f"{name}.jpg")
     out = tmp_path_factory.mktemp("intake") / "anna"
     assert run_intake(src, out)["ready"]

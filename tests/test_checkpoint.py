@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lib_profile.hosts.diffusers import ldm_layout as L, tiny
+from lib_profile.hosts.diffusers import ldm_layout, tiny
 from lib_profile.hosts.base import HostError
 from lib_profile.hosts.diffusers.checkpoint import load_controlnet, load_sd15, read_state_dict
 
@@ -54,19 +54,19 @@ def test_our_mapping_agrees_with_diffusers_own_converter(tiny_checkpoint, tiny_c
 
 def test_full_sd15_names_map_as_the_webui_expects():
     cfg = tiny.full_size_configs()["unet"]
-    assert L.unet_key("down_blocks.0.attentions.1.proj_in.weight", cfg) == "input_blocks.2.1.proj_in.weight"
-    assert L.unet_key("down_blocks.2.downsamplers.0.conv.bias", cfg) == "input_blocks.9.0.op.bias"
-    assert L.unet_key("down_blocks.3.resnets.1.conv2.weight", cfg) == "input_blocks.11.0.out_layers.3.weight"
-    assert L.unet_key("mid_block.attentions.0.proj_out.weight", cfg) == "middle_block.1.proj_out.weight"
-    assert L.unet_key("mid_block.resnets.1.time_emb_proj.weight", cfg) == "middle_block.2.emb_layers.1.weight"
-    assert L.unet_key("up_blocks.0.upsamplers.0.conv.weight", cfg) == "output_blocks.2.1.conv.weight"
-    assert L.unet_key("up_blocks.1.upsamplers.0.conv.weight", cfg) == "output_blocks.5.2.conv.weight"
-    assert L.unet_key("up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_out.0.weight", cfg) == \
+    assert ldm_layout.unet_key("down_blocks.0.attentions.1.proj_in.weight", cfg) == "input_blocks.2.1.proj_in.weight"
+    assert ldm_layout.unet_key("down_blocks.2.downsamplers.0.conv.bias", cfg) == "input_blocks.9.0.op.bias"
+    assert ldm_layout.unet_key("down_blocks.3.resnets.1.conv2.weight", cfg) == "input_blocks.11.0.out_layers.3.weight"
+    assert ldm_layout.unet_key("mid_block.attentions.0.proj_out.weight", cfg) == "middle_block.1.proj_out.weight"
+    assert ldm_layout.unet_key("mid_block.resnets.1.time_emb_proj.weight", cfg) == "middle_block.2.emb_layers.1.weight"
+    assert ldm_layout.unet_key("up_blocks.0.upsamplers.0.conv.weight", cfg) == "output_blocks.2.1.conv.weight"
+    assert ldm_layout.unet_key("up_blocks.1.upsamplers.0.conv.weight", cfg) == "output_blocks.5.2.conv.weight"
+    assert ldm_layout.unet_key("up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_out.0.weight", cfg) == \
         "output_blocks.11.1.transformer_blocks.0.attn2.to_out.0.weight"
-    assert L.unet_key("up_blocks.1.resnets.2.conv_shortcut.weight", cfg) == "output_blocks.5.0.skip_connection.weight"
+    assert ldm_layout.unet_key("up_blocks.1.resnets.2.conv_shortcut.weight", cfg) == "output_blocks.5.0.skip_connection.weight"
     vcfg = tiny.full_size_configs()["vae"]
-    assert L.vae_key("decoder.up_blocks.0.resnets.2.conv1.weight", vcfg) == "decoder.up.3.block.2.conv1.weight"
-    assert L.vae_key("encoder.down_blocks.1.resnets.0.conv_shortcut.weight", vcfg) == "encoder.down.1.block.0.nin_shortcut.weight"
+    assert ldm_layout.vae_key("decoder.up_blocks.0.resnets.2.conv1.weight", vcfg) == "decoder.up.3.block.2.conv1.weight"
+    assert ldm_layout.vae_key("encoder.down_blocks.1.resnets.0.conv_shortcut.weight", vcfg) == "encoder.down.1.block.0.nin_shortcut.weight"
 
 
 def _write(path, tensors):

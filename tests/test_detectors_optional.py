@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib_profile import sample_photos as S
+from lib_profile import sample_photos
 from lib_profile.hosts.base import HostError
 from lib_profile.photos.faces import YoloFaceDetector
 from lib_profile.photos.intake import IntakeOptions, run_intake
@@ -50,7 +50,7 @@ def test_yolo_detector_missing_or_broken_file(tmp_path):
 def test_intake_with_yolo_and_arcface(yolo_file, tmp_path):
     src = tmp_path / "photos"
     src.mkdir()
-    for name, im in S.selfies(S.astronaut, 3):
+    for name, im in sample_photos.selfies(sample_photos.astronaut, 3):
         im.save(src / f"{name}.jpg")
     onnx = export(TinyArcFace().eval(), tmp_path / "w600k_r50.onnx")
     report = run_intake(src, tmp_path / "yolo", IntakeOptions(detector="yolo", detector_model=str(yolo_file)))
@@ -65,7 +65,7 @@ def test_intake_with_yolo_and_arcface(yolo_file, tmp_path):
 def test_intake_cli_names_a_missing_optional_model(tmp_path):
     src = tmp_path / "p"
     src.mkdir()
-    S.astronaut().save(src / "a.jpg")
+    sample_photos.astronaut().save(src / "a.jpg")
     proc = subprocess.run([sys.executable, "-m", "lib_profile", "--data-dir", str(tmp_path / "data"), "intake",
                            str(src), "--out", str(tmp_path / "o"), "--embedder", "arcface"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)

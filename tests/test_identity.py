@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib_profile import sample_photos as S
+from lib_profile import sample_photos
 from lib_profile.hosts.base import HostError
 from lib_profile.identity.embed import (ArcFaceOnnxEmbedder, DlibEmbedder, align_112, cosine, default_embedder,
                                         reference_embedding)
@@ -18,8 +18,8 @@ def face_of(image):
 
 def test_dlib_tells_two_people_apart_and_keeps_one_person_together():
     emb = default_embedder()
-    same = [emb.embed(*face_of(im)) for _, im in S.selfies(S.astronaut, 6)]
-    other = emb.embed(*face_of(S.grace_hopper()))
+    same = [emb.embed(*face_of(im)) for _, im in sample_photos.selfies(sample_photos.astronaut, 6)]
+    other = emb.embed(*face_of(sample_photos.grace_hopper()))
     ref = reference_embedding(same)
     assert all(cosine(e, ref) > emb.same_person_min + 0.05 for e in same)
     assert cosine(other, ref) < emb.same_person_min

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from lib_profile import sample_photos as S
+from lib_profile import sample_photos
 from lib_profile.hosts.base import HostError
 from lib_profile.photos.checks import Thresholds
 from lib_profile.photos.intake import IntakeOptions, run_intake
@@ -41,15 +41,15 @@ def exif_rotated(image: Image.Image, path: Path) -> None:
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("selfies")
-    for name, im in S.selfies(S.astronaut, 10):
+    for name, im in sample_photos.selfies(sample_photos.astronaut, 10):
         im.save(d / f"a_{name}.jpg", quality=95)
-    astro = S.astronaut()
-    S.grace_hopper().save(d / "b_hopper.jpg")
-    S.coffee().save(d / "c_coffee.jpg")
-    S.chelsea().save(d / "c_chelsea.png")
+    astro = sample_photos.astronaut()
+    sample_photos.grace_hopper().save(d / "b_hopper.jpg")
+    sample_photos.coffee().save(d / "c_coffee.jpg")
+    sample_photos.chelsea().save(d / "c_chelsea.png")
     both = Image.new("RGB", (1024, 600), (90, 90, 90))
     both.paste(astro, (0, 44))
-    both.paste(S.grace_hopper(), (512, 0))
+    both.paste(sample_photos.grace_hopper(), (512, 0))
     both.save(d / "d_two_people.jpg")
     astro.filter(ImageFilter.GaussianBlur(4)).save(d / "e_blurry.jpg")
     ImageEnhance.Brightness(astro).enhance(0.3).save(d / "e_dark.jpg")
@@ -153,9 +153,9 @@ def test_report_file_identity_and_contact_sheet(intake):
 def test_too_few_photos_exit_2_with_what_to_add(tmp_path):
     src = tmp_path / "few"
     src.mkdir()
-    for name, im in S.selfies(S.astronaut, 3):
+    for name, im in sample_photos.selfies(sample_photos.astronaut, 3):
         im.save(src / f"{name}.jpg")
-    S.coffee().save(src / "coffee.jpg")
+    sample_photos.coffee().save(src / "coffee.jpg")
     proc = subprocess.run([sys.executable, "-m", "lib_profile", "intake", str(src), "--out", str(tmp_path / "out")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
@@ -237,7 +237,7 @@ def big_photo(face_px: int, where: str, seed: int = 0) -> tuple[Image.Image, tup
     rng = np.random.default_rng(seed)
     canvas = Image.fromarray((118 + rng.normal(0, 12, (BIG[1], BIG[0], 3))).clip(0, 255).astype(np.uint8))
     s = face_px / (ASTRO_FACE[3] - ASTRO_FACE[1])
-    head = S.astronaut().crop((96, 0, 356, 260))  # the face with its hair and shoulders around it
+    head = sample_photos.astronaut().crop((96, 0, 356, 260))  # the face with its hair and shoulders around it
     head = head.resize((round(260 * s), round(260 * s)), Image.LANCZOS)
     margin = 20
     free_x, free_y = BIG[0] - head.width, BIG[1] - head.height
@@ -285,10 +285,10 @@ def test_a_face_below_the_limit_is_too_small_not_missing(big_intake):
 # --- no_face says the likely cause, with its measured value ------------------------------------------------------
 
 NO_FACE_CAUSES = [
-    ("blurred", lambda: S.astronaut().filter(ImageFilter.GaussianBlur(10)), "very blurred (sharpness", "min_sharpness"),
-    ("dark", lambda: ImageEnhance.Brightness(S.astronaut()).enhance(0.02), "very dark (brightness", "min_brightness"),
-    ("landscape", lambda: S.coffee(), "crop closer", None),
-    ("landscape_12mp", lambda: S.coffee().resize(BIG, Image.BICUBIC), "crop closer", None),
+    ("blurred", lambda: sample_photos.astronaut().filter(ImageFilter.GaussianBlur(10)), "very blurred (sharpness", "min_sharpness"),
+    ("dark", lambda: ImageEnhance.Brightness(sample_photos.astronaut()).enhance(0.02), "very dark (brightness", "min_brightness"),
+    ("landscape", lambda: sample_photos.coffee(), "crop closer", None),
+    ("landscape_12mp", lambda: sample_photos.coffee().resize(BIG, Image.BICUBIC), "crop closer", None),
 ]
 
 

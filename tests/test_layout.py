@@ -159,3 +159,18 @@ def test_webui_modules_only_inside_functions_and_only_in_the_webui_corner(name):
     if not rel.startswith(WEBUI_PLACES):
         assert webui == [], f"{rel} imports the WebUI's modules; only {' and '.join(WEBUI_PLACES)} may"
         assert webui_names(path) == [], f"{rel} names WebUI modules or ADetailer arguments; only {' and '.join(WEBUI_PLACES)} may"
+
+
+def test_our_modules_are_imported_under_names_that_say_what_they_hold():
+    """No one-letter alias of a lib_profile module (``from lib_profile.photos import reasons as R``) in the package,
+    its tests or the benchmarks; ``torch.nn.functional as F`` stays, the field's own convention."""
+    files = [*MODULES.values(), *sorted((ROOT / "tests").rglob("*.py")), *sorted((ROOT / "bench").rglob("*.py"))]
+    short = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    source = node.module if isinstance(node, ast.ImportFrom) and node.module else alias.name
+                    if alias.asname and len(alias.asname) == 1 and source.startswith("lib_profile"):
+                        short.append(f"{path.relative_to(ROOT)}:{node.lineno} {alias.name} as {alias.asname}")
+    assert short == []

@@ -160,8 +160,8 @@ def test_one_call_is_in_the_openapi_with_both_bodies(api):
 
 def test_every_training_option_the_service_takes_is_a_request_field():
     """The request models refuse unknown fields, so each training option the service accepts must be one."""
-    from lib_profile.api import models as m
+    from lib_profile.api import models as api_models
     from lib_profile.service import TRAIN_OPTIONS
 
-    fields = getattr(m.TrainRequest, "model_fields", None) or m.TrainRequest.__fields__
+    fields = getattr(api_models.TrainRequest, "model_fields", None) or api_models.TrainRequest.__fields__
     assert set(TRAIN_OPTIONS) <= set(fields), set(TRAIN_OPTIONS) - set(fields)

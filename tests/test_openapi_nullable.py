@@ -5,7 +5,7 @@ import typing
 
 from pydantic import BaseModel
 
-from lib_profile.api import models as m
+from lib_profile.api import models as api_models
 from lib_profile.serve import make_app
 
 
@@ -23,8 +23,8 @@ def optional_fields(model) -> set:
 
 def test_optional_fields_are_nullable_in_openapi():
     schemas = make_app(lambda: None, ui=False).openapi()["components"]["schemas"]
-    models = [v for v in vars(m).values() if isinstance(v, type) and issubclass(v, BaseModel) and v is not BaseModel
-              and v.__module__ == m.__name__]
+    models = [v for v in vars(api_models).values() if isinstance(v, type) and issubclass(v, BaseModel) and v is not BaseModel
+              and v.__module__ == api_models.__name__]
     checked = 0
     for model in models:
         if model.__name__ not in schemas:

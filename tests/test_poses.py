@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from lib_profile.hosts.base import HostError
-from lib_profile.studio import pose as P
+from lib_profile.studio import pose as studio_pose
 from lib_profile.studio import pose_detection
 
 NOSE, NECK, R_SH, L_SH, R_EYE, L_EYE, R_EAR, L_EAR = 0, 1, 2, 5, 14, 15, 16, 17
-NAMES = [p.stem for p in sorted(P.POSES_DIR.glob("*.json"))]
+NAMES = [p.stem for p in sorted(studio_pose.POSES_DIR.glob("*.json"))]
 
 
 def _dist(pose, a, b):
@@ -22,7 +22,7 @@ def _dist(pose, a, b):
 
 def test_at_least_eight_curated_templates():
     assert len(NAMES) >= 8
-    poses = P.list_poses()
+    poses = studio_pose.list_poses()
     assert [p.name for p in poses] == sorted(NAMES)
     for must in ("frontal_shoulders", "three_quarter_left", "three_quarter_right", "arms_crossed", "hand_on_chin"):
         assert must in NAMES
@@ -30,16 +30,16 @@ def test_at_least_eight_curated_templates():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_template_is_a_plausible_portrait(name):
-    pose = P.load_pose(name)
+    pose = studio_pose.load_pose(name)
     b = pose.body
     assert pose.name == name and pose.title and pose.description.endswith(".")
-    assert pose.framing in P.FRAMINGS
+    assert pose.framing in studio_pose.FRAMINGS
     assert (pose.width, pose.height) == (512, 768)  # SD1.5's 2:3 portrait
     assert b.shape == (18, 3) and set(np.unique(b[:, 2])) <= {0.0, 1.0}
     vis = b[b[:, 2] > 0]
     assert np.all((vis[:, 0] >= 0) & (vis[:, 0] < pose.width) & (vis[:, 1] >= 0) & (vis[:, 1] < pose.height))
     for i in (NOSE, NECK, R_SH, L_SH, R_EYE, L_EYE):
-        assert pose.visible(i), P.KEYPOINT_NAMES[i]
+        assert pose.visible(i), studio_pose.KEYPOINT_NAMES[i]
     assert b[NOSE, 1] < b[NECK, 1]  # nose above the neck
     assert b[R_SH, 0] < b[NECK, 0] < b[L_SH, 0]  # the subject's right shoulder on the image's left
     assert abs(b[NECK, 0] - (b[R_SH, 0] + b[L_SH, 0]) / 2) < 1 and abs(b[NECK, 1] - (b[R_SH, 1] + b[L_SH, 1]) / 2) < 1
@@ -58,14 +58,14 @@ def test_template_is_a_plausible_portrait(name):
             assert _dist(pose, a, c) < 1.7 * _dist(pose, NOSE, NECK)
     if pose.framing == "half body":
         assert pose.visible(8) and pose.visible(11) and b[8, 1] > b[NECK, 1] + 2 * eye_span
-    assert P.thumbnail_path(name).is_file()
-    with Image.open(P.thumbnail_path(name)) as thumb:
+    assert studio_pose.thumbnail_path(name).is_file()
+    with Image.open(studio_pose.thumbnail_path(name)) as thumb:
         assert thumb.size == (128, 192) and thumb.mode == "RGB"
-        assert np.array_equal(np.asarray(thumb), np.asarray(P.thumbnail(pose)))  # in step with the JSON
+        assert np.array_equal(np.asarray(thumb), np.asarray(studio_pose.thumbnail(pose)))  # in step with the JSON
 
 
 def test_mirrored_templates_swap_sides():
-    left, right = P.load_pose("three_quarter_left"), P.load_pose("three_quarter_right")
+    left, right = studio_pose.load_pose("three_quarter_left"), studio_pose.load_pose("three_quarter_right")
     assert np.allclose(left.body[NOSE, 0], 512 - right.body[NOSE, 0], atol=0.2)
     assert np.allclose(left.body[R_SH, 0], 512 - right.body[L_SH, 0], atol=0.2)
 
@@ -78,8 +78,8 @@ def _colour_near(img: np.ndarray, xy, colour, r=3) -> bool:
 
 @pytest.mark.parametrize("size", [(512, 768), (768, 1152), (64, 96)])
 def test_render_sizes(size):
-    pose = P.load_pose("frontal_shoulders")
-    img = P.render(pose, *size)
+    pose = studio_pose.load_pose("frontal_shoulders")
+    img = studio_pose.render(pose, *size)
     assert img.size == size and img.mode == "RGB"
     arr = np.asarray(img)
     assert arr.any()
@@ -90,22 +90,22 @@ def test_render_sizes(size):
     assert arr[y - 1:y + 2, x - 1:x + 2].any()
     if size[0] >= 512:
         assert tuple(arr[int(mid[1]), int(mid[0])]) == (153, 0, 0)  # limb colour at 60 %
-        assert _colour_near(arr, neck, P.COLORS[NECK])  # the neck joint's own orange
-        assert _colour_near(arr, pose.body[NOSE, :2] * s, P.COLORS[NOSE])
+        assert _colour_near(arr, neck, studio_pose.COLORS[NECK])  # the neck joint's own orange
+        assert _colour_near(arr, pose.body[NOSE, :2] * s, studio_pose.COLORS[NOSE])
     black = arr.reshape(-1, 3).any(axis=1).mean()
     assert black < 0.2  # a drawing on black, not a filled image
 
 
 def test_render_letterboxes_other_aspects():
-    pose = P.load_pose("frontal_shoulders")
-    arr = np.asarray(P.render(pose, 768, 768))  # square: the 2:3 pose centred with bars left and right
+    pose = studio_pose.load_pose("frontal_shoulders")
+    arr = np.asarray(studio_pose.render(pose, 768, 768))  # square: the 2:3 pose centred with bars left and right
     cols = np.nonzero(arr.any(axis=(0, 2)))[0]
     assert cols.min() > 128 and cols.max() < 768 - 128
-    assert _colour_near(arr, (pose.body[NECK, 0] + 128, pose.body[NECK, 1]), P.COLORS[NECK])
+    assert _colour_near(arr, (pose.body[NECK, 0] + 128, pose.body[NECK, 1]), studio_pose.COLORS[NECK])
 
 
 def _hands_face_pose():
-    pose = P.load_pose("hand_on_chin")
+    pose = studio_pose.load_pose("hand_on_chin")
     wrist = pose.body[4, :2]
     hand = np.zeros((21, 3))
     for i in range(21):
@@ -140,21 +140,21 @@ def test_render_matches_controlnet_preprocessor_drawing():
         if hand[:, 2].any():
             ref = util.draw_handpose(ref, kps(hand, Keypoint(0, 0)))
     ref = util.draw_facepose(ref, kps(pose.face, Keypoint(0, 0)))
-    ours = np.asarray(P.render(pose, W, H))
+    ours = np.asarray(studio_pose.render(pose, W, H))
     differ = np.any(np.abs(ref.astype(int) - ours.astype(int)) > 2, axis=2)
     assert differ.mean() < 0.002, differ.sum()
 
 
 def test_render_draws_hands_and_face():
     pose = _hands_face_pose()
-    arr = np.asarray(P.render(pose, 512, 768))
+    arr = np.asarray(studio_pose.render(pose, 512, 768))
     assert _colour_near(arr, pose.hands[1][8, :2], (0, 0, 255))  # hand joints in blue
     assert _colour_near(arr, pose.face[17, :2], (255, 255, 255))  # face points in white
 
 
 def test_unknown_name_lists_available():
     with pytest.raises(HostError) as err:
-        P.load_pose("no_such_pose")
+        studio_pose.load_pose("no_such_pose")
     msg = str(err.value)
     assert "no_such_pose" in msg and "frontal_shoulders" in msg and "arms_crossed" in msg
 
@@ -163,34 +163,34 @@ def test_bad_files(tmp_path):
     bad = tmp_path / "broken.json"
     bad.write_text("{ not json", encoding="utf-8")
     with pytest.raises(HostError, match="Cannot read pose file"):
-        P.load_pose(bad)
+        studio_pose.load_pose(bad)
     with pytest.raises(HostError, match="not found"):
-        P.load_pose(tmp_path / "missing.json")
+        studio_pose.load_pose(tmp_path / "missing.json")
     short = tmp_path / "short.json"
     short.write_text(json.dumps({"canvas_width": 512, "canvas_height": 768,
                                  "people": [{"pose_keypoints_2d": [1.0, 2.0, 1.0] * 17}]}))
     with pytest.raises(HostError, match="51 numbers; expected 18 points"):
-        P.load_pose(short)
+        studio_pose.load_pose(short)
     nobody = tmp_path / "nobody.json"
     nobody.write_text(json.dumps({"canvas_width": 512, "canvas_height": 768, "people": []}))
     with pytest.raises(HostError, match="no person"):
-        P.load_pose(nobody)
+        studio_pose.load_pose(nobody)
     no_canvas = tmp_path / "no_canvas.json"
     no_canvas.write_text(json.dumps({"people": [{"pose_keypoints_2d": [10.0, 20.0, 1.0] * 18}]}))
     with pytest.raises(HostError, match="canvas_width"):
-        P.load_pose(no_canvas)
+        studio_pose.load_pose(no_canvas)
     hand = tmp_path / "hand.json"
     hand.write_text(json.dumps({"canvas_width": 512, "canvas_height": 768, "people": [
         {"pose_keypoints_2d": [10.0, 20.0, 1.0] * 18, "hand_left_keypoints_2d": [1.0] * 60}]}))
     with pytest.raises(HostError, match="hand_left_keypoints_2d"):
-        P.load_pose(hand)
+        studio_pose.load_pose(hand)
 
 
 def test_json_round_trip(tmp_path):
     pose = _hands_face_pose()
     path = tmp_path / "mine.json"
-    path.write_text(json.dumps(P.pose_to_json(pose)), encoding="utf-8")
-    back = P.load_pose(path)
+    path.write_text(json.dumps(studio_pose.pose_to_json(pose)), encoding="utf-8")
+    back = studio_pose.load_pose(path)
     assert (back.name, back.title, back.description, back.framing) == (pose.name, pose.title, pose.description,
                                                                       pose.framing)
     assert (back.width, back.height) == (512, 768)
@@ -198,21 +198,21 @@ def test_json_round_trip(tmp_path):
     assert np.allclose(back.hands[1], pose.hands[1], atol=0.01) and not back.hands[0].any()
     assert np.allclose(back.face, pose.face, atol=0.01)
     for name in NAMES:  # the shipped files are exactly what pose_to_json writes
-        assert P.pose_to_json(P.load_pose(name)) == json.loads((P.POSES_DIR / f"{name}.json").read_text())
+        assert studio_pose.pose_to_json(studio_pose.load_pose(name)) == json.loads((studio_pose.POSES_DIR / f"{name}.json").read_text())
 
 
 def test_editor_json_without_our_fields(tmp_path):
     """A plain ControlNet OpenPose-editor file: normalised coordinates, 68-point face, no name/title."""
-    body = P.load_pose("arms_crossed").body.copy()
+    body = studio_pose.load_pose("arms_crossed").body.copy()
     body[:, 0] /= 512
     body[:, 1] /= 768
     face = [0.5, 0.2, 1.0] * 68
     path = tmp_path / "editor_pose.json"
     path.write_text(json.dumps({"canvas_width": 512, "canvas_height": 768,
                                 "people": [{"pose_keypoints_2d": body.ravel().tolist(), "face_keypoints_2d": face}]}))
-    pose = P.load_pose(str(path))
+    pose = studio_pose.load_pose(str(path))
     assert pose.name == "editor_pose" and pose.title == "Editor pose" and pose.framing == "half body"
-    assert np.allclose(pose.body[:, :2], P.load_pose("arms_crossed").body[:, :2], atol=0.01)
+    assert np.allclose(pose.body[:, :2], studio_pose.load_pose("arms_crossed").body[:, :2], atol=0.01)
     assert pose.face.shape == (70, 3) and pose.face[68:].sum() == 0 and pose.face[0, 0] == pytest.approx(256)
 
 
@@ -221,13 +221,13 @@ def test_from_photo_astronaut(astronaut):
     b = pose.body
     assert (pose.width, pose.height) == (512, 512)
     for i in (NOSE, NECK, R_SH, L_SH, R_EYE, L_EYE):
-        assert pose.visible(i), P.KEYPOINT_NAMES[i]
+        assert pose.visible(i), studio_pose.KEYPOINT_NAMES[i]
     assert b[R_SH, 0] < b[NOSE, 0] < b[L_SH, 0]
     assert b[NECK, 1] > b[NOSE, 1] + 50
     assert b[R_EYE, 0] < b[L_EYE, 0] and max(b[R_EYE, 1], b[L_EYE, 1]) < b[NOSE, 1]
     vis = b[b[:, 2] > 0]
     assert np.all((vis[:, :2] >= 0) & (vis[:, :2] < 512))
-    assert np.asarray(P.render(pose, 512, 768)).any()
+    assert np.asarray(studio_pose.render(pose, 512, 768)).any()
 
 
 def test_from_photo_without_person():
@@ -312,7 +312,7 @@ def test_dwpose_pipeline_geometry(tmp_path):
     assert pose.hands[0][0] == pytest.approx((*img(100, 300), 1.0), abs=0.01)  # left hand root
     assert pose.hands[1][0] == pytest.approx((*img(190, 300), 1.0), abs=0.01)
     assert pose.face.shape == (70, 3) and pose.face[7] == pytest.approx((*img(144, 110), 1.0), abs=0.01)
-    assert np.asarray(P.render(pose, 400, 600)).any()
+    assert np.asarray(studio_pose.render(pose, 400, 600)).any()
 
 
 def test_dwpose_rejects_wrong_models(tmp_path):

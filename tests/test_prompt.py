@@ -2,7 +2,7 @@
 
 import pytest
 
-from lib_profile.prompts import parse as P
+from lib_profile.prompts import parse
 from lib_profile.prompts.tokenizer import load_tokenizer
 
 
@@ -27,30 +27,30 @@ def test_tokenizer_gives_clip_ids(tokenizer):
     ("a BREAK b", [("a", 1.0), ("BREAK", -1), ("b", 1.0)]),
 ])
 def test_emphasis_grammar(text, expected):
-    assert P.parse_attention(text) == expected
+    assert parse.parse_attention(text) == expected
 
 
 def test_lora_tags_are_taken_out():
-    parsed = P.parse("photo of sks woman, <lora:anna_v3:0.8>, smiling <hypernet:x>")
+    parsed = parse.parse("photo of sks woman, <lora:anna_v3:0.8>, smiling <hypernet:x>")
     assert [(n.kind, n.name, n.weight) for n in parsed.networks] == [("lora", "anna_v3", 0.8), ("hypernet", "x", 1.0)]
     assert "<" not in parsed.text
 
 
 def test_chunks_hold_75_tokens_and_break_starts_a_new_one(tokenizer):
-    chunks = P.chunk_tokens(tokenizer, [("cat " * 80, 1.0)])
+    chunks = parse.chunk_tokens(tokenizer, [("cat " * 80, 1.0)])
     assert len(chunks) == 2 and all(len(c.ids) == 77 for c in chunks)
     assert chunks[0].ids[0] == 49406 and chunks[0].ids[-1] == 49407
-    assert P.chunk_tokens(tokenizer, P.parse_attention("a cat BREAK a dog")).__len__() == 2
-    assert len(P.chunk_tokens(tokenizer, [("", 1.0)])) == 1
+    assert parse.chunk_tokens(tokenizer, parse.parse_attention("a cat BREAK a dog")).__len__() == 2
+    assert len(parse.chunk_tokens(tokenizer, [("", 1.0)])) == 1
 
 
 def test_token_count_ignores_tags_and_weights(tokenizer):
-    assert P.token_count(tokenizer, "a photo of a cat") == 5
-    assert P.token_count(tokenizer, "a (photo:1.2) of a cat <lora:x:1>") == 5
+    assert parse.token_count(tokenizer, "a photo of a cat") == 5
+    assert parse.token_count(tokenizer, "a (photo:1.2) of a cat <lora:x:1>") == 5
 
 
 def test_weights_follow_their_tokens(tokenizer):
-    chunk = P.chunk_tokens(tokenizer, P.parse_attention("a (red:1.5) car"))[0]
+    chunk = parse.chunk_tokens(tokenizer, parse.parse_attention("a (red:1.5) car"))[0]
     red = tokenizer("red", add_special_tokens=False).input_ids[0]
     assert chunk.weights[chunk.ids.index(red)] == 1.5
     assert chunk.weights[1] == 1.0
@@ -90,9 +90,9 @@ def test_emphasis_is_normalised_per_chunk_as_the_webui_does(tokenizer, text_enco
     import torch
 
     with torch.no_grad():
-        z, n = P.encode(text_encoder, tokenizer, prompt, min_chunks=min_chunks)
-        chunks = P.chunk_tokens(tokenizer, P.parse(prompt).pieces)
-        chunks += P.chunk_tokens(tokenizer, [("", 1.0)]) * (min_chunks - len(chunks))
+        z, n = parse.encode(text_encoder, tokenizer, prompt, min_chunks=min_chunks)
+        chunks = parse.chunk_tokens(tokenizer, parse.parse(prompt).pieces)
+        chunks += parse.chunk_tokens(tokenizer, [("", 1.0)]) * (min_chunks - len(chunks))
         assert n == len(chunks) == max(min_chunks, n) and z.shape[1] == 77 * n
         # CLIP encodes each chunk's row on its own (one batch here, so the float rounding is the same as encode's)
         plain = text_encoder(torch.tensor([c.ids for c in chunks])).last_hidden_state

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from lib_profile.photos import reasons as R
+from lib_profile.photos import reasons
 from lib_profile.photos.reading import (DEFAULT_MAX_PIXELS, SUPPORTED_FORMATS, PhotoRead, read_photo,
                                         read_photo_bytes)
 
@@ -241,7 +241,7 @@ def test_animation_gives_its_first_frame(read, tmp_path, fmt, filename):
 def test_zero_byte_file(read, tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
-    _assert_rejected(read(path), R.UNREADABLE, "empty")
+    _assert_rejected(read(path), reasons.UNREADABLE, "empty")
 
 
 @pytest.mark.parametrize("fmt,filename", [("JPEG", "half.jpg"), ("PNG", "half.png"), ("WEBP", "half.webp"),
@@ -252,43 +252,43 @@ def test_truncated_file(read, tmp_path, astronaut, fmt, filename):
     astronaut.save(whole, fmt)
     data = whole.read_bytes()
     (tmp_path / filename).write_bytes(data[:len(data) // 2])
-    _assert_rejected(read(tmp_path / filename), R.UNREADABLE, "cut short or damaged", "copy it again")
+    _assert_rejected(read(tmp_path / filename), reasons.UNREADABLE, "cut short or damaged", "copy it again")
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
 def test_damaged_header(read, tmp_path):
     path = tmp_path / "stub.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # a PNG signature and nothing usable after it
-    _assert_rejected(read(path), R.UNREADABLE, "damaged")
+    _assert_rejected(read(path), reasons.UNREADABLE, "damaged")
 
 
 def test_text_file_named_jpg(read, tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("Remember to bring the good camera tomorrow.\n" * 20)
-    _assert_rejected(read(path), R.UNSUPPORTED_FORMAT, "not an image", "JPEG")
+    _assert_rejected(read(path), reasons.UNSUPPORTED_FORMAT, "not an image", "JPEG")
 
 
 def test_format_pil_knows_but_we_do_not_take(read, tmp_path, astronaut):
     path = tmp_path / "photo.tga"
     astronaut.save(path, "TGA")
     r = read(path)
-    _assert_rejected(r, R.UNSUPPORTED_FORMAT, "TGA", "JPEG or PNG")
+    _assert_rejected(r, reasons.UNSUPPORTED_FORMAT, "TGA", "JPEG or PNG")
     assert r.info["format"] == "TGA"
 
 
 def test_avif_is_named_not_called_a_non_image(tmp_path):
     data = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + b"\x00" * 64  # an AVIF header, no image
-    _assert_rejected(read_photo_bytes(data, "photo.avif"), R.UNSUPPORTED_FORMAT, "AVIF")
+    _assert_rejected(read_photo_bytes(data, "photo.avif"), reasons.UNSUPPORTED_FORMAT, "AVIF")
 
 
 def test_missing_path(tmp_path):
     r = read_photo(tmp_path / "no-such-photo.jpg")
-    _assert_rejected(r, R.UNREADABLE, "not found")
+    _assert_rejected(r, reasons.UNREADABLE, "not found")
     assert r.path == str(tmp_path / "no-such-photo.jpg")
 
 
 def test_folder_instead_of_file(tmp_path):
-    _assert_rejected(read_photo(tmp_path), R.UNREADABLE, "folder")
+    _assert_rejected(read_photo(tmp_path), reasons.UNREADABLE, "folder")
 
 
 @needs_heif  # to write the HEIC file
@@ -306,7 +306,7 @@ def test_heic_without_pillow_heif_says_what_to_install(tmp_path, astronaut):
     assert len(lines) == 2
     for line in lines:
         code_, message = line.split(" | ")
-        assert code_ == R.UNSUPPORTED_FORMAT and "pip install pillow-heif" in message
+        assert code_ == reasons.UNSUPPORTED_FORMAT and "pip install pillow-heif" in message
 
 
 # -- size limit -------------------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_too_large_is_refused_before_decoding(read, tmp_path, side):
         warnings.simplefilter("error")  # no DecompressionBombWarning leaks out either
         r = read(path)
     assert time.perf_counter() - start < 2  # nothing was decoded or allocated
-    msg = _assert_rejected(r, R.TOO_LARGE, "too large", "smaller photo", "50 megapixels")
+    msg = _assert_rejected(r, reasons.TOO_LARGE, "too large", "smaller photo", "50 megapixels")
     assert r.reason.value == side * side and r.reason.threshold == DEFAULT_MAX_PIXELS
     assert f"{side * side / 1e6:.3g} megapixels" in msg
 
@@ -341,7 +341,7 @@ def test_max_pixels_is_ours_to_set(read, tmp_path, astronaut):
     path = tmp_path / "photo.png"
     astronaut.save(path)
     r = read(path, max_pixels=100_000)
-    msg = _assert_rejected(r, R.TOO_LARGE, "512 x 512")
+    msg = _assert_rejected(r, reasons.TOO_LARGE, "512 x 512")
     assert r.reason.value == 512 * 512 and r.reason.threshold == 100_000 and "0.1 megapixels" in msg
     _assert_ok(read(path, max_pixels=512 * 512))
 
@@ -362,4 +362,4 @@ def test_damaged_bytes_never_raise(astronaut, fmt):
             assert r.image is not None and r.image.mode == "RGB"
         else:
             _assert_rejected(r, r.reason.code)
-            assert r.reason.code in (R.UNREADABLE, R.UNSUPPORTED_FORMAT, R.TOO_LARGE)
+            assert r.reason.code in (reasons.UNREADABLE, reasons.UNSUPPORTED_FORMAT, reasons.TOO_LARGE)

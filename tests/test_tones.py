@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lib_profile.hosts.base import HostError
-from lib_profile.studio import tone as T
+from lib_profile.studio import tone
 
 
 def r_minus_b(image):
@@ -15,7 +15,7 @@ def r_minus_b(image):
 
 
 def test_shipped_presets(tmp_path):
-    tones = {t.name: t for t in T.list_tones(tmp_path)}
+    tones = {t.name: t for t in tone.list_tones(tmp_path)}
     assert list(tones)[:3] == ["warm", "cool", "neutral"]
     assert (tones["cool"].sampler, tones["cool"].scheduler) == ("DPM++ 2M", "Karras")
     assert tones["cool"].alternatives == ["Euler a"]
@@ -28,21 +28,21 @@ def test_shipped_presets(tmp_path):
 def test_grade_warms_cools_and_neutral_leaves(photo, request):
     image = request.getfixturevalue(photo)
     base = r_minus_b(image)
-    warm = T.grade_image(image, T.get_tone("warm"))
-    cool = T.grade_image(image, T.get_tone("cool"))
-    neutral = T.grade_image(image, T.get_tone("neutral"), 1.0)
+    warm = tone.grade_image(image, tone.get_tone("warm"))
+    cool = tone.grade_image(image, tone.get_tone("cool"))
+    neutral = tone.grade_image(image, tone.get_tone("neutral"), 1.0)
     assert r_minus_b(warm) > base + 5
     assert r_minus_b(cool) < base - 5
     assert np.array_equal(np.asarray(neutral), np.asarray(image))
 
 
 def test_strength_scales_the_grade(astronaut):
-    warm = T.get_tone("warm")
-    shifts = [r_minus_b(T.grade_image(astronaut, warm, s)) for s in (0.0, 0.3, 0.6, 1.0)]
+    warm = tone.get_tone("warm")
+    shifts = [r_minus_b(tone.grade_image(astronaut, warm, s)) for s in (0.0, 0.3, 0.6, 1.0)]
     assert shifts[0] == pytest.approx(r_minus_b(astronaut), abs=0.01)
     assert shifts == sorted(shifts) and shifts[-1] - shifts[0] > 10
     with pytest.raises(HostError, match="strength"):
-        T.grade_image(astronaut, warm, 1.5)
+        tone.grade_image(astronaut, warm, 1.5)
 
 
 def test_user_presets_add_and_override(tmp_path, astronaut):
@@ -52,9 +52,9 @@ def test_user_presets_add_and_override(tmp_path, astronaut):
         "name": "sunset", "title": "Sunset", "prompt": "sunset light", "sampler": "Euler", "scheduler": "Automatic",
         "grade": {"temperature": 0.9, "highlights": [0.2, 0.05, -0.1]}, "strength": 0.8}))
     (folder / "cool.json").write_text(json.dumps({"name": "cool", "title": "My cool", "sampler": "Euler a"}))
-    tones = {t.name: t for t in T.list_tones(tmp_path)}
+    tones = {t.name: t for t in tone.list_tones(tmp_path)}
     assert tones["sunset"].source.endswith("sunset.json") and tones["cool"].title == "My cool"
-    assert r_minus_b(T.grade_image(astronaut, tones["sunset"])) > r_minus_b(astronaut) + 10
+    assert r_minus_b(tone.grade_image(astronaut, tones["sunset"])) > r_minus_b(astronaut) + 10
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -67,12 +67,12 @@ def test_bad_user_presets_are_named(tmp_path, bad, message):
     (tmp_path / "tones").mkdir()
     (tmp_path / "tones" / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(HostError, match=message):
-        T.list_tones(tmp_path)
+        tone.list_tones(tmp_path)
 
 
 def test_unknown_tone_lists_the_choices(tmp_path):
     with pytest.raises(HostError, match="warm, cool, neutral"):
-        T.get_tone("sepia", tmp_path)
+        tone.get_tone("sepia", tmp_path)
 
 
 def test_cli_lists_tones(tmp_path):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from lib_profile.hosts.base import HostError, LoraRef, Txt2ImgRequest
 from lib_profile.hosts.diffusers import ldm_layout, tiny
-from lib_profile.train import lora as L
+from lib_profile.train import lora
 from lib_profile.train.trainer import Events, TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def test_export_is_kohya_and_covers_every_targeted_layer(intake_dir, tiny_checkp
     with safe_open(str(path), "pt") as f:
         keys, meta = set(f.keys()), f.metadata()
     unet = tiny.build_modules()[0]
-    targets = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear) and n.endswith(L.ATTENTION)]
+    targets = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear) and n.endswith(lora.ATTENTION)]
     blocks = [m for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
     assert len(targets) == 8 * len(blocks) == 88  # q, k, v, out of self- and cross-attention in every block
     for name in targets:
@@ -136,7 +136,7 @@ def test_keys_hit_the_modules_a1111_and_forge_patch_for_every_sd15_layer():
                for k in unet.state_dict()}
     compvis |= {"transformer_" + k.rsplit(".", 1)[0].replace(".", "_") for k in text.state_dict()}
     diffusers_names = {n.replace(".", "_") for n, _ in unet.named_modules()}
-    layers = L.inject(unet, text, rank=4, alpha=4, seed=0, feed_forward=True, train_text=True)
+    layers = lora.inject(unet, text, rank=4, alpha=4, seed=0, feed_forward=True, train_text=True)
     unet_keys = [k for k in layers if k.startswith("lora_unet_")]
     assert len(unet_keys) == 16 * 10  # 16 transformer blocks x (attn1 q/k/v/out + attn2 q/k/v/out + ff 2)
     for key in layers:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lib_profile.train import parent as P
+from lib_profile.train import parent as parent_process
 from lib_profile.train.runlock import LOCK_NAME, LOCKED, RunLock, RunLocked, holder
 from lib_profile.train.trainer import TrainConfig, Trainer
 
@@ -133,13 +133,13 @@ def test_the_trainer_dies_with_the_process_that_started_it(intake_dir, tmp_path,
 
 def test_the_watchdog_stops_when_the_parent_is_gone(monkeypatch):
     stopped = []
-    monkeypatch.setattr(P, "set_death_signal", lambda: False)
-    P.watch_parent(os.getppid() + 999_999, stop=lambda: stopped.append("at once"))  # not our parent: gone already
+    monkeypatch.setattr(parent_process, "set_death_signal", lambda: False)
+    parent_process.watch_parent(os.getppid() + 999_999, stop=lambda: stopped.append("at once"))  # not our parent: gone already
     assert stopped == ["at once"]
     flips = iter([True, True, False])
-    monkeypatch.setattr(P, "parent_alive", lambda pid: next(flips))
+    monkeypatch.setattr(parent_process, "parent_alive", lambda pid: next(flips))
     done = __import__("threading").Event()
-    P.watch_parent(os.getppid(), stop=lambda: (stopped.append("later"), done.set()), poll_s=0.01)
+    parent_process.watch_parent(os.getppid(), stop=lambda: (stopped.append("later"), done.set()), poll_s=0.01)
     assert done.wait(30) and stopped == ["at once", "later"]
-    P.watch_parent(None, stop=lambda: stopped.append("never"))
+    parent_process.watch_parent(None, stop=lambda: stopped.append("never"))
     assert stopped == ["at once", "later"]

@@ -215,15 +215,13 @@ def test_forge_block_keys():
 
 
 def test_forge_script_patches_a_clone_and_the_patch_computes_attention():
-    import types as t
-
     from lib_profile.hosts.webui.forge_attention import controlled
 
     class Script:  # modules.scripts.Script stand-in
         pass
 
     original = UnetPatcher(forge_model())
-    p = t.SimpleNamespace(sd_model=t.SimpleNamespace(forge_objects=t.SimpleNamespace(unet=original)))
+    p = types.SimpleNamespace(sd_model=types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=original)))
     cb, rec = callbacks(), Recorder()
     with controlled(rec, (4, 4), cb, Script) as scripts:
         (script,) = scripts
@@ -234,7 +232,7 @@ def test_forge_script_patches_a_clone_and_the_patch_computes_attention():
         assert patched is not original and original.patches == {}
         assert set(patched.patches) == {("attn1", "input", 4, 0), ("attn2", "input", 4, 0), ("attn2", "middle", 0, 0)}
         for fn in cb.registry["cfg_denoiser"]:
-            fn(t.SimpleNamespace(sampling_step=1, total_sampling_steps=4))
+            fn(types.SimpleNamespace(sampling_step=1, total_sampling_steps=4))
         q, k, v = torch.randn(2, 16, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 8)
         out = patched.patches[("attn2", "input", 4, 0)](q, k, v, {"n_heads": 2, "cond_or_uncond": [1, 0]})
         qh, kh, vh = (x.reshape(2, -1, 2, 4).transpose(1, 2) for x in (q, k, v))

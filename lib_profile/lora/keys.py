@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from lib_profile.hosts.diffusers import ldm_layout as L
+from lib_profile.hosts.diffusers import ldm_layout
 
 UNET = "lora_unet_"
 TE = "lora_te_"
@@ -22,7 +22,7 @@ def unet_module_key(diffusers_name: str) -> str:
 
 def unet_compvis_key(diffusers_name: str, cfg: Mapping[str, Any]) -> str:
     """The compvis form (``lora_unet_input_blocks_1_1_...``), also accepted by both hosts."""
-    return UNET + L.unet_key(diffusers_name + ".weight", cfg).removesuffix(".weight").replace(".", "_")
+    return UNET + ldm_layout.unet_key(diffusers_name + ".weight", cfg).removesuffix(".weight").replace(".", "_")
 
 
 def te_module_key(hf_name: str) -> str:

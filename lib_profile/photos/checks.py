@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 from lib_profile.hosts.base import HostError
-from lib_profile.photos import reasons as R
+from lib_profile.photos import reasons
 from lib_profile.photos.faces import Face
 from lib_profile.photos.reasons import Reason
 
@@ -53,25 +53,25 @@ class Thresholds:
 
 def check_size(width: int, height: int, t: Thresholds) -> list[Reason]:
     if min(width, height) < t.min_side:
-        return [Reason(R.IMAGE_TOO_SMALL, f"The photo is {width}x{height} px; use one at least {t.min_side} px "
+        return [Reason(reasons.IMAGE_TOO_SMALL, f"The photo is {width}x{height} px; use one at least {t.min_side} px "
                        "on its shorter side.", min(width, height), t.min_side)]
     return []
 
 
 def check_faces(faces: list[Face], t: Thresholds) -> list[Reason]:
     if not faces:
-        return [Reason(R.NO_FACE, "No face found. Use a photo where your face is clearly visible.")]
+        return [Reason(reasons.NO_FACE, "No face found. Use a photo where your face is clearly visible.")]
     out = []
     main = faces[0]
     side = min(main.width, main.height)
     if len(faces) > 1:
         ratio = max(min(f.width, f.height) for f in faces[1:]) / max(side, 1.0)
         if ratio >= t.second_face_ratio:
-            out.append(Reason(R.MULTIPLE_FACES, f"There are {len(faces)} faces of similar size. Use photos with only you in "
+            out.append(Reason(reasons.MULTIPLE_FACES, f"There are {len(faces)} faces of similar size. Use photos with only you in "
                               "them (a small face far in the background is fine).", round(ratio, 2),
                               t.second_face_ratio))
     if side < t.min_face_px:
-        out.append(Reason(R.FACE_TOO_SMALL, f"The face is only {side:.0f} px; step closer or use a larger photo "
+        out.append(Reason(reasons.FACE_TOO_SMALL, f"The face is only {side:.0f} px; step closer or use a larger photo "
                           f"(at least {t.min_face_px} px).", round(side, 1), t.min_face_px))
     return out
 
@@ -81,14 +81,14 @@ def no_face_reason(sharp: float, brightness: float, searched: float, tile: int, 
     else very blurred (:func:`measure.photo_measures` sharpness below ``min_sharpness``), else the face small in
     the frame or absent; ``searched`` is the smallest face (px) the search could find, ``tile`` its finest tile."""
     if brightness < t.min_brightness:
-        return Reason(R.NO_FACE, f"No face found: the photo is very dark (brightness {brightness:.0f}/255, needs "
+        return Reason(reasons.NO_FACE, f"No face found: the photo is very dark (brightness {brightness:.0f}/255, needs "
                       f"{t.min_brightness:.0f}). Use a photo taken in better light.", round(brightness, 1),
                       t.min_brightness)
     if sharp < t.min_sharpness:
-        return Reason(R.NO_FACE, f"No face found: the photo is very blurred (sharpness {sharp:.0f}, needs "
+        return Reason(reasons.NO_FACE, f"No face found: the photo is very blurred (sharpness {sharp:.0f}, needs "
                       f"{t.min_sharpness:.0f}). Use a sharp photo where your face is clearly visible.",
                       round(sharp, 1), t.min_sharpness)
-    return Reason(R.NO_FACE, f"No face found, even searching {tile} px tiles for faces down to {searched:.0f} px: "
+    return Reason(reasons.NO_FACE, f"No face found, even searching {tile} px tiles for faces down to {searched:.0f} px: "
                   "if your face is small in the frame, crop closer to it; otherwise use a photo where your face "
                   "is clearly visible.", round(searched, 1), None)
 
@@ -96,21 +96,21 @@ def no_face_reason(sharp: float, brightness: float, searched: float, tile: int, 
 def check_quality(sharp: float, brightness: float, clipped: float, face: Face, t: Thresholds) -> list[Reason]:
     out = []
     if sharp < t.min_sharpness:
-        out.append(Reason(R.BLURRY, "The face is blurry (out of focus or moving). Use a sharp photo.",
+        out.append(Reason(reasons.BLURRY, "The face is blurry (out of focus or moving). Use a sharp photo.",
                           round(sharp, 1), t.min_sharpness))
     if brightness < t.min_brightness:
-        out.append(Reason(R.BAD_EXPOSURE, "The face is too dark. Use a photo in better light.",
+        out.append(Reason(reasons.BAD_EXPOSURE, "The face is too dark. Use a photo in better light.",
                           round(brightness, 1), t.min_brightness))
     elif brightness > t.max_brightness:
-        out.append(Reason(R.BAD_EXPOSURE, "The face is too bright (overexposed). Use a photo with softer light.",
+        out.append(Reason(reasons.BAD_EXPOSURE, "The face is too bright (overexposed). Use a photo with softer light.",
                           round(brightness, 1), t.max_brightness))
     elif clipped > t.max_clipped:
-        out.append(Reason(R.BAD_EXPOSURE, "Much of the face is pure black or white. Use a photo with even light.",
+        out.append(Reason(reasons.BAD_EXPOSURE, "Much of the face is pure black or white. Use a photo with even light.",
                           round(clipped, 3), t.max_clipped))
     if face.yaw is not None and abs(face.yaw) > t.max_yaw:
-        out.append(Reason(R.EXTREME_POSE, f"The head is turned {abs(face.yaw):.0f} degrees; use photos facing the "
+        out.append(Reason(reasons.EXTREME_POSE, f"The head is turned {abs(face.yaw):.0f} degrees; use photos facing the "
                           "camera more.", round(face.yaw, 1), t.max_yaw))
     if face.roll is not None and abs(face.roll) > t.max_roll:
-        out.append(Reason(R.EXTREME_POSE, f"The head is tilted {abs(face.roll):.0f} degrees; hold it more upright.",
+        out.append(Reason(reasons.EXTREME_POSE, f"The head is tilted {abs(face.roll):.0f} degrees; hold it more upright.",
                           round(face.roll, 1), t.max_roll))
     return out

@@ -22,7 +22,7 @@ import numpy as np
 from lib_profile import __version__
 from lib_profile.hosts.base import HostError
 from lib_profile.identity.embed import cosine, default_embedder, reference_embedding
-from lib_profile.photos import crops, measure, multiscale, reasons as R
+from lib_profile.photos import crops, measure, multiscale, reasons
 from lib_profile.photos.checks import Thresholds, check_faces, check_quality, check_size, no_face_reason
 from lib_profile.photos.contact_sheet import contact_sheet
 from lib_profile.photos.faces import default_detector, detector_problem
@@ -118,7 +118,7 @@ def _identity(photos: list[_Photo], threshold: float) -> Optional[np.ndarray]:
             p.similarity = cosine(p.embedding, ref)
     for p in cands:
         if p.similarity < threshold:
-            p.reasons.append(Reason(R.DIFFERENT_PERSON, "This looks like a different person from the rest of the "
+            p.reasons.append(Reason(reasons.DIFFERENT_PERSON, "This looks like a different person from the rest of the "
                                     "photos. Use only photos of yourself.", round(p.similarity, 3), threshold))
     return ref
 
@@ -128,10 +128,10 @@ def _next_step(n_ok: int, n: int, t: Thresholds, counts: Counter, out: Path) -> 
         return (f"{n_ok} of {n} photos accepted: ready to train. Next: Train (the tab's 2. Train, or POST "
                 f".../identities/NAME/train; on the command line: python -m lib_profile train {out} "
                 "--checkpoint YOUR_SD15_MODEL --name NAME)")
-    tips = {R.NO_FACE: "your face clearly visible", R.BLURRY: "sharp (not blurry)", R.BAD_EXPOSURE: "in good light",
-            R.MULTIPLE_FACES: "of you alone", R.FACE_TOO_SMALL: "closer to the camera",
-            R.EXTREME_POSE: "facing the camera", R.DUPLICATE: "different from each other",
-            R.DIFFERENT_PERSON: "all of the same person"}
+    tips = {reasons.NO_FACE: "your face clearly visible", reasons.BLURRY: "sharp (not blurry)", reasons.BAD_EXPOSURE: "in good light",
+            reasons.MULTIPLE_FACES: "of you alone", reasons.FACE_TOO_SMALL: "closer to the camera",
+            reasons.EXTREME_POSE: "facing the camera", reasons.DUPLICATE: "different from each other",
+            reasons.DIFFERENT_PERSON: "all of the same person"}
     common = [tips[c] for c, _ in counts.most_common() if c in tips][:3]
     hint = f" Make them {', '.join(common)}." if common else ""
     return (f"Only {n_ok} of {n} photos are usable; training needs at least {t.min_photos}. "
@@ -193,7 +193,7 @@ def run_intake(photos: str | Path | list[Path], out: str | Path, options: Option
         twin = next((k for k in kept if measure.fingerprint_distance(k.print_, item.print_) < t.duplicate_distance), None)
         if twin is not None:
             dist = measure.fingerprint_distance(twin.print_, item.print_)
-            item.reasons.append(Reason(R.DUPLICATE, f"A near-identical copy of {twin.shown}; each photo should "
+            item.reasons.append(Reason(reasons.DUPLICATE, f"A near-identical copy of {twin.shown}; each photo should "
                                        "be a different shot.", round(dist, 2), t.duplicate_distance))
         else:
             kept.append(item)

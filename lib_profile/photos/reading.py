@@ -19,7 +19,7 @@ from typing import BinaryIO, Optional, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from lib_profile.photos import reasons as R
+from lib_profile.photos import reasons
 from lib_profile.photos.reasons import Reason
 
 DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard
@@ -55,11 +55,11 @@ def read_photo(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_PIXE
     try:
         fp = open(name, "rb")
     except FileNotFoundError:
-        return _reject(name, R.UNREADABLE, MISSING)
+        return _reject(name, reasons.UNREADABLE, MISSING)
     except IsADirectoryError:
-        return _reject(name, R.UNREADABLE, "This is a folder, not a photo file. Choose the photo itself.")
+        return _reject(name, reasons.UNREADABLE, "This is a folder, not a photo file. Choose the photo itself.")
     except OSError as e:
-        return _reject(name, R.UNREADABLE, f"The file could not be opened ({e.strerror or e}). "
+        return _reject(name, reasons.UNREADABLE, f"The file could not be opened ({e.strerror or e}). "
                                            "Check that it is a photo you are allowed to read.")
     with fp:
         return _read(fp, name, max_pixels)
@@ -102,7 +102,7 @@ def _read(fp: BinaryIO, name: str, max_pixels: int) -> PhotoRead:
     head = fp.read(32)
     fp.seek(0)
     if not head:
-        return _reject(name, R.UNREADABLE, EMPTY)
+        return _reject(name, reasons.UNREADABLE, EMPTY)
     heif_ok = _register_heif()
     try:
         with warnings.catch_warnings():  # our own limit below decides, not PIL's warning
@@ -119,7 +119,7 @@ def _read(fp: BinaryIO, name: str, max_pixels: int) -> PhotoRead:
         fmt, (w, h) = img.format, img.size
         info = {"format": fmt, "original_size": [w, h], "orientation": None, "mode": img.mode, "frames": 1}
         if fmt not in SUPPORTED_FORMATS:
-            return _reject(name, R.UNSUPPORTED_FORMAT, f"{fmt or 'This kind of'} images are not supported. "
+            return _reject(name, reasons.UNSUPPORTED_FORMAT, f"{fmt or 'This kind of'} images are not supported. "
                                                        "Save the photo as JPEG or PNG and add it again.", info)
         if w * h > max_pixels:
             return _too_large(name, w * h, (w, h), max_pixels, info)
@@ -131,13 +131,13 @@ def _read(fp: BinaryIO, name: str, max_pixels: int) -> PhotoRead:
                 info["orientation"] = _orientation(img)
             img.load()
         except Exception:  # noqa: BLE001 - truncated or corrupt data
-            return _reject(name, R.UNREADABLE, DAMAGED, info)
+            return _reject(name, reasons.UNREADABLE, DAMAGED, info)
         if fmt not in _TURNED_ON_LOAD:
             info["orientation"] = _orientation(img)
         try:
             image = _to_rgb(img if fmt in _TURNED_ON_LOAD else _upright(img))  # always a new, detached image
         except Exception:  # noqa: BLE001 - an exotic colour mode PIL cannot convert
-            return _reject(name, R.UNSUPPORTED_FORMAT, f"Images in the {img.mode} colour mode are not supported. "
+            return _reject(name, reasons.UNSUPPORTED_FORMAT, f"Images in the {img.mode} colour mode are not supported. "
                                                        "Save the photo as an ordinary JPEG or PNG.", info)
     image.info = {}  # detached and upright: drop the metadata (its orientation tag no longer applies)
     return PhotoRead(name, image, None, info)
@@ -154,7 +154,7 @@ def _megapixels(n: float) -> str:
 def _too_large(name, pixels, size, max_pixels, info) -> PhotoRead:
     dims = f"{size[0]} x {size[1]} pixels, " if size else ""
     amount = f" ({dims}{_megapixels(pixels)})" if pixels else ""
-    return _reject(name, R.TOO_LARGE, f"The photo is too large{amount}; the limit is {_megapixels(max_pixels)}. "
+    return _reject(name, reasons.TOO_LARGE, f"The photo is too large{amount}; the limit is {_megapixels(max_pixels)}. "
                                       "Send a smaller photo, or resize it first.",
                    info, value=pixels, threshold=max_pixels)
 
@@ -187,14 +187,14 @@ def _sniff(head: bytes) -> Optional[str]:
 
 def _unidentified(name: str, sniffed: Optional[str], heif_ok: bool) -> PhotoRead:
     if sniffed == "HEIF" and not heif_ok:
-        return _reject(name, R.UNSUPPORTED_FORMAT, NEEDS_HEIF, {"format": "HEIF"})
+        return _reject(name, reasons.UNSUPPORTED_FORMAT, NEEDS_HEIF, {"format": "HEIF"})
     if sniffed in SUPPORTED_FORMATS:  # the right signature, but PIL could not parse the header
-        return _reject(name, R.UNREADABLE, DAMAGED, {"format": sniffed})
+        return _reject(name, reasons.UNREADABLE, DAMAGED, {"format": sniffed})
     if sniffed:
-        return _reject(name, R.UNSUPPORTED_FORMAT, f"{sniffed} images are not supported. "
+        return _reject(name, reasons.UNSUPPORTED_FORMAT, f"{sniffed} images are not supported. "
                                                    "Save the photo as JPEG or PNG and add it again.",
                        {"format": sniffed})
-    return _reject(name, R.UNSUPPORTED_FORMAT, NOT_AN_IMAGE)
+    return _reject(name, reasons.UNSUPPORTED_FORMAT, NOT_AN_IMAGE)
 
 
 def _orientation(img: Image.Image) -> Optional[int]:

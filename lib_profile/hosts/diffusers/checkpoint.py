@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib_profile.hosts.diffusers import ldm_layout as L
+from lib_profile.hosts.diffusers import ldm_layout
 from lib_profile.hosts.base import HostError
 
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -122,13 +122,13 @@ def load_sd15(path: str | Path, tokenizer_dir: str | Path) -> SD15:
 
     path = Path(path)
     sd = read_state_dict(path)
-    L.check_sd1(sd)
-    ucfg, vcfg, tcfg = L.infer_unet_config(sd), L.infer_vae_config(sd), L.infer_text_config(sd)
-    unet_t = L.from_ldm(sd, _shapes(UNet2DConditionModel, ucfg), L.unet_key, ucfg, L.UNET_PREFIX)
-    vae_t = L.from_ldm(sd, _shapes(AutoencoderKL, vcfg), L.vae_key, vcfg, L.VAE_PREFIX)
+    ldm_layout.check_sd1(sd)
+    ucfg, vcfg, tcfg = ldm_layout.infer_unet_config(sd), ldm_layout.infer_vae_config(sd), ldm_layout.infer_text_config(sd)
+    unet_t = ldm_layout.from_ldm(sd, _shapes(UNet2DConditionModel, ucfg), ldm_layout.unet_key, ucfg, ldm_layout.UNET_PREFIX)
+    vae_t = ldm_layout.from_ldm(sd, _shapes(AutoencoderKL, vcfg), ldm_layout.vae_key, vcfg, ldm_layout.VAE_PREFIX)
     with torch.device("meta"):
         text_keys = CLIPTextModel(CLIPTextConfig(**tcfg)).state_dict()
-    text_t = L.from_ldm(sd, text_keys, L.text_key, tcfg, L.TEXT_PREFIX)
+    text_t = ldm_layout.from_ldm(sd, text_keys, ldm_layout.text_key, tcfg, ldm_layout.TEXT_PREFIX)
     del sd
     as_f32 = lambda d: {k: v.float() for k, v in d.items()}  # noqa: E731 - fp16/bf16 files load as fp32
     unet = _build(UNet2DConditionModel, ucfg, as_f32(unet_t))
@@ -150,9 +150,9 @@ def save_sd15(path: str | Path, unet, vae, text_encoder, metadata: dict[str, str
 
     path = Path(path)
     out: dict[str, Any] = {}
-    out.update(L.to_ldm(unet.state_dict(), L.unet_key, dict(unet.config), L.UNET_PREFIX))
-    out.update(L.to_ldm(vae.state_dict(), L.vae_key, dict(vae.config), L.VAE_PREFIX))
-    out.update(L.to_ldm(text_encoder.state_dict(), L.text_key, None, L.TEXT_PREFIX))
+    out.update(ldm_layout.to_ldm(unet.state_dict(), ldm_layout.unet_key, dict(unet.config), ldm_layout.UNET_PREFIX))
+    out.update(ldm_layout.to_ldm(vae.state_dict(), ldm_layout.vae_key, dict(vae.config), ldm_layout.VAE_PREFIX))
+    out.update(ldm_layout.to_ldm(text_encoder.state_dict(), ldm_layout.text_key, None, ldm_layout.TEXT_PREFIX))
     _atomic_save(save_file, {k: v.contiguous() for k, v in out.items()}, path, metadata)
     return path
 
@@ -163,12 +163,12 @@ def load_controlnet(path: str | Path):
 
     path = Path(path)
     sd = read_state_dict(path)
-    prefix = L.CONTROL_PREFIX if any(k.startswith(L.CONTROL_PREFIX) for k in sd) else ""
+    prefix = ldm_layout.CONTROL_PREFIX if any(k.startswith(ldm_layout.CONTROL_PREFIX) for k in sd) else ""
     if not any(k.startswith(prefix + "input_hint_block.") for k in sd):
         raise HostError(f"{path.name} is not a ControlNet model (no input_hint_block tensors). "
                         "Use an SD1.5 ControlNet file such as control_v11p_sd15_openpose.")
-    cfg = L.infer_controlnet_config(sd, prefix)
-    tensors = L.from_ldm(sd, _shapes(ControlNetModel, cfg), L.unet_key, cfg, prefix)
+    cfg = ldm_layout.infer_controlnet_config(sd, prefix)
+    tensors = ldm_layout.from_ldm(sd, _shapes(ControlNetModel, cfg), ldm_layout.unet_key, cfg, prefix)
     return _build(ControlNetModel, cfg, {k: v.float() for k, v in tensors.items()})
 
 
@@ -176,7 +176,7 @@ def save_controlnet(path: str | Path, controlnet, metadata: dict[str, str] | Non
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = L.to_ldm(controlnet.state_dict(), L.unet_key, dict(controlnet.config), L.CONTROL_PREFIX)
+    tensors = ldm_layout.to_ldm(controlnet.state_dict(), ldm_layout.unet_key, dict(controlnet.config), ldm_layout.CONTROL_PREFIX)
     _atomic_save(save_file, {k: v.contiguous() for k, v in tensors.items()}, path, metadata)
     return path
 
