@@ -79,6 +79,8 @@ def _write(path, tensors):
       "model.diffusion_model.input_blocks.0.0.weight": [2, 2]}, "SDXL"),
     ({"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": [2, 2],
       "model.diffusion_model.input_blocks.0.0.weight": [2, 2]}, "SD2"),
+    ({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": [2, 2]}, "SD3 checkpoint"),
+    ({"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": [2, 2]}, "Flux checkpoint"),
     ({"down_blocks.0.resnets.0.conv1.weight": [2, 2]}, "diffusers layout"),
     ({"some.lora_up.weight": [2, 2]}, "not an SD1.5 checkpoint"),
 ])

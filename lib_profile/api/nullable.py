@@ -8,8 +8,8 @@
   schema tools (schemathesis) refuse the number form, and FastAPI's own OpenAPI model turns ``true`` into ``1.0``.
   So the bound is documented as inclusive (``"minimum": 0``) with the extension ``"x-exclusiveMinimum": true``
   saying it is open (the field's description says so too); the value itself is still refused (400), and the
-  refusal's words (``validation.allowed``) read the extension, so they say ``(0, 1)``. Under pydantic 2 FastAPI declares OpenAPI 3.1, where the
-  number form is right.
+  refusal's words (``validation.allowed``) read the extension, so they say ``(0, 1)``. Under pydantic 2 FastAPI
+  declares OpenAPI 3.1, where the number form is right.
 """
 
 from __future__ import annotations

@@ -271,11 +271,9 @@ class DiffusersHost(Host):
         params["loras"] = [{"path": x.path, "weight": x.weight} for x in kept]
         if tagged:
             params["prompt_loras"] = [{"path": x.path, "weight": x.weight} for x in tagged]
-        extra = {}
-        if lora_notes:
+        if lora_notes:  # infotext() writes them as "LoRA notes"
             params["lora_notes"] = list(lora_notes)
-            extra["LoRA notes"] = "; ".join(lora_notes)
-        texts = [infotext({**params, "seed": s, "prompt": p}, extra) for s, p in zip(seeds, req.image_prompts())]
+        texts = [infotext({**params, "seed": s, "prompt": p}) for s, p in zip(seeds, req.image_prompts())]
         reports = [StageReport(f"ControlNet {u.kind}", RAN) for u in req.controlnets]  # run here, or raised
         reports += [StageReport(f"LoRA {x.name}", RAN, next((n for n in lora_notes if f" of {x.name} " in n), ""))
                     for x in refs]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from lib_profile.checkpoint_family import family_from_keys
 from lib_profile.hosts.base import HostError
 
 UNET_PREFIX = "model.diffusion_model."
@@ -135,10 +136,10 @@ def _require(sd: Mapping[str, Any], key: str, what: str):
 def check_sd1(sd: Mapping[str, Any]) -> None:
     """Refuse what is not an SD1.x checkpoint, naming what it is."""
     keys = sd.keys()
-    if any(k.startswith("conditioner.embedders.") for k in keys):
-        raise HostError("This is an SDXL checkpoint. Profile Studio works with SD1.5 checkpoints: pick an SD1.5 model.")
-    if any(k.startswith("cond_stage_model.model.transformer.") for k in keys):
-        raise HostError("This is an SD2.x checkpoint. Profile Studio works with SD1.5 checkpoints: pick an SD1.5 model.")
+    family = family_from_keys(keys)
+    if family is not None:
+        raise HostError(f"This is an {family} checkpoint. Profile Studio works with SD1.5 checkpoints: pick an "
+                        "SD1.5 model.")
     if not any(k.startswith(UNET_PREFIX) for k in keys):
         if any(k.startswith(("down_blocks.", "unet.")) for k in keys):
             raise HostError("This file is in the diffusers layout; Profile Studio expects a single-file SD1.5 checkpoint "

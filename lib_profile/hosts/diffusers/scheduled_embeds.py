@@ -27,13 +27,11 @@ class ScheduledEmbeds:
                  hires_steps: Optional[int] = None):
         import torch
 
-        def plan(prompt: str) -> list[tuple[int, str]]:
-            return schedule(prompts.extract_networks(prompt)[0], steps, hires_steps)  # tags go first, as in the WebUI
-
-        for prompt in images:  # the negative prompt reads AND as text, as in the WebUI
-            refuse_composable(prompts.extract_networks(prompt)[0], "The standalone (diffusers) host")
-        self.positive = [plan(p) for p in images]
-        self.negative = plan(negative)
+        untagged = [prompts.extract_networks(p)[0] for p in images]  # tags go first, as in the WebUI
+        for text in untagged:  # the negative prompt reads AND as text, as in the WebUI
+            refuse_composable(text, "The standalone (diffusers) host")
+        self.positive = [schedule(text, steps, hires_steps) for text in untagged]
+        self.negative = schedule(prompts.extract_networks(negative)[0], steps, hires_steps)
         texts = list(dict.fromkeys(t for entries in [*self.positive, self.negative] for _end, t in entries))
         chunks = max(prompts.chunk_count(tokenizer, t) for t in texts)
         with torch.no_grad():

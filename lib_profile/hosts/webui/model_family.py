@@ -4,14 +4,16 @@ are SD1.5's.
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
 next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so an SDXL checkpoint would
 pass the SD1.5 check and fail deep inside the run. The selected checkpoint's ``.safetensors`` header names its
-tensors; the text encoder's and the UNet's key prefixes tell the families apart (:func:`selected_family`; the
-header alone is read: no tensor is loaded).
+tensors, which tell the families apart (:func:`selected_family`, :mod:`lib_profile.checkpoint_family`; the header
+alone is read: no tensor is loaded).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
+
+from lib_profile.checkpoint_family import family_from_keys
 
 _FAMILY_FLAGS = (("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd3", "SD3"), ("is_ssd", "SSD-1B"))
 _FAMILY_CLASSES = (("XL", "SDXL"), ("StableDiffusion3", "SD3"), ("Flux", "Flux"), ("Chroma", "Chroma"))
@@ -30,15 +32,6 @@ def model_family(sd_model) -> Optional[str]:
     return next((family for part, family in _FAMILY_CLASSES if part in name), None)
 
 
-# (key part, family): the first family whose key part some tensor name contains
-_FAMILY_KEYS = (
-    ("conditioner.embedders.", "SDXL"),        # SDXL base and refiner (SGM's conditioner)
-    ("cond_stage_model.model.", "SD2"),        # OpenCLIP text encoder (SD1.x has cond_stage_model.transformer.)
-    ("joint_blocks.", "SD3"),                  # MMDiT
-    ("double_blocks.", "Flux"),                # Flux and Chroma
-)
-
-
 def checkpoint_family(path: str | Path) -> Optional[str]:
     """``"SDXL"``, ``"SD2"``, ``"SD3"`` or ``"Flux"`` for a ``.safetensors`` checkpoint of that family; None for
     SD1.x, for other formats (``.ckpt`` cannot be read without unpickling it) and for a file that cannot be read
@@ -52,7 +45,7 @@ def checkpoint_family(path: str | Path) -> Optional[str]:
             keys = list(handle.keys())
     except Exception:  # noqa: BLE001 - a broken file is the WebUI's to report when it loads it
         return None
-    return next((family for part, family in _FAMILY_KEYS if any(part in key for key in keys)), None)
+    return family_from_keys(keys)
 
 
 def selected_family(sd_models: Any, sd_model: Any) -> Optional[str]:
