@@ -1,8 +1,8 @@
 """The host protocol: the small interface the studio needs from a diffusion engine.
 
-Requests are plain dataclasses (no WebUI or diffusers types), so the studio plan can build them,
-store them as JSON and hand them to any host. A :class:`Result` carries the images and the
-parameters actually used (resolved seeds, sampler, model), from which the infotext is written.
+Requests are plain dataclasses (no WebUI or diffusers types), so the studio plan can build them, store them as JSON
+and hand them to any host. A :class:`Result` carries the images and the parameters actually used (resolved seeds,
+sampler, model), from which the infotext is written. Photo inversion borrows the model: ``hosts/denoiser.py``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ class Interrupted(Exception):
 
     def __init__(self, step: int = 0, total: int = 0):
         super().__init__(f"interrupted after step {step} of {total}")
-        self.step = step
-        self.total = total
+        self.step, self.total = step, total
 
 
 @dataclass
@@ -163,11 +162,8 @@ class Txt2ImgRequest:
             elif f.name == "loras":
                 out[f.name] = [asdict(x) for x in value]
             elif f.name == "controlnets":
-                out[f.name] = [
-                    {"kind": u.kind, "model": u.model, "weight": u.weight,
-                     "guidance_start": u.guidance_start, "guidance_end": u.guidance_end}
-                    for u in value
-                ]
+                out[f.name] = [{"kind": u.kind, "model": u.model, "weight": u.weight, "guidance_start":
+                                u.guidance_start, "guidance_end": u.guidance_end} for u in value]
             else:
                 out[f.name] = value
         return out
@@ -296,8 +292,7 @@ class Host(ABC):
 
     # -- optional parts, with what a host without them does. Callers use these as declared (never hasattr): each
     # either has a harmless default or refuses with a HostError that says the host does not support it.
-    def unsupported(self, what: str) -> HostError:
-        """The refusal for an optional capability this host lacks (raise it)."""
+    def unsupported(self, what: str) -> HostError:  # the refusal for an optional capability this host lacks
         return HostError(f"{what} is not supported by the {self.name} host")
 
     def check_attention_control(self, what: str) -> None:
@@ -377,6 +372,12 @@ class Host(ABC):
     def job(self, id_task: str, job_count: int, title: str = "Profile Studio"):
         """A context around all passes of one job (the WebUI takes its queue lock and progress bar here)."""
         return contextlib.nullcontext()
+
+    def denoiser(self, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_skip: int = 1):
+        """A context lending this host's model as a :class:`~lib_profile.hosts.denoiser.Denoiser` for one job (photo
+        inversion and editing), with ``loras`` and ``prompts``' ``<lora:NAME:W>`` tags applied and the host held
+        (its lock, the WebUI's queue is the caller's ``job``); undone on exit. HostError where the host lacks it."""
+        raise self.unsupported("Inverting a photo (restyle, edit or explain a photo)")
 
     def training_slot(self, id_task: str, steps: int):
         """A context around a training run in a subprocess (the WebUI frees VRAM and holds its queue)."""
