@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from lib_profile import API_PREFIX
-from tests.test_api import NAME, SLUG, TRAIN, png, upload_selfies, wait
+from tests.test_api import NAME, SLUG, TRAIN, upload_selfies, wait
 from tests.test_cli import run
 
 FAST = {"size": 128, "steps": 4}  # inversion settings that keep the tiny model quick

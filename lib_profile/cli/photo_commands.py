@@ -84,13 +84,14 @@ def _host(args):
 
 def cmd_restyle(args) -> int:
     from lib_profile.hosts.base import HostError, LoraRef
-    from lib_profile.service import photo_settings as ps
+    from lib_profile.service.photo_settings import (InversionSettings, activation_text, check_caption,
+                                                    default_caption, injection, photo_settings)
     from lib_profile.service.photo_runs import read_photo_file, run_restyle
     from lib_profile.studio.settings import from_arguments
 
-    settings = ps.photo_settings(from_arguments(args, ps.InversionSettings))  # checked before any model loads
-    ps.injection(args.strength)
-    target = ps.check_caption(args.prompt, "--prompt")
+    settings = photo_settings(from_arguments(args, InversionSettings))  # checked before any model loads
+    injection(args.strength)
+    target = check_caption(args.prompt, "--prompt")
     if not target:
         raise HostError("--prompt: write what the photo should become")
     loras = [lora_arg(x) for x in args.lora]
@@ -107,8 +108,8 @@ def cmd_restyle(args) -> int:
     photo = read_photo_file(path, "--photo")
     if args.keep_person and args.identity:
         loras.insert(0, LoraRef(path=person, weight=0.9))
-    caption = ps.check_caption(args.caption, "--caption") or ps.default_caption(
-        class_word, ps.activation_text(person) if args.keep_person else None)
+    caption = check_caption(args.caption, "--caption") or default_caption(
+        class_word, activation_text(person) if args.keep_person else None)
     report = run_restyle(_host(args), photo, caption, target, settings, args.strength, args.out, loras,
                          person_lora=person if args.keep_person else None)
     return _print_report(report, args.out, ("photo", "reconstruction", "restyled"))

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 from lib_profile.hosts.base import Host, HostError, LoraRef
 from lib_profile.jobs.manager import JobContext
-from lib_profile.service import photo_settings as ps
+from lib_profile.service.photo_settings import (DEFAULT_STRENGTH, activation_text, check_caption, default_caption,
+                                                injection, photo_settings, settings_dict)
 from lib_profile.store.files import atomic_write, storage_errors
 from lib_profile.store.identities import MAX_PHOTO_BYTES, NotFound
 from lib_profile.store.safe import check_name, inside
@@ -27,7 +28,7 @@ class PhotoJobs:
     """Restyle jobs, and the photo source of explain and edit jobs."""
 
     def restyle(self, slug: str, target_prompt: str, photo: Optional[str] = None, upload: Optional[bytes] = None,
-                source_prompt: str = "", strength: float = ps.DEFAULT_STRENGTH, keep_person: bool = True,
+                source_prompt: str = "", strength: float = DEFAULT_STRENGTH, keep_person: bool = True,
                 settings: Optional[dict[str, Any]] = None) -> dict:
         """Restyle a photo (Plug-and-Play): ``photo`` (one of the identity's photos, by the name the user sees) or
         ``upload`` (a photo's bytes) made into ``target_prompt`` keeping its layout. ``source_prompt``: the
@@ -36,20 +37,20 @@ class PhotoJobs:
         (weight 0.9) and the result's identity similarity measured. ``settings``: inversion settings
         (:class:`~.photo_settings.InversionSettings`). Returns the queued job; HostError (400/404) for bad input."""
         self.store.get(slug)
-        target = ps.check_caption(target_prompt, "target_prompt")
+        target = check_caption(target_prompt, "target_prompt")
         if not target:
             raise HostError("Write the target prompt: what the photo should become, e.g. "
                             "\"studio portrait photo of ohwx woman, soft studio light\"")
-        ps.injection(strength)
-        inversion = ps.photo_settings(settings)
-        caption = ps.check_caption(source_prompt, "source_prompt")
+        injection(strength)
+        inversion = photo_settings(settings)
+        caption = check_caption(source_prompt, "source_prompt")
         self.check_photo_inversion()
         source = self._photo_source(slug, photo, upload)
         lora = self._person_lora(slug) if keep_person else None
         params = {"target_prompt": target, "source_prompt": caption or self.photo_caption(slug, lora),
                   "strength": float(strength), "keep_person": bool(keep_person),
                   "lora": {"name": lora["name"], "weight": LORA_WEIGHT} if lora else None,
-                  "inversion": ps.settings_dict(inversion)}
+                  "inversion": settings_dict(inversion)}
         return self._submit_photo_job("restyle", slug, params, source)
 
     def restyle_prompt(self, slug: Optional[str], tone: str = "warm") -> str:
@@ -64,7 +65,7 @@ class PhotoJobs:
 
     def photo_caption(self, slug: str, lora: Optional[dict[str, Any]] = None) -> str:
         """The caption of a photo the user gave none for (``lora``: the LoRA entry in use, ``_lora``)."""
-        return ps.default_caption(self.store.get(slug)["class_word"], ps.activation_text(lora["path"] if lora else None))
+        return default_caption(self.store.get(slug)["class_word"], activation_text(lora["path"] if lora else None))
 
     def check_photo_inversion(self) -> None:
         """HostError (400) unless the host lends its model for photo inversion (``Host.denoiser``)."""
@@ -149,13 +150,13 @@ class PhotoJobs:
         """What explain and edit of a photo share: the photo source, its caption, the inversion settings and the
         identity's newest LoRA (as a new prompt has it), all checked."""
         self.store.get(slug)
-        settings = ps.photo_settings(inversion)
-        text = ps.check_caption(caption, "caption")
+        settings = photo_settings(inversion)
+        text = check_caption(caption, "caption")
         self.check_photo_inversion()
         lora = self._lora(slug, None)
         source = self._photo_source(slug, photo, upload)
         return {"source": None, "photo_source": source, "caption": text or self.photo_caption(slug, lora),
-                "inversion": ps.settings_dict(settings),
+                "inversion": settings_dict(settings),
                 "lora": {"name": lora["name"], "weight": LORA_WEIGHT} if lora else None}
 
     def _photo_loras(self, ctx: JobContext) -> tuple[list[LoraRef], Optional[str]]:
@@ -176,7 +177,7 @@ class PhotoJobs:
         loras, person = self._photo_loras(ctx)
         with self.host.job(ctx.task_id, 1):
             report = run_restyle(self.host, photo, p["source_prompt"], p["target_prompt"],
-                                 ps.photo_settings(p["inversion"]), p["strength"], out, loras, control,
+                                 photo_settings(p["inversion"]), p["strength"], out, loras, control,
                                  person_lora=person if p.get("keep_person") else None)
         for note in report["notes"]:
             ctx.update(message=note)
@@ -190,7 +191,7 @@ class PhotoJobs:
         loras, _person = self._photo_loras(ctx)
         with self.host.job(ctx.task_id, 1):
             report = run_explain_photo(self.host, self._photo_image(ctx.identity, p["photo"]), p["caption"],
-                                       p["words"], ps.photo_settings(p["inversion"]), out,
+                                       p["words"], photo_settings(p["inversion"]), out,
                                        tuple(p["layers"]) if p.get("layers") else None,
                                        tuple(p["steps"]) if p.get("steps") else None, loras, control)
         for note in report["notes"]:
@@ -207,7 +208,7 @@ class PhotoJobs:
         edit = Edit(source=p["caption"], **p["edit"])
         with self.host.job(ctx.task_id, 1):
             report = run_edit_photo(self.host, self._photo_image(ctx.identity, p["photo"]), edit,
-                                    ps.photo_settings(p["inversion"]), out, loras, control)
+                                    photo_settings(p["inversion"]), out, loras, control)
         for note in report["notes"]:
             ctx.update(message=note)
         return {"folder": str(out), **report}
