@@ -229,10 +229,10 @@ def test_restyle_and_photo_commands(tmp_path, data_dir):
     (["restyle", "--identity", "nobody", "--photo", "a.jpg", "--prompt", "x"], "nobody"),
     (["edit", "--photo", "{photo}", "--prompt", "a cat", "--target", "a dog"], "one source"),
     (["edit", "--photo", "{broken}", "--target", "a dog"], "damaged"),
-    (["edit", "--photo", "{photo}", "--target", "a dog", "--width", "64"], "--width"),
+    (["edit", "--photo", "{photo}", "--target", "a dog", "--width", "64"], "--width: for a new image"),
     (["explain", "--word", "x"], "--photo"),
     (["explain", "--photo", "{missing}", "--word", "x"], "not found"),
-    (["explain", "--photo", "{photo}", "--word", "x", "--hires-pass"], "--hires-pass"),
+    (["explain", "--photo", "{photo}", "--word", "x", "--hires-pass"], "--hires-pass: for a new image"),
 ])
 def test_photo_commands_bad_input_gets_a_clear_message(tmp_path, data_dir, args, message):
     photo, broken = tmp_path / "p.jpg", tmp_path / "broken.jpg"
