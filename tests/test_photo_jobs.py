@@ -120,6 +120,8 @@ def bad_requests(photo):
         ("/restyle", {**good, "target_prompt": ""}, 400, ["target_prompt"]),
         ("/restyle", {**good, "target_prompt": "   "}, 400, ["target prompt"]),
         ("/restyle", {**good, "keep_person": True}, 400, ["LoRA", "train"]),
+        ("/restyle", {**good, "target_prompt": "a [red:blue:0.5] wall"}, 400, ["same at every step"]),
+        ("/restyle", {**good, "caption": "a wall AND a door"}, 400, ["AND"]),
         ("/restyle", {**good, "identity": "nobody"}, 404, ["nobody"]),
         ("/restyle", {**good, "identity": "../x"}, 400, ["refused"]),
         ("/restyle", {**good, "seed": 3}, 400, ["seed"]),  # unknown fields are refused
@@ -142,6 +144,8 @@ def bad_requests(photo):
         ("/edit", {"identity": SLUG, "photo": photo, "replace": {"red": "blue"}, "caption": "a photo of a cat"}, 400,
          ["not in the prompt"]),
         ("/edit", {"identity": SLUG, "photo": photo, "target": "y", "caption": "x" * 1001}, 400, ["caption"]),
+        ("/edit", {"identity": SLUG, "photo": photo, "caption": "a photo of a [red:blue:3] wall",
+                   "replace": {"wall": "door"}}, 400, ["same at every step"]),
     ]
 
 

@@ -130,6 +130,7 @@ class AttentionJobs:
                                                          "blend_words", "blend_threshold")},
                   "finish": bool(finish), "stage": stage}
         if pending is not None:
+            self.check_photo_inversion(edit.edited_prompt)
             photo_source = pending.pop("photo_source")
             return self._submit_photo_job("edit", slug, {**pending, **params, "finish": False}, photo_source)
         params["source"] = self._source_params(job, image, prompt, seed, settings)

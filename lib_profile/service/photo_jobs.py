@@ -44,7 +44,7 @@ class PhotoJobs:
         injection(strength)
         inversion = photo_settings(settings)
         caption = check_caption(source_prompt, "source_prompt")
-        self.check_photo_inversion()
+        self.check_photo_inversion(target, caption, inversion.negative_prompt)
         source = self._photo_source(slug, photo, upload)
         lora = self._person_lora(slug) if keep_person else None
         params = {"target_prompt": target, "source_prompt": caption or self.photo_caption(slug, lora),
@@ -67,10 +67,17 @@ class PhotoJobs:
         """The caption of a photo the user gave none for (``lora``: the LoRA entry in use, ``_lora``)."""
         return default_caption(self.store.get(slug)["class_word"], activation_text(lora["path"] if lora else None))
 
-    def check_photo_inversion(self) -> None:
-        """HostError (400) unless the host lends its model for photo inversion (``Host.denoiser``)."""
+    def check_photo_inversion(self, *prompts: Optional[str]) -> None:
+        """HostError (400) unless the host lends its model for photo inversion (``Host.denoiser``) and runs attention
+        controllers, and ``prompts`` stay the same at every step (no ``[from:to:when]``, ``[a|b]``, ``AND``)."""
+        from lib_profile.prompts.schedule import refuse_scheduled
+
         if type(self.host).denoiser is Host.denoiser:  # the protocol's refusal: this host has none of its own
             raise self.host.unsupported("Inverting a photo (restyle, edit or explain a photo)")
+        self.host.check_attention_control("Restyle, edit or explain a photo")
+        for text in prompts:
+            if text:
+                refuse_scheduled(text, "Photo inversion")
 
     @staticmethod
     def one_source(job: Optional[str], prompt: Optional[str], photo: Optional[str], upload: Optional[bytes]) -> bool:
@@ -152,7 +159,7 @@ class PhotoJobs:
         self.store.get(slug)
         settings = photo_settings(inversion)
         text = check_caption(caption, "caption")
-        self.check_photo_inversion()
+        self.check_photo_inversion(text, settings.negative_prompt)
         lora = self._lora(slug, None)
         source = self._photo_source(slug, photo, upload)
         return {"source": None, "photo_source": source, "caption": text or self.photo_caption(slug, lora),

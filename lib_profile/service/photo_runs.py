@@ -52,7 +52,8 @@ def _with_fields(text: str, params: Mapping[str, Any], prompt: str, fields: Mapp
     head, _sep, last = text.rstrip().rpartition("\n")
     if not head:  # only a prompt line: no parameters line to extend
         return infotext({**params, "prompt": prompt}, fields)
-    return f"{head}\n{last}, " + ", ".join(f"{k}: {_quote(v)}" for k, v in fields.items())
+    added = [f"{k}: {_quote(v)}" for k, v in fields.items() if f"{k}: " not in last]  # what the run did not write
+    return f"{head}\n{last}" + "".join(f", {x}" for x in added)
 
 
 def _likeness(lora_path: Optional[str], image: Image.Image) -> Optional[float]:
