@@ -204,7 +204,8 @@ def test_openapi_documents_every_field(api):
     paths = [p for p in spec["paths"] if p.startswith(API_PREFIX)]
     assert len(paths) >= 14
     schemas = spec["components"]["schemas"]
-    for model in ("GenerateRequest", "TrainRequest", "JobInfo", "IdentityInfo", "IntakeReport"):
+    for model in ("GenerateRequest", "TrainRequest", "JobInfo", "IdentityInfo", "IntakeReport", "RestyleRequest",
+                  "InversionSettings", "ExplainRequest", "EditRequest"):
         props = schemas[model]["properties"]
         missing = [k for k, v in props.items() if not v.get("description")]
         assert not missing, f"{model}: {missing}"

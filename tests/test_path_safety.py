@@ -156,6 +156,16 @@ def requests_for(seg: str, text: str):
         ("POST", "/explain", {"identity": SLUG, "words": ["x"], "job": JOB, "image": text}, "file"),
         ("POST", "/edit", {"identity": SLUG, "target": "y", "job": text, "image": PORTRAIT}, "file"),
         ("POST", "/edit", {"identity": SLUG, "target": "y", "job": JOB, "image": text}, "file"),
+        # a photo source (issue 21): an identity's photo by the name shown for it, never a path
+        ("POST", "/restyle", {"identity": SLUG, "target_prompt": "x", "photo": text, "keep_person": False}, "photo"),
+        ("POST", "/restyle", {"identity": text, "target_prompt": "x", "photo": "real.jpg", "keep_person": False},
+         "file"),
+        ("POST", "/restyle", {"identity": SLUG, "target_prompt": "x", "photo_image": text, "keep_person": False},
+         "file"),
+        ("POST", "/explain", {"identity": SLUG, "words": ["x"], "photo": text}, "photo"),
+        ("POST", "/explain", {"identity": text, "words": ["x"], "photo": "real.jpg"}, "file"),
+        ("POST", "/edit", {"identity": SLUG, "target": "y", "photo": text}, "photo"),
+        ("POST", "/edit", {"identity": text, "target": "y", "photo": "real.jpg"}, "file"),
         ("POST", f"/identities/{SLUG}/photos/base64", {"images": [{"name": text, "data": "AAAA"}]}, "any"),
         ("POST", f"/identities/{SLUG}/photos", multipart(text), "any"),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import pytest
+from PIL import Image
 
 from lib_profile import sample_photos
 
@@ -126,3 +127,44 @@ def test_the_intake_report_says_which_face_detector_ran_and_why():
               "face_detector": {"name": "dlib", "note": "mediapipe cannot run here (RuntimeError: ...)"}}
     assert "_Face detection: dlib. mediapipe cannot run here" in intake_markdown(report)
     assert "Face detection" not in intake_markdown({**report, "face_detector": {"name": "mediapipe", "note": None}})
+
+
+def test_restyle_and_a_photo_source_for_explain_and_edit(ready, tmp_path):
+    studio, blocks, _gen = ready
+    pickers = handler(blocks, "photos_of")(SLUG)  # Restyle's, Explain's and Edit's photo pickers
+    names = studio.photo_names(SLUG)
+    assert len(pickers) == 3 and all(p["choices"] == names and p["value"] == names[0] for p in pickers)
+    target = handler(blocks, "target_of")(SLUG, "cool")  # the studio portrait of the person, in the tone's look
+    assert target.startswith("studio portrait photo of ohwx person") and target != handler(blocks, "target_of")(SLUG)
+
+    status, job_id = handler(blocks, "do_restyle")(SLUG, names[0], None, "", target, 0.2, True, "direct", 4, 128)
+    job = finish(studio, job_id)
+    assert job["params"]["lora"] and job["result"]["restyled"] == "restyled.png"
+    polled = handler(blocks, "do_poll")(job_id)
+    assert polled[8].endswith("photo.png") and polled[9]["value"].endswith("restyled.png")
+    assert "identity" in polled[9]["label"] or job["result"]["identity_similarity"] is None
+
+    upload = tmp_path / "wall.jpg"
+    Image.new("RGB", (200, 300), (90, 60, 40)).save(upload)
+    status, job_id = handler(blocks, "do_restyle")(SLUG, names[0], str(upload), "a brown wall", "a red wall", 0.5,
+                                                   False, "ddim", 4, 128)
+    job = finish(studio, job_id)  # the upload, not the picked photo
+    assert job["params"]["photo"]["kind"] == "upload" and job["params"]["source_prompt"] == "a brown wall"
+
+    photo = ("photo", names[0], "a photo of a person in a red coat", 4, 128)
+    status, job_id = handler(blocks, "do_explain")(SLUG, None, "coat", "first pass", *photo)
+    job = finish(studio, job_id)
+    assert list(job["result"]["words"]) == ["coat"] and job["result"]["pass"] == "photo"
+    assert [caption for _path, caption in handler(blocks, "do_poll")(job_id)[5]] == ["coat"]
+    status, job_id = handler(blocks, "do_edit")(SLUG, None, "swap", "red -> blue", "", "", 0.8, 0.4, "",
+                                                "first pass", *photo)
+    job = finish(studio, job_id)
+    assert job["result"]["prompt"] == "a photo of a person in a blue coat"
+    polled = handler(blocks, "do_poll")(job_id)
+    assert polled[6].endswith("photo.png") and polled[7].endswith("edited.png")
+
+    assert "Pick one of the person's photos" in handler(blocks, "do_restyle")(SLUG, None, None, "", "x", 0.2, False)[0]
+    assert "Pick one of the person's photos" in handler(blocks, "do_explain")(SLUG, None, "x", "first pass",
+                                                                               "photo", None)[0]
+    assert "strength" in handler(blocks, "do_restyle")(SLUG, names[0], None, "", "x", 1.5, False)[0]
+    assert "choose a person" in handler(blocks, "do_restyle")(None, names[0], None, "", "x", 0.2, True)[0]

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 
 from pydantic import BaseModel, Field, confloat, conint
 
+from lib_profile.service.photo_settings import MAX_CAPTION, InversionSettings
 from lib_profile.studio.settings import GenerateSettings, SourceSettings
 
 SEED_MAX = 2**32 - 1
@@ -129,14 +130,14 @@ class GenerateRequest(PortraitOptions):
 
 class JobInfo(BaseModel):
     id: str = Field(description="Job id.")
-    kind: str = Field(description="train, generate, explain or edit.")
+    kind: str = Field(description="train, generate, portraits, explain, edit or restyle.")
     identity: Optional[str] = Field(None, description="The identity's slug.")
     state: str = Field(description="queued, running, done, failed, cancelled or interrupted.")
     stage: Optional[str] = Field(None, description="What it is doing now.")
     progress: float = Field(description="0 to 1.")
     eta_s: Optional[float] = Field(None, description="Seconds left, estimated.")
     messages: List[str] = Field(description="Notes and errors, in order.")
-    result: Optional[dict] = Field(None, description="When done: the LoRA (train), the portraits (generate), the word maps (explain) or source and edited image (edit).")
+    result: Optional[dict] = Field(None, description="When done: the LoRA (train), the portraits (generate), the word maps (explain), source and edited image (edit), or photo, reconstruction and restyled image (restyle).")
     error: Optional[str] = Field(None, description="Why it failed.")
     created: float = Field(description="Unix time queued.")
     started: Optional[float] = Field(None, description="Unix time started.")
@@ -177,6 +178,10 @@ class ExplainRequest(BaseModel):
     steps: Optional[List[conint(ge=0)]] = Field(None, description="Only sampling steps [first, last] (0-based).")
     stage: Optional[int] = Field(None, ge=0, description="Explain a later pass of the portrait: the index of a detail or refine stage in its plan.json (default: the first pass).")
     hires: bool = Field(False, description="For a new prompt made with hires fix (settings {\"hires_scale\": 2, \"hires_steps\": 0, \"hires_denoising\": 0.5, \"hires_upscaler\": \"Latent\"}): map the hires pass instead of the first pass.")
+    photo: Optional[str] = Field(None, description="Or: one of the identity's photos, by the name shown for it (GET /identities/{slug} lists them): a real photo, inverted.")
+    photo_image: Optional[str] = Field(None, description="Or: a photo uploaded with the request, base64 (a data: URL prefix is allowed): JPEG, PNG, WebP, HEIC...")
+    caption: Optional[str] = Field(None, max_length=MAX_CAPTION, description="A photo's caption, its source prompt (default: \"a photo of\" the person: their LoRA's activation text, else their class word).")
+    inversion: Optional[InversionSettings] = Field(None, description="How a photo is inverted: method (direct, null-text, ddim), steps, cfg_scale, negative_prompt, clip_skip, size, null_text_iterations.")
 
 
 class EditRequest(BaseModel):
@@ -197,6 +202,23 @@ class EditRequest(BaseModel):
     finish: bool = Field(True, description="For a studio portrait: run its later passes (face detail, refine, upscale, colour) on the edit too, so source and edited are finished portraits (the edited passes are kept beside). Off: the edited pass only.")
     stage: Optional[int] = Field(None, ge=0, description="Edit a later pass of the portrait instead of its first: the "
                                  "index of its refine stage in plan.json (the refine prompt is the one edited).")
+    photo: Optional[str] = Field(None, description="Or: one of the identity's photos, by the name shown for it (GET /identities/{slug} lists them): a real photo, inverted; its caption is the source prompt.")
+    photo_image: Optional[str] = Field(None, description="Or: a photo uploaded with the request, base64 (a data: URL prefix is allowed): JPEG, PNG, WebP, HEIC...")
+    caption: Optional[str] = Field(None, max_length=MAX_CAPTION, description="A photo's caption, the source prompt the edit edits (default: \"a photo of\" the person: their LoRA's activation text, else their class word).")
+    inversion: Optional[InversionSettings] = Field(None, description="How a photo is inverted: method (direct, null-text, ddim), steps, cfg_scale, negative_prompt, clip_skip, size, null_text_iterations.")
+
+
+class RestyleRequest(BaseModel, extra="forbid"):
+    """Restyle a real photo (Plug-and-Play, ``POST /restyle``): the photo's layout in the target prompt's look."""
+
+    identity: str = Field(description="The identity (slug) whose photo or LoRA it is.")
+    target_prompt: str = Field(min_length=1, max_length=MAX_CAPTION, description="What the photo should become, e.g. \"studio portrait photo of ohwx woman, soft studio light\" (the tab fills in the studio style and tone).")
+    photo: Optional[str] = Field(None, description="One of the identity's photos, by the name shown for it.")
+    photo_image: Optional[str] = Field(None, description="Or: a photo uploaded with the request, base64 (a data: URL prefix is allowed): JPEG, PNG, WebP, HEIC...")
+    caption: Optional[str] = Field(None, max_length=MAX_CAPTION, description="The photo's caption, its source prompt (default: \"a photo of\" the person: their LoRA's activation text, else their class word).")
+    strength: float = Field(0.2, ge=0, le=1, description="How far from the photo, 0..1: 0 gives the photo back, 0.2 (default) keeps its layout (the paper's feature/attention injection 0.8/0.5), 1 keeps only its noise.")
+    keep_person: bool = Field(True, description="Apply the identity's newest LoRA (weight 0.9) and measure the result's identity similarity (needs a trained LoRA).")
+    inversion: Optional[InversionSettings] = Field(None, description="How the photo is inverted: method (direct, null-text, ddim), steps, cfg_scale, negative_prompt, clip_skip, size, null_text_iterations.")
 
 
 class PortraitsRequest(PortraitOptions, extra="forbid"):

@@ -50,6 +50,9 @@ def links(job: dict) -> dict:
             out[f"overlay:{word}"] = f"{files}/{f['overlay']}"
     if job["kind"] == "edit" and result.get("edited"):
         out["source"], out["edited"] = f"{files}/{result['source']}", f"{files}/{result['edited']}"
+    for name in ("photo", "reconstruction", "restyled"):  # a photo job's images (restyle; explain, edit of a photo)
+        if job["kind"] in ("restyle", "explain", "edit") and isinstance(result.get(name), str):
+            out[name] = f"{files}/{result[name]}"
     if job["kind"] in ("generate", "portraits") and result.get("images"):
         for i, item in enumerate(result["images"]):
             out[f"image{i}"] = f"{API_PREFIX}/files/{job['identity']}/{job['id']}/{item['file']}"

@@ -1,10 +1,12 @@
-"""``explain`` (DAAM word heat maps) and ``edit`` (Prompt-to-Prompt) of a new image of a prompt."""
+"""``explain`` (DAAM word heat maps) and ``edit`` (Prompt-to-Prompt) of a new image of a prompt, or of a real photo
+(``--photo FILE``, :mod:`.photo_commands`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lib_profile.cli.common import add_lora_dir_argument, lora_arg, lora_dirs, print_lora_notes
+from lib_profile.cli.photo_commands import add_photo_options, edit_photo_command, explain_photo_command
 
 
 # explain and edit of a prompt: a 2:3 portrait by default
@@ -48,9 +50,11 @@ def parse_range(text):
 
 
 def add_explain_parser(sub) -> None:
-    p = sub.add_parser("explain", help="which pixels each prompt word drives (DAAM heat maps) for one image")
+    p = sub.add_parser("explain", help="which pixels each prompt word drives (DAAM heat maps) for one image, or "
+                       "for a real photo (--photo)")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", help="make a new image of this prompt (or give --photo)")
+    add_photo_options(p)
     p.add_argument("--word", action="append", required=True, help="a word or phrase of the prompt (repeatable)")
     add_portrait_arguments(p)
     p.add_argument("--layers", help="only cross-attention layers FIRST-LAST (0-based, in UNet order)")
@@ -62,9 +66,11 @@ def add_explain_parser(sub) -> None:
 
 
 def add_edit_parser(sub) -> None:
-    p = sub.add_parser("edit", help="edit an image by editing its prompt (Prompt-to-Prompt); writes source and edit")
+    p = sub.add_parser("edit", help="edit an image (or a real photo: --photo) by editing its prompt "
+                       "(Prompt-to-Prompt); writes source and edit")
     p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
-    p.add_argument("--prompt", required=True, help="the source prompt")
+    p.add_argument("--prompt", help="the source prompt of a new image (or give --photo: its --caption is the source)")
+    add_photo_options(p)
     p.add_argument("--target", default="", help="the edited prompt (swap, refine)")
     p.add_argument("--mode", default="swap", choices=["swap", "refine", "reweight"])
     p.add_argument("--weight", action="append", default=[], metavar="WORD=C", help="scale a word's attention by C (-2..2)")
@@ -76,10 +82,21 @@ def add_edit_parser(sub) -> None:
     p.add_argument("--out", required=True)
 
 
+def _one_source(args) -> bool:
+    """Whether the source is a photo; HostError when there is none."""
+    if not args.prompt and not args.photo:
+        from lib_profile.hosts.base import HostError
+
+        raise HostError("Give --prompt (a new image) or --photo FILE (a real photo)")
+    return bool(args.photo)
+
+
 def cmd_explain(args) -> int:
     from lib_profile.attention.explain import explain, save
     from lib_profile.hosts.diffusers.host import DiffusersHost
 
+    if _one_source(args):
+        return explain_photo_command(args, args.word, parse_range(args.layers), parse_range(args.step_range))
     req = portrait_request(args)
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=lora_dirs(args))
     report = save(explain(host, req, args.word, parse_range(args.layers), parse_range(args.step_range),
@@ -103,8 +120,12 @@ def cmd_edit(args) -> int:
             weights[word] = float(value)
         except ValueError:
             raise HostError(f"--weight is WORD=C, e.g. smiling=1.5, not {item!r}") from None
-    edit = Edit(source=args.prompt, target=args.target, mode=args.mode, cross_steps=args.cross_steps,
-                self_steps=args.self_steps, weights=weights, blend_words=args.blend)
+    edit_of = lambda source: Edit(source=source, target=args.target, mode=args.mode,  # noqa: E731
+                                  cross_steps=args.cross_steps, self_steps=args.self_steps, weights=weights,
+                                  blend_words=args.blend)
+    if _one_source(args):
+        return edit_photo_command(args, edit_of)
+    edit = edit_of(args.prompt)
     req = portrait_request(args)
     edit.validate()
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=lora_dirs(args))

@@ -11,34 +11,62 @@ from lib_profile.hosts.base import HostError, RunControl
 from lib_profile.jobs.manager import JobContext
 
 
+def _photo_only(stage: Optional[int], hires: bool, settings) -> None:
+    """A photo source takes none of the options of a portrait's or a new prompt's (HostError naming them)."""
+    given = [name for name, value in (("stage", stage is not None), ("hires", hires), ("settings", settings)) if value]
+    if given:
+        raise HostError(f"{', '.join(given)}: for a studio portrait or a new prompt, not a photo; a photo is "
+                        "inverted with the inversion settings (method, steps, cfg_scale, size, ...)")
+
+
+def _no_photo_options(caption: Optional[str], inversion) -> None:
+    if caption or inversion:
+        raise HostError("caption and inversion are for a photo source (photo, or photo_image uploaded); a studio "
+                        "portrait or a new prompt has its own prompt and settings")
+
+
 class AttentionJobs:
     """Explain and edit jobs."""
 
     def explain(self, slug: str, words: list[str], job: Optional[str] = None, image: Optional[str] = None,
                 prompt: Optional[str] = None, seed: int = -1, settings: Optional[dict[str, Any]] = None,
                 layers: Optional[tuple[int, int]] = None, steps: Optional[tuple[int, int]] = None,
-                stage: Optional[int] = None, hires: bool = False) -> dict:
+                stage: Optional[int] = None, hires: bool = False, photo: Optional[str] = None,
+                upload: Optional[bytes] = None, caption: Optional[str] = None,
+                inversion: Optional[dict[str, Any]] = None) -> dict:
         """Word heat maps of a portrait's first pass (``job`` + ``image``), of a later pass of it (``stage``:
-        its index in the plan, a detail or refine stage), or of a new image of ``prompt`` (``hires``: of its
-        hires fix pass, with ``settings`` such as ``{"hires_scale": 2}``)."""
+        its index in the plan, a detail or refine stage), of a new image of ``prompt`` (``hires``: of its
+        hires fix pass, with ``settings`` such as ``{"hires_scale": 2}``), or of a real photo: ``photo`` (one of
+        the identity's photos, by name) or ``upload`` (its bytes), read under ``caption`` and inverted with
+        ``inversion`` settings (:mod:`.photo_jobs`). One source only (HostError naming them)."""
         from lib_profile.attention.daam import TokenMap, check_range
         from lib_profile.attention.explain import check_hires_pass, tokenizer
         from lib_profile.studio.run import stage_prompt
 
         layers, steps = check_range("layers", layers), check_range("steps", steps)
-        req = self._source_request(slug, job, image, prompt, seed, settings)
-        check_hires_pass(req, hires)
-        text = req.prompt if stage is None else stage_prompt(*self._stage(slug, job, image, stage,
-                                                                          ("txt2img", "detail", "refine")))
+        pending = None
+        if self.one_source(job, prompt, photo, upload):
+            _photo_only(stage, hires, settings)
+            pending = self._photo_request(slug, photo, upload, caption, inversion)
+            text = pending["caption"]
+        else:
+            _no_photo_options(caption, inversion)
+            req = self._source_request(slug, job, image, prompt, seed, settings)
+            check_hires_pass(req, hires)
+            text = req.prompt if stage is None else stage_prompt(*self._stage(slug, job, image, stage,
+                                                                              ("txt2img", "detail", "refine")))
         tokens = TokenMap.for_host(self.host, tokenizer(), text)
         words = [w for w in (words or []) if w and w.strip()]
         if not words:
             raise HostError(f"Choose words to explain; the prompt's words are: {', '.join(tokens.words())}")
         for word in words:
             tokens.positions(tokenizer(), word)
-        params = {"source": self._source_params(job, image, prompt, seed, settings), "words": words,
-                  "layers": list(layers) if layers else None, "steps": list(steps) if steps else None,
-                  "stage": stage, "hires": bool(hires)}
+        params = {"words": words, "layers": list(layers) if layers else None,
+                  "steps": list(steps) if steps else None, "stage": stage, "hires": bool(hires)}
+        if pending is not None:
+            source = pending.pop("photo_source")
+            return self._submit_photo_job("explain", slug, {**pending, **params}, source)
+        params["source"] = self._source_params(job, image, prompt, seed, settings)
         return self.jobs.submit("explain", slug, params)
 
     def _stage(self, slug: str, job: Optional[str], image: Optional[str], stage: int, kinds: tuple[str, ...]):
@@ -64,17 +92,26 @@ class AttentionJobs:
              settings: Optional[dict[str, Any]] = None, cross_steps: float = 0.8, self_steps: float = 0.4,
              weights: Optional[dict[str, float]] = None, blend_words: Optional[list[str]] = None,
              blend_threshold: float = 0.3, replace: Optional[dict[str, str]] = None, finish: bool = True,
-             stage: Optional[int] = None) -> dict:
+             stage: Optional[int] = None, photo: Optional[str] = None, upload: Optional[bytes] = None,
+             caption: Optional[str] = None, inversion: Optional[dict[str, Any]] = None) -> dict:
         """Edit a portrait's first pass (or its refine pass: ``stage``, that stage's index in the plan) by editing
         its prompt (Prompt-to-Prompt): source and edit in one batch; with ``finish``, a studio portrait's later
-        passes (face detail, refine, upscale, colour) follow on the edit."""
+        passes (face detail, refine, upscale, colour) follow on the edit. Or edit a real photo: ``photo`` (one of
+        the identity's photos, by name) or ``upload`` (its bytes), its ``caption`` the source prompt, inverted with
+        ``inversion`` settings (:mod:`.photo_jobs`). One source only (HostError naming them)."""
         from lib_profile.attention.p2p import Edit, PromptToPrompt
         from lib_profile.attention.explain import tokenizer
         from lib_profile.prompts.parse import chunk_count
         from lib_profile.studio.run import stage_prompt
 
-        req = self._source_request(slug, job, image, prompt, seed, settings)
-        source = req.prompt
+        pending = None
+        if self.one_source(job, prompt, photo, upload):
+            _photo_only(stage, False, settings)
+            pending = self._photo_request(slug, photo, upload, caption, inversion)
+            source = pending["caption"]
+        else:
+            _no_photo_options(caption, inversion)
+            source = self._source_request(slug, job, image, prompt, seed, settings).prompt
         if stage is not None:
             plan, pass_ = self._stage(slug, job, image, stage, ("txt2img", "refine"))
             source, stage = stage_prompt(plan, pass_), None if pass_.kind == "txt2img" else stage
@@ -89,10 +126,14 @@ class AttentionJobs:
                     blend_threshold=blend_threshold)
         # refused now, not in the job: a swap with another word count, unknown weight or blend words
         PromptToPrompt(tok, edit, max(chunk_count(tok, p) for p in (edit.source, edit.edited_prompt)))
-        params = {"source": self._source_params(job, image, prompt, seed, settings),
-                  "edit": {k: getattr(edit, k) for k in ("target", "mode", "cross_steps", "self_steps", "weights",
+        params = {"edit": {k: getattr(edit, k) for k in ("target", "mode", "cross_steps", "self_steps", "weights",
                                                          "blend_words", "blend_threshold")},
                   "finish": bool(finish), "stage": stage}
+        if pending is not None:
+            self.check_photo_inversion(edit.edited_prompt)
+            photo_source = pending.pop("photo_source")
+            return self._submit_photo_job("edit", slug, {**pending, **params, "finish": False}, photo_source)
+        params["source"] = self._source_params(job, image, prompt, seed, settings)
         return self.jobs.submit("edit", slug, params)
 
     @staticmethod
@@ -151,6 +192,8 @@ class AttentionJobs:
     def _explain(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.attention.explain import explain, explain_stage, save
 
+        if ctx.params.get("photo"):
+            return self._explain_photo(ctx)
         out, control = self._attention_run(ctx)
         p = ctx.params
         layers = tuple(p["layers"]) if p["layers"] else None
@@ -181,6 +224,8 @@ class AttentionJobs:
         from lib_profile.infotext import infotext, save_png
         from lib_profile.studio.run import count_passes, finish, replay, stage_prompt
 
+        if ctx.params.get("photo"):
+            return self._edit_photo(ctx)
         out, control = self._attention_run(ctx)
         src, stage, finishing = ctx.params["source"], ctx.params.get("stage"), ctx.params.get("finish", True)
         plan = None

@@ -6,7 +6,8 @@ data folder). Data flows one way: photos -> intake -> LoRA -> plan -> portraits 
 
 :class:`Studio` composes one part per kind of work: :mod:`.identities` (records, photos, files),
 :mod:`.training` (train and resume jobs, the trainer process), :mod:`.publish` (the LoRA where the WebUI
-lists it), :mod:`.portraits` (generate jobs) and :mod:`.attention_jobs` (explain and edit jobs).
+lists it), :mod:`.portraits` (generate jobs), :mod:`.attention_jobs` (explain and edit jobs) and :mod:`.photo_jobs`
+(restyle a real photo; a photo as the source of explain and edit).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from lib_profile.jobs.manager import JobContext, JobManager
 from lib_profile.store.identities import IdentityStore
 from lib_profile.service.attention_jobs import AttentionJobs
 from lib_profile.service.identities import Identities
+from lib_profile.service.photo_jobs import PhotoJobs
 from lib_profile.service.portraits import Portraits
 from lib_profile.service.publish import Publishing
 from lib_profile.service.training import Training
 from lib_profile.store.files import storage_errors
 
 
-class Studio(Identities, Training, Publishing, Portraits, AttentionJobs):
+class Studio(Identities, Training, Publishing, Portraits, AttentionJobs, PhotoJobs):
     """The studio on one host: every method the routes, the tab, the CLI and :mod:`lib_profile.flow` call."""
 
     def __init__(self, host: Host, data_dir: str | Path | None = None, lora_root: str | Path | None = None,
@@ -45,6 +47,7 @@ class Studio(Identities, Training, Publishing, Portraits, AttentionJobs):
                                 "generate": self._storage_guard(self._generate, self.store.outputs_folder),
                                 "explain": self._storage_guard(self._explain, self.store.outputs_folder),
                                 "edit": self._storage_guard(self._edit, self.store.outputs_folder),
+                                "restyle": self._storage_guard(self._restyle, self.store.outputs_folder),
                                 "portraits": self._storage_guard(lambda ctx: flow.run(self, ctx), self.store.folder)})
         self._delete_lock = threading.Lock()
         self._end_orphans(self.jobs.interrupted_at_start)

@@ -1,9 +1,11 @@
-"""The tab's "4. Explain" (word heat maps of a portrait's pass) and "5. Edit" (Prompt-to-Prompt) sections."""
+"""The tab's "4. Explain" (word heat maps of a portrait's pass) and "5. Edit" (Prompt-to-Prompt) sections; each can
+work on a real photo of the person instead (:func:`.restyle_section.photo_source_row`)."""
 
 from types import SimpleNamespace
 
 from lib_profile.hosts.base import HostError
 from lib_profile.ui.display import job_markdown
+from lib_profile.ui.restyle_section import photo_source, photo_source_row
 from lib_profile.ui.tab_context import CSS_ID, TabContext
 
 PASSES = {"first pass": None, "face detail pass": "detail", "refine pass": "refine"}  # which pass, by its stage kind
@@ -24,8 +26,10 @@ def explain_tab(gr) -> SimpleNamespace:
             words = gr.Textbox(label="Words (comma separated)", placeholder="eyes, smile, sweater",
                                elem_id=f"{CSS_ID}_words")
             explain_btn = gr.Button("Explain", variant="primary", elem_id=f"{CSS_ID}_explain")
+        photo = photo_source_row(gr, "explain")
         maps = gr.Gallery(label="Word maps", columns=4, height=420, object_fit="contain", elem_id=f"{CSS_ID}_maps")
-    return SimpleNamespace(portrait=portrait, which_pass=which_pass, words=words, explain_btn=explain_btn, maps=maps)
+    return SimpleNamespace(portrait=portrait, which_pass=which_pass, words=words, explain_btn=explain_btn, maps=maps,
+                           photo=photo)
 
 
 def edit_tab(gr) -> SimpleNamespace:
@@ -50,12 +54,13 @@ def edit_tab(gr) -> SimpleNamespace:
             self_tau = gr.Slider(0, 1, value=0.4, step=0.05, label="Keep the structure (self-attention) for")
             blend = gr.Textbox(label="Change only where these words are (local blend)", placeholder="sweater")
             edit_btn = gr.Button("Edit", variant="primary", elem_id=f"{CSS_ID}_edit")
+        photo = photo_source_row(gr, "edit")
         with gr.Row():
             edit_before = gr.Image(label="Before", type="filepath", interactive=False, elem_id=f"{CSS_ID}_edit_before")
             edit_after = gr.Image(label="After", type="filepath", interactive=False, elem_id=f"{CSS_ID}_edit_after")
     return SimpleNamespace(edit_portrait=edit_portrait, edit_pass=edit_pass, mode=mode, swaps=swaps, target=target,
                            weights=weights, tau=tau, self_tau=self_tau, blend=blend, edit_btn=edit_btn,
-                           edit_before=edit_before, edit_after=edit_after)
+                           edit_before=edit_before, edit_after=edit_after, photo=photo)
 
 
 def attention_handlers(ctx: TabContext) -> SimpleNamespace:
@@ -99,17 +104,24 @@ def attention_handlers(ctx: TabContext) -> SimpleNamespace:
             raise HostError(f"That portrait was made without a {which}")
         return stage
 
-    def do_explain(person_label, choice, text, which="first pass"):
+    def do_explain(person_label, choice, text, which="first pass", source="portrait", photo=None, caption="",
+                   n_steps=50, size=512):
         slug = to_slug(person_label)
+        words = [w.strip() for w in (text or "").split(",")]
+        real = photo_source(source, photo, caption, n_steps, size)
+        if real:
+            job = studio().explain(slug, words, **real)
+            return job_markdown(job), job["id"]
         job_name, image = split(to_portrait(slug, choice))
         stage = stage_of(slug, job_name, image, which)
-        job = studio().explain(slug, [w.strip() for w in (text or "").split(",")], job_name, image, stage=stage)
+        job = studio().explain(slug, words, job_name, image, stage=stage)
         return job_markdown(job), job["id"]
 
     def do_edit(person_label, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text,
-                which="first pass"):
+                which="first pass", source="portrait", photo=None, caption="", n_steps=50, size=512):
         slug = to_slug(person_label)
-        job_name, image = split(to_portrait(slug, choice))
+        real = photo_source(source, photo, caption, n_steps, size)
+        job_name, image = split(to_portrait(slug, choice)) if not real else (None, None)
         replace = {}
         for pair in filter(None, (x.strip() for x in (swap_text or "").split(","))):
             old, arrow, new = pair.partition("->")
@@ -126,7 +138,8 @@ def attention_handlers(ctx: TabContext) -> SimpleNamespace:
         job = studio().edit(slug, target_text or None, how, job_name, image, cross_steps=float(cross),
                             self_steps=float(self_steps), weights=word_weights,
                             blend_words=[w.strip() for w in (blend_text or "").split(",") if w.strip()],
-                            replace=replace or None, stage=stage_of(slug, job_name, image, which))
+                            replace=replace or None,
+                            stage=None if real else stage_of(slug, job_name, image, which), **(real or {}))
         return job_markdown(job), job["id"]
 
     return SimpleNamespace(do_explain=do_explain, do_edit=do_edit, passes_of=passes_of, edit_passes_of=edit_passes_of)
