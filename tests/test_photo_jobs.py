@@ -163,9 +163,7 @@ def test_bad_photo_requests_get_clear_4xx_and_leave_nothing(api, studio, person)
 
 
 def test_a_host_without_a_denoiser_says_so_with_a_400(api, studio, person, monkeypatch):
-    from lib_profile.hosts.base import Host
-
-    monkeypatch.setattr(type(studio.host), "denoiser", Host.denoiser)  # the protocol's own: no denoiser
+    monkeypatch.setattr(studio.host, "photo_inversion", False)  # as declared by a host without a denoiser
     for route, body in (("/restyle", {"identity": SLUG, "photo": person, "target_prompt": "x", "keep_person": False}),
                         ("/explain", {"identity": SLUG, "photo": person, "words": ["photo"]}),
                         ("/edit", {"identity": SLUG, "photo": person, "replace": {"photo": "drawing"}})):

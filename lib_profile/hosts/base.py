@@ -269,6 +269,8 @@ class Host(ABC):
     #: whether the host runs a :class:`RunControl`'s ``attention`` controller in its UNet's attention layers (Explain
     #: word maps, Prompt-to-Prompt edits); a host without it refuses them (:meth:`check_attention_control`).
     attention_control: bool = False
+    #: whether the host lends its model for photo inversion (:meth:`denoiser`: restyle, a photo's edit and explain)
+    photo_inversion: bool = False
 
     @abstractmethod
     def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result: ...
@@ -375,8 +377,7 @@ class Host(ABC):
 
     def denoiser(self, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_skip: int = 1):
         """A context lending this host's model as a :class:`~lib_profile.hosts.denoiser.Denoiser` for one job (photo
-        inversion and editing), with ``loras`` and ``prompts``' ``<lora:NAME:W>`` tags applied and the host held
-        (its lock, the WebUI's queue is the caller's ``job``); undone on exit. HostError where the host lacks it."""
+        inversion), ``loras`` and ``prompts``' ``<lora:NAME:W>`` tags applied, the host held; undone on exit."""
         raise self.unsupported("Inverting a photo (restyle, edit or explain a photo)")
 
     def training_slot(self, id_task: str, steps: int):

@@ -6,7 +6,9 @@ keeps the inverted noise and the prompt, and optimises, step by step from the no
 embedding* of that step so the guided step lands on the inversion's trajectory: for step ``i`` at timestep ``t``,
 ``min || z*_{t-1} - DDIM(z_t, eps_u(emb_i) + w (eps_c - eps_u(emb_i))) ||^2`` by Adam (lr ``0.01 (1 - i/100)``,
 up to ``iterations`` updates, stopped early once the loss is below ``1e-5 + 2e-5 i``), each step starting from the
-previous step's embedding. The paper's defaults: 50 steps, w = 7.5, 10 iterations.
+previous step's embedding. The paper's defaults: 50 steps, w = 7.5, 10 iterations. The early-stop bounds are for
+unit-variance latents (what SD1.5's VAE scale factor makes them); we scale them by the photo latent's variance, so a
+model whose latents are smaller (the tests' tiny one: 400x) does not stop at errors as large as its picture.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def optimise(den, trajectory: list, cond, uncond, cfg_scale: float, steps: int, 
     embedding = uncond.detach().float()
     latent = trajectory[-1]
     nulls = []
+    variance = float(trajectory[0].float().var())  # the early stop's unit (1 on SD1.5)
     for i, t in enumerate(ddim.timesteps(steps)):
         target = trajectory[steps - i - 1]
         a_t, a_prev = ddim.alpha(ac, t), ddim.alpha(ac, ddim.previous(t, steps))
@@ -45,7 +48,7 @@ def optimise(den, trajectory: list, cond, uncond, cfg_scale: float, steps: int, 
                 (grad,) = torch.autograd.grad(loss, [embedding])
             embedding.grad = grad
             adam.step()
-            if loss.item() < 1e-5 + i * 2e-5:
+            if loss.item() < (1e-5 + i * 2e-5) * variance:
                 break
         embedding = embedding.detach()
         nulls.append(embedding)

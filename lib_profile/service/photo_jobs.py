@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from lib_profile.hosts.base import Host, HostError, LoraRef
+from lib_profile.hosts.base import HostError, LoraRef
 from lib_profile.jobs.manager import JobContext
 from lib_profile.service.photo_settings import (DEFAULT_STRENGTH, activation_text, check_caption, default_caption,
                                                 injection, photo_settings, settings_dict)
@@ -72,7 +72,7 @@ class PhotoJobs:
         controllers, and ``prompts`` stay the same at every step (no ``[from:to:when]``, ``[a|b]``, ``AND``)."""
         from lib_profile.prompts.schedule import refuse_scheduled
 
-        if type(self.host).denoiser is Host.denoiser:  # the protocol's refusal: this host has none of its own
+        if not self.host.photo_inversion:
             raise self.host.unsupported("Inverting a photo (restyle, edit or explain a photo)")
         self.host.check_attention_control("Restyle, edit or explain a photo")
         for text in prompts:

@@ -64,6 +64,7 @@ class DiffusersHost(Host):
     name = "diffusers"
     pads_prompt_to_negative = True  # _embeds: prompt and negative prompt padded to the same chunk count
     attention_control = True  # diffusers/attention.py
+    photo_inversion = True  # diffusers/denoiser.py
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
                  data_dir: str | Path | None = None, controlnets: Optional[dict[str, str]] = None,
