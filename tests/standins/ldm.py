@@ -53,6 +53,8 @@ def attend(q, k, v, heads):
 
 
 class Block(nn.Module):
+    inplace = False  # Forge's BasicTransformerBlock adds in place (``x += n``)
+
     def __init__(self):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(DIM), nn.LayerNorm(DIM)
@@ -71,7 +73,10 @@ class Block(nn.Module):
                 n = attn.to_out(patch(attn.to_q(n), attn.to_k(src), attn.to_v(src), extra))
             else:
                 n = attn(n, context=ctx)
-            x = x + n
+            if self.inplace:
+                x += n
+            else:
+                x = x + n
         return x
 
 
@@ -228,7 +233,7 @@ class LatentDiffusion(nn.Module):
 class Predictor(nn.Module):
     """Forge's ``k_prediction.Prediction`` (eps): sigma <-> t, input scaling and the denoised estimate."""
 
-    prediction_type, sigma_data = "eps", 1.0
+    prediction_type, sigma_data = "epsilon", 1.0  # from the checkpoint's diffusers scheduler config
 
     def __init__(self):
         super().__init__()
@@ -467,6 +472,9 @@ def install(flavour: str, seed: int = 0, loras=("mylora",)):
         mods["backend"], mods["backend.memory_management"] = backend, backend.memory_management
         with torch.inference_mode():  # forge_loader builds and loads the model in inference mode
             model = ForgeEngine(Parts(seed))
+        for module in model.forge_objects.unet.model.diffusion_model.modules():
+            if isinstance(module, Block):
+                module.inplace = True
     else:
         model = LatentDiffusion(Parts(seed), shared.opts)
     model.load_log = log

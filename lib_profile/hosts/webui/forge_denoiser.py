@@ -2,9 +2,10 @@
 
 Read from Forge dfdcbab6: the engine holds ``forge_objects`` (``unet``: a ``UnetPatcher`` whose ``model`` is a
 ``KModel``; ``clip``; ``vae``). Forge loads its weights under ``torch.inference_mode`` (``forge_loader``,
-``forge_model_reload``), and such tensors cannot take part in autograd; so an ``eps`` under ``torch.enable_grad()``
-(null-text inversion) runs the UNet with plain copies of its weights (``torch.func.functional_call``; made once,
-dropped with the denoiser). What is called:
+``forge_model_reload``), and such tensors cannot take part in autograd, nor can its blocks' in-place adds
+(``x += n`` in ``BasicTransformerBlock``); so an ``eps`` under ``torch.enable_grad()`` (null-text inversion) runs the
+UNet with plain copies of its weights (``torch.func.functional_call``; made once, dropped with the denoiser) under
+``torch.func.functionalize`` (the in-place ops run out of place). What is called:
 
 * VAE: ``memory_management.load_models_gpu([vae.patcher])``, ``vae.first_stage_model.encode(pixels, regulation)``
   with the posterior's mode as the regulation (Forge's ``encode_first_stage`` samples), then ``process_in``
@@ -32,6 +33,10 @@ from lib_profile.hosts.base import HostError
 from lib_profile.hosts.webui.denoiser import LoopState, WebUIDenoiser, networks_applied
 from lib_profile.hosts.webui.forge_attention import patched_clone
 
+#: the predictor's ``prediction_type`` of a noise-predicting model: ``"epsilon"`` from the checkpoint's diffusers
+#: scheduler config (``k_prediction_from_diffusers_scheduler``), ``"eps"`` for ``Prediction``'s default
+EPS = ("epsilon", "eps")
+
 
 def refusal(sd_model) -> str:
     """Why ``sd_model`` cannot be lent ("" when it can)."""
@@ -42,7 +47,7 @@ def refusal(sd_model) -> str:
     if not getattr(sd_model, "is_sd1", False):
         return "photo inversion needs an SD1.5 checkpoint; pick one at the top of the page and try again"
     predictor = getattr(objects.unet.model, "predictor", None)
-    if getattr(predictor, "prediction_type", "eps") != "eps":
+    if getattr(predictor, "prediction_type", "epsilon") not in EPS:
         return (f"the loaded checkpoint predicts {predictor.prediction_type!r}, not the noise (eps) as SD1.5 does; "
                 "pick an SD1.5 checkpoint")
     if getattr(sd_model, "is_inpaint", False):
@@ -107,13 +112,19 @@ class ForgeDenoiser(WebUIDenoiser):
         options["cond_or_uncond"] = loop.order(batch) if loop is not None else [0]
         options["sigmas"] = self.unet.model.predictor.sigmas[int(t)].to(latents.device).repeat(batch)
         steps = torch.full((batch,), float(t), device=latents.device)
-        kwargs = dict(context=context, control=None, transformer_options=options)
-        weights = self._weights(self.diffusion_model) if torch.is_grad_enabled() else None
-        if weights:
-            out = torch.func.functional_call(self.diffusion_model, weights, (latents, steps), kwargs, strict=False)
-        else:
-            out = self.diffusion_model(latents, steps, **kwargs)
-        return out.to(self.dtype)
+        if not torch.is_grad_enabled():
+            out = self.diffusion_model(latents, steps, context=context, control=None, transformer_options=options)
+            return out.to(self.dtype)
+        weights = self._weights(self.diffusion_model)
+
+        def run(latents, steps, context):
+            kwargs = dict(context=context, control=None, transformer_options=options)
+            if weights:
+                return torch.func.functional_call(self.diffusion_model, weights, (latents, steps), kwargs, strict=False)
+            return self.diffusion_model(latents, steps, **kwargs)
+
+        # Forge's blocks add in place (``x += n``), which autograd refuses; functionalize runs them out of place
+        return torch.func.functionalize(run)(latents, steps, context).to(self.dtype)
 
     @contextlib.contextmanager
     def _attention(self, loop: LoopState):
