@@ -273,16 +273,18 @@ def test_everything_is_undone_on_exit(env, fail):
         objects, skip = model.forge_objects, model.text_processing_engine.clip_skip
     opts_before, (weights, hooks) = dict(shared.opts.data), state_of(model)
     lora = LoraRef(str(host.lora_dir() / "mylora.safetensors"), 0.5)
+    rec = Recorder()
     try:
         with host.denoiser(["a cat"], loras=[lora], clip_skip=2) as den:
             assert shared.opts.data["CLIP_stop_at_last_layers"] == 2
-            with den.controlled(Recorder(), 2, 1, features=lambda step, out: out * 0.5):
+            with den.controlled(rec, 2, 1, features=lambda step, out: out * 0.5):
                 ctx = torch.cat([den.conditioning(""), den.conditioning("a cat")])
                 assert not torch.allclose(den.eps(x, 300, ctx), before_eps, atol=1e-4)  # LoRA, skip, hook
                 if fail:
                     raise RuntimeError("boom")
     except RuntimeError:
         assert fail
+    assert rec.began == [(2, (6, 8))] and rec.ended == 1
     assert shared.opts.data == opts_before
     assert sys.modules["networks"].loaded_networks == []
     assert mods.extra_networks.calls[-1] == ("activate", {})  # the LoRA unloaded as the next generation would
@@ -375,3 +377,19 @@ def test_forge_before_its_first_load_is_loaded_or_refused(tmp_path):
         with host.denoiser(["a cat"]) as den:
             assert den.eps(latents(), 10, den.conditioning("a cat")).shape == (1, 4, 6, 8)
         assert loads == [1]
+
+
+def test_loras_given_or_tagged_reach_the_unet_and_leave_with_the_denoiser(env):
+    _, host, _ = env
+    x, lora = latents(), LoraRef(str(env[1].lora_dir() / "mylora.safetensors"), 0.5)
+
+    def eps(prompts, loras=None):
+        with host.denoiser(prompts, loras=loras) as den:
+            return den.eps(x, 300, den.conditioning("a cat"))
+
+    plain = eps(["a cat"])
+    given = eps(["a cat"], [lora])
+    assert not torch.allclose(given, plain, atol=1e-4)
+    assert torch.equal(eps(["a cat <lora:mylora:0.5>"]), given)
+    assert torch.equal(eps(["a cat", "a dog <lora:mylora:0.5>"]), given)  # any prompt's tag counts
+    assert torch.equal(eps(["a cat"]), plain)
