@@ -39,7 +39,7 @@ def tokenizer():
     return load_tokenizer(str(paths.tokenizer_dir()))
 
 
-def _recording(host: Host, prompt: str, words: list[str], layers, steps, sampling_pass: int = 0):
+def recording(host: Host, prompt: str, words: list[str], layers, steps, sampling_pass: int = 0):
     """The prompt's tokens as the host reads them, each wanted word's positions, and a recorder for them.
     HostError for a prompt that changes with the step (``[a:b:when]``, ``[a|b]``): its words move between steps."""
     from lib_profile.prompts.schedule import refuse_scheduled
@@ -71,7 +71,7 @@ def explain(host: Host, req: Txt2ImgRequest, words: list[str], layers: Optional[
     if req.batch_size != 1:
         raise HostError("Explain makes one image at a time (batch size 1)")
     check_hires_pass(req, hires_pass)
-    tokens, wanted, recorder = _recording(host, req.prompt, words, layers, steps, int(hires_pass))
+    tokens, wanted, recorder = recording(host, req.prompt, words, layers, steps, int(hires_pass))
     base = control or RunControl()
     result = host.txt2img(req, RunControl(base.on_step, base.should_interrupt, recorder))
     image = result.images[0]
@@ -117,7 +117,7 @@ def explain_stage(host: Host, plan, seed: int, stage_index: int, words: list[str
     stage = plan.stages[stage_index] if 0 <= stage_index < len(plan.stages) else None
     if stage is None:
         raise HostError(f"The plan has no stage {stage_index}")
-    tokens, wanted, recorder = _recording(host, stage_prompt(plan, stage), words, layers, steps)
+    tokens, wanted, recorder = recording(host, stage_prompt(plan, stage), words, layers, steps)
     base = control or RunControl()
     image, info = replay(plan, host, seed, stage_index, RunControl(base.on_step, base.should_interrupt, recorder),
                          base)

@@ -43,6 +43,9 @@ class Denoiser(ABC):
     alphas_cumprod = None
     device = None
     dtype = None
+    #: what the infotext names: ``model``, ``model_hash``, ``loras`` ([{"path", "weight"}] applied),
+    #: ``lora_notes`` (LoRA modules that matched no layer); any may be missing
+    info: dict = {}
 
     @abstractmethod
     def encode(self, image: Image.Image):

@@ -128,6 +128,21 @@ class DiffusersHost(Host):
         return lora_apply.check([(x.path, x.weight) for x in kept + tagged], self.model.unet,
                                 self.model.text_encoder)
 
+    @contextlib.contextmanager
+    def denoiser(self, prompts: list[str], loras: Optional[list] = None, clip_skip: int = 1):
+        """The loaded model as a ``Denoiser`` (``diffusers/denoiser.py``), the LoRAs of ``loras`` and of the prompts'
+        tags merged (a tag wins over a ref of the same name), the host's lock held; restored on exit."""
+        from lib_profile.hosts.diffusers.denoiser import DiffusersDenoiser
+
+        req = Txt2ImgRequest(prompt=prompts[0] if prompts else "", prompts=list(prompts), batch_size=len(prompts) or 1,
+                             loras=list(loras or []))
+        kept, tagged = self.prompt_loras(req)
+        with self._lock, lora_apply.applied([(x.path, x.weight) for x in kept + tagged], self.model.unet,
+                                            self.model.text_encoder) as notes:
+            yield DiffusersDenoiser(self.model, self.device, self.dtype, clip_skip, {
+                "model": self.model.name, "model_hash": self.model.shorthash, "lora_notes": list(notes),
+                "loras": [{"path": x.path, "weight": x.weight} for x in kept + tagged]})
+
     def samplers(self) -> list[str]:
         return samplers.sampler_names()
 
