@@ -141,6 +141,11 @@ class UNet(nn.Module):
         return self.out(h)
 
 
+def checkpoint_info():
+    return types.SimpleNamespace(filename="sd15.safetensors", title="sd15.safetensors [0123abcd]",
+                                 name_for_extra="sd15", model_name="sd15")
+
+
 def alphas_cumprod():
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     return torch.cumprod(1 - betas, 0).float()
@@ -213,8 +218,10 @@ class LatentDiffusion(nn.Module):
         self.first_stage_model, self.text, self.opts = parts.vae, parts.text, opts
         self.register_buffer("alphas_cumprod", alphas_cumprod())
         self.cond_stage_model = types.SimpleNamespace(tokenize_line=parts.text.tokenize_line)
-        self.sd_checkpoint_info = types.SimpleNamespace(filename="sd15.safetensors", title="sd15.safetensors")
-        self.cond_stage_model_empty_prompt = self.get_learned_conditioning([""])
+        self.sd_checkpoint_info = checkpoint_info()
+        self.sd_model_hash = "0123abcd"
+        with torch.no_grad():
+            self.cond_stage_model_empty_prompt = self.get_learned_conditioning([""])
 
     def get_learned_conditioning(self, texts):
         return self.text.encode(texts, self.opts.data.get("CLIP_stop_at_last_layers", 1))
@@ -335,7 +342,8 @@ class ForgeEngine:
         self.current_lora_hash = "[]"
         self.text = parts.text
         self.text_processing_engine = types.SimpleNamespace(tokenize_line=parts.text.tokenize_line, clip_skip=1)
-        self.sd_checkpoint_info = types.SimpleNamespace(filename="sd15.safetensors", title="sd15.safetensors")
+        self.sd_checkpoint_info = checkpoint_info()
+        self.sd_model_hash = "0123abcd"
 
     def set_clip_skip(self, clip_skip):
         self.text_processing_engine.clip_skip = clip_skip

@@ -26,6 +26,7 @@ from lib_profile.hosts.denoiser import PNP_FEATURE_BLOCK, Denoiser, FeatureHook
 from lib_profile.hosts.webui.attention import StepState
 from lib_profile.hosts.webui.options import restoring_opts
 from lib_profile.prompts.parse import extract_networks, lora_tags
+from lib_profile.prompts.schedule import refuse_composable
 
 CLIP_SKIP_KEY = "CLIP_stop_at_last_layers"
 TOKENS_PER_CHUNK = 77
@@ -138,16 +139,23 @@ class WebUIDenoiser(Denoiser):
         with torch.no_grad():
             return tensor_images(self._decode(latents.detach()))
 
+    @staticmethod
+    def _words(prompt: str) -> str:
+        text = extract_networks(prompt)[0]  # the tags were applied when the denoiser was opened
+        refuse_composable(text, "Photo inversion")
+        return text
+
     def chunks(self, prompt: str) -> int:
-        return max(1, len(self._tokenize(extract_networks(prompt)[0])))
+        return max(1, len(self._tokenize(self._words(prompt))))
 
     def conditioning(self, prompt: str, chunks: int = 1):
         """As the WebUI reads ``prompt`` (its tags removed), padded with the empty prompt's chunk (A1111's
-        ``pad_cond``) to ``chunks``; a plain tensor (not an inference-mode one), so it may be optimised."""
+        ``pad_cond``) to ``chunks``; a plain tensor (not an inference-mode one), so it may be optimised. HostError
+        for a prompt combined with ``AND``."""
         import torch
 
         with torch.no_grad():
-            cond = self._text(extract_networks(prompt)[0])
+            cond = self._text(self._words(prompt))
             own = cond.shape[1] // TOKENS_PER_CHUNK
             if chunks > own:
                 empty = self._empty_chunk().to(cond.device, cond.dtype)
@@ -249,4 +257,23 @@ def lent(host, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_s
         with restoring_opts(shared.opts, {CLIP_SKIP_KEY: int(clip_skip)}):
             shared.opts.data[CLIP_SKIP_KEY] = int(clip_skip)
             with host.flavour.lend_model(shared.sd_model, tagged, int(clip_skip)) as denoiser:
+                denoiser.info = model_info(shared.sd_model, tagged)
                 yield denoiser
+
+
+def model_info(sd_model, prompts: list[str]) -> dict:
+    """``Denoiser.info`` for the infotext: the checkpoint as the WebUI's own infotext names it
+    (``sd_checkpoint_info.name_for_extra``, ``sd_model_hash``) and the LoRAs the tags applied (their files, as the
+    built-in Lora extension lists them)."""
+    checkpoint = getattr(sd_model, "sd_checkpoint_info", None)
+    available = getattr(sys.modules.get("networks"), "available_networks", {}) or {}
+    loras, seen = [], set()
+    for prompt in prompts:
+        for network in extract_networks(prompt)[1]:
+            if network.kind in ("lora", "lyco") and network.name not in seen:
+                seen.add(network.name)
+                path = getattr(available.get(network.name), "filename", None) or network.name
+                loras.append({"path": str(path), "weight": network.weight})
+    return {"model": getattr(checkpoint, "name_for_extra", None) or getattr(checkpoint, "model_name", None),
+            "model_hash": getattr(sd_model, "sd_model_hash", None) or getattr(checkpoint, "shorthash", None),
+            "loras": loras, "lora_notes": []}
