@@ -136,3 +136,10 @@ def load_model() -> None:
     from modules import shared
 
     getattr(shared, "sd_model", None)
+
+
+def lend_model(sd_model, prompts: list[str], clip_skip: int):
+    """The loaded model as a Denoiser, the prompts' LoRAs active (:mod:`.a1111_denoiser`)."""
+    from lib_profile.hosts.webui import a1111_denoiser
+
+    return a1111_denoiser.lend_model(sd_model, prompts, clip_skip)

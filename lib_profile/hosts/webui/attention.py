@@ -129,17 +129,28 @@ def controlled(diffusion_model, controller: Controller, latent_hw: tuple[int, in
                script_callbacks) -> Iterator[list]:
     """Patch every attention module of ``diffusion_model`` for the duration of one processing call."""
     state = StepState(controller, latent_hw, images)
+    with patched_modules(diffusion_model, state):
+        handle = diffusion_model.register_forward_pre_hook(
+            lambda module, args: state.next_unet_call(int(args[0].shape[0])))
+        try:
+            with step_hooks(state, script_callbacks):
+                yield []  # A1111 needs no script in the runner: the modules themselves are patched
+        finally:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def patched_modules(diffusion_model, state: StepState) -> Iterator[None]:
+    """Each attention module of ``diffusion_model`` gets its own ``forward`` driven by ``state`` (its step, steps,
+    latent size and ``rows(batch)``); the instance attributes are deleted on exit."""
     patched = []
-    for index, (name, module) in enumerate(crossattention_modules(diffusion_model)):
-        site = Site(index, name, place_of(name), name.endswith("attn2"), int(module.heads))
-        module.forward = types.MethodType(_controlled_forward(site, state), module)
-        patched.append(module)
-    handle = diffusion_model.register_forward_pre_hook(lambda module, args: state.next_unet_call(int(args[0].shape[0])))
     try:
-        with step_hooks(state, script_callbacks):
-            yield []  # A1111 needs no script in the runner: the modules themselves are patched
+        for index, (name, module) in enumerate(crossattention_modules(diffusion_model)):
+            site = Site(index, name, place_of(name), name.endswith("attn2"), int(module.heads))
+            module.forward = types.MethodType(_controlled_forward(site, state), module)
+            patched.append(module)
+        yield
     finally:
-        handle.remove()
         for module in patched:
             if "forward" in module.__dict__:
                 del module.forward

@@ -39,6 +39,10 @@ class Flavour(Protocol):
     def load_model(self) -> None:
         """Load (or wait for) the selected checkpoint, as a generation would first."""
 
+    def lend_model(self, sd_model, prompts: list[str], clip_skip: int) -> ContextManager[Any]:
+        """The loaded model as a ``hosts.denoiser.Denoiser`` with the prompts' LoRA tags active and ``clip_skip``
+        applied (``opts`` is set by the caller); all undone on exit."""
+
 
 def detect_flavour() -> Flavour:
     """Forge when ``modules_forge`` is importable, else A1111."""

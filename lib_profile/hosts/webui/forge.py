@@ -96,3 +96,10 @@ def load_model() -> None:
     except Exception as e:  # e.g. no checkpoint selected yet: Forge's own KeyError says little
         raise HostError(f"Forge could not load the selected checkpoint ({type(e).__name__}: {e}); pick an SD1.5 "
                         "checkpoint at the top of the page and try again") from e
+
+
+def lend_model(sd_model, prompts: list[str], clip_skip: int):
+    """The loaded model as a Denoiser, the prompts' LoRAs active (:mod:`.forge_denoiser`)."""
+    from lib_profile.hosts.webui import forge_denoiser
+
+    return forge_denoiser.lend_model(sd_model, prompts, clip_skip)

@@ -77,18 +77,24 @@ def controlled(controller: Controller, latent_hw: tuple[int, int], script_callba
             return False
 
         def process_before_every_sampling(self, p, *args, **kwargs):  # Forge: may run twice per pass; idempotent
-            unet = p.sd_model.forge_objects.unet.clone()
-            index = 0
-            for name, module in unet.model.diffusion_model.named_modules():
-                key = block_key(name)
-                if key is None:
-                    continue
-                block, number, transformer, cross = key
-                site = Site(index, name, place_of(name), cross, int(getattr(module, "heads", 0)))
-                index += 1
-                setter = unet.set_model_attn2_replace if cross else unet.set_model_attn1_replace
-                setter(make_patch(site, state), block, number, transformer)
-            p.sd_model.forge_objects.unet = unet
+            p.sd_model.forge_objects.unet = patched_clone(p.sd_model.forge_objects.unet, state)
 
     with step_hooks(state, script_callbacks):
         yield [ProfileStudioAttention()]
+
+
+def patched_clone(unet, state: StepState):
+    """A clone of Forge's UNet patcher ``unet`` with an attention-replace patch, driven by ``state``, on each
+    transformer block's attn1/attn2; ``unet`` itself (and its model) is left as it is."""
+    unet = unet.clone()
+    index = 0
+    for name, module in unet.model.diffusion_model.named_modules():
+        key = block_key(name)
+        if key is None:
+            continue
+        block, number, transformer, cross = key
+        site = Site(index, name, place_of(name), cross, int(getattr(module, "heads", 0)))
+        index += 1
+        setter = unet.set_model_attn2_replace if cross else unet.set_model_attn1_replace
+        setter(make_patch(site, state), block, number, transformer)
+    return unet

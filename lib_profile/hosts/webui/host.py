@@ -345,6 +345,13 @@ class WebUIHost(Host):
                 state.sampling_step, state.sampling_steps = 0, 0
                 self.flavour.restore_vram()
 
+    def denoiser(self, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_skip: int = 1):
+        """The WebUI's loaded SD1.5 model lent for photo inversion (:func:`.denoiser.lent`): inside this thread's
+        :meth:`job` or else holding the queue itself; LoRAs, CLIP skip and patches undone on exit."""
+        from lib_profile.hosts.webui.denoiser import lent
+
+        return lent(self, prompts, loras, clip_skip)
+
     def check_model_family(self, what: str) -> None:
         """HostError unless the WebUI's model is SD1.x: the loaded one, or (Forge, before it loads) the selected
         checkpoint's file (:func:`model_family.selected_family`). Profile Studio's LoRAs, ControlNets and
