@@ -428,3 +428,26 @@ def test_the_info_names_the_checkpoint_and_the_loras_and_composable_prompts_are_
         for call in (den.chunks, den.conditioning):
             with pytest.raises(HostError, match="AND"):
                 call("a cat AND a dog")
+
+
+def test_the_photo_jobs_accept_the_webui_host_as_a_lender_of_its_model(env):
+    """Restyle, a photo's edit and explain check ``Host.photo_inversion`` before they queue; a WebUI host that lends
+    its model (``denoiser``) but leaves the flag at the base's False (as 599dd45 did) answers every one with a 400
+    "... is not supported by the a1111 host": seen in a real A1111 1.10.1 (docs/real-webui.md)."""
+    from types import SimpleNamespace
+
+    from lib_profile.service.photo_jobs import PhotoJobs
+
+    _, host, _ = env
+    PhotoJobs.check_photo_inversion(SimpleNamespace(host=host), "a photo of a woman", "oil painting of a woman")
+
+
+def test_every_host_that_lends_its_model_declares_it():
+    """The class: each concrete host overriding ``Host.denoiser`` says ``photo_inversion = True``, and the rest False."""
+    from lib_profile.hosts.base import Host
+    from lib_profile.hosts.diffusers.host import DiffusersHost
+
+    hosts = [DiffusersHost, WebUIHost]
+    assert {c for c in Host.__subclasses__() if c.__module__.startswith("lib_profile")} <= set(hosts)
+    for cls in hosts:
+        assert cls.photo_inversion == (cls.denoiser is not Host.denoiser), cls

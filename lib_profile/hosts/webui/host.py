@@ -47,6 +47,7 @@ class WebUIHost(Host):
     :func:`.flavours.detect_flavour` picks it."""
 
     attention_control = True  # through the flavour: attention.py (A1111), forge_attention.py (Forge)
+    photo_inversion = True  # denoiser.py, through the flavour: a1111_denoiser.py, forge_denoiser.py
 
     def __init__(self, flavour: Flavour):
         self.flavour = flavour
