@@ -17,7 +17,7 @@ from lib_profile import API_PREFIX
 from tests.test_api import NAME, SLUG, TRAIN, upload_selfies, wait
 from tests.test_cli import run
 
-FAST = {"size": 128, "steps": 4}  # inversion settings that keep the tiny model quick
+FAST = {"size": 64, "steps": 4}  # inversion settings that keep the tiny model quick
 
 
 def b64(data: bytes) -> str:
@@ -62,7 +62,7 @@ def test_restyle_edit_and_explain_a_photo(api, studio, person):
     restyled = fetch(api, job["links"]["restyled"])
     text = restyled.text["parameters"]
     assert text.startswith("oil painting of ohwx woman") and "Restyle: " in text and "strength 0.2" in text
-    assert min(restyled.size) == 128 and fetch(api, job["links"]["photo"]).size == restyled.size
+    assert min(restyled.size) == 64 and fetch(api, job["links"]["photo"]).size == restyled.size
     assert "a photo of ohwx woman" in fetch(api, job["links"]["reconstruction"]).text["parameters"]
 
     upload = {"identity": SLUG, "photo_image": "data:image/jpeg;base64," + b64(photo_bytes()), "strength": 0,
@@ -192,7 +192,7 @@ def test_an_upload_on_a_full_disk_is_a_507_and_leaves_nothing(api, studio, perso
 def test_restyle_and_photo_commands(tmp_path, data_dir):
     photo = tmp_path / "me.jpg"
     photo.write_bytes(photo_bytes())
-    fast = ["--checkpoint", "tiny", "--size", "128", "--steps", "4"]
+    fast = ["--checkpoint", "tiny", "--size", "64", "--steps", "4"]
     out = tmp_path / "restyled"
     proc = run("restyle", *fast, "--photo", str(photo), "--prompt", "oil painting of a person", "--strength", "0.3",
                "--method", "ddim", "--out", str(out), data_dir=data_dir)

@@ -1,5 +1,6 @@
 """tests/real_webui/smoke.py (the script that drives a running WebUI through the whole flow) against the
-standalone server: every Profile Studio step passes, the WebUI-only steps say skipped, and a dead URL fails
+standalone server: every Profile Studio step passes (the real-photo steps too: restyle, edit and explain of a
+photo inverted on the host's model), the WebUI-only steps say skipped, and a dead URL fails
 in one row with exit status 1."""
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ def test_the_smoke_script_runs_the_whole_flow_on_the_standalone_server(api, stud
     assert results.pop("plain txt2img (before)") == results.pop("plain txt2img (after)") == "skipped"
     assert results.pop("plain txt2img unchanged") == "skipped"
     assert set(results.values()) == {"ok"} and list(results) == [
-        "version", "identity", "upload 6 selfies", "train", "generate", "explain", "edit", "delete identity",
-        "leftover scan"]
+        "version", "identity", "upload 6 selfies", "train", "generate", "explain", "edit",
+        "restyle a photo (direct)", "edit a photo (direct)", "explain a photo (direct)",
+        "restyle a photo (null-text)", "delete identity", "leftover scan"]
+    details = {name: detail for name, _r, _s, detail in run.rows}
+    assert "photo 128x128, reconstruction 128x128, restyled 128x128" in details["restyle a photo (direct)"]
+    assert details["restyle a photo (null-text)"].startswith("null-text 2 steps")
+    assert "source 128x128, reconstruction 128x128, edited 128x128" in details["edit a photo (direct)"]
+    assert "maps of sweater, red" in details["explain a photo (direct)"]
     table = capsys.readouterr().out
     assert table.startswith("| step | result | seconds | detail |") and "| leftover scan | ok |" in table
 

@@ -30,9 +30,9 @@ class InversionSettings(BaseModel, extra="forbid"):
     negative_prompt: Optional[constr(strict=True, max_length=5000)] = Field(None, description="Negative prompt "
                                                                                             "(default none).")
     clip_skip: Optional[conint(strict=True, ge=1, le=12)] = Field(None, description="CLIP skip, 1..12 (default 1).")
-    size: Optional[conint(strict=True, ge=128, le=1024, multiple_of=64)] = Field(
+    size: Optional[conint(strict=True, ge=64, le=1024, multiple_of=64)] = Field(
         None, description="The photo's short side in px after cropping to 2:3, 1:1 or 3:2: a multiple of 64 within "
-                          "128..1024 (default 512).")
+                          "64..1024 (default 512).")
     null_text_iterations: Optional[conint(strict=True, ge=1, le=50)] = Field(
         None, description="null-text only: optimiser steps per sampling step, 1..50 (default 10).")
 

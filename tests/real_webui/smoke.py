@@ -5,7 +5,10 @@ over HTTP, and print a table of what each step did.
 
 Steps: the extension's version; a plain WebUI txt2img (``/sdapi/v1/txt2img``, fixed seed); an identity; six sample
 selfies uploaded (multipart); a LoRA trained for a few steps (and listed by ``/sdapi/v1/loras``); a portrait
-generated with it; that portrait explained (DAAM) and edited (Prompt-to-Prompt); the plain txt2img again,
+generated with it; that portrait explained (DAAM) and edited (Prompt-to-Prompt); real photos inverted on the
+host's model: one of the identity's photos restyled (Plug-and-Play, keeping the person: their LoRA), an uploaded
+photo edited (a word of its caption swapped) and explained (words of its caption), all with the ``direct``
+inversion, and the restyle again with ``null-text`` (one iteration); the plain txt2img again,
 compared with the first (Profile Studio must leave the WebUI as it found it: no LoRA, hook or setting left
 behind); the identity deleted, then a scan for leftovers (its routes, its LoRA in ``/sdapi/v1/loras``, its
 files; with ``--webui-dir`` also any file under the WebUI's folder whose path names the identity).
@@ -41,6 +44,11 @@ PLAIN = {"prompt": "a photo of a red car", "negative_prompt": "", "steps": 2, "w
 TRAIN = {"steps": 4, "resolution": 64, "batch_size": 1, "validate_every": 4, "validation_images": 0,
          "save_every": 4, "log_every": 4, "select": "last", "device": "cpu"}
 SETTINGS = {"width": 64, "height": 64, "steps": 4}
+# the smallest inversion the API takes (its size is the short side, 128..1024), in 2 steps
+INVERSION = {"method": "direct", "steps": 2, "size": 128}
+NULL_TEXT = {**INVERSION, "method": "null-text", "null_text_iterations": 1}
+CAPTION = "a photo of a woman in a red sweater"
+RESTYLE_TARGET = "studio portrait photo of ohwx woman, soft studio light"
 
 
 class Skip(Exception):
@@ -128,6 +136,7 @@ class Smoke:
         report = self.ok(self.http.post(f"{self.base}/identities/{SLUG}/photos", files=files))
         if not report.get("ready"):
             raise AssertionError(f"not ready to train: {report.get('counts')}")
+        self.state["photo"] = next(p["file"] for p in report["photos"] if p.get("status") == "accepted")
         return f"ready; counts {report.get('counts')}"
 
     def train(self) -> str:
@@ -171,6 +180,58 @@ class Smoke:
         if "blue sweater" not in text or "Prompt-to-Prompt" not in text:
             raise AssertionError("the edited PNG's infotext lacks the edited prompt or the Prompt-to-Prompt field")
         return f"red -> blue; injected {job['result'].get('injected')}"
+
+    # -- real photos (inverted on the host's model) -------------------------------------------------------------
+    def pngs(self, job: dict, *names: str) -> str:
+        """Each named link of ``job`` is a PNG with an infotext; returns their sizes."""
+        sizes = []
+        for name in names:
+            picture = self.image(job["links"][name])
+            if picture.format != "PNG" or not picture.text.get("parameters"):
+                raise AssertionError(f"{name} is not a PNG with an infotext")
+            sizes.append(f"{name} {picture.width}x{picture.height}")
+        return ", ".join(sizes)
+
+    def restyle(self, inversion: dict) -> str:
+        body = {"identity": SLUG, "photo": self.state["photo"], "target_prompt": RESTYLE_TARGET, "strength": 0.2,
+                "keep_person": True, "inversion": inversion}
+        job = self.wait(self.ok(self.http.post(f"{self.base}/restyle", json=body), 202))
+        res = job["result"]
+        if res.get("method") != inversion["method"] or not res.get("loras") or "identity_similarity" not in res:
+            raise AssertionError(f"the result lacks the method, the person's LoRA or the similarity: {res}")
+        text = self.image(job["links"]["restyled"]).text.get("parameters", "")
+        if not text.startswith(RESTYLE_TARGET) or "Restyle: " not in text or f"<lora:{self.state['lora']}:" not in text:
+            raise AssertionError("the restyled PNG's infotext lacks the target prompt, the Restyle field or the LoRA")
+        return (f"{inversion['method']} {inversion['steps']} steps; {self.pngs(job, 'photo', 'reconstruction', 'restyled')}"
+                f"; LoRA {res['loras'][0]['weight']}, similarity {res['identity_similarity']}")
+
+    def photo_image(self) -> str:
+        from lib_profile import sample_photos
+
+        buf = io.BytesIO()
+        sample_photos.selfies()[-1][1].save(buf, "JPEG", quality=92)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    def edit_photo(self) -> str:
+        body = {"identity": SLUG, "photo_image": self.photo_image(), "caption": CAPTION, "mode": "swap",
+                "replace": {"red": "blue"}, "inversion": INVERSION}
+        job = self.wait(self.ok(self.http.post(f"{self.base}/edit", json=body), 202))
+        res = job["result"]
+        text = self.image(job["links"]["edited"]).text.get("parameters", "")
+        if res.get("pass") != "photo" or "blue sweater" not in text or "Prompt-to-Prompt" not in text:
+            raise AssertionError("not a photo edit, or the edited PNG's infotext lacks the edit")
+        return f"uploaded, red -> blue, direct; {self.pngs(job, 'source', 'reconstruction', 'edited')}"
+
+    def explain_photo(self) -> str:
+        body = {"identity": SLUG, "photo_image": self.photo_image(), "caption": CAPTION, "words": ["sweater", "red"],
+                "inversion": INVERSION}
+        job = self.wait(self.ok(self.http.post(f"{self.base}/explain", json=body), 202))
+        res = job["result"]
+        overlays = [self.image(job["links"][f"overlay:{w}"]) for w in ("sweater", "red")]
+        if res.get("pass") != "photo" or set(res.get("words", [])) != {"sweater", "red"}:
+            raise AssertionError(f"not a photo's explanation of both words: {res}")
+        return (f"uploaded, direct; maps of {', '.join(res['words'])}; overlays "
+                f"{', '.join(f'{o.width}x{o.height}' for o in overlays)}; {self.pngs(job, 'photo')}")
 
     def compare(self) -> str:
         if not self.webui():
@@ -218,6 +279,11 @@ class Smoke:
         for name, run in flow:
             if not self.step(name, run):
                 break
+        photos = [("restyle a photo (direct)", lambda: self.restyle(INVERSION)),
+                  ("edit a photo (direct)", self.edit_photo), ("explain a photo (direct)", self.explain_photo),
+                  ("restyle a photo (null-text)", lambda: self.restyle(NULL_TEXT))]
+        for name, run in photos if "lora" in self.state else []:  # each on its own: one failing stops no other
+            self.step(name, run)
         self.step("plain txt2img (after)", lambda: self.plain_txt2img("plain_after"))
         self.step("plain txt2img unchanged", self.compare)
         self.step("delete identity", self.delete)
