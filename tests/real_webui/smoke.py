@@ -44,7 +44,7 @@ PLAIN = {"prompt": "a photo of a red car", "negative_prompt": "", "steps": 2, "w
 TRAIN = {"steps": 4, "resolution": 64, "batch_size": 1, "validate_every": 4, "validation_images": 0,
          "save_every": 4, "log_every": 4, "select": "last", "device": "cpu"}
 SETTINGS = {"width": 64, "height": 64, "steps": 4}
-# the smallest inversion the API takes (its size is the short side, 128..1024), in 2 steps
+# a small inversion (size: the short side), in 2 steps; 128 px as in the recorded real-WebUI runs
 INVERSION = {"method": "direct", "steps": 2, "size": 128}
 NULL_TEXT = {**INVERSION, "method": "null-text", "null_text_iterations": 1}
 CAPTION = "a photo of a woman in a red sweater"
