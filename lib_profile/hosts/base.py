@@ -303,8 +303,7 @@ class Host(ABC):
         if not self.attention_control:
             raise self.unsupported(f"{what} (attention control)")
 
-    def hires_upscalers(self) -> list[str]:
-        """What hires fix can upscale with (latent modes first, then image upscalers)."""
+    def hires_upscalers(self) -> list[str]:  # what hires fix can upscale with (latent modes, then image upscalers)
         return self.upscalers()
 
     def check_hires(self, req: Txt2ImgRequest) -> None:
