@@ -1,7 +1,7 @@
 """tests/real_webui/smoke.py (the script that drives a running WebUI through the whole flow) against the
 standalone server: every Profile Studio step passes (the real-photo steps too: restyle, edit and explain of a
-photo inverted on the host's model), the WebUI-only steps say skipped, and a dead URL fails
-in one row with exit status 1."""
+photo inverted on the host's model; and the whole flow in one call), the WebUI-only steps say skipped, and a
+dead URL fails in one row with exit status 1."""
 
 from __future__ import annotations
 
@@ -31,12 +31,15 @@ def test_the_smoke_script_runs_the_whole_flow_on_the_standalone_server(api, stud
     assert set(results.values()) == {"ok"} and list(results) == [
         "version", "identity", "upload 6 selfies", "train", "generate", "explain", "edit",
         "restyle a photo (direct)", "edit a photo (direct)", "explain a photo (direct)",
-        "restyle a photo (null-text)", "delete identity", "leftover scan"]
+        "restyle a photo (null-text)", "delete identity", "leftover scan", "one call (POST /portraits)",
+        "one call: delete and scan"]
     details = {name: detail for name, _r, _s, detail in run.rows}
     assert "photo 128x128, reconstruction 128x128, restyled 128x128" in details["restyle a photo (direct)"]
     assert details["restyle a photo (null-text)"].startswith("null-text 2 steps")
     assert "source 128x128, reconstruction 128x128, edited 128x128" in details["edit a photo (direct)"]
     assert "maps of sweater, red" in details["explain a photo (direct)"]
+    assert details["one call (POST /portraits)"].startswith("slug anna-smouk-")
+    assert "; intake 6 accepted; LoRA anna-smouk-" in details["one call (POST /portraits)"]
     table = capsys.readouterr().out
     assert table.startswith("| step | result | seconds | detail |") and "| leftover scan | ok |" in table
 

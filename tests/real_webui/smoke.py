@@ -11,7 +11,9 @@ photo edited (a word of its caption swapped) and explained (words of its caption
 inversion, and the restyle again with ``null-text`` (one iteration); the plain txt2img again,
 compared with the first (Profile Studio must leave the WebUI as it found it: no LoRA, hook or setting left
 behind); the identity deleted, then a scan for leftovers (its routes, its LoRA in ``/sdapi/v1/loras``, its
-files; with ``--webui-dir`` also any file under the WebUI's folder whose path names the identity).
+files; with ``--webui-dir`` also any file under the WebUI's folder whose path names the identity). Last, the whole
+flow in one call (``POST /portraits`` with six base64 selfies and a name in another script: intake, training and a
+portrait as one job), checked and deleted the same way.
 
 It builds nothing and downloads nothing: start the WebUI yourself (with ``--api``). Against the standalone
 ``serve`` the WebUI-only steps say "skipped". Exit status 0 when no step failed. Output: one row per step
@@ -49,6 +51,7 @@ INVERSION = {"method": "direct", "steps": 2, "size": 128}
 NULL_TEXT = {**INVERSION, "method": "null-text", "null_text_iterations": 1}
 CAPTION = "a photo of a woman in a red sweater"
 RESTYLE_TARGET = "studio portrait photo of ohwx woman, soft studio light"
+ONE_CALL_NAME = "Анна Смоук"  # a name in another script: its slug is transliterated, its display name kept
 
 
 class Skip(Exception):
@@ -270,6 +273,51 @@ class Smoke:
             raise AssertionError("; ".join(found))
         return "none" + (f" (also scanned {self.webui_dir})" if self.webui_dir else "")
 
+    def one_call(self) -> str:
+        """``POST /portraits``: a new person from base64 photos, trained and portrayed in one job."""
+        from lib_profile import sample_photos
+
+        images = []
+        for name, picture in sample_photos.selfies()[:6]:
+            buf = io.BytesIO()
+            picture.save(buf, "JPEG", quality=92)
+            images.append({"name": f"{name}.jpg", "data": base64.b64encode(buf.getvalue()).decode()})
+        body = {"name": ONE_CALL_NAME, "class_word": "woman", "images": images, "count": 1, "seed": 5,
+                "prompt": PROMPT, "tone": self.tone, "settings": SETTINGS, "switches": {"upscale": False},
+                "train": TRAIN}
+        job = self.wait(self.ok(self.http.post(f"{self.base}/portraits", json=body), 202))
+        slug, result = job["identity"], job["result"]
+        self.state["one_call"] = (slug, job["links"]["image0"], result["lora"]["name"])
+        info = self.ok(self.http.get(f"{self.base}/identities/{slug}"))
+        if info.get("name") != ONE_CALL_NAME:
+            raise AssertionError(f"display name {info.get('name')!r}, not {ONE_CALL_NAME!r}")
+        picture = self.image(job["links"]["image0"])
+        if f"<lora:{result['lora']['name']}:" not in picture.text.get("parameters", ""):
+            raise AssertionError("the portrait's infotext does not carry the new LoRA's tag")
+        listed = ""
+        if self.webui():
+            names = {x["name"] for x in self.ok(self.http.get(f"{self.url}/sdapi/v1/loras"))}
+            if result["lora"]["name"] not in names:
+                raise AssertionError(f"{result['lora']['name']} is not in /sdapi/v1/loras")
+            listed = ", listed by /sdapi/v1/loras"
+        return (f"slug {slug}; intake {result['intake']['counts']['accepted']} accepted; LoRA {result['lora']['name']}"
+                f"{listed}; portrait {picture.width}x{picture.height}")
+
+    def one_call_delete(self) -> str:
+        slug, link, lora = self.state["one_call"]
+        self.ok(self.http.delete(f"{self.base}/identities/{slug}"))
+        found = [what for what, url in (("the person", f"{self.base}/identities/{slug}"), ("the portrait", self.url + link))
+                 if self.http.get(url).status_code != 404]
+        if self.webui():
+            self.http.post(f"{self.url}/sdapi/v1/refresh-loras")
+            if lora in {x["name"] for x in self.ok(self.http.get(f"{self.url}/sdapi/v1/loras"))}:
+                found.append(f"{lora} in /sdapi/v1/loras")
+        if self.webui_dir is not None:
+            found += [str(p) for p in self.webui_dir.rglob(f"*{slug}*") if "extensions" not in p.parts][:5]
+        if found:
+            raise AssertionError("still there after delete: " + "; ".join(found))
+        return "deleted; nothing left"
+
     def run(self) -> int:
         if not self.step("version", self.version):
             return self.table()
@@ -288,6 +336,8 @@ class Smoke:
         self.step("plain txt2img unchanged", self.compare)
         self.step("delete identity", self.delete)
         self.step("leftover scan", self.leftovers)
+        if self.step("one call (POST /portraits)", self.one_call):
+            self.step("one call: delete and scan", self.one_call_delete)
         return self.table()
 
     def table(self) -> int:
