@@ -102,9 +102,9 @@ def _extra(settings: PhotoSettings) -> dict[str, Any]:
 
 def _run(host: Host, photo: Image.Image, source_prompt: str, prompts: list[str], settings: PhotoSettings,
          loras, control, make_controller):
-    """Invert ``photo`` under ``source_prompt`` and sample ``prompts`` (the first the source's) from it, with the
-    controller ``make_controller(den)`` gives (an attention controller, or None; its ``features`` used when it has
-    them). Returns (the fitted photo, the latents' images, the denoiser's params, the controller)."""
+    """Invert ``photo`` under ``source_prompt`` and sample ``prompts`` (the first the source's) from it, with what
+    ``make_controller(den)`` gives: ``(an attention controller or None, a UNet feature hook or None)``. Returns (the
+    fitted photo, the latents' images, the denoiser's params, the controller)."""
     settings.validate()
     _check_prompts(source_prompt, *prompts, settings.negative_prompt)
     image = fit_photo(photo, settings.size)
@@ -113,10 +113,7 @@ def _run(host: Host, photo: Image.Image, source_prompt: str, prompts: list[str],
         chunks = max(den.chunks(p) for p in (source_prompt, *prompts, settings.negative_prompt))
         inv = invert(den, den.encode(image), source_prompt, settings.negative_prompt, settings.method, settings.steps,
                      settings.cfg_scale, chunks, settings.null_text_iterations, progress)
-        controller = make_controller(den)
-        from lib_profile.inversion.pnp import PlugAndPlay
-
-        features = controller.features if isinstance(controller, PlugAndPlay) else None
+        controller, features = make_controller(den)
         images = den.decode(sample(den, inv, prompts, controller, features, progress))
         return image, images, _params(den, settings, image, prompts[-1], progress), controller
 
@@ -134,9 +131,13 @@ def restyle(host: Host, photo: Image.Image, source_prompt: str, target_prompt: s
         if not 0.0 <= value <= 1.0:
             raise HostError(f"{name} must be within 0..1 (a fraction of the steps), not {value}")
     host.check_attention_control("Restyle (Plug-and-Play)")
+
+    def plug_and_play(den):
+        pnp = PlugAndPlay(feature_injection, attention_injection)
+        return pnp, pnp.features
+
     image, (recon, edited), params, pnp = _run(
-        host, photo, source_prompt, [source_prompt, target_prompt], settings, loras, control,
-        lambda den: PlugAndPlay(feature_injection, attention_injection))
+        host, photo, source_prompt, [source_prompt, target_prompt], settings, loras, control, plug_and_play)
     params.update(feature_injection=feature_injection, attention_injection=attention_injection,
                   source_prompt=source_prompt, injected=pnp.summary())
     text = infotext(params, {**_extra(settings), "Plug-and-Play": f"{pnp.summary()} (tau_f {feature_injection:g}, "
@@ -160,7 +161,7 @@ def edit_photo(host: Host, photo: Image.Image, edit, settings: PhotoSettings, lo
 
     def controller(den):
         chunks = max(den.chunks(p) for p in (edit.source, edit.edited_prompt, settings.negative_prompt))
-        return PromptToPrompt(tok, edit, chunks, lambda prompt: TokenMap.for_host(host, tok, prompt))
+        return PromptToPrompt(tok, edit, chunks, lambda prompt: TokenMap.for_host(host, tok, prompt)), None
 
     image, (recon, edited), params, p2p = _run(host, photo, edit.source, [edit.source, edit.edited_prompt],
                                                settings, loras, control, controller)
@@ -181,7 +182,8 @@ def explain_photo(host: Host, photo: Image.Image, prompt: str, words: list[str],
 
     host.check_attention_control("Explain a photo (DAAM word maps)")
     tokens, wanted, recorder = recording(host, prompt, words, layers, steps)
-    image, (recon,), params, _ = _run(host, photo, prompt, [prompt], settings, loras, control, lambda den: recorder)
+    image, (recon,), params, _ = _run(host, photo, prompt, [prompt], settings, loras, control,
+                                   lambda den: (recorder, None))
     maps = {w: recorder.word_map(ps, recon.size) for w, ps in wanted.items()}
     return Explanation(recon, maps, tokens.words(), 0, "photo", infotext(params, _extra(settings)),
                        recorder.summed(), list(params["lora_notes"]))

@@ -44,17 +44,12 @@ class AttentionJobs:
         from lib_profile.studio.run import stage_prompt
 
         layers, steps = check_range("layers", layers), check_range("steps", steps)
-        pending = None
-        if self.one_source(job, prompt, photo, upload):
-            _photo_only(stage, hires, settings)
-            pending = self._photo_request(slug, photo, upload, caption, inversion)
-            text = pending["caption"]
-        else:
-            _no_photo_options(caption, inversion)
-            req = self._source_request(slug, job, image, prompt, seed, settings)
+        pending, req, text = self._pick_source(slug, job, image, prompt, seed, settings, stage, hires, photo, upload,
+                                               caption, inversion)
+        if req is not None:
             check_hires_pass(req, hires)
-            text = req.prompt if stage is None else stage_prompt(*self._stage(slug, job, image, stage,
-                                                                              ("txt2img", "detail", "refine")))
+            if stage is not None:
+                text = stage_prompt(*self._stage(slug, job, image, stage, ("txt2img", "detail", "refine")))
         tokens = TokenMap.for_host(self.host, tokenizer(), text)
         words = [w for w in (words or []) if w and w.strip()]
         if not words:
@@ -104,14 +99,8 @@ class AttentionJobs:
         from lib_profile.prompts.parse import chunk_count
         from lib_profile.studio.run import stage_prompt
 
-        pending = None
-        if self.one_source(job, prompt, photo, upload):
-            _photo_only(stage, False, settings)
-            pending = self._photo_request(slug, photo, upload, caption, inversion)
-            source = pending["caption"]
-        else:
-            _no_photo_options(caption, inversion)
-            source = self._source_request(slug, job, image, prompt, seed, settings).prompt
+        pending, _req, source = self._pick_source(slug, job, image, prompt, seed, settings, stage, False, photo,
+                                                  upload, caption, inversion)
         if stage is not None:
             plan, pass_ = self._stage(slug, job, image, stage, ("txt2img", "refine"))
             source, stage = stage_prompt(plan, pass_), None if pass_.kind == "txt2img" else stage
@@ -135,6 +124,19 @@ class AttentionJobs:
             return self._submit_photo_job("edit", slug, {**pending, **params, "finish": False}, photo_source)
         params["source"] = self._source_params(job, image, prompt, seed, settings)
         return self.jobs.submit("edit", slug, params)
+
+    def _pick_source(self, slug: str, job, image, prompt, seed, settings, stage, hires, photo, upload, caption,
+                     inversion) -> tuple[Optional[dict[str, Any]], Any, str]:
+        """The one source of an explain or edit, checked: ``(pending, None, caption)`` for a photo (``pending``: the
+        checked photo request, :meth:`~.photo_jobs.PhotoJobs._photo_request`), else ``(None, request, prompt)`` for a
+        studio portrait or a new prompt. HostError for more than one source or options of the other kind."""
+        if self.one_source(job, prompt, photo, upload):
+            _photo_only(stage, hires, settings)
+            pending = self._photo_request(slug, photo, upload, caption, inversion)
+            return pending, None, pending["caption"]
+        _no_photo_options(caption, inversion)
+        req = self._source_request(slug, job, image, prompt, seed, settings)
+        return None, req, req.prompt
 
     @staticmethod
     def _source_params(job, image, prompt, seed, settings) -> dict[str, Any]:

@@ -175,47 +175,42 @@ class PhotoJobs:
         return [LoraRef(path=entry["path"], weight=want["weight"])], entry["path"]
 
     # -- job handlers
-    def _restyle(self, ctx: JobContext) -> dict[str, Any]:
-        from lib_profile.service.photo_runs import run_restyle
-
+    def _photo_job(self, ctx: JobContext, run) -> dict[str, Any]:
+        """The frame every photo job shares: its output folder and attention controls, the photo, the LoRAs (found
+        again by name), the host's job around ``run(photo, out, loras, person, control)`` (which returns the run's
+        report), and the report's notes published as job messages. Returns ``{"folder": ..., **report}``."""
         out, control = self._attention_run(ctx)
-        p = ctx.params
-        photo = self._photo_image(ctx.identity, p["photo"])
+        photo = self._photo_image(ctx.identity, ctx.params["photo"])
         loras, person = self._photo_loras(ctx)
         with self.host.job(ctx.task_id, 1):
-            report = run_restyle(self.host, photo, p["source_prompt"], p["target_prompt"],
-                                 photo_settings(p["inversion"]), p["strength"], out, loras, control,
-                                 person_lora=person if p.get("keep_person") else None)
+            report = run(photo, out, loras, person, control)
         for note in report["notes"]:
             ctx.update(message=note)
         return {"folder": str(out), **report}
+
+    def _restyle(self, ctx: JobContext) -> dict[str, Any]:
+        from lib_profile.service.photo_runs import run_restyle
+
+        p = ctx.params
+        return self._photo_job(ctx, lambda photo, out, loras, person, control: run_restyle(
+            self.host, photo, p["source_prompt"], p["target_prompt"], photo_settings(p["inversion"]), p["strength"],
+            out, loras, control, person_lora=person if p.get("keep_person") else None))
 
     def _explain_photo(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.service.photo_runs import run_explain_photo
 
-        out, control = self._attention_run(ctx)
         p = ctx.params
-        loras, _person = self._photo_loras(ctx)
-        with self.host.job(ctx.task_id, 1):
-            report = run_explain_photo(self.host, self._photo_image(ctx.identity, p["photo"]), p["caption"],
-                                       p["words"], photo_settings(p["inversion"]), out,
-                                       tuple(p["layers"]) if p.get("layers") else None,
-                                       tuple(p["steps"]) if p.get("steps") else None, loras, control)
-        for note in report["notes"]:
-            ctx.update(message=note)
-        return {"folder": str(out), **report}
+        layers = tuple(p["layers"]) if p.get("layers") else None
+        steps = tuple(p["steps"]) if p.get("steps") else None
+        return self._photo_job(ctx, lambda photo, out, loras, _person, control: run_explain_photo(
+            self.host, photo, p["caption"], p["words"], photo_settings(p["inversion"]), out, layers, steps, loras,
+            control))
 
     def _edit_photo(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.attention.p2p import Edit
         from lib_profile.service.photo_runs import run_edit_photo
 
-        out, control = self._attention_run(ctx)
         p = ctx.params
-        loras, _person = self._photo_loras(ctx)
         edit = Edit(source=p["caption"], **p["edit"])
-        with self.host.job(ctx.task_id, 1):
-            report = run_edit_photo(self.host, self._photo_image(ctx.identity, p["photo"]), edit,
-                                    photo_settings(p["inversion"]), out, loras, control)
-        for note in report["notes"]:
-            ctx.update(message=note)
-        return {"folder": str(out), **report}
+        return self._photo_job(ctx, lambda photo, out, loras, _person, control: run_edit_photo(
+            self.host, photo, edit, photo_settings(p["inversion"]), out, loras, control))
