@@ -18,11 +18,20 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--controlnet-tile", help="tile ControlNet model file ('tiny' with --checkpoint tiny)")
     add_lora_dir_argument(p)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--queue", metavar="POSTGRESQL_URL",
+                   help="cluster mode (docs/cluster.md): keep jobs in this PostgreSQL database "
+                        "(postgresql://user@host:port/db), shared with every other serve or WebUI given the same URL "
+                        "and the same --data-dir; default: jobs stay in this process (SQLite under the data folder)")
+    p.add_argument("--no-worker", action="store_true",
+                   help="with --queue: a front only; accepts and answers for jobs, other processes run them")
 
 
 def cmd_serve(args) -> int:
     from lib_profile.serve import serve
 
+    if args.no_worker and not args.queue:
+        raise SystemExit("--no-worker needs --queue postgresql://...: without a shared queue nothing would run "
+                         "the jobs")
     serve(args.checkpoint, args.port, args.listen, args.data_dir, args.api_auth, args.device, args.controlnet_pose,
-          args.controlnet_tile, args.allow_open_api, lora_dirs=lora_dirs(args))
+          args.controlnet_tile, args.allow_open_api, lora_dirs=lora_dirs(args), queue=args.queue, worker=not args.no_worker)
     return 0

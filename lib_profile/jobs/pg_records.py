@@ -61,22 +61,17 @@ def open_pool(url: str, max_size: int = 4, timeout: float = 10.0):
     except ImportError as exc:
         raise QueueUnreachable(f"the cluster mode needs procrastinate and psycopg ({exc}); "
                                "pip install procrastinate psycopg-binary") from exc
-    try:
+    try:  # one direct connection first: a refused port or a wrong database fails at once, with psycopg's reason
         psycopg.conninfo.conninfo_to_dict(url)
-    except Exception as exc:  # noqa: BLE001 - a malformed URL
+        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+    except Exception as exc:  # noqa: BLE001 - a malformed URL, a server that does not answer or refuses
         raise connect_error(url, exc) from exc
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,
                           kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
     try:
         pool.open(wait=True, timeout=timeout)
-        with pool.connection() as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - PoolTimeout hides the cause: ask the server directly
+    except Exception as exc:  # noqa: BLE001 - gone between the two connections
         pool.close()
-        try:
-            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
-        except Exception as direct:  # noqa: BLE001
-            exc = direct
         raise connect_error(url, exc) from exc
     return pool
 

@@ -1,0 +1,112 @@
+"""The cluster mode across processes, and its errors: a job submitted on a front with no worker runs in a worker
+process, the front reads its progress and result, and a cancel sent to the front stops it in the worker. A wrong
+or unreachable ``--queue`` is said with the database and the reason, before any model loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lib_profile.hosts.base import HostError
+from lib_profile.jobs.cluster import ClusterJobManager
+from lib_profile.jobs.pg_records import QueueUnreachable
+from tests.pg_server import _free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 60  # seconds: a bound on a hung test, not a speed requirement
+
+
+def until(check, what: str):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        out = check()
+        if out:
+            return out
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def worker_process(pg_url):
+    procs = []
+
+    def start():
+        p = subprocess.Popen([sys.executable, "-m", "tests.cluster_worker", pg_url], cwd=ROOT, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "ready"
+        return p
+
+    yield start
+    for p in procs:
+        p.stdin.close()
+        try:
+            p.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def test_a_job_sent_to_a_front_runs_on_a_worker_process_and_a_cancel_sent_to_the_front_stops_it(
+        pg_url, worker_process, tmp_path):
+    front = ClusterJobManager(pg_url, {"hold": None}, worker=False)  # a front never calls a handler
+    try:
+        first = front.submit("hold", "ada", {"until": str(tmp_path / "go")})
+        time.sleep(0.5)  # a front alone runs nothing: the job waits for a worker
+        assert front.get(first["id"])["state"] == "queued"
+        proc = worker_process()
+        live = until(lambda: (j := front.get(first["id"]))["stage"] == "hold" and j, "the worker to take the job")
+        assert (live["state"], live["progress"], live["eta_s"]) == ("running", 0.3, 5.0)
+        assert live["messages"] == [f"held by pid {proc.pid}"]  # progress written there, read here
+        (tmp_path / "go").touch()
+        done = front.wait(first["id"], WAIT)
+        assert done["state"] == "done" and done["result"] == {"pid": proc.pid} and done["progress"] == 1.0
+
+        second = front.submit("hold", "ada", {"until": str(tmp_path / "never")})
+        until(lambda: front.get(second["id"])["state"] == "running", "the worker to take the second job")
+        front.cancel(second["id"])
+        stopped = front.wait(second["id"], WAIT)
+        assert stopped["state"] == "cancelled" and stopped["messages"][-1] == "Stopped before it finished"
+        assert "Cancel requested; stopping after the current step" in stopped["messages"]
+    finally:
+        front.shutdown()
+        front.db.close()
+
+
+def _cases(pg_server):
+    base = pg_server.rsplit("/", 1)[0]
+    port = _free_port()
+    return [  # (url, what the message must say)
+        (f"postgresql://postgres@127.0.0.1:{port}/postgres", f"postgresql://127.0.0.1:{port}/postgres: "),
+        (f"postgresql://postgres:s3cret@127.0.0.1:{port}/postgres", f"postgresql://127.0.0.1:{port}/postgres: "),
+        (base + "/no_such_db", 'database "no_such_db" does not exist'),
+        ("postgresql://127.0.0.1:notaport/db", "invalid"),
+        ("not a url", "cannot reach the job database"),
+    ]
+
+
+def test_a_wrong_or_unreachable_queue_is_named_with_the_reason(pg_server):
+    for url, says in _cases(pg_server):
+        with pytest.raises(QueueUnreachable) as err:
+            ClusterJobManager(url, {}, worker=True)
+        message = str(err.value)
+        assert isinstance(err.value, HostError)
+        assert message.startswith("cannot reach the job database at ") and message.endswith("; check --queue")
+        assert says in message and "s3cret" not in message, (url, message)
+
+
+def test_serve_says_a_bad_queue_before_loading_a_model(pg_server, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PROFILE_STUDIO_DIR": str(tmp_path)}
+    cases = [(["--queue", f"postgresql://postgres@127.0.0.1:{port}/postgres"],
+              f"cannot reach the job database at postgresql://127.0.0.1:{port}/postgres"),
+             (["--no-worker"], "--no-worker needs --queue")]
+    for extra, says in cases:
+        out = subprocess.run([sys.executable, "-m", "lib_profile", "serve", "--checkpoint", "/nonexistent.safetensors",
+                              "--port", str(_free_port()), *extra], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=WAIT)
+        assert out.returncode != 0 and says in out.stderr + out.stdout, (extra, out.stderr[-2000:])
