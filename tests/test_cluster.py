@@ -110,3 +110,14 @@ def test_serve_says_a_bad_queue_before_loading_a_model(pg_server, tmp_path):
                               "--port", str(_free_port()), *extra], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=WAIT)
         assert out.returncode != 0 and says in out.stderr + out.stdout, (extra, out.stderr[-2000:])
+
+
+def test_the_default_mode_never_imports_psycopg_or_procrastinate(tmp_path):
+    """The embedded mode (Studio, its job manager, serve's parser) works without the cluster's packages."""
+    code = ("import sys; from lib_profile.service import Studio; from lib_profile.cli.parser import build_parser; "
+            "from lib_profile.jobs.db import JobDB; from lib_profile.jobs.manager import JobManager; "
+            f"m = JobManager(JobDB({str(tmp_path / 'j.sqlite3')!r}), {{'ok': lambda ctx: 1}}); "
+            "print(m.wait(m.submit('ok', None, {})['id'])['state']); m.shutdown(); "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('psycopg', 'psycopg_pool', 'procrastinate')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+    assert out.stdout.split() == ["done", "[]"], out.stderr[-2000:]

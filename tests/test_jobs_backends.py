@@ -160,3 +160,50 @@ def test_an_identitys_jobs_are_busy_then_forgotten(jobs):
     front.wait(job["id"], WAIT)
     assert not front.busy_with("ada")
     assert front.forget("ada") == 1 and front.list("ada") == []
+
+
+def test_cancels_racing_the_worker_cancel_or_run_each_job_never_both(jobs):
+    """Cancels from three threads on the front race the worker over 40 jobs: each job is cancelled before it
+    starts (its function never runs) or runs once; a cancel that reports "cancelled" before a start is never
+    followed by a run. The assertions hold for every interleaving."""
+    front, gate = jobs
+    gate.release.set()
+    ids, won, lock = [], [], threading.Lock()
+    submitted = threading.Event()
+
+    def submitter():
+        for _ in range(40):
+            job = front.submit("ok", None, {})
+            with lock:
+                ids.append(job["id"])
+        submitted.set()
+
+    def canceller(k):
+        n = 0
+        while not submitted.is_set():
+            with lock:
+                pool = ids[-4:]
+            if not pool:
+                continue
+            job_id = pool[n % len(pool)]
+            n += k + 1
+            try:
+                out = front.cancel(job_id)
+            except Conflict:
+                continue
+            if out["state"] == "cancelled" and job_id not in gate.runs:
+                with lock:
+                    won.append(job_id)
+
+    threads = [threading.Thread(target=submitter)] + [threading.Thread(target=canceller, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    finals = {job_id: front.wait(job_id, WAIT) for job_id in ids}
+    for job_id, job in finals.items():
+        runs = gate.runs.count(job_id)
+        assert runs <= 1 and job["state"] in ("done", "cancelled"), job
+        assert (job["state"] == "done") == (runs == 1) or any(m.startswith("Cancel requested") for m in job["messages"])
+    for job_id in won:
+        assert job_id not in gate.runs and finals[job_id]["state"] == "cancelled"
