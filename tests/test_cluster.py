@@ -121,3 +121,25 @@ def test_the_default_mode_never_imports_psycopg_or_procrastinate(tmp_path):
             "print(sorted(k for k in sys.modules if k.split('.')[0] in ('psycopg', 'psycopg_pool', 'procrastinate')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
     assert out.stdout.split() == ["done", "[]"], out.stderr[-2000:]
+
+
+def test_studios_in_cluster_mode_share_jobs_and_a_bad_queue_leaves_no_sqlite(pg_url, tmp_path):
+    """Studio(queue=...): a front-only studio and a worker studio on one database and one data folder; a real job
+    kind submitted on the front runs (here: fails, naming what is missing) on the worker and is read on the front.
+    An unreachable queue raises before any job file is made."""
+    from lib_profile.service import Studio
+
+    front = Studio(object(), tmp_path, queue=pg_url, worker=False)
+    worker = Studio(object(), tmp_path, queue=pg_url)
+    try:
+        assert not (tmp_path / "jobs.sqlite3").exists()
+        job = front.jobs.submit("generate", "nobody", {})
+        done = front.jobs.wait(job["id"], WAIT)
+        assert done["state"] == "failed" and done["error"], done
+        assert [j["id"] for j in worker.jobs.list("nobody")] == [job["id"]]
+    finally:
+        front.close()
+        worker.close()
+    with pytest.raises(QueueUnreachable, match="check --queue"):
+        Studio(object(), tmp_path / "other", queue=f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres")
+    assert not (tmp_path / "other" / "jobs.sqlite3").exists()
