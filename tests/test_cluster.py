@@ -125,7 +125,8 @@ def test_the_default_mode_never_imports_psycopg_or_procrastinate(tmp_path):
 
 def test_studios_in_cluster_mode_share_jobs_and_a_bad_queue_leaves_no_sqlite(pg_url, tmp_path):
     """Studio(queue=...): a front-only studio and a worker studio on one database and one data folder; a real job
-    kind submitted on the front runs (here: fails, naming what is missing) on the worker and is read on the front.
+    kind submitted on the front runs on the worker (here it fails: the stand-in host has no model) and its end is
+    read on the front.
     An unreachable queue raises before any job file is made."""
     from lib_profile.service import Studio
 
