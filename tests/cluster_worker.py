@@ -1,4 +1,4 @@
-"""A cluster worker process for the tests: ``python -m tests.cluster_worker URL`` runs a ClusterJobManager with a
+"""A cluster worker process for the tests: ``python -m tests.cluster_worker URL [HEARTBEAT_S STALLED_S]`` runs a ClusterJobManager with a
 worker and one job kind, ``hold``, until stdin closes. ``hold`` reports stage ``hold`` at 0.3 with a message naming
 this process, then waits until the file ``params["until"]`` exists (-> done, result ``{"pid": ...}``) or it is
 cancelled (-> cancelled)."""
@@ -23,7 +23,8 @@ def hold(ctx):
 
 
 def main() -> None:
-    manager = ClusterJobManager(sys.argv[1], {"hold": hold}, worker=True)
+    timing = {"heartbeat_s": float(sys.argv[2]), "stalled_s": float(sys.argv[3])} if len(sys.argv) > 3 else {}
+    manager = ClusterJobManager(sys.argv[1], {"hold": hold}, worker=True, **timing)
     print("ready", flush=True)
     sys.stdin.read()  # until the test closes it
     manager.shutdown()

@@ -35,8 +35,9 @@ def until(check, what: str):
 def worker_process(pg_url):
     procs = []
 
-    def start():
-        p = subprocess.Popen([sys.executable, "-m", "tests.cluster_worker", pg_url], cwd=ROOT, text=True,
+    def start(*timing):
+        p = subprocess.Popen([sys.executable, "-m", "tests.cluster_worker", pg_url, *map(str, timing)], cwd=ROOT,
+                             text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         procs.append(p)
         assert p.stdout.readline().strip() == "ready"
@@ -44,6 +45,8 @@ def worker_process(pg_url):
 
     yield start
     for p in procs:
+        if p.poll() is not None:
+            continue
         p.stdin.close()
         try:
             p.wait(timeout=WAIT)
@@ -72,6 +75,41 @@ def test_a_job_sent_to_a_front_runs_on_a_worker_process_and_a_cancel_sent_to_the
         stopped = front.wait(second["id"], WAIT)
         assert stopped["state"] == "cancelled" and stopped["messages"][-1] == "Stopped before it finished"
         assert "Cancel requested; stopping after the current step" in stopped["messages"]
+    finally:
+        front.shutdown()
+        front.db.close()
+
+
+def test_a_killed_workers_job_is_queued_again_and_finished_by_another_worker(pg_url, worker_process, tmp_path):
+    """kill -9 of the worker running a job: after its heartbeat is missed (2 s here), another worker queues the job
+    again, once, and runs it; the front sees it through. A job cancelled while its worker was dead ends cancelled."""
+    front = ClusterJobManager(pg_url, {"hold": None}, worker=False)
+    go = tmp_path / "go"
+    try:
+        first = front.submit("hold", "ada", {"until": str(go)})
+        a = worker_process(0.5, 2)
+        until(lambda: front.get(first["id"])["stage"] == "hold", "worker A to take the job")
+        b = worker_process(0.5, 2)  # idle: A has the only job
+        a.kill()
+        a.wait()
+        taken = until(lambda: (j := front.get(first["id"]))["messages"][-1:] == [f"held by pid {b.pid}"] and j,
+                      "worker B to take the job up")
+        assert taken["state"] == "running" and taken["messages"][0] == f"held by pid {a.pid}"
+        assert taken["messages"][1].startswith("Its worker stopped answering (no heartbeat for 2 s); queued again")
+        go.touch()
+        done = front.wait(first["id"], WAIT)
+        assert done["state"] == "done" and done["result"] == {"pid": b.pid}
+        assert sum(m.startswith("Its worker stopped") for m in done["messages"]) == 1  # handed back once
+
+        second = front.submit("hold", "ada", {"until": str(tmp_path / "never")})
+        until(lambda: front.get(second["id"])["stage"] == "hold", "worker B to take the second job")
+        b.kill()  # dies, and a cancel arrives while nobody runs it
+        b.wait()
+        front.cancel(second["id"])
+        worker_process(0.5, 2)
+        stopped = front.wait(second["id"], WAIT)
+        assert stopped["state"] == "cancelled", stopped
+        assert stopped["messages"][-1] == "Its worker stopped while a cancel was on its way: cancelled"
     finally:
         front.shutdown()
         front.db.close()

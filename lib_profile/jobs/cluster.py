@@ -42,15 +42,18 @@ class ClusterJobManager(JobManager):
 
     ``url``: a libpq URL (``postgresql://user@host:port/db``); raises QueueUnreachable when it is malformed or
     the server cannot be reached. ``worker=False``: a front only (nothing runs here). ``poll_s``: how often a
-    running job's cancel flag is read."""
+    running job's cancel flag is read. ``heartbeat_s``: how often this worker tells the database it is alive;
+    ``stalled_s``: after how long without a heartbeat another worker's running job is queued again (and run
+    here or elsewhere from the start; a job kind that saves its state resumes from it)."""
 
-    def __init__(self, url: str, handlers: dict[str, Handler], worker: bool = True, poll_s: float = 0.25):
+    def __init__(self, url: str, handlers: dict[str, Handler], worker: bool = True, poll_s: float = 0.25,
+                 heartbeat_s: float = 10.0, stalled_s: float = 30.0):
         self.url = url
         self.handlers = handlers
         self._lock = threading.RLock()
         self._running: dict[str, JobContext] = {}
         self.interrupted_at_start: list[dict[str, Any]] = []
-        self.poll_s = poll_s
+        self.poll_s, self.heartbeat_s, self.stalled_s = poll_s, heartbeat_s, stalled_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.db = PgJobDB(open_pool(url))
         try:
@@ -157,12 +160,17 @@ class ClusterJobManager(JobManager):
             async with app.open_async():
                 self._worker_task = asyncio.current_task()
                 started.set()
+                recovery = asyncio.create_task(self._recover_stalled(app))
                 try:
                     await app.run_worker_async(queues=[QUEUE], concurrency=1, name=self.name,
                                                install_signal_handlers=False, listen_notify=True,
-                                               fetch_job_polling_interval=2.0, delete_jobs="successful")
+                                               fetch_job_polling_interval=2.0, delete_jobs="successful",
+                                               update_heartbeat_interval=self.heartbeat_s,
+                                               stalled_worker_timeout=self.stalled_s)
                 except asyncio.CancelledError:
                     pass
+                finally:
+                    recovery.cancel()
 
         self._loop = asyncio.new_event_loop()
         try:
@@ -172,6 +180,30 @@ class ClusterJobManager(JobManager):
         finally:
             started.set()
             self._loop.close()
+
+    async def _recover_stalled(self, app) -> None:
+        """Every ``stalled_s / 2`` seconds: the jobs of workers silent for ``stalled_s`` (killed, or their machine
+        gone) go back to the queue, each once: our row by compare-and-set (running -> queued, with a message), then
+        Procrastinate's job (doing -> todo). A job its worker had already ended is handed back too, and is then
+        skipped (its row is no longer queued)."""
+        while True:
+            await asyncio.sleep(self.stalled_s / 2)
+            try:
+                stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
+                                                                 seconds_since_heartbeat=self.stalled_s)
+                for pjob in stalled:
+                    job_id = pjob.task_kwargs.get("job_id")
+                    message = (f"Its worker stopped answering (no heartbeat for {self.stalled_s:g} s); "
+                               f"queued again by {self.name}")
+                    await asyncio.to_thread(self.db.requeue_running, job_id, message)
+                    try:
+                        await app.job_manager.retry_job(pjob)
+                    except Exception:  # noqa: BLE001 - another worker handed it back first
+                        continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database is away for a moment: next round
+                print(f"[Profile Studio] stalled-job check failed: {exc}", flush=True)
 
     def _watch_cancels(self) -> None:
         """Turn a raised cancel flag (set by any front) into ``ctx.cancelled`` of the job running here."""

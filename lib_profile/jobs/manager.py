@@ -34,7 +34,9 @@ class JobContext:
         self.identity = job["identity"]
         self.params = job["params"] or {}
         self.cancelled = threading.Event()
-        self.live: dict[str, Any] = {"stage": None, "progress": 0.0, "eta_s": None, "messages": []}
+        # messages already on the row stay (a job the cluster mode queued again after its worker died says so)
+        self.live: dict[str, Any] = {"stage": None, "progress": 0.0, "eta_s": None,
+                                     "messages": list(job.get("messages") or [])}
         self._flushed = 0.0
 
     @property

@@ -142,6 +142,18 @@ class PgJobDB:
         return {r["id"] for r in self._rows(f"SELECT id, '[]'::jsonb AS messages FROM {TABLE} "
                                             "WHERE id = ANY(%s) AND cancel_requested", (list(job_ids),))}
 
+    def requeue_running(self, job_id: str, message: str) -> bool:
+        """running -> queued, compare-and-set, for a job whose worker stopped: True when this call requeued it.
+        Its messages keep ``message``; its stage, progress and ETA start again. One with its cancel flag raised
+        ends cancelled instead (and this returns False)."""
+        self._exec(f"UPDATE {TABLE} SET state='cancelled', finished=%s, messages=messages || to_jsonb(%s::text) "
+                   "WHERE id=%s AND state='running' AND cancel_requested",
+                   (time.time(), "Its worker stopped while a cancel was on its way: cancelled", job_id))
+        return self._exec(
+            f"UPDATE {TABLE} SET state='queued', started=NULL, worker=NULL, stage=NULL, progress=0, eta_s=NULL, "
+            "messages=messages || to_jsonb(%s::text) WHERE id=%s AND state='running' AND NOT cancel_requested",
+            (message, job_id)) == 1
+
     def get(self, job_id: str) -> Optional[dict[str, Any]]:
         rows = self._rows(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id=%s", (job_id,))
         return rows[0] if rows else None
