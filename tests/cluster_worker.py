@@ -1,6 +1,6 @@
 """A cluster worker process for the tests: ``python -m tests.cluster_worker URL [HEARTBEAT_S STALLED_S]`` runs a ClusterJobManager with a
 worker and one job kind, ``hold``, until stdin closes. ``hold`` reports stage ``hold`` at 0.3 with a message naming
-this process, then waits until the file ``params["until"]`` exists (-> done, result ``{"pid": ...}``) or it is
+this process, then waits until the file ``params["until"]`` exists (-> done, result ``{"pid": ..., "taken_over": ...}``) or it is
 cancelled (-> cancelled)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def hold(ctx):
     while not until.exists():
         if ctx.cancelled.wait(0.02):
             raise Interrupted("stopped")
-    return {"pid": os.getpid()}
+    return {"pid": os.getpid(), "taken_over": ctx.taken_over}
 
 
 def main() -> None:

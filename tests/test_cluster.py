@@ -67,7 +67,8 @@ def test_a_job_sent_to_a_front_runs_on_a_worker_process_and_a_cancel_sent_to_the
         assert live["messages"] == [f"held by pid {proc.pid}"]  # progress written there, read here
         (tmp_path / "go").touch()
         done = front.wait(first["id"], WAIT)
-        assert done["state"] == "done" and done["result"] == {"pid": proc.pid} and done["progress"] == 1.0
+        assert done["state"] == "done" and done["progress"] == 1.0
+        assert done["result"] == {"pid": proc.pid, "taken_over": False}
 
         second = front.submit("hold", "ada", {"until": str(tmp_path / "never")})
         until(lambda: front.get(second["id"])["state"] == "running", "the worker to take the second job")
@@ -98,7 +99,7 @@ def test_a_killed_workers_job_is_queued_again_and_finished_by_another_worker(pg_
         assert taken["messages"][1].startswith("Its worker stopped answering (no heartbeat for 2 s); queued again")
         go.touch()
         done = front.wait(first["id"], WAIT)
-        assert done["state"] == "done" and done["result"] == {"pid": b.pid}
+        assert done["state"] == "done" and done["result"] == {"pid": b.pid, "taken_over": True}
         assert sum(m.startswith("Its worker stopped") for m in done["messages"]) == 1  # handed back once
 
         second = front.submit("hold", "ada", {"until": str(tmp_path / "never")})
@@ -182,3 +183,30 @@ def test_studios_in_cluster_mode_share_jobs_and_a_bad_queue_leaves_no_sqlite(pg_
     with pytest.raises(QueueUnreachable, match="check --queue"):
         Studio(object(), tmp_path / "other", queue=f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres")
     assert not (tmp_path / "other" / "jobs.sqlite3").exists()
+
+
+class _Ctx:
+    def __init__(self, params, taken_over):
+        self.params, self.taken_over, self.messages = params, taken_over, []
+
+    def update(self, message=None, **_):
+        self.messages.append(message)
+
+
+@pytest.mark.parametrize("resume, taken_over, saved, expected", [
+    (True, False, True, True),     # a resume job
+    (False, False, True, False),   # a new job: from step 0
+    (False, True, True, True),     # taken up after its worker stopped, a state saved: continue from it
+    (False, True, False, False),   # taken up before the first save: from step 0
+])
+def test_a_training_taken_up_after_its_worker_stopped_continues_from_its_saved_state(
+        tmp_path, resume, taken_over, saved, expected):
+    from lib_profile.service.training import Training
+
+    if saved:
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "state.pt").write_bytes(b"x")
+    ctx = _Ctx({"resume": resume}, taken_over)
+    assert Training._resumes(ctx, tmp_path) is expected
+    assert ctx.messages == (["Its first worker stopped; continuing from the last saved step"]
+                            if taken_over and expected else [])

@@ -146,6 +146,9 @@ class ClusterJobManager(JobManager):
         self._front.close()
 
     # -- worker
+    def _started(self, ctx: JobContext) -> None:
+        ctx.taken_over = self.db.takeovers(ctx.id) > 0
+
     def _run_started(self, ctx: JobContext) -> None:
         self.db.update(ctx.id, worker=self.name)
         super()._run_started(ctx)

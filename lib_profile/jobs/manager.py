@@ -34,6 +34,7 @@ class JobContext:
         self.identity = job["identity"]
         self.params = job["params"] or {}
         self.cancelled = threading.Event()
+        self.taken_over = False  # cluster mode: this run took the job up after its first worker stopped
         # messages already on the row stay (a job the cluster mode queued again after its worker died says so)
         self.live: dict[str, Any] = {"stage": None, "progress": 0.0, "eta_s": None,
                                      "messages": list(job.get("messages") or [])}

@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     progress DOUBLE PRECISION NOT NULL DEFAULT 0, eta_s DOUBLE PRECISION, messages JSONB NOT NULL DEFAULT '[]',
     result JSONB, params JSONB NOT NULL DEFAULT '{{}}', error TEXT, created DOUBLE PRECISION NOT NULL,
     started DOUBLE PRECISION, finished DOUBLE PRECISION,
-    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, worker TEXT
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, worker TEXT, takeovers INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_identity ON {TABLE}(identity);
 """
@@ -151,8 +151,15 @@ class PgJobDB:
                    (time.time(), "Its worker stopped while a cancel was on its way: cancelled", job_id))
         return self._exec(
             f"UPDATE {TABLE} SET state='queued', started=NULL, worker=NULL, stage=NULL, progress=0, eta_s=NULL, "
+            "takeovers=takeovers+1, "
             "messages=messages || to_jsonb(%s::text) WHERE id=%s AND state='running' AND NOT cancel_requested",
             (message, job_id)) == 1
+
+    def takeovers(self, job_id: str) -> int:
+        """How many times the job was queued again after its worker stopped."""
+        with self.pool.connection() as conn:
+            row = conn.execute(f"SELECT takeovers FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
+        return row[0] if row else 0
 
     def get(self, job_id: str) -> Optional[dict[str, Any]]:
         rows = self._rows(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id=%s", (job_id,))
