@@ -97,6 +97,7 @@ def test_a_killed_workers_job_is_queued_again_and_finished_by_another_worker(pg_
                       "worker B to take the job up")
         assert taken["state"] == "running" and taken["messages"][0] == f"held by pid {a.pid}"
         assert taken["messages"][1].startswith("Its worker stopped answering (no heartbeat for 2 s); queued again")
+        time.sleep(3)  # B is alive: its heartbeat keeps its job its own past the 2 s timeout
         go.touch()
         done = front.wait(first["id"], WAIT)
         assert done["state"] == "done" and done["result"] == {"pid": b.pid, "taken_over": True}
