@@ -128,10 +128,13 @@ class ClusterJobManager(JobManager):
                 ctx.cancelled.set()
                 ctx.update(message="Cancel requested; stopping after the current step", flush=True)
                 return self.get(job_id)
-        if not self.db.cancel_queued(job_id) and not self.db.request_cancel(job_id):
+        for _ in range(3):  # a job queued again after its worker stopped can move back between the two updates
+            if self.db.cancel_queued(job_id) or self.db.request_cancel(job_id):
+                return self.get(job_id)
             now = self.db.get(job_id) or job
-            raise Conflict(f"Job {job_id} has already ended ({now['state']})")
-        return self.get(job_id)
+            if now["state"] not in ("queued", "running"):
+                break
+        raise Conflict(f"Job {job_id} has already ended ({now['state']})")
 
     def shutdown(self) -> None:
         with self._lock:

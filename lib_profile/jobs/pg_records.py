@@ -139,8 +139,10 @@ class PgJobDB:
         """Which of ``job_ids`` have their cancel flag raised."""
         if not job_ids:
             return set()
-        return {r["id"] for r in self._rows(f"SELECT id, '[]'::jsonb AS messages FROM {TABLE} "
-                                            "WHERE id = ANY(%s) AND cancel_requested", (list(job_ids),))}
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT id FROM {TABLE} WHERE id = ANY(%s) AND cancel_requested",
+                                (list(job_ids),)).fetchall()
+        return {r[0] for r in rows}
 
     def requeue_running(self, job_id: str, message: str) -> bool:
         """running -> queued, compare-and-set, for a job whose worker stopped: True when this call requeued it.
