@@ -144,7 +144,9 @@ def test_serve_says_a_bad_queue_before_loading_a_model(pg_server, tmp_path):
     env = {**os.environ, "PROFILE_STUDIO_DIR": str(tmp_path)}
     cases = [(["--queue", f"postgresql://postgres@127.0.0.1:{port}/postgres"],
               f"cannot reach the job database at postgresql://127.0.0.1:{port}/postgres"),
-             (["--no-worker"], "--no-worker needs --queue")]
+             (["--no-worker"], "--no-worker needs --queue"),
+             *[(["--worker-timeout", bad], "--worker-timeout must be 1 to 86400 seconds")
+               for bad in ("0", "0.5", "-3", "nan", "inf", "1e9")]]
     for extra, says in cases:
         out = subprocess.run([sys.executable, "-m", "lib_profile", "serve", "--checkpoint", "/nonexistent.safetensors",
                               "--port", str(_free_port()), *extra], cwd=ROOT, env=env, capture_output=True,
