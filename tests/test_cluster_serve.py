@@ -104,3 +104,73 @@ def test_two_serve_processes_share_one_queue(pg_url, tmp_path):
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _events(folder: Path) -> list[dict]:
+    import json
+
+    path = folder / "events.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.endswith("}")]
+
+
+@pytest.mark.slow
+def test_a_training_whose_worker_is_killed_finishes_on_another_from_its_saved_step_bit_for_bit(pg_url, tmp_path):
+    """Two worker processes; ``kill -9`` of the one training, after a saved state: the other takes the job up
+    after ``--worker-timeout`` (3 s here), resumes from the saved step (not step 0), and the LoRA equals an
+    uninterrupted run's, tensor for tensor."""
+    import psycopg
+    from safetensors.torch import load_file
+
+    data = tmp_path / "shared"
+    train = {**TRAIN, "steps": 30, "validate_every": 30, "save_every": 2}
+    procs = [_serve(pg_url, data, "--worker-timeout", "3") for _ in range(2)]
+    try:
+        for proc, client in procs:
+            _up(proc, client)
+        api = procs[0][1]
+        assert api.post("/identities", json={"name": "Ada Cluster"}).status_code in (200, 201)
+        files = [("files", (f"{n}.jpg", _png(img), "image/jpeg")) for n, img in sample_photos.selfies()[:6]]
+        api.post("/identities/ada-cluster/photos", files=files).raise_for_status()
+        job = api.post("/identities/ada-cluster/train", json=train).json()
+        _wait(api, job["id"], lambda j: j["state"] == "running")
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute("SELECT worker, params FROM profile_studio_jobs WHERE id=%s", (job["id"],)).fetchone()
+        run = data / "identities" / "ada-cluster" / "training" / row[1]["run"]
+        victim = next(p for p, _ in procs if row[0].endswith(f":{p.pid}"))
+        survivor = next(c for p, c in procs if p is not victim)
+        deadline = time.monotonic() + WAIT
+        while not any(e.get("event") in ("step", "tick") and e.get("step", 0) >= 8 for e in _events(run)):
+            assert time.monotonic() < deadline, "the training did not reach step 8"
+            time.sleep(0.1)
+        victim.kill()
+        victim.wait()
+        done = _wait(survivor, job["id"])
+        assert done["state"] == "done", done
+        assert any(m.startswith("Its worker stopped answering (no heartbeat for 3 s)") for m in done["messages"])
+        assert "Its first worker stopped; continuing from the last saved step" in done["messages"]
+        restarts = [e["step"] for e in _events(run) if e.get("event") == "phase" and e.get("phase") == "train"]
+        assert restarts[0] == 0 and len(restarts) == 2 and restarts[1] >= 6, restarts  # resumed, not from 0
+
+        whole = survivor.post("/identities/ada-cluster/train", json=train).json()
+        assert _wait(survivor, whole["id"])["state"] == "done"
+        with psycopg.connect(pg_url) as conn:
+            whole_run = conn.execute("SELECT params FROM profile_studio_jobs WHERE id=%s",
+                                     (whole["id"],)).fetchone()[0]["run"]
+        loras = []
+        for folder in (run, run.parent / whole_run):
+            import json
+
+            loras.append(load_file(folder / json.loads((folder / "train_report.json").read_text())["file"]))
+        a, b = loras
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    finally:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p, _ in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
