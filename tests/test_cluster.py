@@ -139,6 +139,18 @@ def test_a_wrong_or_unreachable_queue_is_named_with_the_reason(pg_server):
         assert says in message and "s3cret" not in message, (url, message)
 
 
+def test_a_database_user_without_the_right_to_create_the_tables_is_told_so(pg_url):
+    import psycopg
+
+    role = "visitor_" + pg_url.rsplit("/", 1)[1]  # roles are server-wide: one per test database
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    visitor = pg_url.replace("postgres@", f"{role}@")
+    with pytest.raises(QueueUnreachable, match=r"^cannot reach the job database at .*permission denied.*; check --queue$"):
+        ClusterJobManager(visitor, {}, worker=False)
+
+
 def test_serve_says_a_bad_queue_before_loading_a_model(pg_server, tmp_path):
     port = _free_port()
     env = {**os.environ, "PROFILE_STUDIO_DIR": str(tmp_path)}

@@ -55,15 +55,16 @@ class ClusterJobManager(JobManager):
         self.interrupted_at_start: list[dict[str, Any]] = []
         self.poll_s, self.heartbeat_s, self.stalled_s = poll_s, heartbeat_s, stalled_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.db = PgJobDB(open_pool(url))
+        pool = open_pool(url)
         try:
+            self.db = PgJobDB(pool)  # the tables, made by the first process (the user may lack the right)
             from procrastinate import SyncPsycopgConnector
 
             self._front = _app(SyncPsycopgConnector(conninfo=url, min_size=1, max_size=2)).open()
             self._ensure_queue_schema()
             self._front_task = self._register(self._front)
         except Exception as exc:  # noqa: BLE001 - say which database and why, whatever psycopg raised
-            self.db.close()
+            pool.close()
             raise exc if isinstance(exc, HostError) else connect_error(url, exc) from exc
         self._stop = threading.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
