@@ -52,6 +52,10 @@ NEEDS: tuple[Need, ...] = (
     Need("torchsde", "the DPM++ SDE sampler", None, None, "torchsde"),
     Need("Unidecode", "identity and photo names in any script (safe ASCII folder names)", "1.3.0", None,
          "Unidecode==1.4.0"),
+    Need("procrastinate", "cluster mode: the job queue on PostgreSQL (docs/cluster.md)", "3.0.0", None,
+         "procrastinate==3.10.0"),
+    Need("psycopg-binary", "cluster mode: psycopg's bundled libpq (a system libpq also works)", "3.1.0", None,
+         "psycopg-binary==3.3.9", import_name="psycopg_binary"),
 )
 
 

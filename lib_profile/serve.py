@@ -49,7 +49,8 @@ def lazy(factory: Callable[[], Any]) -> Callable[[], Any]:
 
 def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Optional[str] = None,
                    controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None,
-                   lora_dirs: Optional[list[str]] = None):
+                   lora_dirs: Optional[list[str]] = None, queue: Optional[str] = None, worker: bool = True,
+                   worker_timeout_s: float = 30.0):
     def make():
         from lib_profile.hosts.diffusers.host import DiffusersHost, tiny_controlnet
         from lib_profile.service import Studio
@@ -62,7 +63,7 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
 
                 raise HostError(f"ControlNet {kind} model not found: {path}")
         host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn, lora_dirs=lora_dirs)
-        return Studio(host, data_dir)
+        return Studio(host, data_dir, queue=queue, worker=worker, worker_timeout_s=worker_timeout_s)
 
     return make
 
@@ -83,13 +84,22 @@ def check_exposure(listen: str, auth: Optional[str], allow_open: bool = False) -
 def serve(checkpoint: str, port: int = 7870, listen: str = "127.0.0.1", data_dir: Optional[str] = None,
           auth: Optional[str] = None, device: Optional[str] = None, controlnet_pose: Optional[str] = None,
           controlnet_tile: Optional[str] = None, allow_open: bool = False,
-          lora_dirs: Optional[list[str]] = None) -> None:
+          lora_dirs: Optional[list[str]] = None, queue: Optional[str] = None, worker: bool = True,
+          worker_timeout_s: float = 30.0) -> None:
     """Serve the API and the tab on ``listen:port`` until stopped. Refuses to start (HostError) when ``listen``
     is reachable from other machines and neither ``auth`` nor ``allow_open`` is given. ``lora_dirs``: where
-    ``<lora:NAME:W>`` tags in prompts are looked up, before the data folder's ``loras/``."""
+    ``<lora:NAME:W>`` tags in prompts are looked up, before the data folder's ``loras/``. ``queue``: a
+    ``postgresql://`` URL for the cluster mode (docs/cluster.md), checked before the model loads (HostError
+    naming the database and the reason); ``worker=False``: a front only; ``worker_timeout_s``: seconds without
+    a heartbeat before a worker's running job is taken up by another."""
     import uvicorn
 
     check_exposure(listen, auth, allow_open)
-    studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile, lora_dirs))
+    if queue:
+        from lib_profile.jobs.pg_records import open_pool
+
+        open_pool(queue).close()  # a wrong URL or an unreachable server is said now, not after the model loads
+    studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile, lora_dirs,
+                                 queue, worker, worker_timeout_s))
     studio()  # load the model before answering, so the first request is not slow and errors show now
     uvicorn.run(make_app(studio, auth), host=listen, port=port, log_level="info")

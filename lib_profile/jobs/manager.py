@@ -34,7 +34,10 @@ class JobContext:
         self.identity = job["identity"]
         self.params = job["params"] or {}
         self.cancelled = threading.Event()
-        self.live: dict[str, Any] = {"stage": None, "progress": 0.0, "eta_s": None, "messages": []}
+        self.taken_over = False  # cluster mode: this run took the job up after its first worker stopped
+        # messages already on the row stay (a job the cluster mode queued again after its worker died says so)
+        self.live: dict[str, Any] = {"stage": None, "progress": 0.0, "eta_s": None,
+                                     "messages": list(job.get("messages") or [])}
         self._flushed = 0.0
 
     @property
@@ -140,37 +143,56 @@ class JobManager:
             job_id = self._queue.get()
             if job_id is None:
                 return
-            job = self.db.get(job_id)
-            if job is None or job["state"] != "queued":
-                continue  # cancelled while queued, or deleted with its identity
-            ctx = JobContext(self, job)
-            with self._lock:
-                if not self.db.start_queued(job_id):
-                    continue  # cancelled (or deleted) since it was read: it never runs
-                self._running[job_id] = ctx
-            state, result, error = "done", None, None
-            try:
-                result = self.handlers[job["kind"]](ctx)
-                if ctx.cancelled.is_set():
-                    state = "cancelled"
-            except Interrupted as stop:
-                state, result = "cancelled", getattr(stop, "result", None)  # what was kept, if anything
-            except HostError as exc:
-                state, error = "failed", str(exc)
-            except Exception as exc:  # noqa: BLE001 - a job must never take the worker down
-                state, error = "failed", f"{type(exc).__name__}: {exc}"
-                traceback.print_exc()
-            with self._lock:  # ended and written under the lock: a cancel sees it running or ended, never between
-                self._running.pop(job_id, None)
-                if state == "done":
-                    ctx.live["progress"] = 1.0
-                    ctx.live["eta_s"] = 0.0
-                else:  # nothing is left to wait for (the stage says where it stopped)
-                    ctx.live["eta_s"] = None
-                if state == "cancelled" and not any(m.startswith("Stopped") for m in ctx.live["messages"]):
-                    ctx.live["messages"] = [*ctx.live["messages"], "Stopped before it finished"]
-                if error:
-                    ctx.live["messages"] = [*ctx.live["messages"], error]
-                if self.db.get(job_id) is not None:
-                    self.db.update(job_id, state=state, result=result, error=error, finished=time.time(),
-                                   **ctx.live)
+            self._run_one(job_id)
+
+    def _run_one(self, job_id: str) -> None:
+        """Run one queued job to its end (state, result, error written to its row); nothing when it is no longer
+        queued. Also what the cluster mode's queue worker calls (:mod:`lib_profile.jobs.cluster`)."""
+        job = self.db.get(job_id)
+        if job is None or job["state"] != "queued":
+            return  # cancelled while queued, or deleted with its identity
+        ctx = JobContext(self, job)
+        with self._lock:
+            if not self.db.start_queued(job_id):
+                return  # cancelled (or deleted) since it was read: it never runs
+            self._running[job_id] = ctx
+        self._started(ctx)
+        try:
+            self._run_started(ctx)
+        finally:
+            self._ended(ctx)
+
+    def _started(self, ctx: JobContext) -> None:
+        """Hook: the job is running here (the cluster mode starts watching its row for a cancel)."""
+
+    def _ended(self, ctx: JobContext) -> None:
+        """Hook: the job has ended here."""
+
+    def _run_started(self, ctx: JobContext) -> None:
+        job_id = ctx.id
+        state, result, error = "done", None, None
+        try:
+            result = self.handlers[ctx.kind](ctx)
+            if ctx.cancelled.is_set():
+                state = "cancelled"
+        except Interrupted as stop:
+            state, result = "cancelled", getattr(stop, "result", None)  # what was kept, if anything
+        except HostError as exc:
+            state, error = "failed", str(exc)
+        except Exception as exc:  # noqa: BLE001 - a job must never take the worker down
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        with self._lock:  # ended and written under the lock: a cancel sees it running or ended, never between
+            self._running.pop(job_id, None)
+            if state == "done":
+                ctx.live["progress"] = 1.0
+                ctx.live["eta_s"] = 0.0
+            else:  # nothing is left to wait for (the stage says where it stopped)
+                ctx.live["eta_s"] = None
+            if state == "cancelled" and not any(m.startswith("Stopped") for m in ctx.live["messages"]):
+                ctx.live["messages"] = [*ctx.live["messages"], "Stopped before it finished"]
+            if error:
+                ctx.live["messages"] = [*ctx.live["messages"], error]
+            if self.db.get(job_id) is not None:
+                self.db.update(job_id, state=state, result=result, error=error, finished=time.time(),
+                               **ctx.live)

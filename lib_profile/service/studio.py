@@ -34,21 +34,35 @@ class Studio(Identities, Training, Publishing, Portraits, AttentionJobs, PhotoJo
     """The studio on one host: every method the routes, the tab, the CLI and :mod:`lib_profile.flow` call."""
 
     def __init__(self, host: Host, data_dir: str | Path | None = None, lora_root: str | Path | None = None,
-                 outputs_root: str | Path | None = None, defaults: Optional[Callable[[], dict[str, Any]]] = None):
+                 outputs_root: str | Path | None = None, defaults: Optional[Callable[[], dict[str, Any]]] = None,
+                 queue: Optional[str] = None, worker: bool = True, worker_timeout_s: float = 30.0):
         """``defaults()``: the user's settings (WebUI Settings -> Profile Studio): ``train_steps``,
-        ``min_photos``, ``detail_engine``; read at each use, so changes apply at once."""
+        ``min_photos``, ``detail_engine``; read at each use, so changes apply at once.
+
+        ``queue``: None (default) keeps the jobs in this process and ``jobs.sqlite3`` under the data folder; a
+        ``postgresql://`` URL makes this studio one of a cluster (docs/cluster.md): job records and queue in that
+        database, the data folder shared by every member; ``worker=False`` then makes it a front only (it
+        submits, lists and cancels; other processes run the jobs); ``worker_timeout_s``: after how many seconds
+        without a heartbeat a worker's running job is taken up by another. Raises QueueUnreachable (a HostError)
+        when the database cannot be reached."""
         self.host = host
         self.defaults = defaults or dict
         self.data_dir = paths.data_dir(data_dir)
         self.store = IdentityStore(self.data_dir / "identities", lora_root or self.data_dir / "loras",
                                    outputs_root or self.data_dir / "outputs")
-        self.jobs = JobManager(JobDB(self.data_dir / "jobs.sqlite3"),
-                               {"train": self._storage_guard(self._train, self.store.folder),
-                                "generate": self._storage_guard(self._generate, self.store.outputs_folder),
-                                "explain": self._storage_guard(self._explain, self.store.outputs_folder),
-                                "edit": self._storage_guard(self._edit, self.store.outputs_folder),
-                                "restyle": self._storage_guard(self._restyle, self.store.outputs_folder),
-                                "portraits": self._storage_guard(lambda ctx: flow.run(self, ctx), self.store.folder)})
+        handlers = {"train": self._storage_guard(self._train, self.store.folder),
+                    "generate": self._storage_guard(self._generate, self.store.outputs_folder),
+                    "explain": self._storage_guard(self._explain, self.store.outputs_folder),
+                    "edit": self._storage_guard(self._edit, self.store.outputs_folder),
+                    "restyle": self._storage_guard(self._restyle, self.store.outputs_folder),
+                    "portraits": self._storage_guard(lambda ctx: flow.run(self, ctx), self.store.folder)}
+        if queue:
+            from lib_profile.jobs.cluster import ClusterJobManager
+
+            self.jobs = ClusterJobManager(queue, handlers, worker=worker, stalled_s=worker_timeout_s,
+                                          heartbeat_s=max(0.2, worker_timeout_s / 3))
+        else:
+            self.jobs = JobManager(JobDB(self.data_dir / "jobs.sqlite3"), handlers)
         self._delete_lock = threading.Lock()
         self._end_orphans(self.jobs.interrupted_at_start)
 

@@ -92,6 +92,17 @@ class Training:
             raise Conflict("This training stopped before its first checkpoint; start a new training instead")
         return self.jobs.submit("train", job["identity"], {**job["params"], "resume": True, "resumes": job_id})
 
+    @staticmethod
+    def _resumes(ctx: JobContext, out: Path) -> bool:
+        """Whether this run continues from the run folder's saved state: a resume job, or (cluster mode) a job
+        taken up after its first worker stopped, once that worker had saved a state (before: from step 0)."""
+        if ctx.params.get("resume"):
+            return True
+        if ctx.taken_over and (out / "state" / "state.pt").is_file():
+            ctx.update(message="Its first worker stopped; continuing from the last saved step")
+            return True
+        return False
+
     def _train(self, ctx: JobContext) -> dict[str, Any]:
         from lib_profile.train.progress import TrainingProgress
 
@@ -111,13 +122,14 @@ class Training:
                 cmd += [] if value else ["--no-identity-in-lora"]
             else:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
-        if p.get("resume"):
+        resume = self._resumes(ctx, out)
+        if resume:
             cmd.append("--resume")
         steps = int(opts["steps"])
         ctx.update(stage="starting", progress=0.0, message=f"Training {p['name']} for {steps} steps")
         log = out / "train.log"
         reader = TrainingProgress(events, steps, ctx.update, self.host.training_progress)
-        if p.get("resume") and events.is_file():  # the run before this one wrote there too: read only what is new
+        if resume and events.is_file():  # the run before this one wrote there too: read only what is new
             reader.offset = events.stat().st_size
         with self.host.training_slot(ctx.task_id, steps), open(log, "ab") as log_file:
             proc = launch.spawn(cmd, log_file, self.data_dir)  # dies with this process; holds the run's lock

@@ -1,0 +1,232 @@
+"""The cluster mode's job manager: records in PostgreSQL, the queue in Procrastinate, any number of processes.
+
+Every process is a front (submit, get, list, cancel any job); a process started with a worker also runs jobs.
+The queue is Procrastinate's (workers claim with ``SELECT ... FOR UPDATE SKIP LOCKED`` and wake on
+``LISTEN/NOTIFY``); its worker runs embedded, in its own event-loop thread, one job at a time, and calls the same
+:meth:`JobManager._run_one` the embedded mode runs. A handler sees the same :class:`JobContext`: its progress,
+stage, ETA and messages go to the job's row (throttled as in the embedded mode), so every front reads them.
+
+Cancel, from any front: a queued job is cancelled by a compare-and-set on its row (the worker's own
+compare-and-set to start it then fails, and it never runs); a running one gets its row's cancel flag raised,
+which the worker running it polls (every ``poll_s`` seconds) and turns into ``ctx.cancelled``.
+
+procrastinate and psycopg are imported when a cluster manager is made, never by the embedded mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from typing import Any, Optional
+
+from lib_profile.hosts.base import HostError
+from lib_profile.jobs.manager import Handler, JobContext, JobManager
+from lib_profile.jobs.pg_records import PgJobDB, QueueUnreachable, connect_error, open_pool
+from lib_profile.store.identities import Conflict
+
+TASK = "profile_studio.run_job"
+QUEUE = "profile_studio"
+
+
+def _app(connector):
+    import procrastinate
+
+    return procrastinate.App(connector=connector)
+
+
+class ClusterJobManager(JobManager):
+    """JobManager's public methods (submit/get/list/cancel/wait/busy_with/forget/shutdown) over PostgreSQL.
+
+    ``url``: a libpq URL (``postgresql://user@host:port/db``); raises QueueUnreachable when it is malformed or
+    the server cannot be reached. ``worker=False``: a front only (nothing runs here). ``poll_s``: how often a
+    running job's cancel flag is read. ``heartbeat_s``: how often this worker tells the database it is alive;
+    ``stalled_s``: after how long without a heartbeat another worker's running job is queued again (and run
+    here or elsewhere from the start; a job kind that saves its state resumes from it)."""
+
+    def __init__(self, url: str, handlers: dict[str, Handler], worker: bool = True, poll_s: float = 0.25,
+                 heartbeat_s: float = 10.0, stalled_s: float = 30.0):
+        self.url = url
+        self.handlers = handlers
+        self._lock = threading.RLock()
+        self._running: dict[str, JobContext] = {}
+        self.interrupted_at_start: list[dict[str, Any]] = []
+        self.poll_s, self.heartbeat_s, self.stalled_s = poll_s, heartbeat_s, stalled_s
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        pool = open_pool(url)
+        try:
+            self.db = PgJobDB(pool)  # the tables, made by the first process (the user may lack the right)
+            from procrastinate import SyncPsycopgConnector
+
+            self._front = _app(SyncPsycopgConnector(conninfo=url, min_size=1, max_size=2)).open()
+            self._ensure_queue_schema()
+            self._front_task = self._register(self._front)
+        except Exception as exc:  # noqa: BLE001 - say which database and why, whatever psycopg raised
+            pool.close()
+            raise exc if isinstance(exc, HostError) else connect_error(url, exc) from exc
+        self._stop = threading.Event()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._worker_task: Optional[asyncio.Task] = None
+        self._threads: list[threading.Thread] = []
+        if worker:
+            started = threading.Event()
+            self._threads.append(threading.Thread(target=self._work_loop, args=(started,), daemon=True,
+                                                  name="profile-studio-queue-worker"))
+            self._threads.append(threading.Thread(target=self._watch_cancels, daemon=True,
+                                                  name="profile-studio-cancel-watch"))
+            for t in self._threads:
+                t.start()
+            started.wait(30)
+
+    # -- setup
+    def _ensure_queue_schema(self) -> None:
+        """Procrastinate's tables, created once per database (under an advisory lock: two processes starting
+        together do not both create them)."""
+        from lib_profile.jobs.pg_records import SCHEMA_LOCK
+
+        with self.db.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0] is None:
+                conn.execute(self._front.schema_manager.get_schema().encode())
+
+    def _register(self, app):
+        def run_job(job_id: str) -> None:
+            self._run_one(job_id)
+
+        return app.task(name=TASK, queue=QUEUE)(run_job)
+
+    # -- public
+    def submit(self, kind: str, identity: Optional[str], params: dict[str, Any]) -> dict[str, Any]:
+        if kind not in self.handlers:
+            raise HostError(f"Unknown job kind {kind!r}")
+        job_id = uuid.uuid4().hex[:12]
+        self.db.insert(job_id, kind, identity, params)
+        try:
+            self._front_task.defer(job_id=job_id)
+        except Exception as exc:  # noqa: BLE001 - not queued: do not leave a row that waits forever
+            self.db.update(job_id, state="failed", error=f"could not queue it: {exc}")
+            raise connect_error(self.url, exc) from exc
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job = super().get(job_id)
+        if job["state"] == "queued" and "waiting_for" not in job:
+            ahead = self.db.running(1)
+            if ahead:
+                a = ahead[0]
+                job["waiting_for"] = {"id": a["id"], "kind": a["kind"], "identity": a["identity"]}
+        return job
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job (it never runs) or ask a running one, on whichever worker, to stop after its
+        current step. Raises NotFound (no such job) or Conflict (it has already ended)."""
+        job = self.get(job_id)
+        with self._lock:
+            ctx = self._running.get(job_id)
+            if ctx is not None:  # running here
+                ctx.cancelled.set()
+                ctx.update(message="Cancel requested; stopping after the current step", flush=True)
+                return self.get(job_id)
+        for _ in range(3):  # a job queued again after its worker stopped can move back between the two updates
+            if self.db.cancel_queued(job_id) or self.db.request_cancel(job_id):
+                return self.get(job_id)
+            now = self.db.get(job_id) or job
+            if now["state"] not in ("queued", "running"):
+                break
+        raise Conflict(f"Job {job_id} has already ended ({now['state']})")
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for ctx in self._running.values():
+                ctx.cancelled.set()
+        self._stop.set()
+        loop, task = self._loop, self._worker_task
+        if loop is not None and task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+        for t in self._threads:
+            t.join(timeout=30)
+        self._front.close()
+
+    # -- worker
+    def _started(self, ctx: JobContext) -> None:
+        ctx.taken_over = self.db.takeovers(ctx.id) > 0
+
+    def _run_started(self, ctx: JobContext) -> None:
+        self.db.update(ctx.id, worker=self.name)
+        super()._run_started(ctx)
+
+    def _work_loop(self, started: threading.Event) -> None:
+        from procrastinate import PsycopgConnector
+
+        app = _app(PsycopgConnector(conninfo=self.url, min_size=1, max_size=3))
+        self._register(app)
+
+        async def main() -> None:
+            async with app.open_async():
+                self._worker_task = asyncio.current_task()
+                started.set()
+                recovery = asyncio.create_task(self._recover_stalled(app))
+                try:
+                    await app.run_worker_async(queues=[QUEUE], concurrency=1, name=self.name,
+                                               install_signal_handlers=False, listen_notify=True,
+                                               fetch_job_polling_interval=2.0, delete_jobs="successful",
+                                               update_heartbeat_interval=self.heartbeat_s,
+                                               stalled_worker_timeout=self.stalled_s)
+                except asyncio.CancelledError:
+                    pass
+                finally:
+                    recovery.cancel()
+
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(main())
+        except Exception as exc:  # noqa: BLE001 - the worker is gone: say so where the operator looks
+            print(f"[Profile Studio] the queue worker stopped: {connect_error(self.url, exc)}", flush=True)
+        finally:
+            started.set()
+            self._loop.close()
+
+    async def _recover_stalled(self, app) -> None:
+        """Every ``stalled_s / 2`` seconds: the jobs of workers silent for ``stalled_s`` (killed, or their machine
+        gone) go back to the queue, each once: our row by compare-and-set (running -> queued, with a message), then
+        Procrastinate's job (doing -> todo). A job its worker had already ended is handed back too, and is then
+        skipped (its row is no longer queued)."""
+        while True:
+            await asyncio.sleep(self.stalled_s / 2)
+            try:
+                stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
+                                                                 seconds_since_heartbeat=self.stalled_s)
+                for pjob in stalled:
+                    job_id = pjob.task_kwargs.get("job_id")
+                    message = (f"Its worker stopped answering (no heartbeat for {self.stalled_s:g} s); "
+                               f"queued again by {self.name}")
+                    await asyncio.to_thread(self.db.requeue_running, job_id, message)
+                    try:
+                        await app.job_manager.retry_job(pjob)
+                    except Exception:  # noqa: BLE001 - another worker handed it back first
+                        continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database is away for a moment: next round
+                print(f"[Profile Studio] stalled-job check failed: {exc}", flush=True)
+
+    def _watch_cancels(self) -> None:
+        """Turn a raised cancel flag (set by any front) into ``ctx.cancelled`` of the job running here."""
+        while not self._stop.wait(self.poll_s):
+            with self._lock:
+                ids = [i for i, c in self._running.items() if not c.cancelled.is_set()]
+            try:
+                flagged = self.db.cancel_requested(ids)
+            except Exception:  # noqa: BLE001 - the database is away for a moment: try again next time
+                continue
+            for job_id in flagged:
+                with self._lock:
+                    ctx = self._running.get(job_id)
+                if ctx is not None and not ctx.cancelled.is_set():
+                    ctx.cancelled.set()
+                    ctx.update(message="Cancel requested; stopping after the current step", flush=True)
+
+
+__all__ = ["ClusterJobManager", "QueueUnreachable"]

@@ -1,0 +1,187 @@
+"""The job records of the cluster mode, in one PostgreSQL table every front and worker reads and writes.
+
+:class:`PgJobDB` has :class:`~lib_profile.jobs.db.JobDB`'s methods and row shape (the same fields, ``messages``
+a list, ``result`` and ``params`` JSON, times in seconds since the epoch), plus the cancel flag a front sets on
+a job that runs on another worker (:meth:`PgJobDB.request_cancel`, polled by that worker).
+
+psycopg is imported here only, when a cluster is opened: the embedded mode never needs it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from lib_profile.hosts.base import HostError
+
+TABLE = "profile_studio_jobs"
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, identity TEXT, state TEXT NOT NULL, stage TEXT,
+    progress DOUBLE PRECISION NOT NULL DEFAULT 0, eta_s DOUBLE PRECISION, messages JSONB NOT NULL DEFAULT '[]',
+    result JSONB, params JSONB NOT NULL DEFAULT '{{}}', error TEXT, created DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION, finished DOUBLE PRECISION,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, worker TEXT, takeovers INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_identity ON {TABLE}(identity);
+"""
+_COLUMNS = ("id, kind, identity, state, stage, progress, eta_s, messages, result, params, error, created, started, "
+            "finished")
+_JSON = ("messages", "result", "params")
+SCHEMA_LOCK = 0x50524F46  # pg_advisory_xact_lock key: one process at a time creates the tables
+
+
+class QueueUnreachable(HostError):
+    """The job database named by ``--queue`` cannot be reached or used."""
+
+
+def describe(url: str) -> str:
+    """``url`` without its password, for messages."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - not even parseable: show it as given, less anything after '@'
+        return url.split("@")[-1]
+    host, port, db = parts.get("host", "localhost"), parts.get("port", "5432"), parts.get("dbname", "")
+    return f"postgresql://{host}:{port}/{db}"
+
+
+def connect_error(url: str, exc: BaseException) -> QueueUnreachable:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return QueueUnreachable(f"cannot reach the job database at {describe(url)}: {reason}; check --queue")
+
+
+def open_pool(url: str, max_size: int = 4, timeout: float = 10.0):
+    """A psycopg connection pool on ``url`` (autocommit connections), checked once; raises QueueUnreachable
+    with the reason when the URL is malformed or the server does not answer within ``timeout`` seconds."""
+    try:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+    except ImportError as exc:
+        raise QueueUnreachable(f"the cluster mode needs procrastinate and psycopg ({exc}); "
+                               "pip install procrastinate psycopg-binary") from exc
+    try:  # one direct connection first: a refused port or a wrong database fails at once, with psycopg's reason
+        psycopg.conninfo.conninfo_to_dict(url)
+        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+    except Exception as exc:  # noqa: BLE001 - a malformed URL, a server that does not answer or refuses
+        raise connect_error(url, exc) from exc
+    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,
+                          kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
+    try:
+        pool.open(wait=True, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - gone between the two connections
+        pool.close()
+        raise connect_error(url, exc) from exc
+    return pool
+
+
+class PgJobDB:
+    """Job rows in ``profile_studio_jobs``; the same methods as JobDB, each one statement (compare-and-set
+    where a state changes hands)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        from psycopg.types.json import Jsonb
+
+        self._Jsonb = Jsonb
+        with pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            conn.execute(SCHEMA)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            cur = conn.execute(sql, args)
+            names = [d.name for d in cur.description]
+            out = [dict(zip(names, r)) for r in cur.fetchall()]
+        for row in out:
+            row["messages"] = row["messages"] or []
+        return out
+
+    def _exec(self, sql: str, args: tuple = ()) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute(sql, args).rowcount
+
+    def insert(self, job_id: str, kind: str, identity: Optional[str], params: dict[str, Any]) -> dict[str, Any]:
+        self._exec(f"INSERT INTO {TABLE} (id, kind, identity, state, params, created) VALUES (%s,%s,%s,%s,%s,%s)",
+                   (job_id, kind, identity, "queued", self._Jsonb(params), time.time()))
+        return self.get(job_id)
+
+    def update(self, job_id: str, **fields) -> None:
+        if not fields:
+            return
+        for key in _JSON:
+            if key in fields:
+                fields[key] = self._Jsonb(fields[key])
+        cols = ", ".join(f"{k}=%s" for k in fields)
+        self._exec(f"UPDATE {TABLE} SET {cols} WHERE id=%s", (*fields.values(), job_id))
+
+    def start_queued(self, job_id: str, worker: Optional[str] = None) -> bool:
+        """queued -> running, compare-and-set: True when this call started the job."""
+        return self._exec(f"UPDATE {TABLE} SET state='running', started=%s, worker=%s WHERE id=%s AND state='queued'",
+                          (time.time(), worker, job_id)) == 1
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """queued -> cancelled, compare-and-set: True when this call cancelled the job before it started."""
+        return self._exec(
+            f"UPDATE {TABLE} SET state='cancelled', finished=%s, messages=messages || to_jsonb(%s::text) "
+            "WHERE id=%s AND state='queued'", (time.time(), "Cancelled before it started", job_id)) == 1
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Raise the cancel flag of a running job (its worker polls it): True when the job was running."""
+        return self._exec(f"UPDATE {TABLE} SET cancel_requested=TRUE WHERE id=%s AND state='running'",
+                          (job_id,)) == 1
+
+    def cancel_requested(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` have their cancel flag raised."""
+        if not job_ids:
+            return set()
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT id FROM {TABLE} WHERE id = ANY(%s) AND cancel_requested",
+                                (list(job_ids),)).fetchall()
+        return {r[0] for r in rows}
+
+    def requeue_running(self, job_id: str, message: str) -> bool:
+        """running -> queued, compare-and-set, for a job whose worker stopped: True when this call requeued it.
+        Its messages keep ``message``; its stage, progress and ETA start again. One with its cancel flag raised
+        ends cancelled instead (and this returns False)."""
+        self._exec(f"UPDATE {TABLE} SET state='cancelled', finished=%s, messages=messages || to_jsonb(%s::text) "
+                   "WHERE id=%s AND state='running' AND cancel_requested",
+                   (time.time(), "Its worker stopped while a cancel was on its way: cancelled", job_id))
+        return self._exec(
+            f"UPDATE {TABLE} SET state='queued', started=NULL, worker=NULL, stage=NULL, progress=0, eta_s=NULL, "
+            "takeovers=takeovers+1, "
+            "messages=messages || to_jsonb(%s::text) WHERE id=%s AND state='running' AND NOT cancel_requested",
+            (message, job_id)) == 1
+
+    def takeovers(self, job_id: str) -> int:
+        """How many times the job was queued again after its worker stopped."""
+        with self.pool.connection() as conn:
+            row = conn.execute(f"SELECT takeovers FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
+        return row[0] if row else 0
+
+    def get(self, job_id: str) -> Optional[dict[str, Any]]:
+        rows = self._rows(f"SELECT {_COLUMNS} FROM {TABLE} WHERE id=%s", (job_id,))
+        return rows[0] if rows else None
+
+    def running(self, limit: int = 1) -> list[dict[str, Any]]:
+        """Jobs running on any worker, oldest first."""
+        return self._rows(f"SELECT {_COLUMNS} FROM {TABLE} WHERE state='running' ORDER BY started LIMIT %s",
+                          (limit,))
+
+    def list(self, identity: Optional[str] = None, limit: int = 100) -> list[dict[str, Any]]:
+        if identity is None:
+            return self._rows(f"SELECT {_COLUMNS} FROM {TABLE} ORDER BY created DESC LIMIT %s", (limit,))
+        return self._rows(f"SELECT {_COLUMNS} FROM {TABLE} WHERE identity=%s ORDER BY created DESC LIMIT %s",
+                          (identity, limit))
+
+    def delete_for(self, identity: str) -> int:
+        return self._exec(f"DELETE FROM {TABLE} WHERE identity=%s", (identity,))
+
+    def mark_interrupted(self) -> list[dict[str, Any]]:
+        """Nothing, in the cluster mode: a job queued or running belongs to the queue and the other workers, not to
+        this process's restart."""
+        return []

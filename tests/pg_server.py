@@ -1,0 +1,64 @@
+"""A throwaway PostgreSQL for the cluster-mode tests, started through .ci/postgres on loopback.
+
+``pg_server`` (session): the server's URL; skipped when the PostgreSQL binaries are missing, unless
+``PROFILE_STUDIO_REQUIRE_PG`` is set (as .ci/test does), where it fails instead. ``pg_url`` (per test): a
+fresh, empty database on it, so tests do not see each other's jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "postgres"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def have_binaries() -> bool:
+    if os.environ.get("PG_BIN"):
+        return True
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("pg_config") is not None
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    if not have_binaries():
+        if os.environ.get("PROFILE_STUDIO_REQUIRE_PG"):
+            pytest.fail("PostgreSQL server binaries are missing and PROFILE_STUDIO_REQUIRE_PG is set "
+                        "(.ci/setup installs Debian's postgresql)")
+        pytest.skip("PostgreSQL server binaries are missing (apt-get install postgresql)")
+    folder = tempfile.mkdtemp(prefix="profile-studio-pg-")  # under /tmp: the server's user must reach it
+    out = subprocess.run(["bash", str(SCRIPT), "start", folder, str(_free_port())], capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL: {out.stderr.strip()}")
+    try:
+        yield out.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", folder], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
