@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from lib_profile.checkpoint_family import family_from_keys
+from lib_profile.families import family_from_keys, unsupported_checkpoint_message
 from lib_profile.hosts.base import HostError
 
 UNET_PREFIX = "model.diffusion_model."
@@ -138,8 +138,7 @@ def check_sd1(sd: Mapping[str, Any]) -> None:
     keys = sd.keys()
     family = family_from_keys(keys)
     if family is not None:
-        raise HostError(f"This is an {family} checkpoint. Profile Studio works with SD1.5 checkpoints: pick an "
-                        "SD1.5 model.")
+        raise HostError(unsupported_checkpoint_message(family))
     if not any(k.startswith(UNET_PREFIX) for k in keys):
         if any(k.startswith(("down_blocks.", "unet.")) for k in keys):
             raise HostError("This file is in the diffusers layout; Profile Studio expects a single-file SD1.5 checkpoint "
