@@ -47,6 +47,8 @@ def unet_key(key: str, cfg: Mapping[str, Any]) -> str:
         "conv_in.": "input_blocks.0.0.",
         "conv_norm_out.": "out.0.",
         "conv_out.": "out.2.",
+        "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL's size/crop + pooled-text embedding (SGM)
+        "add_embedding.linear_2.": "label_emb.0.2.",
     }
     for src, dst in simple.items():
         if key.startswith(src):
