@@ -109,8 +109,8 @@ SDXL = ModelFamily(
     metadata_markers=("sdxl", "stable-diffusion-xl"),
     native_size=1024,
     portrait=(832, 1216),
-    controlnets=(("pose", ("controlnet-openpose-sdxl-1.0", "thibaud_xl_openpose", "OpenPoseXL2",
-                           "control-lora-openposeXL2-rank256")),
+    controlnets=(("pose", ("controlnet-openpose-sdxl-1.0", "thibaud_xl_openpose", "thibaud_xl_openpose_256lora",
+                           "OpenPoseXL2", "control-lora-openposeXL2-rank256")),
                  ("tile", ("controlnet-tile-sdxl-1.0", "TTPLANET_Controlnet_Tile_realistic_v2", "xinsir_tile_sdxl"))),
     webui_flags=("is_sdxl", "is_ssd"),  # SSD-1B is a distilled SDXL: same encoders and widths
     webui_classes=("XL",),
