@@ -226,13 +226,14 @@ def controlnet_family(shapes: Mapping[str, Sequence[int]]) -> Optional[str]:
 
 def controlnet_family_from_name(name: str) -> Optional[str]:
     """A hint from a ControlNet model's file name (the WebUI lists names, not tensors): ``"SDXL"`` for names with
-    ``xl``/``sdxl`` as a word part and for the usual names in the family data, ``"SD1.5"`` for ``sd15``/``v11``, ``"SD2"`` for ``sd21``; None otherwise."""
+    ``xl``/``sdxl`` as a word part (``thibaud_xl_openpose``, ``OpenPoseXL2``) and for the usual names in the family
+    data, ``"SD1.5"`` for ``sd15``/``v11``, ``"SD2"`` for ``sd21``; None otherwise."""
     stem = re.sub(r"\.(safetensors|pth|ckpt|bin)$", "", name.split("[")[0].strip().lower())
     for fam in FAMILIES:  # a usual file name of a family first (TTPlanet's tile name says nothing of XL)
         if any(stem == n.lower() for _kind, names in fam.controlnets for n in names):
             return fam.name
     parts = re.split(r"[^a-z0-9]+", stem)
-    if any(p in ("xl", "sdxl") or p.endswith("xl") or p.startswith("xl") or "xl2" in p for p in parts):
+    if any(p in ("xl", "sdxl") or p.endswith("xl") or "xl2" in p for p in parts):
         return SDXL.name
     if any(p in ("sd15", "v11", "sd1", "v11p", "v11f1e", "v11u", "v11e") for p in parts):
         return SD15.name

@@ -103,7 +103,7 @@ def test_controlnet_family(family, shapes):
 @pytest.mark.parametrize("family, name", [(f.name, n) for f in (F.SD15, F.SDXL) for kind in ("pose", "tile")
                                           for n in f.controlnet_files(kind)]
                          + [("SDXL", "diffusers_xl_canny_full [abcd1234]"), ("SD2", "control_sd21_openpose"),
-                            (None, "my_controlnet")])
+                            (None, "my_controlnet"), (None, "xlabs_flux_canny")])
 def test_controlnet_family_from_name(family, name):
     """Every usual file name the family data lists is recognised as its own family (and a few others)."""
     assert F.controlnet_family_from_name(name) == family
