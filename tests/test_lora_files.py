@@ -122,9 +122,9 @@ def test_family_check_on_keys_alone():
     layer = torch.nn.Linear(4, 4)
     table = {"lora_te_x": layer}
     sdxl = [LoraDelta("lora_te2_y", torch.zeros(2, 4), torch.zeros(4, 2), 2.0)]
-    with pytest.raises(HostError, match="it is for SDXL"):
+    with pytest.raises(HostError, match="LoRA x is for SDXL and the checkpoint is SD1.5"):
         check_fit("x", sdxl, table, {}, 768)
-    with pytest.raises(HostError, match="it is for SD2"):
+    with pytest.raises(HostError, match="LoRA x is for SD2 and the checkpoint is SD1.5"):
         check_fit("x", [LoraDelta("lora_unet_z", torch.zeros(2, 4), torch.zeros(4, 2), 2.0)], table,
                   {"ss_base_model_version": "sd_v2_768_v"}, 768)
     wrong = [LoraDelta("lora_te_x", torch.zeros(2, 5), torch.zeros(4, 2), 2.0)]

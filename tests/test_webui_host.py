@@ -11,7 +11,8 @@ from PIL import Image
 from lib_profile.hosts.base import (ControlUnit, FaceDetailRequest, HostError, Img2ImgRequest, InpaintRequest,
                                     Interrupted, LoraRef, Txt2ImgRequest)
 from lib_profile.hosts.webui import adetailer
-from lib_profile.hosts.webui.controlnet import model_stem, resolve_model_name
+from lib_profile.families import SD15, SDXL
+from lib_profile.hosts.webui.controlnet import family_problem, model_stem, resolve_model_name
 from lib_profile.hosts.webui.flavours import detect_flavour
 from lib_profile.hosts.webui.host import WebUIHost
 from lib_profile.hosts.webui.processing import filtered_runner, processing_kwargs
@@ -70,6 +71,21 @@ def test_default_controlnet_prefers_sd15_and_skips_sdxl():
     names = ["thibaud_xl_openpose [11111111]", "my_openpose_fp16 [22222222]"]
     assert resolve_model_name(None, names, "pose") == "my_openpose_fp16 [22222222]"
     assert resolve_model_name(None, ["thibaud_xl_openpose [1]"], "pose") is None
+
+
+@pytest.mark.parametrize("kind, name", [(k, n) for k in ("pose", "tile") for n in SDXL.controlnet_files(k)])
+def test_default_controlnet_never_picks_a_usual_sdxl_file_and_a_named_one_gets_the_family_message(kind, name):
+    """Every usual SDXL ControlNet file of the family data (TTPlanet's tile says nothing of XL in its name)."""
+    assert resolve_model_name(None, [f"{name} [12345678]"], kind) is None
+    assert family_problem(f"{name} [12345678]") == (
+        f"ControlNet model {name} is for SDXL and the checkpoint is SD1.5: use an SD1.5 ControlNet model such as "
+        "control_v11p_sd15_openpose, or load an SDXL checkpoint.")
+
+
+@pytest.mark.parametrize("name", [n for k in ("pose", "tile") for n in SD15.controlnet_files(k)]
+                         + ["my_openpose_fp16 [22222222]"])
+def test_sd15_controlnet_names_have_no_family_problem(name):
+    assert family_problem(name) is None
 
 
 def test_processing_kwargs_save_nothing_and_carry_clip_skip():
@@ -246,6 +262,15 @@ def test_controlnet_without_a_model_names_the_file(webui):
     assert any("control_v11f1e_sd15_tile.pth" in n and "models/ControlNet" in n for n in host.notes)
     with pytest.raises(HostError, match="control_v11p_sd15_openpose.pth"):
         host.txt2img(Txt2ImgRequest(prompt="x", controlnets=[ControlUnit("pose", pose_map(), "openpose_v2")]))
+
+
+@both(cn_models=[POSE, "thibaud_xl_openpose [c7b9cadd]", "TTPLANET_Controlnet_Tile_realistic_v2 [1f2e3d4c]"])
+def test_an_sdxl_controlnet_named_for_an_sd15_checkpoint_gets_the_family_message(webui):
+    _modules, host = webui
+    assert model_stem(host.controlnet_model("pose")) == model_stem(POSE) and host.controlnet_model("tile") is None
+    for kind, name in (("pose", "thibaud_xl_openpose"), ("tile", "TTPLANET_Controlnet_Tile_realistic_v2")):
+        with pytest.raises(HostError, match=f"ControlNet model {name} is for SDXL and the checkpoint is SD1.5"):
+            host.txt2img(Txt2ImgRequest(prompt="x", controlnets=[ControlUnit(kind, pose_map(), name)]))
 
 
 def test_loras_are_published_into_the_webui_lora_folder_and_tagged(webui, tmp_path):

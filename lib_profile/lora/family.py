@@ -10,20 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from lib_profile.families import (SD15, check_compatible, family_by_context_width, lora_family,
+                                   lora_family_from_metadata)
 from lib_profile.hosts.base import HostError
-
-#: cross-attention key/value input width (the text encoder's width) -> model family
-TEXT_WIDTHS = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL", 1280: "SDXL"}
-_METADATA_FAMILIES = (("sdxl", "SDXL"), ("sd_v2", "SD2.x"), ("sd_v1", "SD1.x"), ("sd3", "SD3"), ("flux", "Flux"))
-
-
-def family_from_metadata(meta: Mapping[str, str]) -> str | None:
-    """The family a kohya/sd-scripts file says it is for (``ss_base_model_version``, ``modelspec.architecture``)."""
-    text = f"{meta.get('ss_base_model_version', '')} {meta.get('modelspec.architecture', '')}".lower()
-    for marker, family in _METADATA_FAMILIES:
-        if marker in text or (marker == "sd_v2" and "stable-diffusion-v2" in text):
-            return family
-    return None
 
 
 def fits(delta, weight_shape: Sequence[int]) -> bool:
@@ -52,29 +41,29 @@ def check_fit(name: str, deltas: list, table: Mapping[str, Any], meta: Mapping[s
             wrong.append((d, module))
         else:
             matched.append((d, module))
-    said = family_from_metadata(meta)
     model = f"the model is SD1.5 (text width {text_width})" if text_width else "the model is SD1.5"
     if wrong:
-        widths = {int(d.down.flatten(1).shape[1]) for d, _m in wrong
-                  if "attn2_to_k" in d.module_key or "attn2_to_v" in d.module_key}
-        family = next((TEXT_WIDTHS[w] for w in sorted(widths) if w in TEXT_WIDTHS and w != text_width), None) or said
+        widths = sorted({int(d.down.flatten(1).shape[1]) for d, _m in wrong
+                         if "attn2_to_k" in d.module_key or "attn2_to_v" in d.module_key} - {text_width})
+        by_width = next((f for f in map(family_by_context_width, widths) if f), None)
+        family = lora_family_from_metadata(meta)
         d, m = wrong[0]
         example = (f"{d.module_key}: LoRA {int(d.up.shape[0])}x{int(d.down.flatten(1).shape[1])}, layer "
                    f"{'x'.join(str(int(n)) for n in m.weight.shape)}")
-        if family and widths:
-            raise HostError(f"LoRA {name} is for {family} (its cross-attention reads {max(widths)}-wide text); "
-                            f"{model}. Use a LoRA made for SD1.5 ({len(wrong)} of {len(deltas)} modules have "
-                            f"other shapes, e.g. {example})")
+        if by_width and by_width != SD15.name:
+            raise HostError(f"{check_compatible(SD15.name, lora_family=by_width, lora_name=name)[:-1]} "
+                            f"(its cross-attention reads {max(widths)}-wide text, {model}; {len(wrong)} of {len(deltas)} "
+                            f"modules have other shapes, e.g. {example}).")
         raise HostError(f"LoRA {name} is not for this model: {len(wrong)} of {len(deltas)} modules have other "
                         f"shapes (e.g. {example})" + (f"; its metadata says {family}" if family else "")
                         + f". {model[0].upper()}{model[1:]}: use a LoRA made for SD1.5")
     if not matched:
-        keys = [d.module_key for d in deltas]
-        family = "SDXL" if any(k.startswith("lora_te2_") for k in keys) else said
-        raise HostError(f"LoRA {name} matches no layer of this model"
-                        + (f": it is for {family}" if family and family != "SD1.x" else
-                           " (is it for SDXL, SD2 or another model?)")
-                        + f"; {model}. Use a LoRA made for SD1.5")
+        family = lora_family([d.module_key for d in deltas], meta)
+        if family and family != SD15.name:
+            raise HostError(f"{check_compatible(SD15.name, lora_family=family, lora_name=name)[:-1]} "
+                            f"(it matches no layer of this model; {model}).")
+        raise HostError(f"LoRA {name} matches no layer of this model (is it for SDXL, SD2 or another model?); "
+                        f"{model}. Use a LoRA made for SD1.5")
     note = None
     if unmatched:
         note = (f"{len(unmatched)} of {len(deltas)} modules of {name} matched no layer and were not applied "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lib_profile import families
 from lib_profile.hosts.diffusers import ldm_layout
 from lib_profile.hosts.base import HostError
 
@@ -167,6 +168,10 @@ def load_controlnet(path: str | Path):
     if not any(k.startswith(prefix + "input_hint_block.") for k in sd):
         raise HostError(f"{path.name} is not a ControlNet model (no input_hint_block tensors). "
                         "Use an SD1.5 ControlNet file such as control_v11p_sd15_openpose.")
+    found = families.controlnet_family({k: tuple(v.shape) for k, v in sd.items()})
+    problem = families.check_compatible(families.SD15.name, controlnet_family=found, controlnet_name=path.name)
+    if problem:
+        raise HostError(problem)
     cfg = ldm_layout.infer_controlnet_config(sd, prefix)
     tensors = ldm_layout.from_ldm(sd, _shapes(ControlNetModel, cfg), ldm_layout.unet_key, cfg, prefix)
     return _build(ControlNetModel, cfg, {k: v.float() for k, v in tensors.items()})

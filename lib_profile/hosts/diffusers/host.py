@@ -33,7 +33,7 @@ from lib_profile.hosts.base import (
     StageReport,
     Txt2ImgRequest,
 )
-from lib_profile.hosts.diffusers import masking, samplers, tiny
+from lib_profile.hosts.diffusers import masking, samplers, tiny, tiny_sdxl
 from lib_profile.hosts.diffusers.checkpoint import load_controlnet, load_sd15
 from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
 from lib_profile.infotext import infotext
@@ -46,9 +46,12 @@ LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent
 
 
 def resolve_checkpoint(checkpoint: str | Path, data_dir: str | Path | None = None) -> Path:
-    """``"tiny"`` -> the cached tiny test model (built on first use); anything else must be a file."""
+    """``"tiny"`` -> the cached tiny test model (built on first use); ``"tiny-sdxl"`` -> the tiny SDXL-shaped one
+    (:mod:`tiny_sdxl`; loading refuses it for now, with the family message); anything else must be a file."""
     if str(checkpoint) == "tiny":
         return tiny.ensure_tiny(paths.cache_dir(data_dir)) / tiny.CHECKPOINT
+    if str(checkpoint) == tiny_sdxl.NAME:
+        return tiny_sdxl.ensure_tiny_sdxl(paths.cache_dir(data_dir))
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise HostError(f"Checkpoint not found: {path}. Give an SD1.5 .safetensors/.ckpt file, or 'tiny' for the "

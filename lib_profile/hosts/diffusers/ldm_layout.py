@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from lib_profile.checkpoint_family import family_from_keys
+from lib_profile.families import family_from_keys, unsupported_checkpoint_message
 from lib_profile.hosts.base import HostError
 
 UNET_PREFIX = "model.diffusion_model."
@@ -47,6 +47,8 @@ def unet_key(key: str, cfg: Mapping[str, Any]) -> str:
         "conv_in.": "input_blocks.0.0.",
         "conv_norm_out.": "out.0.",
         "conv_out.": "out.2.",
+        "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL's size/crop + pooled-text embedding (SGM)
+        "add_embedding.linear_2.": "label_emb.0.2.",
     }
     for src, dst in simple.items():
         if key.startswith(src):
@@ -138,8 +140,7 @@ def check_sd1(sd: Mapping[str, Any]) -> None:
     keys = sd.keys()
     family = family_from_keys(keys)
     if family is not None:
-        raise HostError(f"This is an {family} checkpoint. Profile Studio works with SD1.5 checkpoints: pick an "
-                        "SD1.5 model.")
+        raise HostError(unsupported_checkpoint_message(family))
     if not any(k.startswith(UNET_PREFIX) for k in keys):
         if any(k.startswith(("down_blocks.", "unet.")) for k in keys):
             raise HostError("This file is in the diffusers layout; Profile Studio expects a single-file SD1.5 checkpoint "

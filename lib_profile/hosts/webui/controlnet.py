@@ -11,13 +11,13 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-# ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them).
-DEFAULT_CN_MODELS = {
-    "pose": ("control_v11p_sd15_openpose", "control_sd15_openpose", "openpose"),
-    "tile": ("control_v11f1e_sd15_tile", "control_v11u_sd15_tile", "tile"),
-}
+from lib_profile.families import SD15, check_compatible, controlnet_family_from_name
+
 CN_KEYWORDS = {"pose": "openpose", "tile": "tile"}
-CN_MODEL_FILES = {"pose": "control_v11p_sd15_openpose.pth", "tile": "control_v11f1e_sd15_tile.pth"}
+# ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them): the
+# family data's usual files, then the bare keyword
+DEFAULT_CN_MODELS = {kind: (*SD15.controlnet_files(kind), word) for kind, word in CN_KEYWORDS.items()}
+CN_MODEL_FILES = {kind: SD15.controlnet_files(kind)[0] + ".pth" for kind in CN_KEYWORDS}
 
 
 def model_stem(name: str) -> str:
@@ -46,9 +46,17 @@ def resolve_model_name(wanted: Optional[str], available: list[str], kind: Option
     keyword = CN_KEYWORDS.get(kind or "")
     for name in names:  # any SD1.5 model of that kind, e.g. "my_openpose_fp16"
         stem = model_stem(name).lower()
-        if keyword and keyword in stem and "xl" not in stem:
+        if keyword and keyword in stem and controlnet_family_from_name(stem) in (None, SD15.name):
             return name
     return None
+
+
+def family_problem(name: str, checkpoint_family: str = SD15.name) -> Optional[str]:
+    """The :func:`lib_profile.families.check_compatible` message when WebUI model ``name``'s file name says it is
+    for another family than the checkpoint's (the WebUI lists names, not tensors); None when it fits or says
+    nothing."""
+    return check_compatible(checkpoint_family, controlnet_family=controlnet_family_from_name(name),
+                            controlnet_name=model_stem(name))
 
 
 def missing_controlnet_message(kind: str, extension_present: bool) -> str:

@@ -33,7 +33,8 @@ from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, FaceDetailRequest,
                                     InpaintRequest, Interrupted, LoraRef, Result, RunControl, StageReport,
                                     Txt2ImgRequest)
 from lib_profile.hosts.webui import adetailer, faults as faults_of, progress as webui_progress
-from lib_profile.hosts.webui.controlnet import CN_MODEL_FILES, missing_controlnet_message, resolve_model_name
+from lib_profile.hosts.webui.controlnet import (CN_MODEL_FILES, family_problem, missing_controlnet_message,
+                                               resolve_model_name)
 from lib_profile.hosts.webui.flavours import Flavour
 from lib_profile.hosts.webui.model_family import model_family, selected_family
 from lib_profile.hosts.webui.options import restoring_opts
@@ -168,6 +169,9 @@ class WebUIHost(Host):
         if name is None:
             raise HostError(f"ControlNet model {unit.model!r} is not in the WebUI's list; "
                             f"put {CN_MODEL_FILES[unit.kind]} in models/ControlNet and refresh")
+        problem = family_problem(name)  # e.g. an SDXL pose model named for an SD1.5 studio
+        if problem:
+            raise HostError(problem)
         return name
 
     def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl],

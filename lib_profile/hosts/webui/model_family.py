@@ -4,7 +4,7 @@ are SD1.5's.
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
 next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so an SDXL checkpoint would
 pass the SD1.5 check and fail deep inside the run. The selected checkpoint's ``.safetensors`` header names its
-tensors, which tell the families apart (:func:`selected_family`, :mod:`lib_profile.checkpoint_family`; the header
+tensors, which tell the families apart (:func:`selected_family`, :mod:`lib_profile.families`; the header
 alone is read: no tensor is loaded).
 """
 
@@ -13,10 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from lib_profile.checkpoint_family import family_from_keys
-
-_FAMILY_FLAGS = (("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd3", "SD3"), ("is_ssd", "SSD-1B"))
-_FAMILY_CLASSES = (("XL", "SDXL"), ("StableDiffusion3", "SD3"), ("Flux", "Flux"), ("Chroma", "Chroma"))
+from lib_profile.families import FAMILIES, family_from_keys
 
 
 def model_family(sd_model) -> Optional[str]:
@@ -25,11 +22,11 @@ def model_family(sd_model) -> Optional[str]:
     no model loaded yet (Forge's ``FakeInitialModel`` before its first generation)."""
     if sd_model is None:
         return None
-    for flag, family in _FAMILY_FLAGS:
-        if getattr(sd_model, flag, False) is True:
-            return family
+    for family in FAMILIES:
+        if any(getattr(sd_model, flag, False) is True for flag in family.webui_flags):
+            return family.name
     name = type(sd_model).__name__
-    return next((family for part, family in _FAMILY_CLASSES if part in name), None)
+    return next((family.name for family in FAMILIES if any(part in name for part in family.webui_classes)), None)
 
 
 def checkpoint_family(path: str | Path) -> Optional[str]:

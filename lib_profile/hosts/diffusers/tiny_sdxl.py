@@ -1,0 +1,100 @@
+"""A tiny random SDXL-shaped model, built offline in about a second, saved as one SGM-layout checkpoint.
+
+The same architecture as SDXL base 1.0 (diffusers ``stabilityai/stable-diffusion-xl-base-1.0`` configs): a UNet
+whose first level has no attention and whose deeper levels stack several transformer blocks per attention, linear
+``proj_in``/``proj_out``, the ``text_time`` added embedding (pooled text + 6 size/crop numbers); two text encoders,
+CLIP ViT-L-shaped (``CLIPTextModel``) and OpenCLIP bigG-shaped (``CLIPTextModelWithProjection``, 10 layers so that
+diffusers' single-file detector names it ``xl_base``), concatenated to the cross-attention width; the SD VAE with
+SDXL's scaling factor. Only narrow: its images are noise. It exists so that family detection, conversion and
+(later) SDXL paths run in seconds without weights. ``--checkpoint tiny-sdxl`` builds it; SDXL generation and
+training are not there yet, so hosts refuse it with the family message.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+VERSION = "tiny-sdxl-v1"
+CHECKPOINT = "tiny-sdxl.safetensors"
+NAME = "tiny-sdxl"
+SEED = 1234
+
+
+def tiny_sdxl_configs() -> dict[str, dict[str, Any]]:
+    """Configs of the four parts (``unet``, ``vae``, ``text_encoder``, ``text_encoder_2``): widths 32 (CLIP-L part)
+    + 48 (bigG part) = 80-wide context, pooled 48, transformer depths [1, 2, 3] (SDXL: [1, 2, 10], level 0 plain)."""
+    text, text_2, time_dim = 32, 48, 8
+    unet = {
+        "sample_size": 8, "in_channels": 4, "out_channels": 4,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "block_out_channels": [32, 64, 64], "layers_per_block": 2, "transformer_layers_per_block": [1, 2, 3],
+        "cross_attention_dim": text + text_2, "attention_head_dim": [2, 4, 4], "norm_num_groups": 32,
+        "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": time_dim,
+        "addition_embed_type_num_heads": 64, "projection_class_embeddings_input_dim": text_2 + 6 * time_dim,
+    }
+    vae = {
+        "in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1,
+        "latent_channels": 4, "norm_num_groups": 32, "sample_size": 64, "scaling_factor": 0.13025,
+    }
+    clip = {"vocab_size": 49408, "max_position_embeddings": 77, "layer_norm_eps": 1e-5, "bos_token_id": 49406,
+            "eos_token_id": 49407, "pad_token_id": 1}
+    text_encoder = {**clip, "hidden_size": text, "intermediate_size": 64, "num_hidden_layers": 3,
+                    "num_attention_heads": 2, "projection_dim": text, "hidden_act": "quick_gelu"}
+    # open_clip fuses q/k/v; diffusers splits them by the projection width, which is bigG's width (1280)
+    text_encoder_2 = {**clip, "hidden_size": text_2, "intermediate_size": 96, "num_hidden_layers": 10,
+                      "num_attention_heads": 2, "projection_dim": text_2, "hidden_act": "gelu", "pad_token_id": 0}
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
+
+
+def build_modules(configs: dict[str, dict[str, Any]] | None = None, seed: int = SEED):
+    """Random-weight ``(unet, vae, text_encoder, text_encoder_2)``, deterministic per ``seed``."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = configs or tiny_sdxl_configs()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**cfg["unet"])
+    vae = AutoencoderKL(**cfg["vae"])
+    text = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder_2"]))
+    return [m.eval() for m in (unet, vae, text, text_2)]
+
+
+def save_sdxl(path: str | Path, unet, vae, text_encoder, text_encoder_2,
+              metadata: dict[str, str] | None = None) -> Path:
+    """Write the four parts as one SGM-layout ``.safetensors`` (:func:`sgm_layout.to_sgm`), atomically."""
+    from safetensors.torch import save_file
+
+    from lib_profile.hosts.diffusers.checkpoint import _atomic_save
+    from lib_profile.hosts.diffusers.sgm_layout import to_sgm
+
+    path = Path(path)
+    _atomic_save(save_file, to_sgm(unet, vae, text_encoder, text_encoder_2), path, metadata)
+    return path
+
+
+def ensure_tiny_sdxl(cache: Path) -> Path:
+    """Build (once) and return the path of the tiny SDXL checkpoint under ``cache``."""
+    target = Path(cache) / VERSION
+    if (target / CHECKPOINT).is_file():
+        return target / CHECKPOINT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".tiny-sdxl-", dir=target.parent))
+    try:
+        save_sdxl(work / CHECKPOINT, *build_modules(),
+                  metadata={"profile_studio": "random weights for tests; draws noise",
+                            "modelspec.architecture": "stable-diffusion-xl-v1-base"})
+        if target.exists():  # another process won the race; theirs is as good as ours
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            work.rename(target)
+    finally:
+        if work.exists() and work != target:
+            shutil.rmtree(work, ignore_errors=True)
+    return target / CHECKPOINT
