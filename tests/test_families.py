@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from lib_profile import families as F
+from lib_profile import families
 
 NAMES = ["SD1.5", "SDXL", "SD2", "SD3", "Flux"]
 
@@ -20,8 +20,8 @@ def transformer_blocks(depths, layers_per_block=2):
 
 
 @pytest.mark.parametrize("family, encoders, context, pooled, layers, size, portrait", [
-    (F.SD15, [768], 768, None, 16, 512, (512, 768)),
-    (F.SDXL, [768, 1280], 2048, 1280, 70, 1024, (832, 1216)),
+    (families.SD15, [768], 768, None, 16, 512, (512, 768)),
+    (families.SDXL, [768, 1280], 2048, 1280, 70, 1024, (832, 1216)),
 ])
 def test_family_data(family, encoders, context, pooled, layers, size, portrait):
     assert [e.width for e in family.text_encoders] == encoders
@@ -32,13 +32,13 @@ def test_family_data(family, encoders, context, pooled, layers, size, portrait):
     assert portrait[0] * 3 == portrait[1] * 2 or abs(portrait[0] / portrait[1] - 2 / 3) < 0.02
     assert family.clip_skip == 1 and family.base_versions
     assert family.controlnet_files("pose") and family.controlnet_files("tile")
-    assert F.family(family.name) is family
-    assert F.family_by_context_width(context) == family.name
+    assert families.family(family.name) is family
+    assert families.family_by_context_width(context) == family.name
 
 
 def test_every_family_is_named_and_known():
-    assert [f.name for f in F.FAMILIES if f.name in NAMES] and {f.name for f in F.FAMILIES} == set(NAMES)
-    assert [f.name for f in F.SUPPORTED] == ["SD1.5"]
+    assert [f.name for f in families.FAMILIES if f.name in NAMES] and {f.name for f in families.FAMILIES} == set(NAMES)
+    assert [f.name for f in families.SUPPORTED] == ["SD1.5"]
 
 
 CHECKPOINTS = [
@@ -57,8 +57,8 @@ CHECKPOINTS = [
 
 @pytest.mark.parametrize("family, keys", CHECKPOINTS)
 def test_checkpoint_family(family, keys):
-    assert F.checkpoint_family(keys) == family
-    assert F.family_from_keys(keys) == (None if family == "SD1.5" else family)
+    assert families.checkpoint_family(keys) == family
+    assert families.family_from_keys(keys) == (None if family == "SD1.5" else family)
 
 
 LORAS = [
@@ -83,7 +83,7 @@ LORAS = [
 
 @pytest.mark.parametrize("family, keys, meta, widths", LORAS)
 def test_lora_family(family, keys, meta, widths):
-    assert F.lora_family(keys, meta, widths) == family
+    assert families.lora_family(keys, meta, widths) == family
 
 
 CONTROLNETS = [
@@ -97,21 +97,21 @@ CONTROLNETS = [
 
 @pytest.mark.parametrize("family, shapes", CONTROLNETS)
 def test_controlnet_family(family, shapes):
-    assert F.controlnet_family(shapes) == family
+    assert families.controlnet_family(shapes) == family
 
 
-@pytest.mark.parametrize("family, name", [(f.name, n) for f in (F.SD15, F.SDXL) for kind in ("pose", "tile")
+@pytest.mark.parametrize("family, name", [(f.name, n) for f in (families.SD15, families.SDXL) for kind in ("pose", "tile")
                                           for n in f.controlnet_files(kind)]
                          + [("SDXL", "diffusers_xl_canny_full [abcd1234]"), ("SD2", "control_sd21_openpose"),
                             (None, "my_controlnet"), (None, "xlabs_flux_canny")])
 def test_controlnet_family_from_name(family, name):
     """Every usual file name the family data lists is recognised as its own family (and a few others)."""
-    assert F.controlnet_family_from_name(name) == family
+    assert families.controlnet_family_from_name(name) == family
 
 
 @pytest.mark.parametrize("checkpoint, lora, controlnet", itertools.product(NAMES, NAMES + [None], NAMES + [None]))
 def test_check_compatible_every_pair(checkpoint, lora, controlnet):
-    message = F.check_compatible(checkpoint, lora_family=lora, controlnet_family=controlnet,
+    message = families.check_compatible(checkpoint, lora_family=lora, controlnet_family=controlnet,
                                  lora_name="face.safetensors", controlnet_name="pose.pth")
     bad = [(kind, name, fam) for kind, name, fam in (("LoRA", "face.safetensors", lora),
                                                      ("ControlNet model", "pose.pth", controlnet))
@@ -126,13 +126,13 @@ def test_check_compatible_every_pair(checkpoint, lora, controlnet):
 
 
 def test_check_compatible_names_a_controlnet_to_use():
-    message = F.check_compatible("SDXL", controlnet_family="SD1.5", controlnet_name="control_v11p_sd15_openpose")
+    message = families.check_compatible("SDXL", controlnet_family="SD1.5", controlnet_name="control_v11p_sd15_openpose")
     assert "use an SDXL ControlNet model such as controlnet-openpose-sdxl-1.0" in message
 
 
 @pytest.mark.parametrize("found", ["SDXL", "SD2", "SD3", "Flux"])
 def test_unsupported_checkpoint_message(found):
-    message = F.unsupported_checkpoint_message(found)
+    message = families.unsupported_checkpoint_message(found)
     assert f"This is {'a' if found == 'Flux' else 'an'} {found} checkpoint" in message and "pick an SD1.5 model" in message
     assert ("not there yet" in message) == (found == "SDXL")
 

@@ -20,19 +20,8 @@ from PIL import Image
 
 from lib_profile import paths
 from lib_profile.attention.clock import tick
-from lib_profile.hosts.base import (
-    RAN,
-    ControlUnit,
-    Host,
-    HostError,
-    Img2ImgRequest,
-    InpaintRequest,
-    Interrupted,
-    Result,
-    RunControl,
-    StageReport,
-    Txt2ImgRequest,
-)
+from lib_profile.hosts.base import (RAN, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted,
+                                    Result, RunControl, StageReport, Txt2ImgRequest)
 from lib_profile.hosts.diffusers import masking, samplers, tiny, tiny_sdxl
 from lib_profile.hosts.diffusers.checkpoint import load_controlnet, load_sd15
 from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
@@ -46,8 +35,8 @@ LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent
 
 
 def resolve_checkpoint(checkpoint: str | Path, data_dir: str | Path | None = None) -> Path:
-    """``"tiny"`` -> the cached tiny test model (built on first use); ``"tiny-sdxl"`` -> the tiny SDXL-shaped one
-    (:mod:`tiny_sdxl`; loading refuses it for now, with the family message); anything else must be a file."""
+    """``"tiny"`` / ``"tiny-sdxl"`` -> the cached tiny test model / SDXL-shaped one (built on first use; SDXL is
+    refused on loading for now, with the family message); anything else must be a file."""
     if str(checkpoint) == "tiny":
         return tiny.ensure_tiny(paths.cache_dir(data_dir)) / tiny.CHECKPOINT
     if str(checkpoint) == tiny_sdxl.NAME:
