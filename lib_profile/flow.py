@@ -50,6 +50,11 @@ class Phase:
         self.cancelled = ctx.cancelled
         self.task_id = ctx.task_id
 
+    @property
+    def taken_over(self) -> bool:
+        """The job's own: whether this run took the job up after its first worker stopped (cluster mode)."""
+        return self._ctx.taken_over
+
     def update(self, stage: Optional[str] = None, progress: Optional[float] = None, eta_s: Optional[float] = None,
                message: Optional[str] = None, flush: bool = False) -> None:
         self._ctx.update(stage=None if stage is None else f"{self.name}: {stage}",

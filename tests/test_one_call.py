@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from lib_profile import API_PREFIX, sample_photos
+from lib_profile.flow import PHASES, Phase
 from tests.test_api import SMALL, TRAIN, png
 
 NAME, SLUG = "Zyxwq Flow", "zyxwq-flow"
@@ -165,3 +166,20 @@ def test_every_training_option_the_service_takes_is_a_request_field():
 
     fields = getattr(api_models.TrainRequest, "model_fields", None) or api_models.TrainRequest.__fields__
     assert set(TRAIN_OPTIONS) <= set(fields), set(TRAIN_OPTIONS) - set(fields)
+
+
+@pytest.mark.parametrize("phase", [name for name, _share in PHASES])
+def test_a_phase_offers_every_attribute_a_handler_reads_of_its_job(phase):
+    """A phase stands in for the job's context to the intake, training and generate handlers: every public
+    attribute of a JobContext (its internals, ``manager`` and ``live``, aside) is on the phase too, with the job's
+    own value (cluster mode's ``taken_over`` was missing: a one-call job failed with an AttributeError)."""
+    from lib_profile.jobs.manager import JobContext
+
+    ctx = JobContext(None, {"id": "j1", "kind": "portraits", "identity": "anna", "params": {"x": 1}})
+    ctx.taken_over = True
+    seen = Phase(ctx, phase, {"y": 2})
+    for name in sorted(n for n in dir(ctx) if not n.startswith("_") and n not in ("manager", "live")):
+        assert hasattr(seen, name), name
+        if name not in ("params", "update"):
+            assert getattr(seen, name) is getattr(ctx, name) or getattr(seen, name) == getattr(ctx, name), name
+    assert seen.params == {"y": 2}
