@@ -50,6 +50,7 @@ class ClusterJobManager(JobManager):
                  heartbeat_s: float = 10.0, stalled_s: float = 30.0):
         self.url = url
         self.handlers = handlers
+        self.worker = worker
         self._lock = threading.RLock()
         self._running: dict[str, JobContext] = {}
         self.interrupted_at_start: list[dict[str, Any]] = []
