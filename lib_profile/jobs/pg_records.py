@@ -29,6 +29,7 @@ CREATE INDEX IF NOT EXISTS {TABLE}_identity ON {TABLE}(identity);
 _COLUMNS = ("id, kind, identity, state, stage, progress, eta_s, messages, result, params, error, created, started, "
             "finished")
 _JSON = ("messages", "result", "params")
+REQUEST_WAIT_S = 5.0  # how long a request waits for a connection before saying the database is unreachable
 SCHEMA_LOCK = 0x50524F46  # pg_advisory_xact_lock key: one process at a time creates the tables
 
 
@@ -110,7 +111,7 @@ class PgJobDB:
         from psycopg_pool import PoolTimeout
 
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=REQUEST_WAIT_S) as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise outage(self.pool.conninfo, exc) from exc
@@ -179,6 +180,13 @@ class PgJobDB:
             "takeovers=takeovers+1, "
             "messages=messages || to_jsonb(%s::text) WHERE id=%s AND state='running' AND NOT cancel_requested",
             (message, job_id)) == 1
+
+    def keep_alive(self, worker_ids: list[int]) -> None:
+        """Refresh the heartbeat of Procrastinate's workers ``worker_ids`` (a job still running here after its
+        Procrastinate worker stopped on a lost connection: nobody else may take it up while it runs)."""
+        if worker_ids:
+            self._exec("UPDATE procrastinate_workers SET last_heartbeat = NOW() WHERE id = ANY(%s)",
+                       (list(worker_ids),))
 
     def takeovers(self, job_id: str) -> int:
         """How many times the job was queued again after its worker stopped."""
