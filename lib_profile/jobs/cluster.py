@@ -28,15 +28,15 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lib_profile.hosts.base import HostError
 from lib_profile.jobs.manager import Handler, JobContext, JobManager
 from lib_profile.jobs.pg_records import PgJobDB, QueueUnreachable, connect_error, open_pool
+from lib_profile.jobs.routing import QUEUE, preferring, queue_for
 from lib_profile.store.identities import Conflict
 
 TASK = "profile_studio.run_job"
-QUEUE = "profile_studio"
 RETRY_S = 5.0  # at most this long between two tries to reach a database that went away
 
 
@@ -53,13 +53,17 @@ class ClusterJobManager(JobManager):
     the server cannot be reached. ``worker=False``: a front only (nothing runs here). ``poll_s``: how often a
     running job's cancel flag is read. ``heartbeat_s``: how often this worker tells the database it is alive;
     ``stalled_s``: after how long without a heartbeat another worker's running job is queued again (and run
-    here or elsewhere from the start; a job kind that saves its state resumes from it)."""
+    here or elsewhere from the start; a job kind that saves its state resumes from it). ``checkpoint()``: the
+    checkpoint this process has selected now (a name; None: cannot tell), recorded with each job submitted here
+    that names none (``params["checkpoint"]``), and preferred by this worker (:mod:`.routing`)."""
 
     def __init__(self, url: str, handlers: dict[str, Handler], worker: bool = True, poll_s: float = 0.25,
-                 heartbeat_s: float = 10.0, stalled_s: float = 30.0):
+                 heartbeat_s: float = 10.0, stalled_s: float = 30.0,
+                 checkpoint: Optional[Callable[[], Optional[str]]] = None):
         self.url = url
         self.handlers = handlers
         self.worker = worker
+        self.checkpoint = checkpoint or (lambda: None)
         self._lock = threading.RLock()
         self._running: dict[str, JobContext] = {}
         self._queue_workers: dict[str, int] = {}  # job id -> id of the Procrastinate worker that runs it here
@@ -122,9 +126,10 @@ class ClusterJobManager(JobManager):
         if kind not in self.handlers:
             raise HostError(f"Unknown job kind {kind!r}")
         job_id = uuid.uuid4().hex[:12]
-        self.db.insert(job_id, kind, identity, params)
+        needs = params.get("checkpoint") or self.checkpoint()
+        self.db.insert(job_id, kind, identity, params, checkpoint=needs)
         try:
-            self._front_task.defer(job_id=job_id)
+            self._front_task.configure(queue=queue_for(needs)).defer(job_id=job_id)
         except Exception as exc:  # noqa: BLE001 - not queued: do not leave a row that waits forever
             self.db.update(job_id, state="failed", error=f"could not queue it: {exc}")
             raise connect_error(self.url, exc) from exc
@@ -213,6 +218,7 @@ class ClusterJobManager(JobManager):
 
         app = _app(PsycopgConnector(conninfo=self.url, min_size=1, max_size=3))
         self._register(app)
+        app.job_manager.fetch_job = preferring(app.job_manager.fetch_job, self.checkpoint)
 
         async def main() -> None:
             async with app.open_async():
@@ -242,7 +248,7 @@ class ClusterJobManager(JobManager):
         while not self._stop.is_set():
             began = time.monotonic()
             try:
-                await app.run_worker_async(queues=[QUEUE], concurrency=1, name=self.name,
+                await app.run_worker_async(queues=None, concurrency=1, name=self.name,
                                            install_signal_handlers=False, listen_notify=True,
                                            fetch_job_polling_interval=2.0, delete_jobs="successful",
                                            update_heartbeat_interval=self.heartbeat_s,
@@ -267,7 +273,7 @@ class ClusterJobManager(JobManager):
         while True:
             await asyncio.sleep(self.stalled_s / 2)
             try:
-                stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
+                stalled = await app.job_manager.get_stalled_jobs(task_name=TASK,
                                                                  seconds_since_heartbeat=self.stalled_s)
                 for pjob in stalled:
                     job_id = pjob.task_kwargs.get("job_id")

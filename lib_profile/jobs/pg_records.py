@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, worker TEXT, takeovers INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_identity ON {TABLE}(identity);
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS checkpoint TEXT;
 """
 _COLUMNS = ("id, kind, identity, state, stage, progress, eta_s, messages, result, params, error, created, started, "
             "finished")
@@ -129,10 +130,19 @@ class PgJobDB:
         with self._connection() as conn:
             return conn.execute(sql, args).rowcount
 
-    def insert(self, job_id: str, kind: str, identity: Optional[str], params: dict[str, Any]) -> dict[str, Any]:
-        self._exec(f"INSERT INTO {TABLE} (id, kind, identity, state, params, created) VALUES (%s,%s,%s,%s,%s,%s)",
-                   (job_id, kind, identity, "queued", self._Jsonb(params), time.time()))
+    def insert(self, job_id: str, kind: str, identity: Optional[str], params: dict[str, Any],
+               checkpoint: Optional[str] = None) -> dict[str, Any]:
+        """A new queued job; ``checkpoint``: the checkpoint it needs (routing, :mod:`.routing`), None: any."""
+        self._exec(f"INSERT INTO {TABLE} (id, kind, identity, state, params, created, checkpoint) "
+                   "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                   (job_id, kind, identity, "queued", self._Jsonb(params), time.time(), checkpoint))
         return self.get(job_id)
+
+    def checkpoint(self, job_id: str) -> Optional[str]:
+        """The checkpoint the job was recorded as needing (None: any)."""
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT checkpoint FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
+        return row[0] if row else None
 
     def update(self, job_id: str, **fields) -> None:
         if not fields:
