@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 
 from lib_profile.hosts.base import HostError
 from lib_profile.jobs.manager import Handler, JobContext, JobManager
-from lib_profile.jobs.pg_records import PgJobDB, QueueUnreachable, connect_error, open_pool
+from lib_profile.jobs.pg_records import PgJobDB, QueueUnreachable, connect_error, open_pool, outage
 from lib_profile.jobs.routing import QUEUE, preferring, queue_for
 from lib_profile.store.identities import Conflict
 
@@ -131,8 +131,11 @@ class ClusterJobManager(JobManager):
         try:
             self._front_task.configure(queue=queue_for(needs)).defer(job_id=job_id)
         except Exception as exc:  # noqa: BLE001 - not queued: do not leave a row that waits forever
-            self.db.update(job_id, state="failed", error=f"could not queue it: {exc}")
-            raise connect_error(self.url, exc) from exc
+            try:
+                self.db.update(job_id, state="failed", error=f"could not queue it: {exc}")
+            except QueueUnreachable:
+                pass  # the row stays queued with no queue job: nothing runs it; a cancel ends it
+            raise outage(self.url, exc) from exc
         return self.get(job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -195,8 +198,8 @@ class ClusterJobManager(JobManager):
             pass
 
     def _write_end(self, job_id: str, fields: dict[str, Any]) -> None:
-        """Write the end; while the database is away, try again (every second or more, up to ``RETRY_S``) until
-        it is back or this manager shuts down."""
+        """Write the end; while the database is away, try again (after 0.5 s, the wait doubling up to
+        ``RETRY_S``) until it is back or this manager shuts down."""
         wait, said = 0.5, False
         while True:
             try:
