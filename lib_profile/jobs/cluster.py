@@ -272,7 +272,8 @@ class ClusterJobManager(JobManager):
         """Every ``stalled_s / 2`` seconds: the jobs of workers silent for ``stalled_s`` (killed, or their machine
         gone) go back to the queue, each once: our row by compare-and-set (running -> queued, with a message), then
         Procrastinate's job (doing -> todo). A job its worker had already ended is handed back too, and is then
-        skipped (its row is no longer queued)."""
+        skipped (its row is no longer queued). A job still running in this process (its worker's heartbeat lapsed
+        during a database outage) is never taken for stalled here."""
         while True:
             await asyncio.sleep(self.stalled_s / 2)
             try:
@@ -280,6 +281,8 @@ class ClusterJobManager(JobManager):
                                                                  seconds_since_heartbeat=self.stalled_s)
                 for pjob in stalled:
                     job_id = pjob.task_kwargs.get("job_id")
+                    if job_id in self._queue_workers:  # running here (its heartbeat lapsed in an outage): ours
+                        continue
                     message = (f"Its worker stopped answering (no heartbeat for {self.stalled_s:g} s); "
                                f"queued again by {self.name}")
                     await asyncio.to_thread(self.db.requeue_running, job_id, message)
