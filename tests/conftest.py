@@ -16,7 +16,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(_SESSION_DIR / "yolo"))
 os.environ.setdefault("MPLCONFIGDIR", str(_SESSION_DIR / "mpl"))
 
 import pytest  # noqa: E402
-from tests.pg_server import pg_server, pg_url  # noqa: E402,F401 - the cluster tests' throwaway PostgreSQL
+from tests.pg_server import pg_restartable, pg_server, pg_url  # noqa: E402,F401 - the cluster tests' throwaway PostgreSQL
 
 
 class NetworkBlocked(OSError):

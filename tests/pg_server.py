@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL for the cluster-mode tests, started through .ci/postgres on loopback.
 
-``pg_server`` (session): the server's URL; skipped when the PostgreSQL binaries are missing, unless
+``pg_server`` (session): the server's URL; ``pg_restartable`` (per test): a server of its own that the test stops
+and starts again (:class:`Server`); skipped when the PostgreSQL binaries are missing, unless
 ``PROFILE_STUDIO_REQUIRE_PG`` is set (as .ci/test does), where it fails instead. ``pg_url`` (per test): a
 fresh, empty database on it, so tests do not see each other's jobs.
 """
@@ -32,24 +33,52 @@ def have_binaries() -> bool:
     return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("pg_config") is not None
 
 
+class Server:
+    """A throwaway server in its own folder: ``url``; ``stop()`` and ``start()`` again on the same folder and port
+    (its data kept: a restart)."""
+
+    def __init__(self):
+        if not have_binaries():
+            if os.environ.get("PROFILE_STUDIO_REQUIRE_PG"):
+                pytest.fail("PostgreSQL server binaries are missing and PROFILE_STUDIO_REQUIRE_PG is set "
+                            "(.ci/setup installs Debian's postgresql)")
+            pytest.skip("PostgreSQL server binaries are missing (apt-get install postgresql)")
+        self.folder = tempfile.mkdtemp(prefix="profile-studio-pg-")  # under /tmp: the server's user must reach it
+        self.port = _free_port()
+        self.url = ""
+        self.start()
+
+    def start(self) -> None:
+        out = subprocess.run(["bash", str(SCRIPT), "start", self.folder, str(self.port)], capture_output=True,
+                             text=True, timeout=120)
+        if out.returncode:
+            pytest.fail(f"could not start PostgreSQL: {out.stderr.strip()}")
+        self.url = out.stdout.strip()
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(SCRIPT), "stop", self.folder], capture_output=True, timeout=120)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
-    if not have_binaries():
-        if os.environ.get("PROFILE_STUDIO_REQUIRE_PG"):
-            pytest.fail("PostgreSQL server binaries are missing and PROFILE_STUDIO_REQUIRE_PG is set "
-                        "(.ci/setup installs Debian's postgresql)")
-        pytest.skip("PostgreSQL server binaries are missing (apt-get install postgresql)")
-    folder = tempfile.mkdtemp(prefix="profile-studio-pg-")  # under /tmp: the server's user must reach it
-    out = subprocess.run(["bash", str(SCRIPT), "start", folder, str(_free_port())], capture_output=True, text=True,
-                         timeout=120)
-    if out.returncode:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {out.stderr.strip()}")
+    server = Server()
     try:
-        yield out.stdout.strip()
+        yield server.url
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", folder], capture_output=True, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def pg_restartable():
+    server = Server()
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture

@@ -100,3 +100,26 @@ def test_emphasis_is_normalised_per_chunk_as_the_webui_does(tokenizer, text_enco
             zi, w = plain[i], torch.tensor(chunk.weights)[:, None]
             want = zi * w * (zi.mean() / (zi * w).mean()) if bool((w != 1).any()) else zi
             assert torch.allclose(z[0, 77 * i:77 * (i + 1)], want, atol=1e-5, rtol=1e-4), f"chunk {i}"
+
+
+def test_processes_sharing_a_data_folder_write_the_tokenizer_files_at_once(tmp_path):
+    """Several ``serve`` of a cluster start together on one shared folder: each writes the tokenizer cache at once
+    (here: processes started together, each writing into the same empty folder); none fails and the files are
+    whole."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "clip-tokenizer"
+    code = ("import sys; from pathlib import Path; from lib_profile.prompts.tokenizer import write_tokenizer_files; "
+            "write_tokenizer_files(Path(sys.argv[1]))")
+    for _ in range(3):
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=root, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(6)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), [e[-500:] for e in errors if e]
+        assert not list(folder.glob(".partial*"))
+        assert load_tokenizer(str(folder))("a photo").input_ids[:2] == [49406, 320]
+        for f in folder.iterdir():
+            f.unlink()

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from lib_profile import validation
+from lib_profile.jobs.pg_records import QueueUnreachable
 
 # what the OpenAPI schema says of a 400
 BAD_INPUT = {400: {"description": "Bad input: the detail names each bad field and what it allows."}}
@@ -55,7 +56,9 @@ def message(exc: RequestValidationError, body_model: Optional[type]) -> str:
 
 
 class StudioRoute(APIRoute):
-    """A route whose refused input is a 400 naming the field and its allowed range, not FastAPI's 422."""
+    """A route whose refused input is a 400 naming the field and its allowed range, not FastAPI's 422; and, in the
+    cluster mode, a 503 saying so when the job database cannot be reached (at the studio's start, or a restart of
+    the server), wherever in the route it shows (never a 500)."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
@@ -66,5 +69,7 @@ class StudioRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 raise HTTPException(400, message(exc, model)) from None
+            except QueueUnreachable as exc:
+                raise HTTPException(503, str(exc)) from None
 
         return route

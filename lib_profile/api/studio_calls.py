@@ -1,4 +1,4 @@
-"""Calling the studio from a route: its errors as HTTP errors (400, 404, 409, 507), its jobs as
+"""Calling the studio from a route: its errors as HTTP errors (400, 404, 409, 503, 507), its jobs as
 :class:`~lib_profile.api.models.JobInfo` with the links of their results."""
 
 from __future__ import annotations
@@ -8,12 +8,15 @@ from fastapi import HTTPException
 from lib_profile import API_PREFIX
 from lib_profile.api import models
 from lib_profile.hosts.base import HostError
+from lib_profile.jobs.pg_records import QueueUnreachable
 from lib_profile.store.files import StorageError, is_storage_fault, storage_error
 from lib_profile.store.identities import Conflict, NotFound
 
 
 def http_error(exc: Exception) -> HTTPException:
-    """404 unknown, 409 conflict, 507 no space to store, else 400."""
+    """404 unknown, 409 conflict, 503 the cluster's job database unreachable, 507 no space to store, else 400."""
+    if isinstance(exc, QueueUnreachable):
+        return HTTPException(503, str(exc))
     if isinstance(exc, NotFound):
         return HTTPException(404, str(exc))
     if isinstance(exc, Conflict):
@@ -24,7 +27,7 @@ def http_error(exc: Exception) -> HTTPException:
 
 
 def call(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``; its HostError (or TimeoutError) as a 400, 404, 409 or 507."""
+    """``fn(*args, **kwargs)``; its HostError (or TimeoutError) as a 400, 404, 409, 503 or 507."""
     try:
         return fn(*args, **kwargs)
     except HTTPException:

@@ -21,7 +21,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--queue", metavar="POSTGRESQL_URL",
                    help="cluster mode (docs/cluster.md): keep jobs in this PostgreSQL database "
                         "(postgresql://user@host:port/db), shared with every other serve given the same URL and the "
-                        "same --data-dir (a WebUI cannot join yet); default: jobs stay in this process (SQLite under the data folder)")
+                        "same --data-dir (a WebUI joins with --profile-studio-queue); default: jobs stay in this process (SQLite under the data folder)")
     p.add_argument("--no-worker", action="store_true",
                    help="with --queue: a front only; accepts and answers for jobs, other processes run them")
     p.add_argument("--worker-timeout", type=float, default=30.0, metavar="SECONDS",

@@ -6,6 +6,13 @@ The queue is Procrastinate's (workers claim with ``SELECT ... FOR UPDATE SKIP LO
 :meth:`JobManager._run_one` the embedded mode runs. A handler sees the same :class:`JobContext`: its progress,
 stage, ETA and messages go to the job's row (throttled as in the embedded mode), so every front reads them.
 
+A restart of PostgreSQL (or the network cut for a while): a front's request meanwhile raises QueueUnreachable (the
+API's 503); the pools test each connection before use and reconnect. A worker's Procrastinate loop stops when its
+connection breaks; it is started again (every ``RETRY_S`` seconds at most) until the database answers. A job
+running meanwhile runs on: its progress writes that fail are skipped (the next one writes everything), its end is
+written when the database is back, and this process refreshes its worker's heartbeat while it runs, so no other
+worker takes it up. A job whose start met the outage is retried by Procrastinate (its RetryStrategy).
+
 Cancel, from any front: a queued job is cancelled by a compare-and-set on its row (the worker's own
 compare-and-set to start it then fails, and it never runs); a running one gets its row's cancel flag raised,
 which the worker running it polls (every ``poll_s`` seconds) and turns into ``ctx.cancelled``.
@@ -19,16 +26,18 @@ import asyncio
 import os
 import socket
 import threading
+import time
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lib_profile.hosts.base import HostError
 from lib_profile.jobs.manager import Handler, JobContext, JobManager
-from lib_profile.jobs.pg_records import PgJobDB, QueueUnreachable, connect_error, open_pool
+from lib_profile.jobs.pg_records import PgJobDB, QueueUnreachable, connect_error, open_pool, outage
+from lib_profile.jobs.routing import QUEUE, preferring, queue_for
 from lib_profile.store.identities import Conflict
 
 TASK = "profile_studio.run_job"
-QUEUE = "profile_studio"
+RETRY_S = 5.0  # at most this long between two tries to reach a database that went away
 
 
 def _app(connector):
@@ -44,14 +53,20 @@ class ClusterJobManager(JobManager):
     the server cannot be reached. ``worker=False``: a front only (nothing runs here). ``poll_s``: how often a
     running job's cancel flag is read. ``heartbeat_s``: how often this worker tells the database it is alive;
     ``stalled_s``: after how long without a heartbeat another worker's running job is queued again (and run
-    here or elsewhere from the start; a job kind that saves its state resumes from it)."""
+    here or elsewhere from the start; a job kind that saves its state resumes from it). ``checkpoint()``: the
+    checkpoint this process has selected now (a name; None: cannot tell), recorded with each job submitted here
+    that names none (``params["checkpoint"]``), and preferred by this worker (:mod:`.routing`)."""
 
     def __init__(self, url: str, handlers: dict[str, Handler], worker: bool = True, poll_s: float = 0.25,
-                 heartbeat_s: float = 10.0, stalled_s: float = 30.0):
+                 heartbeat_s: float = 10.0, stalled_s: float = 30.0,
+                 checkpoint: Optional[Callable[[], Optional[str]]] = None):
         self.url = url
         self.handlers = handlers
+        self.worker = worker
+        self.checkpoint = checkpoint or (lambda: None)
         self._lock = threading.RLock()
         self._running: dict[str, JobContext] = {}
+        self._queue_workers: dict[str, int] = {}  # job id -> id of the Procrastinate worker that runs it here
         self.interrupted_at_start: list[dict[str, Any]] = []
         self.poll_s, self.heartbeat_s, self.stalled_s = poll_s, heartbeat_s, stalled_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -92,22 +107,35 @@ class ClusterJobManager(JobManager):
                 conn.execute(self._front.schema_manager.get_schema().encode())
 
     def _register(self, app):
-        def run_job(job_id: str) -> None:
-            self._run_one(job_id)
+        import procrastinate
 
-        return app.task(name=TASK, queue=QUEUE)(run_job)
+        def run_job(context, job_id: str) -> None:
+            if context.job.worker_id is not None:
+                self._queue_workers[job_id] = context.job.worker_id
+            try:
+                self._run_one(job_id)
+            finally:
+                self._queue_workers.pop(job_id, None)
+
+        # a job whose start met a database outage (QueueUnreachable before it ran) is tried again later
+        retry = procrastinate.RetryStrategy(max_attempts=20, wait=RETRY_S, retry_exceptions={QueueUnreachable})
+        return app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retry)(run_job)
 
     # -- public
     def submit(self, kind: str, identity: Optional[str], params: dict[str, Any]) -> dict[str, Any]:
         if kind not in self.handlers:
             raise HostError(f"Unknown job kind {kind!r}")
         job_id = uuid.uuid4().hex[:12]
-        self.db.insert(job_id, kind, identity, params)
+        needs = params.get("checkpoint") or self.checkpoint()
+        self.db.insert(job_id, kind, identity, params, checkpoint=needs)
         try:
-            self._front_task.defer(job_id=job_id)
+            self._front_task.configure(queue=queue_for(needs)).defer(job_id=job_id)
         except Exception as exc:  # noqa: BLE001 - not queued: do not leave a row that waits forever
-            self.db.update(job_id, state="failed", error=f"could not queue it: {exc}")
-            raise connect_error(self.url, exc) from exc
+            try:
+                self.db.update(job_id, state="failed", error=f"could not queue it: {exc}")
+            except QueueUnreachable:
+                pass  # the row stays queued with no queue job: nothing runs it; a cancel ends it
+            raise outage(self.url, exc) from exc
         return self.get(job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -138,10 +166,10 @@ class ClusterJobManager(JobManager):
         raise Conflict(f"Job {job_id} has already ended ({now['state']})")
 
     def shutdown(self) -> None:
+        self._stop.set()  # first: an end being written to an unreachable database gives up
         with self._lock:
             for ctx in self._running.values():
                 ctx.cancelled.set()
-        self._stop.set()
         loop, task = self._loop, self._worker_task
         if loop is not None and task is not None:
             loop.call_soon_threadsafe(task.cancel)
@@ -151,17 +179,49 @@ class ClusterJobManager(JobManager):
 
     # -- worker
     def _started(self, ctx: JobContext) -> None:
-        ctx.taken_over = self.db.takeovers(ctx.id) > 0
+        try:
+            ctx.taken_over = self.db.takeovers(ctx.id) > 0
+        except QueueUnreachable:  # away right now: a first run
+            ctx.taken_over = False
 
     def _run_started(self, ctx: JobContext) -> None:
-        self.db.update(ctx.id, worker=self.name)
+        try:
+            self.db.update(ctx.id, worker=self.name)
+        except QueueUnreachable:  # only the worker's name is missing from the row
+            pass
         super()._run_started(ctx)
+
+    def _write_live(self, job_id: str, live: dict[str, Any]) -> None:
+        try:
+            super()._write_live(job_id, live)
+        except QueueUnreachable:  # the database is away: the job goes on; the next write carries it all
+            pass
+
+    def _write_end(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write the end; while the database is away, try again (after 0.5 s, the wait doubling up to
+        ``RETRY_S``) until it is back or this manager shuts down."""
+        wait, said = 0.5, False
+        while True:
+            try:
+                return super()._write_end(job_id, fields)
+            except QueueUnreachable as exc:
+                if self._stop.is_set():
+                    print(f"[Profile Studio] job {job_id} ended ({fields.get('state')}) but {exc}; not recorded",
+                          flush=True)
+                    return
+                if not said:
+                    print(f"[Profile Studio] job {job_id} ended; waiting for the job database to record it: {exc}",
+                          flush=True)
+                    said = True
+                self._stop.wait(wait)
+                wait = min(RETRY_S, wait * 2)
 
     def _work_loop(self, started: threading.Event) -> None:
         from procrastinate import PsycopgConnector
 
         app = _app(PsycopgConnector(conninfo=self.url, min_size=1, max_size=3))
         self._register(app)
+        app.job_manager.fetch_job = preferring(app.job_manager.fetch_job, self.checkpoint)
 
         async def main() -> None:
             async with app.open_async():
@@ -169,11 +229,7 @@ class ClusterJobManager(JobManager):
                 started.set()
                 recovery = asyncio.create_task(self._recover_stalled(app))
                 try:
-                    await app.run_worker_async(queues=[QUEUE], concurrency=1, name=self.name,
-                                               install_signal_handlers=False, listen_notify=True,
-                                               fetch_job_polling_interval=2.0, delete_jobs="successful",
-                                               update_heartbeat_interval=self.heartbeat_s,
-                                               stalled_worker_timeout=self.stalled_s)
+                    await self._run_worker(app)
                 except asyncio.CancelledError:
                     pass
                 finally:
@@ -188,18 +244,45 @@ class ClusterJobManager(JobManager):
             started.set()
             self._loop.close()
 
+    async def _run_worker(self, app) -> None:
+        """Procrastinate's worker, started again whenever it stops on a lost connection (a restart of the
+        database: its heartbeat or its LISTEN fails and it stops), until this manager shuts down."""
+        wait = 0.5
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                await app.run_worker_async(queues=None, concurrency=1, name=self.name,
+                                           install_signal_handlers=False, listen_notify=True,
+                                           fetch_job_polling_interval=2.0, delete_jobs="successful",
+                                           update_heartbeat_interval=self.heartbeat_s,
+                                           stalled_worker_timeout=self.stalled_s)
+                reason = "its worker loop stopped"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database went away: say so, try again
+                reason = str(connect_error(self.url, exc))
+            if self._stop.is_set():
+                return
+            wait = 0.5 if time.monotonic() - began > 60 else min(RETRY_S, wait * 2)
+            print(f"[Profile Studio] the queue worker lost the job database ({reason}); trying again in "
+                  f"{wait:g} s", flush=True)
+            await asyncio.sleep(wait)
+
     async def _recover_stalled(self, app) -> None:
         """Every ``stalled_s / 2`` seconds: the jobs of workers silent for ``stalled_s`` (killed, or their machine
         gone) go back to the queue, each once: our row by compare-and-set (running -> queued, with a message), then
         Procrastinate's job (doing -> todo). A job its worker had already ended is handed back too, and is then
-        skipped (its row is no longer queued)."""
+        skipped (its row is no longer queued). A job still running in this process (its worker's heartbeat lapsed
+        during a database outage) is never taken for stalled here."""
         while True:
             await asyncio.sleep(self.stalled_s / 2)
             try:
-                stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
+                stalled = await app.job_manager.get_stalled_jobs(task_name=TASK,
                                                                  seconds_since_heartbeat=self.stalled_s)
                 for pjob in stalled:
                     job_id = pjob.task_kwargs.get("job_id")
+                    if job_id in self._queue_workers:  # running here (its heartbeat lapsed in an outage): ours
+                        continue
                     message = (f"Its worker stopped answering (no heartbeat for {self.stalled_s:g} s); "
                                f"queued again by {self.name}")
                     await asyncio.to_thread(self.db.requeue_running, job_id, message)
@@ -213,8 +296,17 @@ class ClusterJobManager(JobManager):
                 print(f"[Profile Studio] stalled-job check failed: {exc}", flush=True)
 
     def _watch_cancels(self) -> None:
-        """Turn a raised cancel flag (set by any front) into ``ctx.cancelled`` of the job running here."""
+        """Turn a raised cancel flag (set by any front) into ``ctx.cancelled`` of the job running here; and keep
+        the heartbeat of the Procrastinate worker of each job running here (its own heartbeat stops with its loop
+        when the database goes away, while the job runs on)."""
+        beat = time.monotonic()
         while not self._stop.wait(self.poll_s):
+            if time.monotonic() - beat >= self.heartbeat_s:
+                beat = time.monotonic()
+                try:
+                    self.db.keep_alive(list(self._queue_workers.values()))
+                except Exception:  # noqa: BLE001 - the database is away: next time
+                    pass
             with self._lock:
                 ids = [i for i, c in self._running.items() if not c.cancelled.is_set()]
             try:

@@ -61,7 +61,7 @@ class JobContext:
         now = time.monotonic()
         if flush or now - self._flushed > 0.5:
             self._flushed = now
-            self.manager.db.update(self.id, **dict(self.live))
+            self.manager._write_live(self.id, dict(self.live))
 
 
 class JobManager:
@@ -162,6 +162,17 @@ class JobManager:
         finally:
             self._ended(ctx)
 
+    def _write_live(self, job_id: str, live: dict[str, Any]) -> None:
+        """Write a running job's stage, progress, ETA and messages to its row (the cluster mode lets a write fail
+        while its database is away: the next one writes them all)."""
+        self.db.update(job_id, **live)
+
+    def _write_end(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Write a job's end (state, result, error, times, last progress) to its row, unless it was deleted
+        meanwhile (with its identity). The cluster mode retries while its database is away."""
+        if self.db.get(job_id) is not None:
+            self.db.update(job_id, **fields)
+
     def _started(self, ctx: JobContext) -> None:
         """Hook: the job is running here (the cluster mode starts watching its row for a cancel)."""
 
@@ -193,6 +204,4 @@ class JobManager:
                 ctx.live["messages"] = [*ctx.live["messages"], "Stopped before it finished"]
             if error:
                 ctx.live["messages"] = [*ctx.live["messages"], error]
-            if self.db.get(job_id) is not None:
-                self.db.update(job_id, state=state, result=result, error=error, finished=time.time(),
-                               **ctx.live)
+            self._write_end(job_id, dict(state=state, result=result, error=error, finished=time.time(), **ctx.live))

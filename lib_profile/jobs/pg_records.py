@@ -9,8 +9,9 @@ psycopg is imported here only, when a cluster is opened: the embedded mode never
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from lib_profile.hosts.base import HostError
 
@@ -24,15 +25,17 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, worker TEXT, takeovers INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_identity ON {TABLE}(identity);
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS checkpoint TEXT;
 """
 _COLUMNS = ("id, kind, identity, state, stage, progress, eta_s, messages, result, params, error, created, started, "
             "finished")
 _JSON = ("messages", "result", "params")
+REQUEST_WAIT_S = 5.0  # how long a request waits for a connection before saying the database is unreachable
 SCHEMA_LOCK = 0x50524F46  # pg_advisory_xact_lock key: one process at a time creates the tables
 
 
 class QueueUnreachable(HostError):
-    """The job database named by ``--queue`` cannot be reached or used."""
+    """The job database named by ``--queue`` cannot be reached or used (the API answers 503 with the message)."""
 
 
 def describe(url: str) -> str:
@@ -52,6 +55,13 @@ def connect_error(url: str, exc: BaseException) -> QueueUnreachable:
     return QueueUnreachable(f"cannot reach the job database at {describe(url)}: {reason}; check --queue")
 
 
+def outage(url: str, exc: BaseException) -> QueueUnreachable:
+    """The message for a request made while the job database is away (restarted, the network cut)."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return QueueUnreachable(f"the job database at {describe(url)} is unreachable ({reason}); the jobs are kept "
+                            "there and go on when it is back: try again in a moment")
+
+
 def open_pool(url: str, max_size: int = 4, timeout: float = 10.0):
     """A psycopg connection pool on ``url`` (autocommit connections), checked once; raises QueueUnreachable
     with the reason when the URL is malformed or the server does not answer within ``timeout`` seconds."""
@@ -66,8 +76,10 @@ def open_pool(url: str, max_size: int = 4, timeout: float = 10.0):
         psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
     except Exception as exc:  # noqa: BLE001 - a malformed URL, a server that does not answer or refuses
         raise connect_error(url, exc) from exc
+    # check: a connection the pool hands out is tested first, so one broken by a restart of the server is
+    # replaced by a new one instead of failing the request
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=timeout,
-                          kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
+                          check=ConnectionPool.check_connection, kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
     try:
         pool.open(wait=True, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - gone between the two connections
@@ -92,8 +104,21 @@ class PgJobDB:
     def close(self) -> None:
         self.pool.close()
 
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection; the server gone (restarted, unreachable, the pool's wait over) raises
+        QueueUnreachable saying so, never psycopg's own error."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self.pool.connection(timeout=REQUEST_WAIT_S) as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise outage(self.pool.conninfo, exc) from exc
+
     def _rows(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             cur = conn.execute(sql, args)
             names = [d.name for d in cur.description]
             out = [dict(zip(names, r)) for r in cur.fetchall()]
@@ -102,13 +127,22 @@ class PgJobDB:
         return out
 
     def _exec(self, sql: str, args: tuple = ()) -> int:
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             return conn.execute(sql, args).rowcount
 
-    def insert(self, job_id: str, kind: str, identity: Optional[str], params: dict[str, Any]) -> dict[str, Any]:
-        self._exec(f"INSERT INTO {TABLE} (id, kind, identity, state, params, created) VALUES (%s,%s,%s,%s,%s,%s)",
-                   (job_id, kind, identity, "queued", self._Jsonb(params), time.time()))
+    def insert(self, job_id: str, kind: str, identity: Optional[str], params: dict[str, Any],
+               checkpoint: Optional[str] = None) -> dict[str, Any]:
+        """A new queued job; ``checkpoint``: the checkpoint it needs (routing, :mod:`.routing`), None: any."""
+        self._exec(f"INSERT INTO {TABLE} (id, kind, identity, state, params, created, checkpoint) "
+                   "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                   (job_id, kind, identity, "queued", self._Jsonb(params), time.time(), checkpoint))
         return self.get(job_id)
+
+    def checkpoint(self, job_id: str) -> Optional[str]:
+        """The checkpoint the job was recorded as needing (None: any)."""
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT checkpoint FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
+        return row[0] if row else None
 
     def update(self, job_id: str, **fields) -> None:
         if not fields:
@@ -139,7 +173,7 @@ class PgJobDB:
         """Which of ``job_ids`` have their cancel flag raised."""
         if not job_ids:
             return set()
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             rows = conn.execute(f"SELECT id FROM {TABLE} WHERE id = ANY(%s) AND cancel_requested",
                                 (list(job_ids),)).fetchall()
         return {r[0] for r in rows}
@@ -157,9 +191,16 @@ class PgJobDB:
             "messages=messages || to_jsonb(%s::text) WHERE id=%s AND state='running' AND NOT cancel_requested",
             (message, job_id)) == 1
 
+    def keep_alive(self, worker_ids: list[int]) -> None:
+        """Refresh the heartbeat of Procrastinate's workers ``worker_ids`` (a job still running here after its
+        Procrastinate worker stopped on a lost connection: nobody else may take it up while it runs)."""
+        if worker_ids:
+            self._exec("UPDATE procrastinate_workers SET last_heartbeat = NOW() WHERE id = ANY(%s)",
+                       (list(worker_ids),))
+
     def takeovers(self, job_id: str) -> int:
         """How many times the job was queued again after its worker stopped."""
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             row = conn.execute(f"SELECT takeovers FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
         return row[0] if row else 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def find_bpe() -> Path:
 
 
 def write_tokenizer_files(folder: Path) -> Path:
-    """Write vocab.json, merges.txt and the tokenizer configs into ``folder`` (idempotent)."""
+    """Write vocab.json, merges.txt and the tokenizer configs into ``folder`` (idempotent). Each call writes into
+    a folder of its own first and moves the files in whole, so processes sharing ``folder`` (a cluster's data
+    folder, several ``serve`` starting at once) never see or remove each other's half-written files."""
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         return folder
@@ -51,8 +54,7 @@ def write_tokenizer_files(folder: Path) -> Path:
     merges = [tuple(line.split()) for line in lines]
     vocab = list(_bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    tmp = folder / ".partial"
-    tmp.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder))
     (tmp / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False), "utf-8")
     (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", "utf-8")
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",

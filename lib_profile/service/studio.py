@@ -58,9 +58,13 @@ class Studio(Identities, Training, Publishing, Portraits, AttentionJobs, PhotoJo
                     "portraits": self._storage_guard(lambda ctx: flow.run(self, ctx), self.store.folder)}
         if queue:
             from lib_profile.jobs.cluster import ClusterJobManager
+            from lib_profile.jobs.routing import loaded_checkpoint
 
+            # each job records the checkpoint selected here at submit (or its request's); this worker prefers those
+            # of the checkpoint it has selected when it looks for a job (docs/cluster.md, routing)
             self.jobs = ClusterJobManager(queue, handlers, worker=worker, stalled_s=worker_timeout_s,
-                                          heartbeat_s=max(0.2, worker_timeout_s / 3))
+                                          heartbeat_s=max(0.2, worker_timeout_s / 3),
+                                          checkpoint=lambda: loaded_checkpoint(host))
         else:
             self.jobs = JobManager(JobDB(self.data_dir / "jobs.sqlite3"), handlers)
         self._delete_lock = threading.Lock()

@@ -1,12 +1,18 @@
 """Callbacks that ``scripts/profile_studio.py`` registers with the WebUI.
 
 Nothing here imports the WebUI (``modules``) or gradio at module top. The studio service (WebUI
-host, job worker, stores) is made on first use and shared by the tab and the routes.
+host, job worker, stores) is made on first use and shared by the tab and the routes; with
+``--profile-studio-queue`` (the cluster mode, docs/cluster.md) it is made when the app starts, in a thread, so this
+WebUI works for the queue at once. A job database it cannot reach is said in the console, and our routes answer
+503 with the same message (the WebUI itself runs on); each request tries again.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from pathlib import Path
+from typing import Any
 
 from lib_profile import API_PREFIX, EXTENSION_NAME
 from lib_profile.serve import lazy
@@ -16,9 +22,29 @@ VERSION_PATH = API_PREFIX + "/version"
 SECTION = ("profile_studio", EXTENSION_NAME)
 
 
+QUEUE_FLAG = "--profile-studio-queue"
+
+
+def cluster_options(cmd_opts: Any) -> dict[str, Any]:
+    """Studio's ``queue``, ``worker``, ``worker_timeout_s`` from the WebUI's flags (preload.py). Raises
+    QueueUnreachable (the routes' 503) when they do not fit together."""
+    from lib_profile.jobs.pg_records import QueueUnreachable
+
+    queue = getattr(cmd_opts, "profile_studio_queue", None) or None
+    no_worker = bool(getattr(cmd_opts, "profile_studio_no_worker", False))
+    timeout = getattr(cmd_opts, "profile_studio_worker_timeout", 30.0)
+    if no_worker and not queue:
+        raise QueueUnreachable(f"--profile-studio-no-worker needs {QUEUE_FLAG} postgresql://...: without a shared "
+                               "queue nothing would run the jobs; restart the WebUI with both, or with neither")
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and 1 <= timeout <= 86400):
+        raise QueueUnreachable(f"--profile-studio-worker-timeout must be 1 to 86400 seconds (got {timeout})")
+    return {"queue": queue, "worker": not no_worker, "worker_timeout_s": float(timeout)}
+
+
 def _make_studio():
     from modules import paths, shared
 
+    from lib_profile.jobs.pg_records import QueueUnreachable
     from lib_profile.hosts.webui.flavours import detect_flavour
     from lib_profile.hosts.webui.host import LORA_SUBFOLDER, WebUIHost
     from lib_profile.service import Studio
@@ -31,8 +57,12 @@ def _make_studio():
         return {key: data.get(f"profile_studio_{key}")
                 for key in ("train_steps", "min_photos", "detail_engine", "identity_in_lora")}
 
-    return Studio(host, getattr(shared.cmd_opts, "profile_studio_dir", None),
-                  lora_root=host.lora_dir() / LORA_SUBFOLDER, outputs_root=outputs, defaults=defaults)
+    cluster = cluster_options(shared.cmd_opts)
+    try:
+        return Studio(host, getattr(shared.cmd_opts, "profile_studio_dir", None),
+                      lora_root=host.lora_dir() / LORA_SUBFOLDER, outputs_root=outputs, defaults=defaults, **cluster)
+    except QueueUnreachable as exc:  # name the WebUI's flag, not serve's
+        raise QueueUnreachable(str(exc).replace("check --queue", f"check {QUEUE_FLAG}")) from exc
 
 
 get_studio = lazy(_make_studio)
@@ -74,6 +104,17 @@ def ui_settings():
         gr.Checkbox, section=SECTION))
 
 
+def _join_cluster() -> None:
+    """Make the studio now (its queue worker starts with it), saying in the console how it went."""
+    try:
+        studio = get_studio()
+    except Exception as exc:  # noqa: BLE001 - the WebUI runs on; our routes answer 503 with this message
+        print(f"Profile Studio: {exc}. Its routes answer 503 until the job database can be reached.", flush=True)
+        return
+    role = "a worker and a front" if getattr(studio.jobs, "worker", True) else "a front (--profile-studio-no-worker)"
+    print(f"Profile Studio: joined the job queue as {role}", flush=True)
+
+
 def app_started(demo, app):
     """``on_app_started`` callback: add our API routes to ``app``.
 
@@ -95,3 +136,5 @@ def app_started(demo, app):
     if refuse:
         print(f"Profile Studio: {refuse}")
     app.include_router(make_router(get_studio, auth, refuse))
+    if getattr(opts, "profile_studio_queue", None) or getattr(opts, "profile_studio_no_worker", False):
+        threading.Thread(target=_join_cluster, daemon=True, name="profile-studio-join-cluster").start()
