@@ -62,6 +62,9 @@ def test_a_webui_with_the_queue_flag_runs_jobs_sent_to_another_front(pg_url, tmp
         try:
             studio = until(get_studio.peek, "app_started to make the studio")  # without a first request
             assert studio.data_dir == shared and not (shared / "jobs.sqlite3").exists()
+            # LoRAs are trained into the shared folder; this WebUI's own Lora folder gets checked copies
+            assert studio.store.lora_root == shared / "loras"
+            assert studio.store.local_lora_root == tmp_path / "webui" / "models" / "Lora" / "profile-studio"
             studio.jobs.handlers["probe"] = lambda ctx: {"pid": os.getpid(), "data_dir": str(studio.data_dir)}
             job = front.submit("probe", "ada", {})
             client = TestClient(app)

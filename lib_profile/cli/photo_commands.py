@@ -72,7 +72,7 @@ def _identity_photo(slug: str, name: str) -> tuple[Path, Optional[str], str]:
     if stored is None:
         raise HostError(f"{slug} has no photo {name!r}; their photos: {', '.join(names.values()) or 'none yet'}")
     entry = store.latest_lora(slug)
-    lora = str(inside(store.lora_folder(slug), entry["file"], what="LoRA file")) if entry else None
+    lora = str(store.lora_path(slug, entry)) if entry else None
     return inside(store.folder(slug) / "uploads", stored, what="photo"), lora, record["class_word"]
 
 

@@ -337,8 +337,7 @@ class Host(ABC):
         return bool(self.adetailer_models())
 
     def adetailer_models(self) -> list[str]:
-        """The detection models the ADetailer extension offers (``face_yolov8n.pt``, ``mediapipe_face_full``…);
-        empty where this host has no ADetailer."""
+        """ADetailer's detection models (``face_yolov8n.pt``, ``mediapipe_face_full``…); empty without it."""
         return []
 
     def adetailer_detail(self, req: FaceDetailRequest, control: Optional[RunControl] = None) -> Result:
@@ -347,23 +346,24 @@ class Host(ABC):
         raise self.unsupported("The ADetailer face detail pass (use the built-in face detail pass)")
 
     def check_prompt_loras(self, prompt: str, loras: Optional[list[LoraRef]] = None) -> list[str]:
-        """Check, before a job starts, the LoRAs ``prompt``'s ``<lora:NAME:W>`` tags name (and ``loras``): the
-        notes (modules that match no layer), or HostError (an unknown name, a LoRA for another model family).
-        Nothing by default: the WebUI finds and applies prompt tags itself."""
+        """Check, before a job starts, the LoRAs ``prompt``'s ``<lora:NAME:W>`` tags name (and ``loras``): the notes
+        (modules matching no layer), or HostError (an unknown name, another model family's LoRA). None by default."""
         return []
 
     def take_notes(self) -> list[str]:
-        """The notes the host made since last asked (e.g. which ControlNet file to install), cleared as they are
-        handed out; none by default."""
+        """The notes made since last asked (e.g. which ControlNet file to install), then cleared; none by default."""
         return []
 
+    def publish_lora(self, lora: LoraRef) -> LoraRef:
+        """``lora`` as the host applies it by name (the WebUI copies it into its Lora folder, checked by SHA-256:
+        :mod:`lib_profile.hosts.webui.lora_publish`); by default the file where it is."""
+        return lora
+
     def lora_list_changed(self) -> None:
-        """A LoRA was published or deleted: the host refreshes its own list of LoRAs (the WebUI's Extra
-        Networks and ``/sdapi/v1/loras``); nothing to do by default."""
+        """A LoRA was published or deleted: refresh the host's list (WebUI Extra Networks); nothing by default."""
 
     def forget_lora(self, name: str) -> list[str]:
-        """Remove what the host keeps about a deleted LoRA (hash caches, last-generation parameters); returns
-        the places cleaned. Nothing by default."""
+        """Remove what the host keeps of a deleted LoRA (caches, copies); the places cleaned. None by default."""
         return []
 
     def control(self) -> RunControl:

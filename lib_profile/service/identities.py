@@ -107,5 +107,5 @@ class Identities:
         else:
             entry = loras[-1] if loras else None
         if entry is not None:
-            entry = {**entry, "path": str(inside(self.store.lora_folder(slug), entry["file"], what="LoRA file"))}
+            entry = {**entry, "path": str(self.store.lora_path(slug, entry))}  # checked by its SHA-256
         return entry

@@ -35,7 +35,8 @@ class Studio(Identities, Training, Publishing, Portraits, AttentionJobs, PhotoJo
 
     def __init__(self, host: Host, data_dir: str | Path | None = None, lora_root: str | Path | None = None,
                  outputs_root: str | Path | None = None, defaults: Optional[Callable[[], dict[str, Any]]] = None,
-                 queue: Optional[str] = None, worker: bool = True, worker_timeout_s: float = 30.0):
+                 queue: Optional[str] = None, worker: bool = True, worker_timeout_s: float = 30.0,
+                 local_lora_root: str | Path | None = None):
         """``defaults()``: the user's settings (WebUI Settings -> Profile Studio): ``train_steps``,
         ``min_photos``, ``detail_engine``; read at each use, so changes apply at once.
 
@@ -44,12 +45,17 @@ class Studio(Identities, Training, Publishing, Portraits, AttentionJobs, PhotoJo
         database, the data folder shared by every member; ``worker=False`` then makes it a front only (it
         submits, lists and cancels; other processes run the jobs); ``worker_timeout_s``: after how many seconds
         without a heartbeat a worker's running job is taken up by another. Raises QueueUnreachable (a HostError)
-        when the database cannot be reached."""
+        when the database cannot be reached.
+
+        ``lora_root``: where trained LoRAs are written (``<lora_root>/<slug>/``; default the data folder's
+        ``loras/``). ``local_lora_root``: a WebUI's own ``<Lora>/profile-studio`` when ``lora_root`` is the shared
+        one (cluster mode): LoRAs trained there before are still found, deleting an identity removes its folder
+        there too, and the host publishes the shared files into its Lora folder, checked by SHA-256."""
         self.host = host
         self.defaults = defaults or dict
         self.data_dir = paths.data_dir(data_dir)
         self.store = IdentityStore(self.data_dir / "identities", lora_root or self.data_dir / "loras",
-                                   outputs_root or self.data_dir / "outputs")
+                                   outputs_root or self.data_dir / "outputs", local_lora_root)
         handlers = {"train": self._storage_guard(self._train, self.store.folder),
                     "generate": self._storage_guard(self._generate, self.store.outputs_folder),
                     "explain": self._storage_guard(self._explain, self.store.outputs_folder),

@@ -2,9 +2,10 @@
 
 ``identity.json`` (name, class word, token, LoRAs made), ``uploads/`` (the photos as given),
 ``intake/`` (the intake's report, crops and reference embedding), ``training/<run>/`` (trainer
-folders). Outside it, by design of the WebUI: published LoRA files under the LoRA root
-(``<Lora>/profile-studio/<slug>/``, so they show in Extra Networks) and portraits under the outputs
-root (``<outputs>/profile-studio/<slug>/``). :meth:`IdentityStore.delete` removes all of them.
+folders). Outside it: the LoRA files under the LoRA root (``<root>/<slug>/``: in a WebUI of its own
+``<Lora>/profile-studio/``, so they show in Extra Networks; in the cluster mode and ``serve`` the data folder's
+``loras/``, which every worker reads; docs/cluster.md) and portraits under the outputs root
+(``<outputs>/profile-studio/<slug>/``). :meth:`IdentityStore.delete` removes all of them.
 """
 
 from __future__ import annotations
@@ -102,10 +103,19 @@ def _numbered(name: str, n: int) -> str:
     return f"{stem}-{n}.{ext}" if dot and stem else f"{name}-{n}"
 
 
+class LoraChanged(Conflict):
+    """A LoRA file is not the one its training made: its SHA-256 differs from the one recorded (HTTP 409)."""
+
+
 class IdentityStore:
-    def __init__(self, root: str | Path, lora_root: str | Path, outputs_root: str | Path):
+    def __init__(self, root: str | Path, lora_root: str | Path, outputs_root: str | Path,
+                 local_lora_root: str | Path | None = None):
+        """``lora_root``: where LoRAs are written (``<lora_root>/<slug>/``). ``local_lora_root``: a WebUI's own
+        ``<Lora>/profile-studio`` when ``lora_root`` is elsewhere (the cluster mode): LoRAs a WebUI trained there
+        before are still found there, and :meth:`delete` removes the identity's folder there too."""
         self.root = Path(root)
         self.lora_root = Path(lora_root)
+        self.local_lora_root = Path(local_lora_root) if local_lora_root else None
         self.outputs_root = Path(outputs_root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -128,6 +138,29 @@ class IdentityStore:
 
     def outputs_folder(self, slug: str) -> Path:
         return self._under(self.outputs_root, slug)
+
+    def lora_path(self, slug: str, entry: dict[str, Any]) -> Path:
+        """The file of a LoRA ``entry`` (of the record's ``loras``): under the LoRA root, else under the local
+        root when it is only there (made before the cluster mode), else the LoRA root's path (which need not
+        exist). A file whose SHA-256 differs from the entry's recorded ``sha256`` is :class:`LoraChanged` (409),
+        never used; entries recorded before hashes were kept have none and are not checked. UnsafeName (400) for
+        a file name that could leave the folder."""
+        from lib_profile.store.file_hash import file_sha256
+
+        path = inside(self.lora_folder(slug), entry["file"], what="LoRA file")
+        if not path.is_file() and self.local_lora_root is not None:
+            local = inside(self._under(self.local_lora_root, slug), entry["file"], what="LoRA file")
+            path = local if local.is_file() else path
+        want = entry.get("sha256")
+        if want and path.is_file():
+            got = file_sha256(path)
+            if got != want:
+                raise LoraChanged(
+                    f"The LoRA file {path} of {slug!r} is not the one its training made (SHA-256 {got[:12]}..., "
+                    f"recorded {want[:12]}...): it was changed or damaged afterwards, so it is not used. Put the "
+                    f"trained file back (a copy whose SHA-256 is {want}, e.g. from a WebUI's "
+                    f"Lora/profile-studio folder), or train {slug!r} again")
+        return path
 
     def uploads(self, slug: str) -> list[Path]:
         """The identity's photos: plain files of ``uploads/`` (a link there that points elsewhere is no photo)."""
@@ -322,11 +355,13 @@ class IdentityStore:
 
     # -- delete
     def delete(self, slug: str) -> list[str]:
-        """Remove the identity's folder, its published LoRAs and its portraits. Returns what was removed."""
+        """Remove the identity's folder, its LoRAs (also those under the local LoRA root) and its portraits.
+        Returns what was removed."""
         self.get(slug)
         removed = []
+        local = [self._under(self.local_lora_root, slug)] if self.local_lora_root is not None else []
         with self._lock:
-            for path in (self.lora_folder(slug), self.outputs_folder(slug), self.folder(slug)):
+            for path in (self.lora_folder(slug), *local, self.outputs_folder(slug), self.folder(slug)):
                 if path.exists():
                     shutil.rmtree(path)
                     removed.append(str(path))

@@ -41,12 +41,24 @@ def cluster_options(cmd_opts: Any) -> dict[str, Any]:
     return {"queue": queue, "worker": not no_worker, "worker_timeout_s": float(timeout)}
 
 
+def lora_roots(lora_dir: Path, cluster: bool) -> dict[str, Any]:
+    """Studio's ``lora_root`` and ``local_lora_root`` for a WebUI whose Lora folder is ``lora_dir``. On its own:
+    LoRAs are trained straight into ``<Lora>/profile-studio/<slug>/`` (Extra Networks lists them). In the cluster
+    mode: into the shared data folder's ``loras/<slug>/`` (None: Studio's default), which every worker reads; each
+    worker publishes them into its ``<Lora>/profile-studio/`` when it generates, checked by SHA-256, and LoRAs it
+    trained into its own folder before are still found there (docs/cluster.md)."""
+    from lib_profile.hosts.webui.lora_publish import LORA_SUBFOLDER
+
+    local = Path(lora_dir) / LORA_SUBFOLDER
+    return {"lora_root": None, "local_lora_root": local} if cluster else {"lora_root": local}
+
+
 def _make_studio():
     from modules import paths, shared
 
     from lib_profile.jobs.pg_records import QueueUnreachable
     from lib_profile.hosts.webui.flavours import detect_flavour
-    from lib_profile.hosts.webui.host import LORA_SUBFOLDER, WebUIHost
+    from lib_profile.hosts.webui.host import WebUIHost
     from lib_profile.service import Studio
 
     host = WebUIHost(detect_flavour())
@@ -59,8 +71,8 @@ def _make_studio():
 
     cluster = cluster_options(shared.cmd_opts)
     try:
-        return Studio(host, getattr(shared.cmd_opts, "profile_studio_dir", None),
-                      lora_root=host.lora_dir() / LORA_SUBFOLDER, outputs_root=outputs, defaults=defaults, **cluster)
+        return Studio(host, getattr(shared.cmd_opts, "profile_studio_dir", None), outputs_root=outputs,
+                      defaults=defaults, **lora_roots(host.lora_dir(), bool(cluster["queue"])), **cluster)
     except QueueUnreachable as exc:  # name the WebUI's flag, not serve's
         raise QueueUnreachable(str(exc).replace("check --queue", f"check {QUEUE_FLAG}")) from exc
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Iterator, Optional
@@ -32,7 +30,7 @@ from PIL import Image
 from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, FaceDetailRequest, Host, HostError, Img2ImgRequest,
                                     InpaintRequest, Interrupted, LoraRef, Result, RunControl, StageReport,
                                     Txt2ImgRequest)
-from lib_profile.hosts.webui import adetailer, faults as faults_of, progress as webui_progress
+from lib_profile.hosts.webui import adetailer, faults as faults_of, lora_publish, progress as webui_progress
 from lib_profile.hosts.webui.controlnet import (CN_MODEL_FILES, family_problem, missing_controlnet_message,
                                                resolve_model_name)
 from lib_profile.hosts.webui.flavours import Flavour
@@ -40,7 +38,6 @@ from lib_profile.hosts.webui.model_family import model_family, selected_family
 from lib_profile.hosts.webui.options import restoring_opts
 from lib_profile.hosts.webui.processing import filtered_runner, plan_job_count, processing_kwargs
 
-LORA_SUBFOLDER = "profile-studio"
 
 
 class WebUIHost(Host):
@@ -107,22 +104,14 @@ class WebUIHost(Host):
         return Path(folder) if folder else Path(self._m("paths").models_path) / "Lora"
 
     def publish_lora(self, lora: LoraRef) -> LoraRef:
-        """Make sure the WebUI can find the LoRA by its stem: files outside its Lora folder are copied to
-        ``<Lora>/profile-studio/`` (same name; names are unique per training run)."""
-        src = Path(lora.path)
-        root = self.lora_dir()
-        try:
-            src.resolve().relative_to(root.resolve())
-            return lora
-        except ValueError:
-            pass
-        dest = root / LORA_SUBFOLDER / src.name
-        if not dest.exists() or dest.stat().st_size != src.stat().st_size:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".partial")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        return LoraRef(str(dest), lora.weight)
+        """Make sure the WebUI can find the LoRA by its stem: a file outside its Lora folder (the shared data
+        folder's, in the cluster mode) is copied to ``<Lora>/profile-studio/`` (same name; names are unique per
+        training run) unless a copy with the same SHA-256 is there, and the WebUI's LoRA list is refreshed
+        (:func:`.lora_publish.publish`)."""
+        published, written = lora_publish.publish(lora, self.lora_dir())
+        if written:
+            self.lora_list_changed()
+        return published
 
     def take_notes(self) -> list[str]:
         """The notes made since last asked (a missing ControlNet extension or model: which file to install)."""
@@ -136,9 +125,10 @@ class WebUIHost(Host):
         webui_loras.refresh_list()
 
     def forget_lora(self, name: str) -> list[str]:
+        """Remove the WebUI's caches of a deleted LoRA and the copy :meth:`publish_lora` made of it here."""
         from lib_profile.hosts.webui import loras as webui_loras
 
-        return webui_loras.forget(name)
+        return lora_publish.unpublish(name, self.lora_dir()) + webui_loras.forget(name)
 
     # -- running
     def _processing(self, kind: str, req: Txt2ImgRequest, extra_scripts: list[tuple[str, list]] = (),
