@@ -72,7 +72,8 @@ class ClusterJobManager(JobManager):
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         pool = open_pool(url)
         try:
-            self.db = PgJobDB(pool)  # the tables, made by the first process (the user may lack the right)
+            # the tables, made by the first process (the user may lack the right); each start records our name
+            self.db = PgJobDB(pool, worker=self.name)
             from procrastinate import SyncPsycopgConnector
 
             self._front = _app(SyncPsycopgConnector(conninfo=url, min_size=1, max_size=2)).open()

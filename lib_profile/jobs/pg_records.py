@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_identity ON {TABLE}(identity);
 ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS checkpoint TEXT;
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS attempts INTEGER NOT NULL DEFAULT 0;
 """
 _COLUMNS = ("id, kind, identity, state, stage, progress, eta_s, messages, result, params, error, created, started, "
             "finished")
@@ -92,8 +93,10 @@ class PgJobDB:
     """Job rows in ``profile_studio_jobs``; the same methods as JobDB, each one statement (compare-and-set
     where a state changes hands)."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, worker: Optional[str] = None):
+        """``worker``: this process's name (``host:pid``), recorded on each job it starts."""
         self.pool = pool
+        self.worker = worker
         from psycopg.types.json import Jsonb
 
         self._Jsonb = Jsonb
@@ -154,9 +157,11 @@ class PgJobDB:
         self._exec(f"UPDATE {TABLE} SET {cols} WHERE id=%s", (*fields.values(), job_id))
 
     def start_queued(self, job_id: str, worker: Optional[str] = None) -> bool:
-        """queued -> running, compare-and-set: True when this call started the job."""
-        return self._exec(f"UPDATE {TABLE} SET state='running', started=%s, worker=%s WHERE id=%s AND state='queued'",
-                          (time.time(), worker, job_id)) == 1
+        """queued -> running, compare-and-set: True when this call started the job; ``worker`` (default: this
+        process's) is recorded with it. Each start counts in the
+        row's ``attempts`` (:meth:`attempts`), in the same statement."""
+        return self._exec(f"UPDATE {TABLE} SET state='running', started=%s, worker=%s, attempts=attempts+1 "
+                          "WHERE id=%s AND state='queued'", (time.time(), worker or self.worker, job_id)) == 1
 
     def cancel_queued(self, job_id: str) -> bool:
         """queued -> cancelled, compare-and-set: True when this call cancelled the job before it started."""
@@ -202,6 +207,13 @@ class PgJobDB:
         """How many times the job was queued again after its worker stopped."""
         with self._connection() as conn:
             row = conn.execute(f"SELECT takeovers FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
+        return row[0] if row else 0
+
+    def attempts(self, job_id: str) -> int:
+        """How many times the job was started (its row set running): 1 for a job run once, 2 after one takeover
+        of a stopped worker's job; 0 while it has never started."""
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT attempts FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
         return row[0] if row else 0
 
     def get(self, job_id: str) -> Optional[dict[str, Any]]:
