@@ -4,14 +4,18 @@ LoRA in the shared folder); a second training sent to A and cancelled through A 
 worker is killed (``kill -9``) finishes on the other worker from its saved step, its LoRA bit for bit an
 uninterrupted run's. Tiny model, one CPU thread per process.
 
-Part of the default run (about a minute each on a busy 2-core machine; see docs/cluster.md, Tests); the same
-behaviours are covered quickly, without HTTP and the model, by tests/test_cluster.py."""
+The first is part of the default run (about 80 s on a 2-core machine under moderate load, 240 s under heavy load);
+the second, three trainer processes, is marked slow (400-560 s there): ``bash .ci/test -m slow
+tests/test_cluster_serve.py``. The same behaviours are covered quickly, without HTTP and the model, by
+tests/test_cluster.py."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.serve_process import WAIT, Serve, photo_files, stop_all, wait_job
 
@@ -73,6 +77,7 @@ def _events(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.endswith("}")]
 
 
+@pytest.mark.slow
 def test_a_training_whose_worker_is_killed_finishes_on_another_from_its_saved_step_bit_for_bit(pg_url, tmp_path):
     """Two worker processes; ``kill -9`` of the one training, after a saved state: the other takes the job up
     after ``--worker-timeout`` (3 s here), resumes from the saved step (not step 0), and the LoRA equals an
