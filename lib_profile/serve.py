@@ -62,7 +62,10 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
                 from lib_profile.hosts.base import HostError
 
                 raise HostError(f"ControlNet {kind} model not found: {path}")
-        host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn, lora_dirs=lora_dirs)
+        # a cluster front that runs no job loads the checkpoint only when a request needs it (a photo's intake, a
+        # prompt's check), not at start
+        host = DiffusersHost(checkpoint, device=device, data_dir=data_dir, controlnets=cn, lora_dirs=lora_dirs,
+                             lazy=bool(queue) and not worker)
         return Studio(host, data_dir, queue=queue, worker=worker, worker_timeout_s=worker_timeout_s)
 
     return make
@@ -101,5 +104,6 @@ def serve(checkpoint: str, port: int = 7870, listen: str = "127.0.0.1", data_dir
         open_pool(queue).close()  # a wrong URL or an unreachable server is said now, not after the model loads
     studio = lazy(studio_factory(checkpoint, data_dir, device, controlnet_pose, controlnet_tile, lora_dirs,
                                  queue, worker, worker_timeout_s))
-    studio()  # load the model before answering, so the first request is not slow and errors show now
+    studio()  # load the model (a front only: not yet) before answering, so the first request is not slow and
+    # errors show now
     uvicorn.run(make_app(studio, auth), host=listen, port=port, log_level="info")

@@ -1,6 +1,7 @@
 """PostgreSQL restarted under a cluster (docs/cluster.md): while it is down, a front's requests say the job database
 is unreachable (QueueUnreachable; 503 through the API, never a 500); when it is back, fronts and workers reconnect by
-themselves, the job that was running (its end met the outage, or came after it) finishes, and the next job runs."""
+themselves, the job that was running (its end met the outage, or came after it) finishes, on its worker, once (no
+other worker takes it up, though every heartbeat lapsed in the outage), and the next job runs."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def test_fronts_and_workers_go_on_after_postgresql_restarts(pg_restartable, tmp_
     monkeypatch.setattr(pg_records, "REQUEST_WAIT_S", 1.0)  # the outage's 503 comes sooner; same path
     server = pg_restartable
     worker = ClusterJobManager(server.url, {"hold": hold}, worker=True, heartbeat_s=0.5, stalled_s=3)
+    # a second worker (its own queue worker and stalled-job check): after an outage longer than the heartbeat
+    # timeout it must not take up the job the first one still runs (whose queue worker's record it may prune)
+    other = ClusterJobManager(server.url, {"hold": hold}, worker=True, heartbeat_s=0.5, stalled_s=3)
     front = ClusterJobManager(server.url, {"hold": None}, worker=False)
     api = fastapi.FastAPI()
     from lib_profile.api.routes import make_router
@@ -67,7 +71,8 @@ def test_fronts_and_workers_go_on_after_postgresql_restarts(pg_restartable, tmp_
         if release == "down":
             go.touch()
             time.sleep(1.0)  # its end is tried while the server is down
-        time.sleep(4)  # past the heartbeat timeout: a worker that came back must not take its own job as stalled
+        time.sleep(4)  # past the heartbeat timeout: a worker that came back must take neither its own job nor the
+        # other's as stalled
         server.start()
         if release == "up":
             go.touch()
@@ -76,6 +81,7 @@ def test_fronts_and_workers_go_on_after_postgresql_restarts(pg_restartable, tmp_
                          "the running job to end")
             assert done["state"] == "done" and done["result"]["taken_over"] is False, done
             assert not any(m.startswith("Its worker stopped") for m in done["messages"]), done
+            assert (front.db.attempts(running["id"]), front.db.takeovers(running["id"])) == (1, 0)  # ran once
         go.touch()
         following = until(lambda: front.submit("hold", "bob", {"until": str(go)}), "a front to submit again")
         done = front.wait(following["id"], WAIT)
@@ -85,5 +91,6 @@ def test_fronts_and_workers_go_on_after_postgresql_restarts(pg_restartable, tmp_
         go.touch()
         front.shutdown()
         front.db.close()
-        worker.shutdown()
-        worker.db.close()
+        for w in (worker, other):
+            w.shutdown()
+            w.db.close()

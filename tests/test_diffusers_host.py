@@ -210,3 +210,19 @@ def test_hires_fix_is_the_first_pass_upscaled_and_denoised_again(host):
                          (dict(hires_scale=2, hires_upscaler="ESRGAN"), "hires upscaler")):
         with pytest.raises(HostError, match=message):
             host.txt2img(req(**bad))
+
+
+def test_a_lazy_host_loads_its_checkpoint_on_first_use_only(tmp_path, tiny_checkpoint):
+    """``lazy=True`` (``serve --queue --no-worker``: a front that runs no job): nothing is loaded when the host is
+    made, so a checkpoint that cannot load does not stop it; the first use of ``model`` loads it (or raises the
+    load's HostError then), and every later use gets the same modules."""
+    from lib_profile.hosts.diffusers.host import DiffusersHost
+
+    refused = DiffusersHost("tiny-sdxl", device="cpu", data_dir=tmp_path, lazy=True)  # eager: HostError here
+    assert refused._model is None
+    with pytest.raises(HostError, match="This is an SDXL checkpoint"):
+        refused.model
+    host = DiffusersHost(tiny_checkpoint, device="cpu", lazy=True)
+    assert host._model is None
+    first = host.model
+    assert first is host.model and first.unet.device.type == "cpu" and host.checkpoint_path().endswith(".safetensors")

@@ -67,12 +67,16 @@ class ClusterJobManager(JobManager):
         self._lock = threading.RLock()
         self._running: dict[str, JobContext] = {}
         self._queue_workers: dict[str, int] = {}  # job id -> id of the Procrastinate worker that runs it here
+        # this worker's own link to the database (its beats, _watch_cancels): lost now; or until when, after it
+        # came back, it takes no other worker's job for stalled
+        self._lost, self._quiet_until = False, 0.0
         self.interrupted_at_start: list[dict[str, Any]] = []
         self.poll_s, self.heartbeat_s, self.stalled_s = poll_s, heartbeat_s, stalled_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         pool = open_pool(url)
         try:
-            self.db = PgJobDB(pool)  # the tables, made by the first process (the user may lack the right)
+            # the tables, made by the first process (the user may lack the right); each start records our name
+            self.db = PgJobDB(pool, worker=self.name)
             from procrastinate import SyncPsycopgConnector
 
             self._front = _app(SyncPsycopgConnector(conninfo=url, min_size=1, max_size=2)).open()
@@ -273,19 +277,27 @@ class ClusterJobManager(JobManager):
         gone) go back to the queue, each once: our row by compare-and-set (running -> queued, with a message), then
         Procrastinate's job (doing -> todo). A job its worker had already ended is handed back too, and is then
         skipped (its row is no longer queued). A job still running in this process (its worker's heartbeat lapsed
-        during a database outage) is never taken for stalled here."""
+        during a database outage) is never taken for stalled here, nor one whose row its worker still beats on
+        (:meth:`_watch_cancels`; a Procrastinate worker restarted after an outage prunes the records of the workers
+        whose heartbeat lapsed in it, so their jobs look stalled to Procrastinate). After this worker lost the
+        database, it takes nothing for ``stalled_s`` seconds once it is back: the other workers' beats lapsed in
+        the same outage, and they get that long to beat again."""
         while True:
             await asyncio.sleep(self.stalled_s / 2)
             try:
                 stalled = await app.job_manager.get_stalled_jobs(task_name=TASK,
                                                                  seconds_since_heartbeat=self.stalled_s)
                 for pjob in stalled:
+                    if self._lost or time.monotonic() < self._quiet_until:  # checked last (the query may have
+                        break  # waited through an outage): this worker lost the database lately (_watch_cancels)
                     job_id = pjob.task_kwargs.get("job_id")
                     if job_id in self._queue_workers:  # running here (its heartbeat lapsed in an outage): ours
                         continue
                     message = (f"Its worker stopped answering (no heartbeat for {self.stalled_s:g} s); "
                                f"queued again by {self.name}")
-                    await asyncio.to_thread(self.db.requeue_running, job_id, message)
+                    moved = await asyncio.to_thread(self.db.requeue_running, job_id, message, self.stalled_s)
+                    if not moved and await asyncio.to_thread(self.db.state, job_id) == "running":
+                        continue  # its worker beats on its row (its queue worker's record was pruned): alive
                     try:
                         await app.job_manager.retry_job(pjob)
                     except Exception:  # noqa: BLE001 - another worker handed it back first
@@ -296,19 +308,28 @@ class ClusterJobManager(JobManager):
                 print(f"[Profile Studio] stalled-job check failed: {exc}", flush=True)
 
     def _watch_cancels(self) -> None:
-        """Turn a raised cancel flag (set by any front) into ``ctx.cancelled`` of the job running here; and keep
-        the heartbeat of the Procrastinate worker of each job running here (its own heartbeat stops with its loop
-        when the database goes away, while the job runs on)."""
+        """Turn a raised cancel flag (set by any front) into ``ctx.cancelled`` of the job running here; and, every
+        ``heartbeat_s``, beat on the row of each job run here until its end is written (:meth:`PgJobDB.beat`: what
+        another worker's stalled-job check reads) and keep the heartbeat of its Procrastinate worker (whose own
+        heartbeat stops with its loop when the database goes away, while the job runs on)."""
         beat = time.monotonic()
         while not self._stop.wait(self.poll_s):
             if time.monotonic() - beat >= self.heartbeat_s:
                 beat = time.monotonic()
-                try:
-                    self.db.keep_alive(list(self._queue_workers.values()))
+                try:  # every job run here until its end is written (not only while its handler runs)
+                    ours = dict(self._queue_workers)
+                    self.db.beat(list(ours))  # our rows: what another worker checks before taking a job up
+                    self.db.keep_alive(list(ours.values()))
+                    if self._lost:  # back: the others' beats lapsed in the same outage; they get stalled_s
+                        self._lost, self._quiet_until = False, time.monotonic() + self.stalled_s
                 except Exception:  # noqa: BLE001 - the database is away: next time
-                    pass
-            with self._lock:
+                    self._lost = True
+            if not self._lock.acquire(timeout=self.poll_s):  # an end is being written (maybe waiting for the
+                continue  # database to come back): beat on meanwhile
+            try:
                 ids = [i for i, c in self._running.items() if not c.cancelled.is_set()]
+            finally:
+                self._lock.release()
             try:
                 flagged = self.db.cancel_requested(ids)
             except Exception:  # noqa: BLE001 - the database is away for a moment: try again next time

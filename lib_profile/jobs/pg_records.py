@@ -10,6 +10,7 @@ psycopg is imported here only, when a cluster is opened: the embedded mode never
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Any, Iterator, Optional
 
@@ -26,6 +27,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_identity ON {TABLE}(identity);
 ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS checkpoint TEXT;
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS beat TIMESTAMPTZ;
 """
 _COLUMNS = ("id, kind, identity, state, stage, progress, eta_s, messages, result, params, error, created, started, "
             "finished")
@@ -92,8 +95,11 @@ class PgJobDB:
     """Job rows in ``profile_studio_jobs``; the same methods as JobDB, each one statement (compare-and-set
     where a state changes hands)."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, worker: Optional[str] = None):
+        """``worker``: this process's name (``host:pid``), recorded on each job it starts."""
         self.pool = pool
+        self.worker = worker
+        self._beat_conn, self._beat_lock = None, threading.Lock()
         from psycopg.types.json import Jsonb
 
         self._Jsonb = Jsonb
@@ -102,7 +108,28 @@ class PgJobDB:
             conn.execute(SCHEMA)
 
     def close(self) -> None:
+        with self._beat_lock:
+            if self._beat_conn is not None:
+                self._beat_conn.close()
         self.pool.close()
+
+    def _beat_exec(self, sql: str, args: tuple) -> None:
+        """One statement on this process's own connection for beats, opened again at once after a failure (never
+        behind the pool's reconnection backoff, which grows with an outage: the beats resume as soon as the
+        database is back); QueueUnreachable while it is away."""
+        import psycopg
+
+        with self._beat_lock:
+            try:
+                if self._beat_conn is None or self._beat_conn.closed:
+                    self._beat_conn = psycopg.connect(self.pool.conninfo, autocommit=True,
+                                                      connect_timeout=max(2, int(REQUEST_WAIT_S)))
+                self._beat_conn.execute(sql, args)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if self._beat_conn is not None:
+                    self._beat_conn.close()
+                self._beat_conn = None
+                raise outage(self.pool.conninfo, exc) from exc
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -154,9 +181,11 @@ class PgJobDB:
         self._exec(f"UPDATE {TABLE} SET {cols} WHERE id=%s", (*fields.values(), job_id))
 
     def start_queued(self, job_id: str, worker: Optional[str] = None) -> bool:
-        """queued -> running, compare-and-set: True when this call started the job."""
-        return self._exec(f"UPDATE {TABLE} SET state='running', started=%s, worker=%s WHERE id=%s AND state='queued'",
-                          (time.time(), worker, job_id)) == 1
+        """queued -> running, compare-and-set: True when this call started the job; ``worker`` (default: this
+        process's) is recorded with it. Each start counts in the
+        row's ``attempts`` (:meth:`attempts`), in the same statement."""
+        return self._exec(f"UPDATE {TABLE} SET state='running', started=%s, worker=%s, attempts=attempts+1, beat=NOW() "
+                          "WHERE id=%s AND state='queued'", (time.time(), worker or self.worker, job_id)) == 1
 
     def cancel_queued(self, job_id: str) -> bool:
         """queued -> cancelled, compare-and-set: True when this call cancelled the job before it started."""
@@ -178,30 +207,50 @@ class PgJobDB:
                                 (list(job_ids),)).fetchall()
         return {r[0] for r in rows}
 
-    def requeue_running(self, job_id: str, message: str) -> bool:
+    def requeue_running(self, job_id: str, message: str, silent_s: float = 0.0) -> bool:
         """running -> queued, compare-and-set, for a job whose worker stopped: True when this call requeued it.
-        Its messages keep ``message``; its stage, progress and ETA start again. One with its cancel flag raised
-        ends cancelled instead (and this returns False)."""
+        Only a job whose row has had no beat (:meth:`beat`) for ``silent_s`` seconds (the database's clock) is
+        taken: one whose worker still beats is running. Its messages keep ``message``; its stage, progress and
+        ETA start again. One with its cancel flag raised ends cancelled instead (and this returns False)."""
+        silent = "(beat IS NULL OR beat < NOW() - make_interval(secs => %s))"
         self._exec(f"UPDATE {TABLE} SET state='cancelled', finished=%s, messages=messages || to_jsonb(%s::text) "
-                   "WHERE id=%s AND state='running' AND cancel_requested",
-                   (time.time(), "Its worker stopped while a cancel was on its way: cancelled", job_id))
+                   f"WHERE id=%s AND state='running' AND cancel_requested AND {silent}",
+                   (time.time(), "Its worker stopped while a cancel was on its way: cancelled", job_id, silent_s))
         return self._exec(
             f"UPDATE {TABLE} SET state='queued', started=NULL, worker=NULL, stage=NULL, progress=0, eta_s=NULL, "
-            "takeovers=takeovers+1, "
-            "messages=messages || to_jsonb(%s::text) WHERE id=%s AND state='running' AND NOT cancel_requested",
-            (message, job_id)) == 1
+            "takeovers=takeovers+1, messages=messages || to_jsonb(%s::text) "
+            f"WHERE id=%s AND state='running' AND NOT cancel_requested AND {silent}",
+            (message, job_id, silent_s)) == 1
+
+    def beat(self, job_ids: list[str]) -> None:
+        """The running jobs ``job_ids`` are alive: their worker, this process, runs them (their rows' ``beat``
+        is now, on the database's clock). With none, the database is only reached; QueueUnreachable when not."""
+        self._beat_exec(f"UPDATE {TABLE} SET beat=NOW() WHERE id = ANY(%s) AND state='running'", (list(job_ids),))
+
+    def state(self, job_id: str) -> Optional[str]:
+        """The job's state now (None: no such job)."""
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT state FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
+        return row[0] if row else None
 
     def keep_alive(self, worker_ids: list[int]) -> None:
         """Refresh the heartbeat of Procrastinate's workers ``worker_ids`` (a job still running here after its
         Procrastinate worker stopped on a lost connection: nobody else may take it up while it runs)."""
         if worker_ids:
-            self._exec("UPDATE procrastinate_workers SET last_heartbeat = NOW() WHERE id = ANY(%s)",
-                       (list(worker_ids),))
+            self._beat_exec("UPDATE procrastinate_workers SET last_heartbeat = NOW() WHERE id = ANY(%s)",
+                            (list(worker_ids),))
 
     def takeovers(self, job_id: str) -> int:
         """How many times the job was queued again after its worker stopped."""
         with self._connection() as conn:
             row = conn.execute(f"SELECT takeovers FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
+        return row[0] if row else 0
+
+    def attempts(self, job_id: str) -> int:
+        """How many times the job was started (its row set running): 1 for a job run once, 2 after one takeover
+        of a stopped worker's job; 0 while it has never started."""
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT attempts FROM {TABLE} WHERE id=%s", (job_id,)).fetchone()
         return row[0] if row else 0
 
     def get(self, job_id: str) -> Optional[dict[str, Any]]:

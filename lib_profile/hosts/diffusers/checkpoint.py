@@ -113,8 +113,9 @@ class SD15:
         return file_sha256(self.path)[:10]
 
 
-def load_sd15(path: str | Path, tokenizer_dir: str | Path) -> SD15:
-    """Load an SD1.x single-file checkpoint into diffusers modules on the CPU in float32."""
+def load_sd15(path: str | Path, tokenizer_dir: str | Path, device=None, dtype=None) -> SD15:
+    """Load an SD1.x single-file checkpoint into diffusers modules, float32 on the CPU, then (``device``: a
+    torch device, ``dtype``: a torch dtype) moved there."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -142,6 +143,9 @@ def load_sd15(path: str | Path, tokenizer_dir: str | Path) -> SD15:
     tokenizer = load_tokenizer(str(tokenizer_dir))
     if tokenizer.vocab_size != tcfg["vocab_size"] and len(tokenizer) != tcfg["vocab_size"]:
         raise HostError(f"The checkpoint's text encoder has {tcfg['vocab_size']} tokens, the CLIP tokenizer {len(tokenizer)}")
+    if device is not None:
+        for module in (unet, vae, text):
+            module.to(device, dtype)
     return SD15(unet, vae, text, tokenizer, path, {"unet": ucfg, "vae": vcfg, "text_encoder": tcfg})
 
 

@@ -60,10 +60,11 @@ class DiffusersHost(Host):
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: str | None = None,
                  data_dir: str | Path | None = None, controlnets: Optional[dict[str, str]] = None,
-                 lora_dirs: Optional[list[str | Path]] = None):
+                 lora_dirs: Optional[list[str | Path]] = None, lazy: bool = False):
         """``controlnets``: ControlNet model files by kind (``{"pose": path, "tile": path}``), offered to plans;
         ``lora_dirs``: folders where ``<lora:NAME:W>`` tags are looked up before the data folder's ``loras/``
-        (which holds the identities' LoRAs)."""
+        (which holds the identities' LoRAs). ``lazy``: load the checkpoint on the first use of :attr:`model`
+        (a cluster front that runs no job may never need it), not now."""
         import torch
 
         self.data_dir = data_dir
@@ -72,14 +73,21 @@ class DiffusersHost(Host):
         if dtype is None:
             dtype = "float16" if self.device.type == "cuda" else "float32"
         self.dtype = getattr(torch, dtype)
-        self.model = load_sd15(self.checkpoint, paths.tokenizer_dir(data_dir))
-        for module in (self.model.unet, self.model.vae, self.model.text_encoder):
-            module.to(self.device, self.dtype)
+        self._model, self._load_lock = None, threading.Lock()
+        _ = lazy or self.model  # not lazy: load now, so a bad checkpoint fails here
         self._controlnets: dict[str, Any] = {}
         self.controlnet_files = {k: str(v) for k, v in (controlnets or {}).items() if v}
         self.lora_dirs = [Path(d).expanduser() for d in (lora_dirs or [])]
         self._pipes: dict[tuple, Any] = {}
         self._lock = threading.Lock()  # one generation at a time: LoRAs are merged into shared weights
+
+    @property
+    def model(self):
+        """The checkpoint's modules (SD15) on this host's device, loaded on first use; HostError for a bad file."""
+        with self._load_lock:
+            if self._model is None:
+                self._model = load_sd15(self.checkpoint, paths.tokenizer_dir(self.data_dir), self.device, self.dtype)
+            return self._model
 
     # ------------------------------------------------------------------ protocol
 
