@@ -137,7 +137,7 @@ def test_cancel_mid_training_then_resume(api, studio):
     api.post("/identities", json={"name": NAME}).raise_for_status()
     upload_selfies(api).raise_for_status()
     job = api.post(f"/identities/{SLUG}/train", json={**TRAIN, "steps": 150, "save_every": 2, "validate_every": 50}).json()
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 900  # hang bounds, not speed requirements: a loaded 2-core CI box is slow
     while True:
         state = api.get(f"/jobs/{job['id']}").json()
         if state["stage"] == "train" and state["progress"] > 0.03:
@@ -155,7 +155,7 @@ def test_cancel_mid_training_then_resume(api, studio):
     assert resumed.status_code == 202, resumed.text
     assert api.post(f"/identities/{SLUG}/train", json=TRAIN).status_code == 409  # one job at a time
     log = studio.store.folder(SLUG) / "training" / studio.jobs.get(job["id"])["params"]["run"] / "events.jsonl"
-    done = wait(api, resumed.json()["id"], timeout=600)
+    done = wait(api, resumed.json()["id"], timeout=1800)
     assert done["state"] == "done", done
     assert '"phase": "cancelled"' in log.read_text()
 
