@@ -13,12 +13,29 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "postgres"
+WAIT = 60  # seconds: a bound on a hung cluster test, not a speed requirement
+
+
+def until(check, what: str, ignore: tuple[type[BaseException], ...] = ()):
+    """``check()`` until it returns something true, which is returned; an exception of ``ignore`` meanwhile counts
+    as not yet (e.g. ``QueueUnreachable`` while the database restarts). AssertionError after ``WAIT`` seconds."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        try:
+            out = check()
+        except ignore:
+            out = None
+        if out:
+            return out
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
 
 
 def _free_port() -> int:

@@ -15,20 +15,9 @@ import pytest
 from lib_profile.hosts.base import HostError
 from lib_profile.jobs.cluster import ClusterJobManager
 from lib_profile.jobs.pg_records import QueueUnreachable
-from tests.pg_server import _free_port
+from tests.pg_server import WAIT, _free_port, until
 
 ROOT = Path(__file__).resolve().parent.parent
-WAIT = 60  # seconds: a bound on a hung test, not a speed requirement
-
-
-def until(check, what: str):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        out = check()
-        if out:
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture

@@ -16,23 +16,14 @@ from lib_profile import API_PREFIX
 from lib_profile.jobs import pg_records
 from lib_profile.jobs.cluster import ClusterJobManager
 from lib_profile.jobs.pg_records import QueueUnreachable
+from tests import pg_server
 from tests.cluster_worker import hold
-
-WAIT = 60  # seconds: a bound on a hung test, not a speed requirement
+from tests.pg_server import WAIT
 
 
 def until(check, what: str):
     """``check()`` until it is true; a QueueUnreachable meanwhile (still reconnecting) counts as not yet."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        try:
-            out = check()
-        except QueueUnreachable:
-            out = None
-        if out:
-            return out
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
+    return pg_server.until(check, what, ignore=(QueueUnreachable,))
 
 
 # when the running job's "until" file appears: None (no job running), "down" (while the server is down: its end

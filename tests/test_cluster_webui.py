@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from lib_profile import API_PREFIX
 from lib_profile.jobs.cluster import ClusterJobManager
-from tests.pg_server import _free_port
+from tests.pg_server import WAIT, _free_port, until
 from tests.test_exposure import webui_parser
 
 try:
@@ -23,17 +23,6 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.standins import webui as standin
 
-WAIT = 60  # seconds: a bound on a hung test, not a speed requirement
-
-
-def until(check, what: str):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        out = check()
-        if out:
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def webui_app(argv, monkeypatch):
