@@ -7,7 +7,6 @@ Nothing is fetched from a hub.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from lib_profile import families
 from lib_profile.hosts.diffusers import ldm_layout
 from lib_profile.hosts.base import HostError
+from lib_profile.store.file_hash import file_sha256
 
 SCHEDULER_CONFIG: dict[str, Any] = {
     # SD1.5's training noise schedule
@@ -27,20 +27,6 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "clip_sample": False,
     "set_alpha_to_one": False,
 }
-
-_hash_cache: dict[tuple[str, int, float], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime)
-    if key not in _hash_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _hash_cache[key] = h.hexdigest()
-    return _hash_cache[key]
 
 
 def read_state_dict(path: str | Path) -> dict[str, Any]:
