@@ -230,3 +230,33 @@ def test_a_run_whose_row_moved_on_stops_and_writes_nothing_more(pg_url, found_by
     finally:
         worker.shutdown()
         worker.db.close()
+
+
+def test_a_cancel_sent_to_the_worker_running_the_job_holds_when_fencing_stops_that_run(pg_url):
+    """A cancel sent through the worker that runs the job raises the row's flag too (not only this process's): when
+    fencing stops that run meanwhile (its worker cut off), its hand-back ends the job cancelled, never queued again
+    to run a second time."""
+    from lib_profile.hosts.base import Interrupted
+
+    entered, step = threading.Event(), threading.Event()
+
+    def held(ctx):
+        entered.set()
+        step.wait(WAIT)  # a long step: the cancel and the fence come meanwhile
+        raise Interrupted("stopped")
+
+    worker = ClusterJobManager(pg_url, {"held": held}, worker=True, heartbeat_s=600, stalled_s=600)
+    try:
+        job = worker.submit("held", "ada", {})
+        assert entered.wait(WAIT)
+        worker.cancel(job["id"])
+        assert worker.db.cancel_requested([job["id"]]) == {job["id"]}
+        worker._watch.fence("cut off (the test)", worker._running[job["id"]])
+        step.set()
+        done = worker.wait(job["id"], WAIT)
+        assert done["state"] == "cancelled", done
+        time.sleep(1)
+        assert worker.db.get(job["id"])["state"] == "cancelled" and worker.db.attempts(job["id"]) == 1
+    finally:
+        worker.shutdown()
+        worker.db.close()
