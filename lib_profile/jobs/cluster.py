@@ -230,8 +230,9 @@ class ClusterJobManager(JobManager):
         its row back to the queue instead (compare-and-set on its token). While the database is away, try again
         (after 0.5 s, the wait doubling up to ``RETRY_S``) until it is back or this manager shuts down."""
         if ctx.fenced:
-            message = (f"Its worker {self.name} lost the job database for over {self._watch.fence_s:g} s and "
-                       "stopped it there; queued again")
+            over = round(self._watch.fence_s, 1)
+            message = (f"Its worker {self.name} lost the job database for over {over:g} s and stopped it there; "
+                       "queued again")
             moved = self._retrying(ctx.id, "stopped by fencing",
                                    lambda: self.db.requeue_running(ctx.id, message, attempts=ctx.attempt))
             if moved:
