@@ -68,9 +68,12 @@ class Watch:
         sent = time.monotonic()
         try:
             beaten = self.m.db.beat({i: c.attempt for i, c in runs.items()})
-            self.m.db.keep_alive([w for i, w in list(self.m._queue_workers.items()) if i in runs])
         except Exception:  # noqa: BLE001 - the database is away (QueueUnreachable): the fence thread counts the time
             return
+        try:  # Procrastinate's record of each worker too (its own loop may have stopped on a lost connection)
+            self.m.db.keep_alive([w for i, w in list(self.m._queue_workers.items()) if i in runs])
+        except Exception:  # noqa: BLE001 - gone again: our rows' beats are what the others check
+            pass
         for job_id, ctx in runs.items():
             if job_id in beaten:
                 self.sure[job_id] = max(self.sure.get(job_id, sent), sent)
