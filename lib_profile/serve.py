@@ -94,7 +94,8 @@ def serve(checkpoint: str, port: int = 7870, listen: str = "127.0.0.1", data_dir
     ``<lora:NAME:W>`` tags in prompts are looked up, before the data folder's ``loras/``. ``queue``: a
     ``postgresql://`` URL for the cluster mode (docs/cluster.md), checked before the model loads (HostError
     naming the database and the reason); ``worker=False``: a front only; ``worker_timeout_s``: seconds without
-    a heartbeat before a worker's running job is taken up by another."""
+    a heartbeat before a worker's running job is taken up by another (a worker cut off from the database stops
+    it itself after 2/3 of that: lib_profile/jobs/fencing.py)."""
     import uvicorn
 
     check_exposure(listen, auth, allow_open)

@@ -1,7 +1,8 @@
 """A cluster worker process for the tests: ``python -m tests.cluster_worker URL [HEARTBEAT_S STALLED_S]`` runs a ClusterJobManager with a
 worker and one job kind, ``hold``, until stdin closes. ``hold`` reports stage ``hold`` at 0.3 with a message naming
 this process, then waits until the file ``params["until"]`` exists (-> done, result ``{"pid": ..., "taken_over": ...}``) or it is
-cancelled (-> cancelled)."""
+cancelled (-> cancelled). With ``params["log"]``, it appends ``start PID``, ``stop PID`` (cancelled) and ``done PID``
+lines to that file."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ from lib_profile.hosts.base import Interrupted
 from lib_profile.jobs.cluster import ClusterJobManager
 
 
+def _log(ctx, what: str) -> None:
+    if ctx.params.get("log"):
+        with open(ctx.params["log"], "a") as f:
+            f.write(f"{what} {os.getpid()}\n")
+
+
 def hold(ctx):
+    _log(ctx, "start")
     ctx.update(stage="hold", progress=0.3, eta_s=5, message=f"held by pid {os.getpid()}", flush=True)
     until = Path(ctx.params["until"])
     while not until.exists():
         if ctx.cancelled.wait(0.02):
+            _log(ctx, "stop")
             raise Interrupted("stopped")
+    _log(ctx, "done")
     return {"pid": os.getpid(), "taken_over": ctx.taken_over}
 
 

@@ -34,7 +34,8 @@ class Serve:
                 [sys.executable, "-m", "lib_profile", "--data-dir", str(data), "serve", "--checkpoint", "tiny",
                  "--device", "cpu", "--port", str(self.port), "--queue", url, *extra],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}{API_PREFIX}", timeout=60)
+        # a request waits up to WAIT: a front loads the model at its first request that needs it (minutes on a loaded CPU)
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}{API_PREFIX}", timeout=WAIT)
         self.pid = self.proc.pid
 
     def console(self) -> str:

@@ -16,10 +16,11 @@ from lib_profile.jobs.routing import checkpoint_key, queue_for
 WAIT = 60  # seconds: a bound on a hung test, not a speed requirement
 
 
-def recorder(name: str, ran: list, gate: threading.Event | None = None):
+def recorder(name: str, ran: list, gate: threading.Semaphore | None = None):
+    """A handler recording (worker, tag); with ``gate``, each job waits for one release of it."""
     def run(ctx):
         if gate is not None:
-            gate.wait(WAIT)
+            gate.acquire(timeout=WAIT)
         ran.append((name, ctx.params["tag"]))
         return {"worker": name}
     return run
@@ -67,30 +68,42 @@ def test_a_worker_takes_its_checkpoints_jobs_first_and_the_others_when_idle(pg_u
 
 
 def test_two_workers_with_different_checkpoints_each_take_their_own_first(pg_url):
-    """Jobs a0 b1 a2 b3 queued; worker B starts first and takes b1 (not the older a0); A then takes a0. When both
-    go on, each takes its own checkpoint's next job (B: b3, A: a2)."""
+    """Jobs a0 b1 a2 b3 queued; worker B starts first and takes b1 (not the older a0); A then takes a0. A ends a0
+    first and takes its own a2 (not the older b3); B ends b1 and takes b3. Each job waits for its worker's gate, so
+    the order does not hang on which process is quicker (a loaded machine)."""
     front = ClusterJobManager(pg_url, {"rec": None}, worker=False)
     ran: list = []
-    gate = threading.Event()
+    gates = {"A": threading.Semaphore(0), "B": threading.Semaphore(0)}
     workers = []
+
+    def states():
+        return [front.get(j["id"])["state"] for j in jobs]
+
+    def until(want):
+        deadline = time.monotonic() + WAIT
+        while states() != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert states() == want
+
     try:
         jobs = submit_all(front, ["a", "b", "a", "b"])
-        workers.append(ClusterJobManager(pg_url, {"rec": recorder("B", ran, gate)}, checkpoint=lambda: "b.ckpt"))
-        deadline = time.monotonic() + WAIT
-        while front.get(jobs[1]["id"])["state"] != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert [front.get(j["id"])["state"] for j in jobs] == ["queued", "running", "queued", "queued"]
-        workers.append(ClusterJobManager(pg_url, {"rec": recorder("A", ran, gate)}, checkpoint=lambda: "a.ckpt"))
-        while front.get(jobs[0]["id"])["state"] != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert [front.get(j["id"])["state"] for j in jobs] == ["running", "running", "queued", "queued"]
-        gate.set()
+        workers.append(ClusterJobManager(pg_url, {"rec": recorder("B", ran, gates["B"])}, checkpoint=lambda: "b.ckpt"))
+        until(["queued", "running", "queued", "queued"])
+        workers.append(ClusterJobManager(pg_url, {"rec": recorder("A", ran, gates["A"])}, checkpoint=lambda: "a.ckpt"))
+        until(["running", "running", "queued", "queued"])
+        gates["A"].release()  # A ends a0 and takes its own a2, past the older b3
+        until(["done", "running", "running", "queued"])
+        gates["B"].release()  # B ends b1 and takes b3
+        until(["done", "done", "running", "running"])
+        for gate in gates.values():
+            gate.release()
         for job in jobs:
             assert front.wait(job["id"], WAIT)["state"] == "done"
         by_worker = {w: [tag for name, tag in ran if name == w] for w in ("A", "B")}
         assert by_worker == {"A": ["0:a", "2:a"], "B": ["1:b", "3:b"]}, ran
     finally:
-        gate.set()
+        for gate in gates.values():
+            gate.release(4)
         for m in (front, *workers):
             m.shutdown()
             m.db.close()

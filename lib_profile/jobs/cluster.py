@@ -10,8 +10,11 @@ A restart of PostgreSQL (or the network cut for a while): a front's request mean
 API's 503); the pools test each connection before use and reconnect. A worker's Procrastinate loop stops when its
 connection breaks; it is started again (every ``RETRY_S`` seconds at most) until the database answers. A job
 running meanwhile runs on: its progress writes that fail are skipped (the next one writes everything), its end is
-written when the database is back, and this process refreshes its worker's heartbeat while it runs, so no other
-worker takes it up. A job whose start met the outage is retried by Procrastinate (its RetryStrategy).
+written when the database is back, and this process beats on its row while it runs, so no other worker takes it up.
+A job whose start met the outage is retried by Procrastinate (its RetryStrategy). An outage that keeps this process's
+beats out for longer than 2/3 of ``stalled_s`` stops the job here instead (fencing, :mod:`.fencing`: a worker cannot
+tell it from being cut off alone), and it is queued again; every write of a run is conditioned on its start's token
+(the row's ``attempts``), so a run that lost its job writes nothing more.
 
 Cancel, from any front: a queued job is cancelled by a compare-and-set on its row (the worker's own
 compare-and-set to start it then fails, and it never runs); a running one gets its row's cancel flag raised,
@@ -31,6 +34,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 from lib_profile.hosts.base import HostError
+from lib_profile.jobs.fencing import Watch, guard_queue_record
 from lib_profile.jobs.manager import Handler, JobContext, JobManager
 from lib_profile.jobs.pg_records import PgJobDB, QueueUnreachable, connect_error, open_pool, outage
 from lib_profile.jobs.routing import QUEUE, preferring, queue_for
@@ -38,6 +42,10 @@ from lib_profile.store.identities import Conflict
 
 TASK = "profile_studio.run_job"
 RETRY_S = 5.0  # at most this long between two tries to reach a database that went away
+
+
+class HandedBack(Exception):
+    """A job stopped on this worker by fencing, its row queued again: Procrastinate retries its job."""
 
 
 def _app(connector):
@@ -53,7 +61,8 @@ class ClusterJobManager(JobManager):
     the server cannot be reached. ``worker=False``: a front only (nothing runs here). ``poll_s``: how often a
     running job's cancel flag is read. ``heartbeat_s``: how often this worker tells the database it is alive;
     ``stalled_s``: after how long without a heartbeat another worker's running job is queued again (and run
-    here or elsewhere from the start; a job kind that saves its state resumes from it). ``checkpoint()``: the
+    here or elsewhere from the start; a job kind that saves its state resumes from it); a job running here stops
+    after 2/3 of it without a beat the database saw (:mod:`.fencing`). ``checkpoint()``: the
     checkpoint this process has selected now (a name; None: cannot tell), recorded with each job submitted here
     that names none (``params["checkpoint"]``), and preferred by this worker (:mod:`.routing`)."""
 
@@ -67,9 +76,11 @@ class ClusterJobManager(JobManager):
         self._lock = threading.RLock()
         self._running: dict[str, JobContext] = {}
         self._queue_workers: dict[str, int] = {}  # job id -> id of the Procrastinate worker that runs it here
-        # this worker's own link to the database (its beats, _watch_cancels): lost now; or until when, after it
-        # came back, it takes no other worker's job for stalled
-        self._lost, self._quiet_until = False, 0.0
+        self._queue_jobs: dict[str, int] = {}  # job id -> id of its Procrastinate job, while it runs here
+        self._handed_back: set[str] = set()  # jobs stopped here by fencing and queued again from here
+        # Procrastinate job id -> its worker id here, for a run here that lost its job: its record is closed only
+        # when it is still this worker's (fencing.guard_queue_record)
+        self._lost_queue_jobs: dict[int, int] = {}
         self.interrupted_at_start: list[dict[str, Any]] = []
         self.poll_s, self.heartbeat_s, self.stalled_s = poll_s, heartbeat_s, stalled_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -89,12 +100,12 @@ class ClusterJobManager(JobManager):
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._worker_task: Optional[asyncio.Task] = None
         self._threads: list[threading.Thread] = []
+        self._watch = Watch(self)  # beats, self-fencing, cancel flags (lib_profile/jobs/fencing.py)
         if worker:
             started = threading.Event()
             self._threads.append(threading.Thread(target=self._work_loop, args=(started,), daemon=True,
                                                   name="profile-studio-queue-worker"))
-            self._threads.append(threading.Thread(target=self._watch_cancels, daemon=True,
-                                                  name="profile-studio-cancel-watch"))
+            self._threads += self._watch.threads()
             for t in self._threads:
                 t.start()
             started.wait(30)
@@ -116,13 +127,21 @@ class ClusterJobManager(JobManager):
         def run_job(context, job_id: str) -> None:
             if context.job.worker_id is not None:
                 self._queue_workers[job_id] = context.job.worker_id
+            self._queue_jobs[job_id] = context.job.id
             try:
                 self._run_one(job_id)
             finally:
+                self._watch.release(job_id)
                 self._queue_workers.pop(job_id, None)
+                self._queue_jobs.pop(job_id, None)
+            if job_id in self._handed_back:  # stopped here by fencing, its row queued again: Procrastinate's too
+                self._handed_back.discard(job_id)
+                raise HandedBack(f"job {job_id} was stopped on {self.name} by fencing and queued again")
 
-        # a job whose start met a database outage (QueueUnreachable before it ran) is tried again later
-        retry = procrastinate.RetryStrategy(max_attempts=20, wait=RETRY_S, retry_exceptions={QueueUnreachable})
+        # a job whose start met a database outage (QueueUnreachable before it ran) is tried again later, and one
+        # stopped by fencing (HandedBack) runs again
+        retry = procrastinate.RetryStrategy(max_attempts=20, wait=RETRY_S,
+                                            retry_exceptions={QueueUnreachable, HandedBack})
         return app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retry)(run_job)
 
     # -- public
@@ -157,7 +176,8 @@ class ClusterJobManager(JobManager):
         job = self.get(job_id)
         with self._lock:
             ctx = self._running.get(job_id)
-            if ctx is not None:  # running here
+            if ctx is not None:  # running here; the row's flag too: the cancel holds should this run lose the job
+                self.db.request_cancel(job_id)
                 ctx.cancelled.set()
                 ctx.update(message="Cancel requested; stopping after the current step", flush=True)
                 return self.get(job_id)
@@ -171,6 +191,7 @@ class ClusterJobManager(JobManager):
 
     def shutdown(self) -> None:
         self._stop.set()  # first: an end being written to an unreachable database gives up
+        self._watch.wake.set()
         with self._lock:
             for ctx in self._running.values():
                 ctx.cancelled.set()
@@ -182,37 +203,67 @@ class ClusterJobManager(JobManager):
         self._front.close()
 
     # -- worker
+    def _claim(self, ctx: JobContext) -> int:
+        sent = time.monotonic()  # the start beats the row: a beat the database surely saw, sent then
+        token = self.db.start_queued(ctx.id, worker=self.name)
+        if token:
+            ctx.attempt = token
+            self._watch.hold(ctx, sent)
+        return token
+
     def _started(self, ctx: JobContext) -> None:
-        try:
-            ctx.taken_over = self.db.takeovers(ctx.id) > 0
-        except QueueUnreachable:  # away right now: a first run
-            ctx.taken_over = False
+        ctx.taken_over = ctx.attempt > 1  # each start counts; the first worker stopped (or handed it back)
 
-    def _run_started(self, ctx: JobContext) -> None:
+    def _write_live(self, ctx: JobContext, live: dict[str, Any]) -> None:
+        """Progress, only while this run still holds the job (its start's token); a refused write stops it."""
+        if ctx.fenced:
+            return
         try:
-            self.db.update(ctx.id, worker=self.name)
-        except QueueUnreachable:  # only the worker's name is missing from the row
-            pass
-        super()._run_started(ctx)
-
-    def _write_live(self, job_id: str, live: dict[str, Any]) -> None:
-        try:
-            super()._write_live(job_id, live)
+            if not self.db.write_running(ctx.id, ctx.attempt, **live):
+                self._lost(ctx)
+                self._watch.fence("its job record has moved on (queued or started again elsewhere, or ended)", ctx)
         except QueueUnreachable:  # the database is away: the job goes on; the next write carries it all
             pass
 
-    def _write_end(self, job_id: str, fields: dict[str, Any]) -> None:
-        """Write the end; while the database is away, try again (after 0.5 s, the wait doubling up to
-        ``RETRY_S``) until it is back or this manager shuts down."""
+    def _write_end(self, ctx: JobContext, fields: dict[str, Any]) -> None:
+        """Write the end, only while this run still holds the job; a run stopped by fencing writes none and hands
+        its row back to the queue instead (compare-and-set on its token). While the database is away, try again
+        (after 0.5 s, the wait doubling up to ``RETRY_S``) until it is back or this manager shuts down."""
+        if ctx.fenced:
+            over = round(self._watch.fence_s, 1)
+            message = (f"Its worker {self.name} lost the job database for over {over:g} s and stopped it there; "
+                       "queued again")
+            moved = self._retrying(ctx.id, "stopped by fencing",
+                                   lambda: self.db.requeue_running(ctx.id, message, attempts=ctx.attempt))
+            if moved:
+                self._handed_back.add(ctx.id)
+            if moved is not None:  # Procrastinate's record goes back only if another worker did not take it first
+                self._lost(ctx)
+            return
+        written = self._retrying(ctx.id, fields.get("state"),
+                                 lambda: self.db.write_running(ctx.id, ctx.attempt, **fields))
+        if written is False:
+            self._lost(ctx)
+            print(f"[Profile Studio] job {ctx.id} ended ({fields.get('state')}) here, but it is no longer this "
+                  "run's (queued or started again elsewhere, or ended): not recorded", flush=True)
+
+    def _lost(self, ctx: JobContext) -> None:
+        """This run lost its job (or handed it back): its Procrastinate record is closed or retried from here only
+        while it is still this worker's (:func:`.fencing.guard_queue_record`)."""
+        queue_job, queue_worker = self._queue_jobs.get(ctx.id), self._queue_workers.get(ctx.id)
+        if queue_job is not None and queue_worker is not None:
+            self._lost_queue_jobs[queue_job] = queue_worker
+
+    def _retrying(self, job_id: str, what, write: Callable[[], bool]) -> Optional[bool]:
+        """``write()``, tried again while the database is away; None when this manager shut down first."""
         wait, said = 0.5, False
         while True:
             try:
-                return super()._write_end(job_id, fields)
+                return write()
             except QueueUnreachable as exc:
                 if self._stop.is_set():
-                    print(f"[Profile Studio] job {job_id} ended ({fields.get('state')}) but {exc}; not recorded",
-                          flush=True)
-                    return
+                    print(f"[Profile Studio] job {job_id} ended ({what}) but {exc}; not recorded", flush=True)
+                    return None
                 if not said:
                     print(f"[Profile Studio] job {job_id} ended; waiting for the job database to record it: {exc}",
                           flush=True)
@@ -226,6 +277,7 @@ class ClusterJobManager(JobManager):
         app = _app(PsycopgConnector(conninfo=self.url, min_size=1, max_size=3))
         self._register(app)
         app.job_manager.fetch_job = preferring(app.job_manager.fetch_job, self.checkpoint)
+        guard_queue_record(app.job_manager, self)
 
         async def main() -> None:
             async with app.open_async():
@@ -278,18 +330,15 @@ class ClusterJobManager(JobManager):
         Procrastinate's job (doing -> todo). A job its worker had already ended is handed back too, and is then
         skipped (its row is no longer queued). A job still running in this process (its worker's heartbeat lapsed
         during a database outage) is never taken for stalled here, nor one whose row its worker still beats on
-        (:meth:`_watch_cancels`; a Procrastinate worker restarted after an outage prunes the records of the workers
-        whose heartbeat lapsed in it, so their jobs look stalled to Procrastinate). After this worker lost the
-        database, it takes nothing for ``stalled_s`` seconds once it is back: the other workers' beats lapsed in
-        the same outage, and they get that long to beat again."""
+        (:mod:`.fencing`; a Procrastinate worker restarted after an outage prunes the records of the workers whose
+        heartbeat lapsed in it, so their jobs look stalled to Procrastinate). A worker's row is never older than
+        2/3 of ``stalled_s`` while its job runs (it stops it itself first), so a job taken up here has stopped."""
         while True:
             await asyncio.sleep(self.stalled_s / 2)
             try:
                 stalled = await app.job_manager.get_stalled_jobs(task_name=TASK,
                                                                  seconds_since_heartbeat=self.stalled_s)
                 for pjob in stalled:
-                    if self._lost or time.monotonic() < self._quiet_until:  # checked last (the query may have
-                        break  # waited through an outage): this worker lost the database lately (_watch_cancels)
                     job_id = pjob.task_kwargs.get("job_id")
                     if job_id in self._queue_workers:  # running here (its heartbeat lapsed in an outage): ours
                         continue
@@ -298,6 +347,8 @@ class ClusterJobManager(JobManager):
                     moved = await asyncio.to_thread(self.db.requeue_running, job_id, message, self.stalled_s)
                     if not moved and await asyncio.to_thread(self.db.state, job_id) == "running":
                         continue  # its worker beats on its row (its queue worker's record was pruned): alive
+                    if not await asyncio.to_thread(self.db.holds_queue_job, pjob.id, pjob.worker_id):
+                        continue  # handed back (and maybe taken) meanwhile by its worker or another
                     try:
                         await app.job_manager.retry_job(pjob)
                     except Exception:  # noqa: BLE001 - another worker handed it back first
@@ -306,40 +357,6 @@ class ClusterJobManager(JobManager):
                 raise
             except Exception as exc:  # noqa: BLE001 - the database is away for a moment: next round
                 print(f"[Profile Studio] stalled-job check failed: {exc}", flush=True)
-
-    def _watch_cancels(self) -> None:
-        """Turn a raised cancel flag (set by any front) into ``ctx.cancelled`` of the job running here; and, every
-        ``heartbeat_s``, beat on the row of each job run here until its end is written (:meth:`PgJobDB.beat`: what
-        another worker's stalled-job check reads) and keep the heartbeat of its Procrastinate worker (whose own
-        heartbeat stops with its loop when the database goes away, while the job runs on)."""
-        beat = time.monotonic()
-        while not self._stop.wait(self.poll_s):
-            if time.monotonic() - beat >= self.heartbeat_s:
-                beat = time.monotonic()
-                try:  # every job run here until its end is written (not only while its handler runs)
-                    ours = dict(self._queue_workers)
-                    self.db.beat(list(ours))  # our rows: what another worker checks before taking a job up
-                    self.db.keep_alive(list(ours.values()))
-                    if self._lost:  # back: the others' beats lapsed in the same outage; they get stalled_s
-                        self._lost, self._quiet_until = False, time.monotonic() + self.stalled_s
-                except Exception:  # noqa: BLE001 - the database is away: next time
-                    self._lost = True
-            if not self._lock.acquire(timeout=self.poll_s):  # an end is being written (maybe waiting for the
-                continue  # database to come back): beat on meanwhile
-            try:
-                ids = [i for i, c in self._running.items() if not c.cancelled.is_set()]
-            finally:
-                self._lock.release()
-            try:
-                flagged = self.db.cancel_requested(ids)
-            except Exception:  # noqa: BLE001 - the database is away for a moment: try again next time
-                continue
-            for job_id in flagged:
-                with self._lock:
-                    ctx = self._running.get(job_id)
-                if ctx is not None and not ctx.cancelled.is_set():
-                    ctx.cancelled.set()
-                    ctx.update(message="Cancel requested; stopping after the current step", flush=True)
 
 
 __all__ = ["ClusterJobManager", "QueueUnreachable"]

@@ -35,6 +35,8 @@ class JobContext:
         self.params = job["params"] or {}
         self.cancelled = threading.Event()
         self.taken_over = False  # cluster mode: this run took the job up after its first worker stopped
+        self.attempt = 0  # the start's fencing token (cluster mode: the row's ``attempts``; 1 in the embedded mode)
+        self.fenced = False  # cluster mode: this run lost the job (lib_profile/jobs/fencing.py): it writes nothing more
         # messages already on the row stay (a job the cluster mode queued again after its worker died says so)
         self.live: dict[str, Any] = {"stage": None, "progress": 0.0, "eta_s": None,
                                      "messages": list(job.get("messages") or [])}
@@ -61,7 +63,7 @@ class JobContext:
         now = time.monotonic()
         if flush or now - self._flushed > 0.5:
             self._flushed = now
-            self.manager._write_live(self.id, dict(self.live))
+            self.manager._write_live(self, dict(self.live))
 
 
 class JobManager:
@@ -153,7 +155,8 @@ class JobManager:
             return  # cancelled while queued, or deleted with its identity
         ctx = JobContext(self, job)
         with self._lock:
-            if not self.db.start_queued(job_id):
+            ctx.attempt = int(self._claim(ctx))
+            if not ctx.attempt:
                 return  # cancelled (or deleted) since it was read: it never runs
             self._running[job_id] = ctx
         self._started(ctx)
@@ -162,16 +165,21 @@ class JobManager:
         finally:
             self._ended(ctx)
 
-    def _write_live(self, job_id: str, live: dict[str, Any]) -> None:
-        """Write a running job's stage, progress, ETA and messages to its row (the cluster mode lets a write fail
-        while its database is away: the next one writes them all)."""
-        self.db.update(job_id, **live)
+    def _claim(self, ctx: JobContext) -> int:
+        """queued -> running by compare-and-set: the start's token (true) when this call started the job, else 0."""
+        return int(self.db.start_queued(ctx.id))
 
-    def _write_end(self, job_id: str, fields: dict[str, Any]) -> None:
+    def _write_live(self, ctx: JobContext, live: dict[str, Any]) -> None:
+        """Write a running job's stage, progress, ETA and messages to its row (the cluster mode lets a write fail
+        while its database is away: the next one writes them all; and refuses one of a run that lost the job)."""
+        self.db.update(ctx.id, **live)
+
+    def _write_end(self, ctx: JobContext, fields: dict[str, Any]) -> None:
         """Write a job's end (state, result, error, times, last progress) to its row, unless it was deleted
-        meanwhile (with its identity). The cluster mode retries while its database is away."""
-        if self.db.get(job_id) is not None:
-            self.db.update(job_id, **fields)
+        meanwhile (with its identity). The cluster mode retries while its database is away, and writes only while
+        this run still holds the job."""
+        if self.db.get(ctx.id) is not None:
+            self.db.update(ctx.id, **fields)
 
     def _started(self, ctx: JobContext) -> None:
         """Hook: the job is running here (the cluster mode starts watching its row for a cancel)."""
@@ -204,4 +212,4 @@ class JobManager:
                 ctx.live["messages"] = [*ctx.live["messages"], "Stopped before it finished"]
             if error:
                 ctx.live["messages"] = [*ctx.live["messages"], error]
-            self._write_end(job_id, dict(state=state, result=result, error=error, finished=time.time(), **ctx.live))
+            self._write_end(ctx, dict(state=state, result=result, error=error, finished=time.time(), **ctx.live))

@@ -113,10 +113,11 @@ class PgJobDB:
                 self._beat_conn.close()
         self.pool.close()
 
-    def _beat_exec(self, sql: str, args: tuple) -> None:
+    def _beat_exec(self, sql: str, args: tuple) -> list[tuple]:
         """One statement on this process's own connection for beats, opened again at once after a failure (never
         behind the pool's reconnection backoff, which grows with an outage: the beats resume as soon as the
-        database is back); QueueUnreachable while it is away."""
+        database is back): the rows it returns (none for a statement without any); QueueUnreachable while it
+        is away."""
         import psycopg
 
         with self._beat_lock:
@@ -124,7 +125,8 @@ class PgJobDB:
                 if self._beat_conn is None or self._beat_conn.closed:
                     self._beat_conn = psycopg.connect(self.pool.conninfo, autocommit=True,
                                                       connect_timeout=max(2, int(REQUEST_WAIT_S)))
-                self._beat_conn.execute(sql, args)
+                cur = self._beat_conn.execute(sql, args)
+                return cur.fetchall() if cur.description else []
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if self._beat_conn is not None:
                     self._beat_conn.close()
@@ -180,12 +182,28 @@ class PgJobDB:
         cols = ", ".join(f"{k}=%s" for k in fields)
         self._exec(f"UPDATE {TABLE} SET {cols} WHERE id=%s", (*fields.values(), job_id))
 
-    def start_queued(self, job_id: str, worker: Optional[str] = None) -> bool:
-        """queued -> running, compare-and-set: True when this call started the job; ``worker`` (default: this
-        process's) is recorded with it. Each start counts in the
-        row's ``attempts`` (:meth:`attempts`), in the same statement."""
-        return self._exec(f"UPDATE {TABLE} SET state='running', started=%s, worker=%s, attempts=attempts+1, beat=NOW() "
-                          "WHERE id=%s AND state='queued'", (time.time(), worker or self.worker, job_id)) == 1
+    def start_queued(self, job_id: str, worker: Optional[str] = None) -> int:
+        """queued -> running, compare-and-set: the start's fencing token when this call started the job (the
+        row's ``attempts`` after it, one more at each start: 1, 2, ...), else 0. ``worker`` (default: this
+        process's) is recorded with it, and its first beat. Every later write of that run names the token
+        (:meth:`write_running`, :meth:`beat`, :meth:`requeue_running`), so a run that lost the job (queued or
+        started again since, or ended) writes nothing more."""
+        with self._connection() as conn:
+            row = conn.execute(f"UPDATE {TABLE} SET state='running', started=%s, worker=%s, attempts=attempts+1, "
+                               "beat=NOW() WHERE id=%s AND state='queued' RETURNING attempts",
+                               (time.time(), worker or self.worker, job_id)).fetchone()
+        return row[0] if row else 0
+
+    def write_running(self, job_id: str, attempts: int, **fields) -> bool:
+        """Write ``fields`` (progress, or the end: state, result, ...) to the job's row only while it is running
+        under the start whose token is ``attempts``: False (nothing written) when it was queued again, started
+        again, ended (cancelled while its worker was silent) or deleted since."""
+        for key in _JSON:
+            if key in fields:
+                fields[key] = self._Jsonb(fields[key])
+        cols = ", ".join(f"{k}=%s" for k in fields)
+        return self._exec(f"UPDATE {TABLE} SET {cols} WHERE id=%s AND attempts=%s AND state='running'",
+                          (*fields.values(), job_id, attempts)) == 1
 
     def cancel_queued(self, job_id: str) -> bool:
         """queued -> cancelled, compare-and-set: True when this call cancelled the job before it started."""
@@ -207,25 +225,37 @@ class PgJobDB:
                                 (list(job_ids),)).fetchall()
         return {r[0] for r in rows}
 
-    def requeue_running(self, job_id: str, message: str, silent_s: float = 0.0) -> bool:
-        """running -> queued, compare-and-set, for a job whose worker stopped: True when this call requeued it.
-        Only a job whose row has had no beat (:meth:`beat`) for ``silent_s`` seconds (the database's clock) is
-        taken: one whose worker still beats is running. Its messages keep ``message``; its stage, progress and
-        ETA start again. One with its cancel flag raised ends cancelled instead (and this returns False)."""
-        silent = "(beat IS NULL OR beat < NOW() - make_interval(secs => %s))"
+    def requeue_running(self, job_id: str, message: str, silent_s: float = 0.0,
+                        attempts: Optional[int] = None) -> bool:
+        """running -> queued, compare-and-set: True when this call requeued the job. Another worker's take-up
+        (``attempts`` None) takes only a row that has had no beat (:meth:`beat`) for ``silent_s`` seconds (the
+        database's clock): one whose worker still beats is running. Its own worker's hand-back (``attempts``: its
+        start's token) takes it only while that start still holds it. Its messages keep ``message``; its stage,
+        progress and ETA start again. One with its cancel flag raised ends cancelled instead (and this returns
+        False)."""
+        if attempts is None:
+            held, args = "(beat IS NULL OR beat < NOW() - make_interval(secs => %s))", (silent_s,)
+        else:
+            held, args = "attempts=%s", (attempts,)
         self._exec(f"UPDATE {TABLE} SET state='cancelled', finished=%s, messages=messages || to_jsonb(%s::text) "
-                   f"WHERE id=%s AND state='running' AND cancel_requested AND {silent}",
-                   (time.time(), "Its worker stopped while a cancel was on its way: cancelled", job_id, silent_s))
+                   f"WHERE id=%s AND state='running' AND cancel_requested AND {held}",
+                   (time.time(), "Its worker stopped while a cancel was on its way: cancelled", job_id, *args))
         return self._exec(
             f"UPDATE {TABLE} SET state='queued', started=NULL, worker=NULL, stage=NULL, progress=0, eta_s=NULL, "
             "takeovers=takeovers+1, messages=messages || to_jsonb(%s::text) "
-            f"WHERE id=%s AND state='running' AND NOT cancel_requested AND {silent}",
-            (message, job_id, silent_s)) == 1
+            f"WHERE id=%s AND state='running' AND NOT cancel_requested AND {held}",
+            (message, job_id, *args)) == 1
 
-    def beat(self, job_ids: list[str]) -> None:
-        """The running jobs ``job_ids`` are alive: their worker, this process, runs them (their rows' ``beat``
-        is now, on the database's clock). With none, the database is only reached; QueueUnreachable when not."""
-        self._beat_exec(f"UPDATE {TABLE} SET beat=NOW() WHERE id = ANY(%s) AND state='running'", (list(job_ids),))
+    def beat(self, runs: dict[str, int]) -> set[str]:
+        """The runs ``runs`` (job id -> its start's token) are alive here: their rows' ``beat`` is now (the
+        database's clock), on this process's own connection. Returns the ids beaten: a job missing was queued,
+        started again or ended since (that run lost it). With none, the database is only reached;
+        QueueUnreachable while it is away."""
+        ids, tokens = list(runs), [int(runs[i]) for i in runs]
+        rows = self._beat_exec(f"UPDATE {TABLE} AS t SET beat=NOW() FROM unnest(%s::text[], %s::int[]) AS r(id, a) "
+                               "WHERE t.id=r.id AND t.attempts=r.a AND t.state='running' RETURNING t.id",
+                               (ids, tokens))
+        return {r[0] for r in rows}
 
     def state(self, job_id: str) -> Optional[str]:
         """The job's state now (None: no such job)."""
@@ -239,6 +269,15 @@ class PgJobDB:
         if worker_ids:
             self._beat_exec("UPDATE procrastinate_workers SET last_heartbeat = NOW() WHERE id = ANY(%s)",
                             (list(worker_ids),))
+
+    def holds_queue_job(self, queue_job_id: int, queue_worker_id: Optional[int]) -> bool:
+        """Is Procrastinate's job ``queue_job_id`` still being run by its worker ``queue_worker_id`` (not handed
+        back to the queue, nor taken by another worker since)? A job whose worker's record was pruned (its
+        ``worker_id`` NULL) counts as still its: nobody fetched it since."""
+        with self._connection() as conn:
+            return conn.execute("SELECT 1 FROM procrastinate_jobs WHERE id=%s AND status='doing' "
+                                "AND (worker_id IS NULL OR worker_id=%s)",
+                                (queue_job_id, queue_worker_id)).fetchone() is not None
 
     def takeovers(self, job_id: str) -> int:
         """How many times the job was queued again after its worker stopped."""
