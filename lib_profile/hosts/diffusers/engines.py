@@ -17,7 +17,7 @@ from lib_profile.hosts.diffusers import tiny, tiny_sdxl
 #: the features an engine may lack, with the words a refusal names them by
 FEATURES = {
     "attention": "Attention control (Explain word maps, Prompt-to-Prompt edits)",
-    "inversion": "Photo inversion (restyle, edit or explain a photo)",
+    "inversion": "Inverting a photo (restyle, edit or explain a photo)",  # as the service and Host.denoiser say
     "controlnet": "ControlNet",
 }
 

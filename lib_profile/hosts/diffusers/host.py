@@ -73,6 +73,10 @@ class DiffusersHost(Host):
     def checkpoint_path(self) -> str:
         return str(self.checkpoint)
 
+    def unsupported(self, what: str) -> HostError:  # what this family lacks is refused naming the family
+        lacks = [engines.FEATURES[f] for f in self.engine.lacks]
+        return self.engine.refusal(what) if what in lacks else super().unsupported(what)
+
     def check_attention_control(self, what: str) -> None:
         if not self.engine.has("attention"):
             raise self.engine.refusal(what)
