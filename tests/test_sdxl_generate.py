@@ -341,6 +341,8 @@ def test_studio_plan_defaults_follow_the_family(family, size, detail):
     assert (plan.width, plan.height) == size == families.family(family).portrait
     assert [s.params["size"] for s in plan.stages if s.kind == "detail"] == [detail, detail]
     assert (build_plan("a", None, None, family=family, width=640).width) == 640  # a setting wins
+    posed = build_plan("a", None, "frontal_shoulders", family=family)  # the note names the family's usual file
+    assert any(f"{families.family(family).controlnet_files('pose')[0]}.pth" in n for n in posed.notes)
 
 
 def test_cli_generate_on_tiny_sdxl_uses_the_family_portrait_size(tmp_path, monkeypatch, capsys):

@@ -160,7 +160,7 @@ def build_plan(prompt: str, lora: Optional[str], pose: Optional[str], tone_name:
             raise HostError(f"Unknown plan setting {key!r}")
         setattr(plan, key, value)
     if plan.pose and not plan.controlnet_pose:
-        plan.notes.append("No pose ControlNet model: the pose is asked for by prompt only. Put a "
-                          f"{model.controlnet_files('pose')[0]} model file in your ControlNet models folder to follow "
-                          "the pose.")
+        stem = model.controlnet_files("pose")[0]
+        plan.notes.append(f"No pose ControlNet model: the pose is asked for by prompt only. Put {stem}.pth (or "
+                          f"{stem}.safetensors) in your ControlNet models folder to follow the pose.")
     return plan
