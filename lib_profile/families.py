@@ -1,8 +1,8 @@
 """Stable Diffusion model families as data: what the code must know of SD1.5 and SDXL, and how a checkpoint, a LoRA
 and a ControlNet model show which family they belong to.
 
-Profile Studio generates and trains on SD1.5 only (SDXL support grows from :data:`SDXL` in later steps); every
-other family is recognised so that a file made for it is refused with a clear message (:func:`check_compatible`,
+Profile Studio generates and trains on SD1.5; the standalone diffusers host also generates on SDXL (SDXL training,
+explain and edit grow from :data:`SDXL` in later steps); every other family is recognised so that a file made for it is refused with a clear message (:func:`check_compatible`,
 :func:`unsupported_checkpoint_message`) instead of failing deep inside a matrix product.
 
 Sources for the numbers below:
@@ -55,7 +55,9 @@ class ModelFamily:
     one cross-attention each; ``lora_prefixes``: kohya key prefixes; ``base_versions``: ``ss_base_model_version``
     values kohya writes; ``native_size``: training side in pixels; ``portrait``: the 2:3 default (width, height);
     ``clip_skip``: the default CLIP skip (1 = last layer as the WebUI counts; SDXL's conditioner already reads the
-    penultimate layer); ``controlnets``: usual ControlNet file stems by kind (``pose``, ``tile``)."""
+    penultimate layer); ``controlnets``: usual ControlNet file stems by kind (``pose``, ``tile``);
+    ``vae_scaling_factor``: latents = VAE mean x this; ``head_width``: features per attention head of the UNet and the
+    text encoders (SGM's ``num_head_channels``), when the family's configs fix it by width rather than by count."""
 
     name: str
     checkpoint_markers: tuple[str, ...] = ()   # a single-file checkpoint tensor name containing one of these
@@ -72,6 +74,8 @@ class ModelFamily:
     controlnets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     webui_flags: tuple[str, ...] = ()          # attributes A1111 and Forge set True on the loaded model
     webui_classes: tuple[str, ...] = ()        # parts of Forge's engine class names
+    vae_scaling_factor: Optional[float] = None
+    head_width: Optional[int] = None
 
     def controlnet_files(self, kind: str) -> tuple[str, ...]:
         """The usual ControlNet file stems of ``kind`` (``"pose"``/``"tile"``) for this family, best first."""
@@ -95,6 +99,7 @@ SD15 = ModelFamily(
     portrait=(512, 768),
     controlnets=(("pose", ("control_v11p_sd15_openpose", "control_sd15_openpose")),
                  ("tile", ("control_v11f1e_sd15_tile", "control_v11u_sd15_tile"))),
+    vae_scaling_factor=0.18215,
 )
 
 SDXL = ModelFamily(
@@ -114,6 +119,8 @@ SDXL = ModelFamily(
                  ("tile", ("controlnet-tile-sdxl-1.0", "TTPLANET_Controlnet_Tile_realistic_v2", "xinsir_tile_sdxl"))),
     webui_flags=("is_sdxl", "is_ssd"),  # SSD-1B is a distilled SDXL: same encoders and widths
     webui_classes=("XL",),
+    vae_scaling_factor=0.13025,  # sd_xl_base.yaml scale_factor
+    head_width=64,  # sd_xl_base.yaml num_head_channels; bigG 1280/20 heads, CLIP-L 768/12
 )
 
 SD2 = ModelFamily(name="SD2", checkpoint_markers=("cond_stage_model.model.",),  # OpenCLIP ViT-H
@@ -171,8 +178,9 @@ def checkpoint_family(keys: Iterable[str]) -> Optional[str]:
 def unsupported_checkpoint_message(found: str, what: str = "Profile Studio") -> str:
     """The message for a checkpoint of family ``found`` that is not one of :data:`SUPPORTED`."""
     names = " or ".join(f.name for f in SUPPORTED)
+    sdxl = " (SDXL generates on the standalone diffusers host; SDXL training, explain and edit are not there yet)"
     return (f"This is {_a(found)} checkpoint. {what} works with {names} checkpoints"
-            + (" (SDXL generation and training are not there yet)" if found == SDXL.name else "")
+            + (sdxl if found == SDXL.name else "")
             + f": pick {_a(names)} model.")
 
 

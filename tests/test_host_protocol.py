@@ -56,6 +56,7 @@ def test_a_missing_capability_is_refused_clearly(call):
 DEFAULTS = [  # (capability, call, what a host without it answers)
     ("attention_control flag", lambda h: h.attention_control, False),
     ("pads_prompt_to_negative flag", lambda h: h.pads_prompt_to_negative, False),
+    ("model_family", lambda h: h.model_family, "SD1.5"),
     ("adetailer_present", lambda h: h.adetailer_present(), False),
     ("adetailer_models", lambda h: h.adetailer_models(), []),
     ("controlnet_model", lambda h: h.controlnet_model("pose"), None),

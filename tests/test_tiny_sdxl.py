@@ -87,11 +87,14 @@ def test_sd15_lora_offered_with_tiny_sdxl_gets_the_family_message(built, tiny_ch
                        "SDXL, or load an SD1.5 checkpoint.")
 
 
-def test_diffusers_host_builds_tiny_sdxl_and_refuses_it_with_the_family_message(tmp_path):
-    from lib_profile.hosts.diffusers.host import DiffusersHost, resolve_checkpoint
+def test_sd15_loader_refuses_tiny_sdxl_with_the_family_message(tmp_path):
+    """The SD1.5-only paths (the trainer loads with ``load_sd15``) name the family; the diffusers host generates with
+    it (tests/test_sdxl_generate.py)."""
+    from lib_profile.hosts.diffusers.checkpoint import load_sd15
+    from lib_profile.hosts.diffusers.host import resolve_checkpoint
 
     path = resolve_checkpoint("tiny-sdxl", tmp_path)
     assert path.name == tiny_sdxl.CHECKPOINT and path.is_file()
-    with pytest.raises(HostError, match="This is an SDXL checkpoint.*SDXL generation and training are not there "
+    with pytest.raises(HostError, match="This is an SDXL checkpoint.*SDXL training, explain and edit are not there "
                                         "yet.*pick an SD1.5 model"):
-        DiffusersHost("tiny-sdxl", device="cpu", data_dir=tmp_path)
+        load_sd15(path, tmp_path / "tokenizer")

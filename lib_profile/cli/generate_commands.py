@@ -13,7 +13,7 @@ def add_generate_parser(sub) -> None:
     from lib_profile.studio.settings import add_arguments as add_settings_arguments
 
     p = sub.add_parser("generate", help="make studio portraits: pose, tone, face detail, refine, upscale")
-    p.add_argument("--checkpoint", required=True, help="an SD1.5 checkpoint file, or 'tiny'")
+    p.add_argument("--checkpoint", required=True, help="an SD1.5 or SDXL checkpoint file, or 'tiny' / 'tiny-sdxl'")
     p.add_argument("--lora", help="the person's LoRA file (from `train`)")
     p.add_argument("--lora-weight", type=float, default=0.9)
     add_lora_dir_argument(p)
@@ -33,8 +33,8 @@ def add_generate_parser(sub) -> None:
 
 def add_txt2img_parser(sub) -> None:
     p = sub.add_parser("txt2img", help="generate images through the diffusers host")
-    p.add_argument("--checkpoint", required=True, help="an SD1.5 .safetensors/.ckpt file, or 'tiny' (a built-in "
-                   "random test model: it draws noise)")
+    p.add_argument("--checkpoint", required=True, help="an SD1.5 or SDXL .safetensors/.ckpt file, or 'tiny' / "
+                   "'tiny-sdxl' (built-in random test models: they draw noise)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--width", type=int, default=512)
@@ -72,10 +72,11 @@ def cmd_generate(args) -> int:
     prompt = args.prompt or default_prompt(args.lora)
     cn = lambda v: str(tiny_controlnet(args.data_dir)) if v == "tiny" else v  # noqa: E731
     switches = {s: not getattr(args, f"no_{s}") for s in ("detail", "refine", "detail2", "upscale", "grade")}
-    plan = build_plan(prompt, args.lora, pose, args.tone, args.count, args.seed, switches, args.lora_weight,
-                      cn(args.controlnet_pose), cn(args.controlnet_tile), args.data_dir,
-                      **settings)
+    plan_args = (prompt, args.lora, pose, args.tone, args.count, args.seed, switches, args.lora_weight,
+                 cn(args.controlnet_pose), cn(args.controlnet_tile), args.data_dir)
+    build_plan(*plan_args, **settings)  # checked before the model loads
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=lora_dirs(args))
+    plan = build_plan(*plan_args, family=host.model_family, **settings)  # the family's portrait size
     check_sampler(host, settings)
     result = run_plan(plan, host, out, on_stage=lambda n, i, kind: print(f"[{n + 1}/{plan.count}] {kind}",
                                                                          file=sys.stderr))

@@ -1,8 +1,7 @@
 """The host protocol: the small interface the studio needs from a diffusion engine.
 
-Requests are plain dataclasses (no WebUI or diffusers types), so the studio plan can build them, store them as JSON
-and hand them to any host. A :class:`Result` carries the images and the parameters actually used (resolved seeds,
-sampler, model), from which the infotext is written. Photo inversion borrows the model: ``hosts/denoiser.py``.
+Requests are plain dataclasses (no WebUI or diffusers types) that any host runs and studio plans store as JSON; a
+:class:`Result` carries the images and the parameters used (the infotext's). Photo inversion: ``hosts/denoiser.py``.
 """
 
 from __future__ import annotations
@@ -43,8 +42,7 @@ class LoraRef:
 
 @dataclass
 class ControlUnit:
-    """One ControlNet unit. ``image`` is the already-made control map (a pose drawing, or the
-    image itself for tile); ``model`` is a file path (diffusers host) or a WebUI model name."""
+    """One ControlNet unit: ``image`` the control map (a pose drawing; the image for tile), ``model`` a path or name."""
 
     kind: str  # "pose" | "tile"
     image: Image.Image
@@ -271,6 +269,8 @@ class Host(ABC):
     attention_control: bool = False
     #: whether the host lends its model for photo inversion (:meth:`denoiser`: restyle, a photo's edit and explain)
     photo_inversion: bool = False
+    #: the family (:mod:`lib_profile.families` name) of the checkpoint in use: the studio's defaults follow it
+    model_family: str = "SD1.5"  # the WebUI hosts refuse the others (``check_model_family``)
 
     @abstractmethod
     def txt2img(self, req: Txt2ImgRequest, control: Optional[RunControl] = None) -> Result: ...

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from lib_profile.families import SD15
 from lib_profile.hosts.base import HostError
 from lib_profile.lora.family import check_fit
 from lib_profile.lora.keys import module_table
@@ -108,33 +109,37 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return {}
 
 
-def prepare(loras: list[tuple[str | Path, float]], unet, text_encoder) -> tuple[list[tuple[list, float]], list[str]]:
+def prepare(loras: list[tuple[str | Path, float]], unet, text_encoder, text_encoder_2=None,
+            family: str = SD15.name) -> tuple[list[tuple[list, float]], list[str]]:
     """Read every (file, weight) with a non-zero weight and check it against the model, changing nothing:
     ``([(matched (delta, module) pairs, weight) per LoRA], notes)``. HostError for a file that cannot be read
-    or is for another model family (:func:`lib_profile.lora.family.check_fit`)."""
+    or is for another model family (:func:`lib_profile.lora.family.check_fit`). ``text_encoder_2`` and
+    ``family``: SDXL's second encoder and the model's family name."""
     active = [(p, w) for p, w in loras if w != 0]
     if not active:
         return [], []
-    table = module_table(unet, text_encoder)
+    table = module_table(unet, text_encoder, text_encoder_2)
     width = (dict(unet.config).get("cross_attention_dim") if unet is not None else None)
     width = width if isinstance(width, int) else None
     plans, notes = [], []
     for path, weight in active:
         deltas, meta = read_lora(path)
-        matched, note = check_fit(Path(path).stem, deltas, table, meta, width)
+        matched, note = check_fit(Path(path).stem, deltas, table, meta, width, family)
         plans.append((matched, weight))
         if note:
             notes.append(note)
     return plans, notes
 
 
-def check(loras: list[tuple[str | Path, float]], unet, text_encoder) -> list[str]:
+def check(loras: list[tuple[str | Path, float]], unet, text_encoder, text_encoder_2=None,
+          family: str = SD15.name) -> list[str]:
     """:func:`prepare` for its verdict only: the notes, or HostError."""
-    return prepare(loras, unet, text_encoder)[1]
+    return prepare(loras, unet, text_encoder, text_encoder_2, family)[1]
 
 
 @contextmanager
-def applied(loras: list[tuple[str | Path, float]], unet, text_encoder) -> Iterator[list[str]]:
+def applied(loras: list[tuple[str | Path, float]], unet, text_encoder, text_encoder_2=None,
+            family: str = SD15.name) -> Iterator[list[str]]:
     """Merge each (file, weight) into ``unet``/``text_encoder`` for the block; restore on exit.
 
     Every file is read and checked first (HostError before any weight changes). Yields the notes, one per
@@ -142,7 +147,7 @@ def applied(loras: list[tuple[str | Path, float]], unet, text_encoder) -> Iterat
     skips those silently."""
     import torch
 
-    plans, notes = prepare(loras, unet, text_encoder)
+    plans, notes = prepare(loras, unet, text_encoder, text_encoder_2, family)
     backups: dict[int, tuple[Any, Any]] = {}
     try:
         with torch.no_grad():

@@ -14,6 +14,7 @@ from lib_profile.hosts.diffusers import ldm_layout
 UNET = "lora_unet_"
 TE = "lora_te_"
 TE1 = "lora_te1_"
+TE2 = "lora_te2_"
 
 
 def unet_module_key(diffusers_name: str) -> str:
@@ -29,8 +30,9 @@ def te_module_key(hf_name: str) -> str:
     return TE + hf_name.replace(".", "_")
 
 
-def module_table(unet=None, text_encoder=None) -> dict[str, Any]:
-    """kohya module key -> torch module, for every Linear/Conv2d of the given models (both UNet forms)."""
+def module_table(unet=None, text_encoder=None, text_encoder_2=None) -> dict[str, Any]:
+    """kohya module key -> torch module, for every Linear/Conv2d of the given models (both UNet forms);
+    ``text_encoder_2``: SDXL's second encoder, under ``lora_te2_`` (kohya's SDXL names)."""
     import torch
 
     table: dict[str, Any] = {}
@@ -48,4 +50,8 @@ def module_table(unet=None, text_encoder=None) -> dict[str, Any]:
             if isinstance(module, torch.nn.Linear):
                 table[te_module_key(name)] = module
                 table[TE1 + name.replace(".", "_")] = module
+    if text_encoder_2 is not None:
+        for name, module in text_encoder_2.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                table[TE2 + name.replace(".", "_")] = module
     return table

@@ -159,23 +159,19 @@ def token_count(tokenizer, prompt: str) -> int:
                for t, w in parsed.pieces if w != -1)
 
 
-def encode(text_encoder, tokenizer, prompt: str, clip_skip: int = 1, min_chunks: int = 1):
-    """Prompt -> (1, 77 * chunks, hidden) conditioning, with the WebUI's emphasis and CLIP skip."""
+def padded_chunks(tokenizer, prompt: str, min_chunks: int = 1) -> list[Chunk]:
+    """The prompt's 77-token chunks (:func:`chunk_tokens`), padded with empty chunks to ``min_chunks``."""
+    chunks = chunk_tokens(tokenizer, parse(prompt).pieces)
+    empty = chunk_tokens(tokenizer, [("", 1.0)])[0]
+    return chunks + [empty] * (min_chunks - len(chunks))
+
+
+def emphasize(z, chunks: list[Chunk]):
+    """The WebUI's "Original" emphasis on hidden states ``z`` (chunks, 77, hidden) of ``chunks``: each token's vector
+    scaled by its weight, then each chunk's mean restored -> (1, 77 * chunks, hidden)."""
     import torch
 
-    parsed = parse(prompt)
-    chunks = chunk_tokens(tokenizer, parsed.pieces)
-    empty = chunk_tokens(tokenizer, [("", 1.0)])[0]
-    while len(chunks) < min_chunks:
-        chunks.append(empty)
-    device = text_encoder.device
-    ids = torch.tensor([c.ids for c in chunks], device=device)
-    out = text_encoder(ids, output_hidden_states=clip_skip > 1)
-    if clip_skip > 1:
-        z = text_encoder.text_model.final_layer_norm(out.hidden_states[-clip_skip])
-    else:
-        z = out.last_hidden_state
-    weights = torch.tensor([c.weights for c in chunks], device=device, dtype=z.dtype)
+    weights = torch.tensor([c.weights for c in chunks], device=z.device, dtype=z.dtype)
     parts = []
     for i in range(len(chunks)):
         # the WebUI ("Original" emphasis, sd_emphasis.py) scales each token's vector, then restores the mean of
@@ -189,7 +185,21 @@ def encode(text_encoder, tokenizer, prompt: str, clip_skip: int = 1, min_chunks:
             if new_mean.abs() > 1e-4 * zi.abs().mean():  # a mean near 0 (tiny random models) would blow up
                 zi = zi * (original_mean / new_mean)
         parts.append(zi)
-    return torch.cat(parts)[None], len(chunks)
+    return torch.cat(parts)[None]
+
+
+def encode(text_encoder, tokenizer, prompt: str, clip_skip: int = 1, min_chunks: int = 1):
+    """Prompt -> (1, 77 * chunks, hidden) conditioning, with the WebUI's emphasis and CLIP skip."""
+    import torch
+
+    chunks = padded_chunks(tokenizer, prompt, min_chunks)
+    ids = torch.tensor([c.ids for c in chunks], device=text_encoder.device)
+    out = text_encoder(ids, output_hidden_states=clip_skip > 1)
+    if clip_skip > 1:
+        z = text_encoder.text_model.final_layer_norm(out.hidden_states[-clip_skip])
+    else:
+        z = out.last_hidden_state
+    return emphasize(z, chunks), len(chunks)
 
 
 def lora_tags(prompt: str, loras: list[LoraRef]) -> str:

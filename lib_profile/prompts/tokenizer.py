@@ -75,3 +75,13 @@ def load_tokenizer(folder: str):
 
     write_tokenizer_files(Path(folder))
     return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer_2(folder: str):
+    """SDXL's second tokenizer (OpenCLIP bigG's): the same vocabulary, padding with ``!`` (id 0) after the end token,
+    as diffusers' ``tokenizer_2`` and the WebUI's ``FrozenOpenCLIPEmbedder2WithCustomWords`` (``id_pad = 0``) do."""
+    from transformers import CLIPTokenizer
+
+    write_tokenizer_files(Path(folder))
+    return CLIPTokenizer.from_pretrained(folder, local_files_only=True, pad_token="!")

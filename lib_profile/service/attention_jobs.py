@@ -165,7 +165,7 @@ class AttentionJobs:
         entry = self._lora(slug, None)
         lora = entry["path"] if entry else None
         plan = build_plan(prompt or default_prompt(lora), lora, None, "neutral", 1, seed, None, 0.9,
-                          data_dir=self.data_dir, **settings)
+                          data_dir=self.data_dir, family=self.host.model_family, **settings)
         req = first_stage_request(plan, plan.seed)
         for key, value in hires.items():
             setattr(req, key, value)

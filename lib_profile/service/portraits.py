@@ -65,7 +65,7 @@ class Portraits:
         if detail_engine == "adetailer" and not self.host.adetailer_present():
             raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
         build_plan(prompt or "x", lora["path"] if lora else None, None, tone, count, seed, switches, lora_weight,
-                   detail_engine=detail_engine, **settings)
+                   detail_engine=detail_engine, family=self.host.model_family, **settings)
         if prompt:  # a <lora:NAME:W> tag naming no LoRA, or one for another model family: a 400 now
             self.host.check_prompt_loras(prompt)
         if pose and not pose_photo:
@@ -127,7 +127,7 @@ class Portraits:
         plan = build_plan(p.get("prompt") or default_prompt(entry["path"] if entry else None),
                           entry["path"] if entry else None, pose, p["tone"], p["count"], p["seed"], p.get("switches"),
                           p.get("lora_weight", 0.9), models["pose"], models["tile"],
-                          self.data_dir, p.get("detail_engine", "builtin"), **settings)
+                          self.data_dir, p.get("detail_engine", "builtin"), family=host.model_family, **settings)
         notes = host.take_notes()
         if notes:  # the host's notes say more than the plan's generic one
             plan.notes = [n for n in plan.notes if not n.startswith("No pose ControlNet model")]

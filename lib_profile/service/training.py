@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from lib_profile.families import SD15
 from lib_profile.hosts.base import HostError, Interrupted, resolve_checkpoint
 from lib_profile.jobs.manager import JobContext
 from lib_profile.store.identities import Conflict, NotFound
@@ -30,6 +31,9 @@ class Training:
     """Train and resume jobs, and the job handler that runs the trainer process."""
 
     def train(self, slug: str, options: Optional[dict[str, Any]] = None, checkpoint: Optional[str] = None) -> dict:
+        if self.host.model_family != SD15.name:  # said now (400), not by the trainer process (a failed job)
+            raise HostError(f"Training a face LoRA is not there yet on {self.host.model_family} checkpoints (issue "
+                            f"#23): start Profile Studio with an {SD15.name} checkpoint to train.")
         record = self.store.get(slug)
         if self.jobs.busy_with(slug):  # said first: the tab then shows that job
             raise Conflict("This identity already has a job queued or running")

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from lib_profile import families
+from lib_profile.families import SD15
 from lib_profile.hosts.base import HostError
 
 STAGE_KINDS = ("txt2img", "detail", "refine", "upscale", "grade")
@@ -87,7 +89,10 @@ REFINE_PROMPT = "photo, sharp focus, natural skin texture, detailed eyes, high q
 NEGATIVE = "blurry, lowres, deformed, disfigured, bad anatomy, extra fingers, watermark, text, cartoon, painting"
 
 
-def default_stages(switches: Optional[dict[str, bool]] = None) -> list[Stage]:
+def default_stages(switches: Optional[dict[str, bool]] = None, family: str = SD15.name) -> list[Stage]:
+    """The default stages; the face detail passes repaint the face at ``family``'s native size (512 SD1.5, 1024
+    SDXL)."""
+    size = families.family(family).native_size
     on = {"detail": True, "refine": True, "detail2": True, "upscale": True, "grade": True, **(switches or {})}
     unknown = set(on) - {"detail", "refine", "detail2", "upscale", "grade"}
     if unknown:
@@ -96,10 +101,10 @@ def default_stages(switches: Optional[dict[str, bool]] = None) -> list[Stage]:
     return [
         Stage("txt2img", True, {}),
         Stage("detail", on["detail"], {"denoising_strength": 0.4, "dilate": 16, "mask_blur": 8, "padding": 32,
-                                       "size": 512, "steps": 20}),
+                                       "size": size, "steps": 20}),
         Stage("refine", on["refine"], {"denoising_strength": 0.25, "prompt": REFINE_PROMPT, "steps": 20}),
         Stage("detail", on["detail2"], {"denoising_strength": 0.3, "dilate": 16, "mask_blur": 8, "padding": 32,
-                                        "size": 512, "steps": 20}),
+                                        "size": size, "steps": 20}),
         Stage("upscale", on["upscale"], {"scale": 2.0, "upscaler": "Lanczos", "denoising_strength": 0.2,
                                          "tile_overlap": 64, "steps": 20, "tile_weight": 0.6}),
         Stage("grade", on["grade"], {"strength": None}),
@@ -121,13 +126,17 @@ def default_prompt(lora: Optional[str] = None) -> str:
 def build_plan(prompt: str, lora: Optional[str], pose: Optional[str], tone_name: str = "warm", count: int = 1,
                seed: int = -1, switches: Optional[dict[str, bool]] = None, lora_weight: float = 0.9,
                controlnet_pose: Optional[str] = None, controlnet_tile: Optional[str] = None,
-               data_dir: str | Path | None = None, detail_engine: str = "builtin", **overrides) -> Plan:
-    """A plan from the defaults plus the user's choices; the tone sets sampler, scheduler and prompt fragments."""
+               data_dir: str | Path | None = None, detail_engine: str = "builtin", family: str = SD15.name,
+               **overrides) -> Plan:
+    """A plan from the defaults plus the user's choices; the tone sets sampler, scheduler and prompt fragments, the
+    checkpoint's model ``family`` (:mod:`lib_profile.families`) the portrait size (2:3: 512x768 SD1.5, 832x1216
+    SDXL) and the face detail size; ``overrides`` (plan fields: width, steps...) win over all of them."""
     import random
 
     from lib_profile.studio.tone import get_tone
 
     tone = get_tone(tone_name, data_dir)
+    model = families.family(family)
     if not 1 <= count <= 100:
         raise HostError(f"count must be within 1..100, not {count}")
     if lora is not None and not Path(lora).is_file():
@@ -138,7 +147,8 @@ def build_plan(prompt: str, lora: Optional[str], pose: Optional[str], tone_name:
         lora={"path": str(lora), "weight": lora_weight} if lora else None,
         pose=pose, tone=tone.name, seed=seed if seed != -1 else random.randrange(2**32), count=count,
         sampler=tone.sampler, scheduler=tone.scheduler, controlnet_pose=controlnet_pose,
-        controlnet_tile=controlnet_tile, stages=default_stages(switches),
+        controlnet_tile=controlnet_tile, stages=default_stages(switches, family),
+        width=model.portrait[0], height=model.portrait[1],
     )
     if detail_engine not in ("builtin", "adetailer"):
         raise HostError(f"detail_engine must be 'builtin' or 'adetailer', not {detail_engine!r}")
@@ -150,6 +160,7 @@ def build_plan(prompt: str, lora: Optional[str], pose: Optional[str], tone_name:
             raise HostError(f"Unknown plan setting {key!r}")
         setattr(plan, key, value)
     if plan.pose and not plan.controlnet_pose:
-        plan.notes.append("No pose ControlNet model: the pose is asked for by prompt only. Put "
-                          "control_v11p_sd15_openpose.pth in your ControlNet models folder to follow the pose.")
+        stem = model.controlnet_files("pose")[0]
+        plan.notes.append(f"No pose ControlNet model: the pose is asked for by prompt only. Put {stem}.pth (or "
+                          f"{stem}.safetensors) in your ControlNet models folder to follow the pose.")
     return plan

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from lib_profile import families
 from lib_profile.hosts.diffusers import ldm_layout
@@ -89,6 +89,7 @@ class SD15:
     path: Path
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler_config: dict[str, Any] = field(default_factory=lambda: dict(SCHEDULER_CONFIG))
+    family: ClassVar[str] = families.SD15.name
 
     @property
     def name(self) -> str:
@@ -99,9 +100,9 @@ class SD15:
         return file_sha256(self.path)[:10]
 
 
-def load_sd15(path: str | Path, tokenizer_dir: str | Path, device=None, dtype=None) -> SD15:
-    """Load an SD1.x single-file checkpoint into diffusers modules, float32 on the CPU, then (``device``: a
-    torch device, ``dtype``: a torch dtype) moved there."""
+def load_sd15(path: str | Path, tokenizer_dir: str | Path, sd: Mapping[str, Any] | None = None) -> SD15:
+    """Load an SD1.x single-file checkpoint into diffusers modules on the CPU in float32 (``sd``: its tensors when
+    already read); HostError naming the family for a checkpoint of another (:func:`ldm_layout.check_sd1`)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -109,7 +110,7 @@ def load_sd15(path: str | Path, tokenizer_dir: str | Path, device=None, dtype=No
     from lib_profile.prompts.tokenizer import load_tokenizer
 
     path = Path(path)
-    sd = read_state_dict(path)
+    sd = read_state_dict(path) if sd is None else sd
     ldm_layout.check_sd1(sd)
     ucfg, vcfg, tcfg = ldm_layout.infer_unet_config(sd), ldm_layout.infer_vae_config(sd), ldm_layout.infer_text_config(sd)
     unet_t = ldm_layout.from_ldm(sd, _shapes(UNet2DConditionModel, ucfg), ldm_layout.unet_key, ucfg, ldm_layout.UNET_PREFIX)
@@ -129,9 +130,6 @@ def load_sd15(path: str | Path, tokenizer_dir: str | Path, device=None, dtype=No
     tokenizer = load_tokenizer(str(tokenizer_dir))
     if tokenizer.vocab_size != tcfg["vocab_size"] and len(tokenizer) != tcfg["vocab_size"]:
         raise HostError(f"The checkpoint's text encoder has {tcfg['vocab_size']} tokens, the CLIP tokenizer {len(tokenizer)}")
-    if device is not None:
-        for module in (unet, vae, text):
-            module.to(device, dtype)
     return SD15(unet, vae, text, tokenizer, path, {"unet": ucfg, "vae": vcfg, "text_encoder": tcfg})
 
 

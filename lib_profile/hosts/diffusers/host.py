@@ -1,10 +1,11 @@
-"""The diffusers host: the host protocol on diffusers pipelines, from a single-file SD1.5 checkpoint.
+"""The diffusers host: the host protocol on diffusers pipelines, from a single-file SD1.5 or SDXL checkpoint.
 
 Runs every test here (CPU, tiny model) and headless use (CPU or GPU). The model is loaded once;
 pipelines are thin views over the same modules. Prompts are encoded the WebUI's way (emphasis,
 75-token chunks, CLIP skip), LoRAs are merged for the call and restored after it, and every image
 has its own CPU generator seeded like the WebUI (seed, seed+1, ...), so a seed gives the same
-picture on any device and batch size.
+picture on any device and batch size. What differs per model family (loading, pipelines, prompt encoding, size
+conditioning, what is not there yet) comes from the family's :class:`~.engines.Engine`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from lib_profile import paths
 from lib_profile.attention.clock import tick
 from lib_profile.hosts.base import (RAN, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted,
                                     Result, RunControl, StageReport, Txt2ImgRequest)
-from lib_profile.hosts.diffusers import masking, samplers, tiny, tiny_sdxl
-from lib_profile.hosts.diffusers.checkpoint import load_controlnet, load_sd15
+from lib_profile.hosts.diffusers import engines, masking, samplers
+from lib_profile.hosts.diffusers.checkpoint import load_controlnet, read_state_dict
+from lib_profile.hosts.diffusers.engines import resolve_checkpoint, tiny_controlnet  # noqa: F401 - this module's API
 from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
 from lib_profile.infotext import infotext
 from lib_profile.lora import apply as lora_apply, tags as lora_tags
@@ -32,24 +34,6 @@ from lib_profile.prompts.schedule import total_steps
 
 UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
 LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic"}  # hires fix
-
-
-def resolve_checkpoint(checkpoint: str | Path, data_dir: str | Path | None = None) -> Path:
-    """``"tiny"`` / ``"tiny-sdxl"`` -> the cached tiny test model / SDXL-shaped one (built on first use; SDXL is
-    refused on loading for now, with the family message); anything else must be a file."""
-    if str(checkpoint) == "tiny":
-        return tiny.ensure_tiny(paths.cache_dir(data_dir)) / tiny.CHECKPOINT
-    if str(checkpoint) == tiny_sdxl.NAME:
-        return tiny_sdxl.ensure_tiny_sdxl(paths.cache_dir(data_dir))
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise HostError(f"Checkpoint not found: {path}. Give an SD1.5 .safetensors/.ckpt file, or 'tiny' for the "
-                        "built-in test model (it draws noise).")
-    return path
-
-
-def tiny_controlnet(data_dir: str | Path | None = None) -> Path:
-    return tiny.ensure_tiny(paths.cache_dir(data_dir)) / tiny.CONTROLNET
 
 
 class DiffusersHost(Host):
@@ -73,6 +57,10 @@ class DiffusersHost(Host):
         if dtype is None:
             dtype = "float16" if self.device.type == "cuda" else "float32"
         self.dtype = getattr(torch, dtype)
+        self.engine = engines.checkpoint_engine(self.checkpoint)  # from the file's tensor names, before loading
+        self.attention_control = self.engine.has("attention")  # the protocol's flags, as this family has them
+        self.photo_inversion = self.engine.has("inversion")
+        self.model_family = self.engine.family
         self._model, self._load_lock = None, threading.Lock()
         _ = lazy or self.model  # not lazy: load now, so a bad checkpoint fails here
         self._controlnets: dict[str, Any] = {}
@@ -86,7 +74,11 @@ class DiffusersHost(Host):
         """The checkpoint's modules (SD15) on this host's device, loaded on first use; HostError for a bad file."""
         with self._load_lock:
             if self._model is None:
-                self._model = load_sd15(self.checkpoint, paths.tokenizer_dir(self.data_dir), self.device, self.dtype)
+                model = self.engine.load(self.checkpoint, paths.tokenizer_dir(self.data_dir),
+                                         read_state_dict(self.checkpoint))
+                for module in (model.unet, model.vae, *filter(None, self.engine.text_encoders(model))):
+                    module.to(self.device, self.dtype)
+                self._model = model
             return self._model
 
     # ------------------------------------------------------------------ protocol
@@ -94,10 +86,28 @@ class DiffusersHost(Host):
     def checkpoint_path(self) -> str:
         return str(self.checkpoint)
 
+    def unsupported(self, what: str) -> HostError:  # what this family lacks is refused naming the family
+        lacks = [engines.FEATURES[f] for f in self.engine.lacks]
+        return self.engine.refusal(what) if what in lacks else super().unsupported(what)
+
+    def check_attention_control(self, what: str) -> None:
+        if not self.engine.has("attention"):
+            raise self.engine.refusal(what)
+
+    def _loras(self, refs: list) -> dict[str, Any]:
+        """The arguments of ``lora_apply.applied``/``check`` for ``refs`` on this model."""
+        text, text_2 = self.engine.text_encoders(self.model)
+        return dict(loras=[(x.path, x.weight) for x in refs], unet=self.model.unet, text_encoder=text,
+                    text_encoder_2=text_2, family=self.engine.family)
+
     def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
         """The ControlNet file for ``kind``: the one given at start (``--controlnet-pose``/``--controlnet-tile``),
         or ``wanted`` when it names one of those (by path, file name or stem); HostError for any other name - a
         request never picks a file by path."""
+        if not self.engine.has("controlnet"):  # the studio then asks for the pose by prompt
+            if wanted:
+                raise self.engine.refusal(f"ControlNet model {wanted!r}")
+            return None
         if not wanted:
             return self.controlnet_files.get(kind)
         known = {str(p): str(p) for p in self.controlnet_files.values() if p}
@@ -126,8 +136,7 @@ class DiffusersHost(Host):
         nothing: the notes (modules that match no layer), or HostError (unknown name, another model family)."""
         req = Txt2ImgRequest(prompt=prompt or "", loras=list(loras or []))
         kept, tagged = self.prompt_loras(req)
-        return lora_apply.check([(x.path, x.weight) for x in kept + tagged], self.model.unet,
-                                self.model.text_encoder)
+        return lora_apply.check(**self._loras(kept + tagged))
 
     @contextlib.contextmanager
     def denoiser(self, prompts: list[str], loras: Optional[list] = None, clip_skip: int = 1):
@@ -135,11 +144,12 @@ class DiffusersHost(Host):
         tags merged (a tag wins over a ref of the same name), the host's lock held; restored on exit."""
         from lib_profile.hosts.diffusers.denoiser import DiffusersDenoiser
 
+        if not self.engine.has("inversion"):
+            raise self.engine.refusal(engines.FEATURES["inversion"])
         req = Txt2ImgRequest(prompt=prompts[0] if prompts else "", prompts=list(prompts), batch_size=len(prompts) or 1,
                              loras=list(loras or []))
         kept, tagged = self.prompt_loras(req)
-        with self._lock, lora_apply.applied([(x.path, x.weight) for x in kept + tagged], self.model.unet,
-                                            self.model.text_encoder) as notes:
+        with self._lock, lora_apply.applied(**self._loras(kept + tagged)) as notes:
             yield DiffusersDenoiser(self.model, self.device, self.dtype, clip_skip, {
                 "model": self.model.name, "model_hash": self.model.shorthash, "lora_notes": list(notes),
                 "loras": [{"path": x.path, "weight": x.weight} for x in kept + tagged]})
@@ -210,18 +220,9 @@ class DiffusersHost(Host):
         key = (kind, tuple(id(m) for m in models))
         if key in self._pipes:
             return self._pipes[key]
-        names = {
-            ("txt2img", False): "StableDiffusionPipeline",
-            ("img2img", False): "StableDiffusionImg2ImgPipeline",
-            ("inpaint", False): "StableDiffusionInpaintPipeline",
-            ("txt2img", True): "StableDiffusionControlNetPipeline",
-            ("img2img", True): "StableDiffusionControlNetImg2ImgPipeline",
-            ("inpaint", True): "StableDiffusionControlNetInpaintPipeline",
-        }
-        cls = getattr(diffusers, names[(kind, bool(models))])
-        parts = dict(vae=self.model.vae, text_encoder=self.model.text_encoder, tokenizer=self.model.tokenizer,
-                     unet=self.model.unet, scheduler=samplers.make_scheduler("Euler", None, self.model.scheduler_config)[0],
-                     safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        cls = getattr(diffusers, self.engine.pipelines[(kind, bool(models))])
+        parts = dict(self.engine.parts(self.model),
+                     scheduler=samplers.make_scheduler("Euler", None, self.model.scheduler_config)[0])
         if models:
             parts["controlnet"] = list(models) if len(models) > 1 else models[0]
         pipe = cls(**parts)
@@ -255,8 +256,11 @@ class DiffusersHost(Host):
         self.check_hires(req)
         kept, tagged = self.prompt_loras(req)
         refs = kept + tagged
-        loras = [(l.path, l.weight) for l in refs]
-        with lora_apply.applied(loras, self.model.unet, self.model.text_encoder) as lora_notes, torch.no_grad():
+        if req.controlnets and not self.engine.has("controlnet"):
+            raise self.engine.refusal(engines.FEATURES["controlnet"])
+        if control.attention is not None:
+            self.check_attention_control(engines.FEATURES["attention"])
+        with lora_apply.applied(**self._loras(refs)) as lora_notes, torch.no_grad():
             embeds = self._embeds(req, len(seeds))
             if not hires:
                 images, labels = self._pass(kind, req, control, seeds, embeds)
@@ -311,8 +315,8 @@ class DiffusersHost(Host):
         steps = total_steps(req.steps, pattern)
         hires_steps = total_steps(req.hires_steps or req.steps, pattern) if hires else None
         images = list(req.prompts) if req.prompts else [req.prompt] * n
-        return ScheduledEmbeds(self.model.text_encoder, self.model.tokenizer, images, req.negative_prompt,
-                               req.clip_skip, steps, hires_steps)
+        return ScheduledEmbeds(None, None, images, req.negative_prompt, req.clip_skip, steps, hires_steps,
+                               encoder=self.engine.prompt_encoder(self.model, req.clip_skip))
 
     def _pass(self, kind: str, req: Txt2ImgRequest, control: RunControl, seeds: list[int], embeds: ScheduledEmbeds,
               init=None, progress: tuple[int, int] = (0, 0), output: str = "pil"):
@@ -337,8 +341,10 @@ class DiffusersHost(Host):
             after its last evaluation (second-order samplers make two a step: ``attention.clock``). The next
             evaluation's conditioning is set here when the prompt is scheduled (``[a:b:when]``, ``[a|b]``)."""
             if embeds.changes:
-                callback_kwargs["prompt_embeds"] = embeds.pipeline_embeds(step_index + 1,
-                                                                          pipeline.do_classifier_free_guidance)
+                guided = pipeline.do_classifier_free_guidance
+                callback_kwargs["prompt_embeds"] = embeds.pipeline_embeds(step_index + 1, guided)
+                if "add_text_embeds" in callback_kwargs:  # SDXL's pooled text follows the scheduled prompt
+                    callback_kwargs["add_text_embeds"] = embeds.pipeline_pooled(step_index + 1, guided)
             now = tick(step_index, run_steps, pattern)
             if not now.last:
                 return callback_kwargs
@@ -356,9 +362,13 @@ class DiffusersHost(Host):
             num_inference_steps=steps, guidance_scale=req.cfg_scale,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
             callback_on_step_end=on_step_end, output_type=output,
-            callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"] if embeds.changes else ["latents"],
+            callback_on_step_end_tensor_inputs=(["latents", "prompt_embeds", *self.engine.extra_step_inputs]
+                                                if embeds.changes else ["latents"]),
+            **self.engine.pass_args(req.width, req.height),
         )
         args["prompt_embeds"], args["negative_prompt_embeds"] = embeds.at(0)
+        if embeds.pooled_at(0) is not None:
+            args["pooled_prompt_embeds"], args["negative_pooled_prompt_embeds"] = embeds.pooled_at(0)
         if kind == "txt2img":
             args.update(width=req.width, height=req.height)
         else:

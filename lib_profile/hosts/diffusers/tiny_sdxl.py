@@ -6,8 +6,8 @@ whose first level has no attention and whose deeper levels stack several transfo
 CLIP ViT-L-shaped (``CLIPTextModel``) and OpenCLIP bigG-shaped (``CLIPTextModelWithProjection``, 10 layers so that
 diffusers' single-file detector names it ``xl_base``), concatenated to the cross-attention width; the SD VAE with
 SDXL's scaling factor. Only narrow: its images are noise. It exists so that family detection, conversion and
-(later) SDXL paths run in seconds without weights. ``--checkpoint tiny-sdxl`` builds it; SDXL generation and
-training are not there yet, so hosts refuse it with the family message.
+(later) SDXL paths run in seconds without weights. ``--checkpoint tiny-sdxl`` builds it; the diffusers host generates
+with it (:mod:`.sdxl_checkpoint`); SDXL training is not there yet.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ SEED = 1234
 
 def tiny_sdxl_configs() -> dict[str, dict[str, Any]]:
     """Configs of the four parts (``unet``, ``vae``, ``text_encoder``, ``text_encoder_2``): widths 32 (CLIP-L part)
-    + 48 (bigG part) = 80-wide context, pooled 48, transformer depths [1, 2, 3] (SDXL: [1, 2, 10], level 0 plain)."""
+    + 48 (bigG part) = 80-wide context, pooled 48, transformer depths [1, 2, 3] (SDXL: [1, 2, 10], level 0 plain).
+    Attention heads follow SDXL's rule (64 features a head, at least one: ``sdxl_checkpoint`` reads them so), so the
+    model loaded from the file computes what these modules compute."""
     text, text_2, time_dim = 32, 48, 8
     unet = {
         "sample_size": 8, "in_channels": 4, "out_channels": 4,
         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
         "block_out_channels": [32, 64, 64], "layers_per_block": 2, "transformer_layers_per_block": [1, 2, 3],
-        "cross_attention_dim": text + text_2, "attention_head_dim": [2, 4, 4], "norm_num_groups": 32,
+        "cross_attention_dim": text + text_2, "attention_head_dim": [1, 1, 1], "norm_num_groups": 32,
         "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": time_dim,
         "addition_embed_type_num_heads": 64, "projection_class_embeddings_input_dim": text_2 + 6 * time_dim,
     }
@@ -44,10 +46,10 @@ def tiny_sdxl_configs() -> dict[str, dict[str, Any]]:
     clip = {"vocab_size": 49408, "max_position_embeddings": 77, "layer_norm_eps": 1e-5, "bos_token_id": 49406,
             "eos_token_id": 49407, "pad_token_id": 1}
     text_encoder = {**clip, "hidden_size": text, "intermediate_size": 64, "num_hidden_layers": 3,
-                    "num_attention_heads": 2, "projection_dim": text, "hidden_act": "quick_gelu"}
+                    "num_attention_heads": 1, "projection_dim": text, "hidden_act": "quick_gelu"}
     # open_clip fuses q/k/v; diffusers splits them by the projection width, which is bigG's width (1280)
     text_encoder_2 = {**clip, "hidden_size": text_2, "intermediate_size": 96, "num_hidden_layers": 10,
-                      "num_attention_heads": 2, "projection_dim": text_2, "hidden_act": "gelu", "pad_token_id": 0}
+                      "num_attention_heads": 1, "projection_dim": text_2, "hidden_act": "gelu", "pad_token_id": 0}
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
 
 
