@@ -23,7 +23,7 @@ EARLIER_TRAINER = ("A trainer from before the restart is still running on this r
 # Training settings a request may set, with the checks the trainer applies; None = the trainer's default.
 TRAIN_OPTIONS = ("steps", "rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "validate_every",
                  "validation_images", "validation_steps", "validation_size", "select", "save_every", "log_every",
-                 "device", "identity_in_lora")
+                 "device", "identity_in_lora", "low_memory")
 
 
 class Training:
@@ -120,6 +120,8 @@ class Training:
         for key, value in opts.items():
             if key == "identity_in_lora":  # a switch: on by default
                 cmd += [] if value else ["--no-identity-in-lora"]
+            elif key == "low_memory":  # a switch: off by default
+                cmd += ["--low-memory"] if value else []
             else:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
         resume = self._resumes(ctx, out)
