@@ -16,11 +16,9 @@ capture it (:class:`~lib_profile.train.step.TrainStep`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 from lib_profile import families
-from lib_profile.hosts.base import HostError
 from lib_profile.lora import keys
 
 
@@ -112,48 +110,3 @@ class SD15Conditioning:
                 "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "stable-diffusion-v1/lora",
                 "modelspec.implementation": "diffusers", "modelspec.resolution": f"{resolution}x{resolution}",
                 "modelspec.prediction_type": "epsilon"}
-
-
-def load_model(checkpoint, data_dir):
-    """The model to train: ``checkpoint`` as loaded components (an :class:`~lib_profile.hosts.diffusers.
-    checkpoint.SD15` or :class:`~lib_profile.train.sdxl.SDXLModel`, kept as given), or a checkpoint name/file, read
-    by its family (:func:`lib_profile.families.checkpoint_family` on a ``.safetensors`` file's tensor names).
-
-    HostError at once, with the family message, for a file of a family the trainer cannot load."""
-    from lib_profile import paths
-    from lib_profile.hosts.diffusers.checkpoint import load_sd15
-    from lib_profile.hosts.diffusers.host import resolve_checkpoint
-
-    if not isinstance(checkpoint, (str, Path)):
-        return checkpoint
-    path = resolve_checkpoint(checkpoint, data_dir)
-    found = checkpoint_file_family(path)
-    if found == families.SDXL.name:
-        from lib_profile.train.sdxl import load_sdxl_checkpoint
-
-        return load_sdxl_checkpoint(path, data_dir)
-    if found not in (None, families.SD15.name):
-        raise HostError(families.unsupported_checkpoint_message(found, "Training"))
-    return load_sd15(path, paths.tokenizer_dir(data_dir))
-
-
-def checkpoint_file_family(path: Path):
-    """The family of a ``.safetensors`` checkpoint from its tensor names (the header only); None for other files
-    (the SD1.5 loader refuses what is not SD1.x, naming its family) and when the names tell nothing."""
-    if path.suffix.lower() != ".safetensors":
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            names = list(f.keys())
-    except Exception:  # noqa: BLE001 - not a readable safetensors file: the loader says what is wrong
-        return None
-    return families.checkpoint_family(names)
-
-
-def for_model(model, cfg, device):
-    """The conditioning object of the loaded ``model``'s family."""
-    from lib_profile.train.sdxl import SDXLConditioning, is_sdxl
-
-    return (SDXLConditioning if is_sdxl(model) else SD15Conditioning)(model, cfg, device)

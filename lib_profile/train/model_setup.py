@@ -54,15 +54,15 @@ class ModelSetup:
     def _load(self):
         import torch
 
-        from lib_profile.train import conditioning
+        from lib_profile.train import loading
 
         cfg = self.cfg
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.gpu = self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.gpu and torch.cuda.is_bf16_supported() else torch.float16
-        self.model = m = conditioning.load_model(self.checkpoint, self.data_dir)
+        self.model = m = loading.load_model(self.checkpoint, self.data_dir)
         self.model_path = m.path
-        self.conditioning = cond = conditioning.for_model(m, cfg, self.device)
+        self.conditioning = cond = loading.for_model(m, cfg, self.device)
         family = cond.family
         if cfg.resolution is None:
             cfg.resolution = family.native_size
