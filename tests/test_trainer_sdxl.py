@@ -249,7 +249,7 @@ def test_sdxl_validation_portraits_are_scored_and_the_best_averaged(intake_dir, 
     monkeypatch.setattr(validation, "_Scorer", _FixedScorer)
     result = Trainer(intake_dir, tiny(tokenizer, lean=True), tmp_path / "run",
                      small(steps=4, rank=4, alpha=8.0, validate_every=2, validation_images=2, validation_steps=1,
-                           select="top2")).run()
+                           select="top2", low_memory=True)).run()  # the 12 GB mode's path: VAE one by one, tiles
     report = result["report"]
     assert report["choice"]["steps"] == [4, 2]
     assert sorted(p.name for p in (tmp_path / "run" / "validation").glob("*.png"))[:2] == ["step-000002-0.png",

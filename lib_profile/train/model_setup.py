@@ -79,7 +79,9 @@ class ModelSetup:
         # frozen weights in half precision on a GPU (the LoRA layers stay float32 for the optimiser); the VAE stays
         # float32 (SDXL's overflows in float16); the low-memory mode keeps frozen text encoders on the CPU
         frozen = self.amp_dtype if self.gpu else torch.float32
-        m.unet.to(self.device, frozen).requires_grad_(False)
+        # the low-memory mode moves the UNet to the GPU after the latents are cached (_cache): the VAE's activations
+        # at 1024 px and the UNet's weights need not be there at once
+        m.unet.to("cpu" if cfg.low_memory else self.device, frozen).requires_grad_(False)
         text_device = cond.text_device()
         for encoder, _key in cond.text_encoders():
             encoder.to(text_device, frozen if text_device.type == "cuda" else torch.float32).requires_grad_(False)
@@ -104,10 +106,12 @@ class ModelSetup:
                 img = img.resize((res, res), Image.LANCZOS)
                 arr = torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1.0).permute(2, 0, 1)
                 pair = torch.stack([arr, arr.flip(-1)]).to(self.device)
-                dist = m.vae.encode(pair).latent_dist
-                latents.append(dist.mean * m.vae.config.scaling_factor)
+                one_by_one = self.cfg.low_memory  # the VAE's activations of one image at a time
+                dists = [m.vae.encode(x).latent_dist for x in (pair.split(1) if one_by_one else [pair])]
+                latents.append(torch.cat([d.mean for d in dists]) * m.vae.config.scaling_factor)
         self.latents = torch.stack(latents)  # (N, 2, 4, h, w): [crop, mirror]
         self.conditioning.cache(self.intake.captions, sizes, res)
+        m.unet.to(self.device)  # (already there unless in the low-memory mode)
 
     def _optimizer(self):
         import torch
