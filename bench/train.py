@@ -10,6 +10,14 @@ steps, batch, resolution and learning rate. Reports steps/s of each and the rati
     .venv-forge/bin/python bench/train.py                  # tiny model, CPU (peft is in the Forge env)
     .venv-forge/bin/python bench/train.py --full-size      # SD1.5 shape, random weights, 512 px (GPU)
     .venv-forge/bin/python bench/train.py --full-size --end-to-end 1000   # + whole 1,000-step runs, both memory modes
+    .venv-forge/bin/python bench/train.py --sdxl           # tiny SDXL-shaped model, CPU: the quick check
+    .venv-forge/bin/python bench/train.py --sdxl --full-size   # SDXL base shape, random weights, 1024 px (GPU);
+                                                               # --resolution 768 for the small-card setting
+
+On SDXL the reference also encodes both text encoders (penultimate states, pooled text) and builds the size/crop
+numbers at every step, as diffusers' ``train_text_to_image_lora_sdxl.py`` does; its frozen weights are bfloat16 on a
+GPU, its LoRA weights float32. Ours is also run in the low-memory (12 GB) mode, whose peak memory is the one to hold
+against 12 GB.
 """
 
 from __future__ import annotations
@@ -81,9 +89,75 @@ def reference_loop(model, crops, captions, steps, batch, res, lr, rank, device, 
     return step
 
 
+def reference_loop_sdxl(model, crops, captions, steps, batch, res, lr, rank, device, dtype):
+    """The plain SDXL loop: peft LoRA, VAE + both text encoders inside every step, loss.item() every step."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+    from peft import LoraConfig
+    from PIL import Image
+
+    from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG
+
+    unet = model.unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()
+    opt = torch.optim.AdamW(params, lr=lr)
+    sched = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    loaded = [Image.open(c).convert("RGB") for c in crops]
+    sizes = [(im.height, im.width) for im in loaded]
+    images = [torch.from_numpy(np.asarray(im.resize((res, res)), np.float32) / 127.5 - 1).permute(2, 0, 1)
+              for im in loaded]
+    gen = torch.Generator().manual_seed(0)
+    unet.train()
+
+    def step():
+        idx = torch.randint(len(images), (batch,), generator=gen).tolist()
+        pixels = torch.stack([images[i] for i in idx]).to(device)
+        with torch.no_grad():
+            lat = model.vae.encode(pixels.to(model.vae.dtype)).latent_dist.sample() * model.vae.config.scaling_factor
+            ids = model.tokenizer([captions[i] for i in idx], padding="max_length", max_length=77,
+                                  return_tensors="pt").input_ids.to(device)
+            out_1 = model.text_encoder(ids, output_hidden_states=True)
+            out_2 = model.text_encoder_2(ids, output_hidden_states=True)
+            cond = torch.cat([out_1.hidden_states[-2], out_2.hidden_states[-2]], dim=-1)
+            pooled = out_2.text_embeds
+            time_ids = torch.tensor([[*sizes[i], 0, 0, res, res] for i in idx], device=device, dtype=cond.dtype)
+        noise = torch.randn_like(lat)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        noisy = sched.add_noise(lat, noise, t.cpu()).to(device) if device.type == "cpu" else sched.add_noise(lat, noise, t)
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            pred = unet(noisy, t, encoder_hidden_states=cond,
+                        added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        loss = F.mse_loss(pred.float(), noise.float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def sdxl_components(full_size: bool, work: Path):
+    """Fresh SDXL components (tiny, or SDXL base's shape with random weights) as the trainer takes them."""
+    from lib_profile import paths
+    from lib_profile.hosts.diffusers import tiny_sdxl
+    from lib_profile.prompts.tokenizer import load_tokenizer
+    from lib_profile.train.sdxl import sdxl_model
+
+    unet, vae, text, text_2 = tiny_sdxl.build_modules(tiny_sdxl.sdxl_base_configs() if full_size else None)
+    tok = load_tokenizer(str(paths.tokenizer_dir(work)))
+    return sdxl_model(unet, vae, text, text_2, tok, None, work / "sdxl-random.safetensors")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-size", action="store_true")
+    ap.add_argument("--sdxl", action="store_true", help="an SDXL-shaped model (tiny; SDXL base's with --full-size)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--resolution", type=int, default=None)
@@ -107,21 +181,27 @@ def main() -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
-    res = args.resolution or (512 if args.full_size else 128)
-    steps = args.steps or (100 if gpu else 30)
+    sdxl = args.sdxl
+    res = args.resolution or ((1024 if sdxl else 512) if args.full_size else (64 if sdxl else 128))
+    steps = args.steps or (100 if gpu else (10 if sdxl else 30))
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     intake = Path(args.intake) if args.intake else make_intake(work)
-    ckpt_dir = work / "model"
-    ckpt_dir.mkdir()
-    tiny.build_into(ckpt_dir, tiny.full_size_configs() if args.full_size else None, diffusers_copy=False,
-                    half=args.full_size)
-    ckpt = ckpt_dir / tiny.CHECKPOINT
+    ckpt = None
+    if not sdxl:
+        ckpt_dir = work / "model"
+        ckpt_dir.mkdir()
+        tiny.build_into(ckpt_dir, tiny.full_size_configs() if args.full_size else None, diffusers_copy=False,
+                        half=args.full_size)
+        ckpt = ckpt_dir / tiny.CHECKPOINT
 
     def ours(name: str, checkpointing: bool):
+        low = checkpointing and sdxl  # SDXL's low-memory run is the 12 GB mode, not only checkpointing
         cfg = TrainConfig(name="bench", steps=steps, rank=args.rank, alpha=args.rank, batch_size=args.batch,
                           resolution=res, validation_images=0, validate_every=10**9, save_every=10**9,
-                          log_every=max(steps // 2, 1), select="last", gradient_checkpointing=checkpointing)
-        trainer = Trainer(intake, ckpt, work / name, cfg, data_dir=work)
+                          log_every=max(steps // 2, 1), select="last", gradient_checkpointing=checkpointing,
+                          low_memory=low)
+        model = sdxl_components(args.full_size, work) if sdxl else ckpt
+        trainer = Trainer(intake, model, work / name, cfg, data_dir=work)
         trainer.prepare()
         reset_peak(gpu)
         t0 = time.perf_counter()
@@ -141,14 +221,21 @@ def main() -> int:
         torch.cuda.empty_cache()
 
     # reference
-    model = load_sd15(ckpt, work / "tok")
     dtype = torch.bfloat16 if gpu else torch.float32
-    for m in (model.unet, model.vae, model.text_encoder):
-        m.to(device).requires_grad_(False)
+    if sdxl:
+        model = sdxl_components(args.full_size, work)
+        for m in (model.unet, model.text_encoder, model.text_encoder_2):
+            m.to(device, dtype).requires_grad_(False)
+        model.vae.to(device).requires_grad_(False)  # SDXL's VAE overflows in half precision
+    else:
+        model = load_sd15(ckpt, work / "tok")
+        for m in (model.unet, model.vae, model.text_encoder):
+            m.to(device).requires_grad_(False)
     from lib_profile.train.trainer import read_intake
 
     data = read_intake(intake)
-    step = reference_loop(model, data.crops, data.captions, steps, args.batch, res, 1e-4, args.rank, device, dtype)
+    loop = reference_loop_sdxl if sdxl else reference_loop
+    step = loop(model, data.crops, data.captions, steps, args.batch, res, 1e-4, args.rank, device, dtype)
     step()  # warm-up
     reset_peak(gpu)
     t0 = time.perf_counter()
@@ -161,18 +248,20 @@ def main() -> int:
     if gpu:
         torch.cuda.empty_cache()
 
-    shape = "SD1.5 shape (random weights)" if args.full_size else "tiny model"
+    shape = ({True: "SDXL base shape", False: "SD1.5 shape"}[sdxl] + " (random weights)" if args.full_size
+             else ("tiny SDXL-shaped model" if sdxl else "tiny model"))
     name = torch.cuda.get_device_name(device) if gpu else "cpu"
     print(f"LoRA training, {shape}, {res}px, batch {args.batch}, rank {args.rank}, {steps} steps, {name}")
     print(f"  reference loop (peft, encode every step): {ref_s:.2f} steps/s{ref_mem}")
     print(f"  Profile Studio trainer                  : {ours_s:.2f} steps/s{ours_mem}")
     if low:
-        print(f"  ... low-memory mode (grad. checkpoint.) : {low[0]:.2f} steps/s{low[1]}")
+        what = "12 GB mode" if sdxl else "grad. checkpoint."
+        print(f"  ... low-memory mode ({what})".ljust(42) + f": {low[0]:.2f} steps/s{low[1]}")
     print(f"  ratio ours / reference                  : {ours_s / ref_s:.2f}x")
     print(f"  achieved (ours): {flops * ours_s / 1e12:.3f} TFLOP/s ({flops / 1e9:.1f} GFLOP per step, counted); "
           f"1,000 steps would take {1000 / ours_s / 60:.1f} min")
     sys.stdout.flush()
-    for checkpointing in ((False, True) if gpu else (False,)) if args.end_to_end else ():
+    for checkpointing in ((False, True) if gpu else (False,)) if args.end_to_end and not sdxl else ():
         end_to_end(intake, ckpt, work, args.end_to_end, res, checkpointing, gpu)
     return 0
 
@@ -242,11 +331,11 @@ def step_flops(trainer, batch: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     lat = trainer.latents[:, 0].repeat(batch, 1, 1, 1)[:batch]
-    cond = trainer._text(trainer.caption_index[:1]).expand(batch, -1, -1)
+    cond, extra = trainer.conditioning(torch.zeros(batch, dtype=torch.long))
     t = torch.full((batch,), 500, device=lat.device)
     with FlopCounterMode(display=False) as counter:
         with torch.autocast(lat.device.type, dtype=trainer.amp_dtype, enabled=trainer.gpu):
-            pred = trainer.model.unet(lat, t, encoder_hidden_states=cond).sample
+            pred = trainer.model.unet(lat, t, encoder_hidden_states=cond, **extra).sample
         pred.float().pow(2).mean().backward()
     return float(counter.get_total_flops())
 

@@ -178,7 +178,7 @@ def checkpoint_family(keys: Iterable[str]) -> Optional[str]:
 def unsupported_checkpoint_message(found: str, what: str = "Profile Studio") -> str:
     """The message for a checkpoint of family ``found`` that is not one of :data:`SUPPORTED`."""
     names = " or ".join(f.name for f in SUPPORTED)
-    sdxl = " (SDXL generates on the standalone diffusers host; SDXL training, explain and edit are not there yet)"
+    sdxl = " (SDXL generates and trains face LoRAs on the standalone diffusers host; explain and edit are not there yet)"
     return (f"This is {_a(found)} checkpoint. {what} works with {names} checkpoints"
             + (sdxl if found == SDXL.name else "")
             + f": pick {_a(names)} model.")

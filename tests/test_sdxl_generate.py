@@ -363,13 +363,44 @@ def test_cli_generate_on_tiny_sdxl_uses_the_family_portrait_size(tmp_path, monke
     assert pngs and all(Image.open(p).size == (64, 96) for p in pngs)
 
 
-def test_training_on_sdxl_is_refused_before_a_job_is_queued(sdxl, tmp_path):
+def test_a_face_lora_trains_on_sdxl_and_its_portraits_use_it(sdxl, tmp_path):
+    """The user's path on an SDXL checkpoint, end to end through the studio: photos -> a train job (the trainer
+    process on the host's SDXL file) -> a LoRA with kohya's SDXL keys -> a generate job that applies it."""
+    import io
+
+    from safetensors import safe_open
+
+    from lib_profile import sample_photos
     from lib_profile.service import Studio
+
+    def jpeg(image) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=92)
+        return buf.getvalue()
 
     studio = Studio(sdxl, tmp_path / "data", lora_root=tmp_path / "loras", outputs_root=tmp_path / "outputs")
     try:
-        with pytest.raises(HostError, match="Training a face LoRA is not there yet on SDXL checkpoints"):
-            studio.train("anyone", {"steps": 2})
-        assert studio.jobs.list() == []
+        studio.create_identity("Anna")
+        studio.add_photos("anna", [(f"{n}.jpg", jpeg(im)) for n, im in sample_photos.selfies()[:6]])
+        job = studio.train("anna", {"steps": 2, "resolution": 64, "batch_size": 1, "validation_images": 0,
+                                    "select": "last", "device": "cpu"})
+        done = studio.jobs.wait(job["id"], timeout=900)
+        assert done["state"] == "done", (done.get("error"), done.get("messages"))
+        loras = list((tmp_path / "loras").rglob("*.safetensors"))
+        assert len(loras) == 1, loras
+        with safe_open(str(loras[0]), "pt") as f:
+            names, meta = list(f.keys()), f.metadata()
+        assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
+        assert names and all(n.startswith(("lora_unet_", "lora_te1_", "lora_te2_")) for n in names)
+        assert any(n.startswith("lora_unet_input_blocks_") for n in names)  # SGM names, as A1111/Forge load them
+        gen = studio.generate("anna", count=1, seed=3, switches={"detail": False, "refine": False, "detail2": False,
+                                                                 "upscale": False}, settings={"steps": 2})
+        made = studio.jobs.wait(gen["id"], timeout=900)
+        assert made["state"] == "done", made
+        image = made["result"]["images"][0]
+        parts = {p["part"]: p for stage in image["stages"] for p in stage["parts"]}
+        applied = parts[f"LoRA {made['params']['lora']}"]
+        assert applied["status"] == "ran" and applied["why"] == "", applied  # every module matched a layer
+        assert loras[0].stem == made["params"]["lora"] and image["size"] == [832, 1216]  # SDXL's portrait size
     finally:
         studio.close()

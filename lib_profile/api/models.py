@@ -93,7 +93,8 @@ class TrainRequest(BaseModel, extra="forbid"):
     learning_rate: Optional[float] = Field(None, gt=0, lt=1, description="Learning rate, within (0, 1) (default 1e-4).")
     batch_size: Optional[int] = Field(None, ge=1, le=64, description="Batch size, 1..64 (default 4).")
     resolution: Optional[int] = Field(None, ge=64, le=1024, multiple_of=64,
-                                      description="Training resolution, a multiple of 64 within 64..1024 (default 512).")
+                                      description="Training resolution, a multiple of 64 within 64..1024 (default: the "
+                                      "checkpoint family's, 512 for SD1.5, 1024 for SDXL; 768 suits small cards).")
     seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="Seed; the same seed and photos give the same LoRA.")
     validate_every: Optional[int] = Field(None, ge=1, le=100000, description="Render and score validation portraits every N steps (default 100).")
     validation_images: Optional[int] = Field(None, ge=0, le=64, description="Validation portraits per checkpoint, 0..64 (default 4).")
@@ -106,7 +107,10 @@ class TrainRequest(BaseModel, extra="forbid"):
     identity_in_lora: Optional[bool] = Field(None, description="Keep the person's face embedding in the LoRA file's "
                                              "metadata (default: the setting, else yes); it always stays in the "
                                              ".identity.json beside the LoRA.")
-    checkpoint: Optional[str] = Field(None, description="SD1.5 checkpoint file to train on (default: the one in use).")
+    low_memory: Optional[bool] = Field(None, description="The low-memory mode, for SDXL on a 12 GB card: gradient "
+                                       "checkpointing, 8-bit AdamW when bitsandbytes is installed, the frozen text "
+                                       "encoders on the CPU (default no).")
+    checkpoint: Optional[str] = Field(None, description="SD1.5 or SDXL checkpoint file to train on (default: the one in use).")
 
 
 class PortraitOptions(BaseModel):

@@ -10,7 +10,7 @@ from pathlib import Path
 def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train the person's face LoRA from an intake folder (own process)")
     p.add_argument("intake", help="the folder `intake` wrote (report.json, train/, identity.json)")
-    p.add_argument("--checkpoint", required=True, help="the SD1.5 checkpoint file to train on, or 'tiny'")
+    p.add_argument("--checkpoint", required=True, help="the SD1.5 or SDXL checkpoint file to train on, or 'tiny'")
     p.add_argument("--name", required=True, help="the LoRA's name (a new file name is made for every run)")
     p.add_argument("--out", required=True, help="training folder: checkpoints, validation, state, report, LoRA")
     p.add_argument("--steps", type=int, default=800)
@@ -19,7 +19,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--alpha", type=float, default=32.0)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--resolution", type=int, default=None,
+                   help="training size in pixels (default: the checkpoint family's, SD1.5 512, SDXL 1024; 768 suits "
+                        "small cards)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--clip-skip", type=int, default=2)
     p.add_argument("--feed-forward", action="store_true", help="also train the UNet's feed-forward layers")
@@ -28,7 +30,11 @@ def add_train_parser(sub) -> None:
                    help="leave the person's face embedding out of the LoRA file's metadata (it stays in the "
                         ".identity.json beside it, for identity scores)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
-                   help="trade speed for memory (default: on when the GPU has under 12 GB free)")
+                   help="trade speed for memory (default: on when the GPU has little free memory: under 12 GB "
+                        "for SD1.5, 24 GB for SDXL)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="the 12 GB mode (SDXL on a 12 GB card): gradient checkpointing, 8-bit AdamW when bitsandbytes "
+                        "is installed, frozen text encoders on the CPU, validation one image at a time in VAE tiles")
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"])
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
                    help="run each GPU step eagerly instead of replaying it as one CUDA graph (slower; for debugging)")
@@ -73,7 +79,8 @@ def cmd_train(args) -> int:
                       optimizer=args.optimizer, cuda_graph=args.cuda_graph, validate_every=args.validate_every,
                       validation_images=args.validation_images, validation_steps=args.validation_steps,
                       validation_size=args.validation_size, select=args.select, log_every=args.log_every,
-                      save_every=args.save_every, device=args.device, identity_in_lora=args.identity_in_lora)
+                      save_every=args.save_every, device=args.device, identity_in_lora=args.identity_in_lora,
+                      low_memory=args.low_memory)
     events = Events(args.events or sys.stdout)
     try:
         trainer = Trainer(args.intake, args.checkpoint, args.out, cfg, events, args.data_dir)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from lib_profile.families import SD15
+from lib_profile import families
 from lib_profile.hosts.base import HostError, Interrupted, resolve_checkpoint
 from lib_profile.jobs.manager import JobContext
 from lib_profile.store.identities import Conflict, NotFound
@@ -24,16 +24,18 @@ EARLIER_TRAINER = ("A trainer from before the restart is still running on this r
 # Training settings a request may set, with the checks the trainer applies; None = the trainer's default.
 TRAIN_OPTIONS = ("steps", "rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "validate_every",
                  "validation_images", "validation_steps", "validation_size", "select", "save_every", "log_every",
-                 "device", "identity_in_lora")
+                 "device", "identity_in_lora", "low_memory")
+
+
+TRAINS_ON = (families.SD15.name, families.SDXL.name)  # the face trainer's model families (lib_profile/train/)
 
 
 class Training:
     """Train and resume jobs, and the job handler that runs the trainer process."""
 
     def train(self, slug: str, options: Optional[dict[str, Any]] = None, checkpoint: Optional[str] = None) -> dict:
-        if self.host.model_family != SD15.name:  # said now (400), not by the trainer process (a failed job)
-            raise HostError(f"Training a face LoRA is not there yet on {self.host.model_family} checkpoints (issue "
-                            f"#23): start Profile Studio with an {SD15.name} checkpoint to train.")
+        if self.host.model_family not in TRAINS_ON:  # said now (400), not by the trainer process (a failed job)
+            raise HostError(families.unsupported_checkpoint_message(self.host.model_family, "Training a face LoRA"))
         record = self.store.get(slug)
         if self.jobs.busy_with(slug):  # said first: the tab then shows that job
             raise Conflict("This identity already has a job queued or running")
@@ -124,6 +126,8 @@ class Training:
         for key, value in opts.items():
             if key == "identity_in_lora":  # a switch: on by default
                 cmd += [] if value else ["--no-identity-in-lora"]
+            elif key == "low_memory":  # a switch: off by default
+                cmd += ["--low-memory"] if value else []
             else:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
         resume = self._resumes(ctx, out)

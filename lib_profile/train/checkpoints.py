@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from lib_profile.hosts.base import HostError
 from lib_profile.train import lora
+from lib_profile.train.config import TrainConfig
 
 
 class Checkpoints:
@@ -28,10 +29,11 @@ class Checkpoints:
         if not self.state_file.is_file():
             raise HostError(f"Nothing to resume in {self.out}: no saved state. Start without --resume.")
         state = torch.load(self.state_file, map_location="cpu", weights_only=False)
-        saved = dict(state["config"])
+        saved = {**asdict(TrainConfig(name=self.cfg.name)), **state["config"]}  # settings added since: defaults
         now = asdict(self.cfg)
         differ = [k for k in ("rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "clip_skip",
-                              "feed_forward", "train_text_encoder", "optimizer") if saved.get(k) != now.get(k)]
+                              "feed_forward", "train_text_encoder", "optimizer", "low_memory")
+                  if saved.get(k) != now.get(k)]
         if differ:
             raise HostError(f"Cannot resume with different settings ({', '.join(differ)}); use the first run's.")
         lora.load_kohya_state(self.layers, state["lora"])

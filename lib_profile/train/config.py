@@ -17,13 +17,14 @@ class TrainConfig:
     alpha: float = 32.0
     learning_rate: float = 1e-4
     batch_size: int = 4
-    resolution: int = 512
+    resolution: Optional[int] = None  # default: the family's native size (SD1.5 512, SDXL 1024; 768 fits small cards)
     seed: int = 1234
     clip_skip: int = 2
     feed_forward: bool = False
     train_text_encoder: bool = False
-    gradient_checkpointing: Optional[bool] = None  # None: on when the GPU has under 12 GB free
+    gradient_checkpointing: Optional[bool] = None  # None: on when the GPU has little free (SD1.5 12 GB, SDXL 24 GB)
     optimizer: str = "adamw"  # "adamw" (fused on GPU) or "adamw8bit" (needs bitsandbytes)
+    low_memory: bool = False  # the 12 GB mode: checkpointing, 8-bit AdamW when bitsandbytes is there, encoders on CPU
     cuda_graph: bool = True  # on a GPU, replay each step as one CUDA graph (lib_profile/train/step.py)
     validate_every: int = 100
     validation_images: int = 4
@@ -46,7 +47,7 @@ class TrainConfig:
             (0 < self.alpha <= 1024, f"alpha must be within (0, 1024], not {self.alpha}"),
             (0 < self.learning_rate < 1, f"learning rate must be within (0, 1), not {self.learning_rate}"),
             (1 <= self.batch_size <= 64, f"batch size must be within 1..64, not {self.batch_size}"),
-            (64 <= self.resolution <= 1024 and self.resolution % 64 == 0,
+            (self.resolution is None or 64 <= self.resolution <= 1024 and self.resolution % 64 == 0,
              f"resolution must be a multiple of 64 within 64..1024, not {self.resolution}"),
             (1 <= self.clip_skip <= 4, f"clip skip must be within 1..4, not {self.clip_skip}"),
             (self.validate_every >= 1 and self.validation_images >= 0, "validate_every must be >= 1"),

@@ -46,7 +46,8 @@ class Export:
             identity = {"embedder": self.intake.embedder, "vector": [round(float(v), 6) for v in self.intake.reference]}
         meta = {
             "ss_output_name": stem,
-            "ss_base_model_version": "sd_v1",
+            **self.conditioning.metadata(cfg.resolution),  # ss_base_model_version, modelspec.* of the family
+            "modelspec.title": stem,
             "ss_network_module": "networks.lora",
             "ss_network_dim": str(rank),
             "ss_network_alpha": str(round(alpha, 6)),
@@ -55,7 +56,6 @@ class Export:
             "ss_train_batch_size": str(cfg.batch_size),
             "ss_resolution": f"({cfg.resolution}, {cfg.resolution})",
             "ss_num_train_images": str(len(self.intake.crops)),
-            "ss_clip_skip": str(cfg.clip_skip),
             "ss_seed": str(cfg.seed),
             "ss_sd_model_name": self.model_path.name,
             "ss_training_started_at": str(started),

@@ -2,13 +2,14 @@
 
 A :class:`LoRALinear` wraps a frozen ``nn.Linear``: ``y = W x + (alpha / rank) * up(down(x))`` with
 ``up`` starting at zero, so a fresh LoRA changes nothing. Names follow the modules' own paths, which
-give the kohya keys A1111 and Forge load (``lora_unet_<diffusers path>``, ``lora_te_<CLIP path>``).
+give the kohya keys A1111 and Forge load (SD1.5: ``lora_unet_<diffusers path>``, ``lora_te_<CLIP path>``; SDXL:
+``lora_unet_<SGM path>``, ``lora_te1_``/``lora_te2_``: the key functions of :mod:`lib_profile.lora.keys`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -55,26 +56,35 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def inject(unet: nn.Module, text_encoder: nn.Module | None, rank: int, alpha: float, seed: int,
-           feed_forward: bool = False, train_text: bool = False) -> dict[str, LoRALinear]:
-    """Wrap the targeted layers with LoRA; returns {kohya module key: layer} in a fixed order."""
+           feed_forward: bool = False, train_text: bool = False, *,
+           unet_key: Callable[[str], str] = unet_module_key,
+           text_encoders: Optional[Sequence[tuple[nn.Module, Callable[[str], str]]]] = None) -> dict[str, LoRALinear]:
+    """Wrap the targeted layers with LoRA; returns {kohya module key: layer} in a fixed order.
+
+    ``unet_key``: diffusers module path -> kohya key (SD1.5's by default); ``text_encoders``: ``(model, key
+    function)`` pairs whose attention trains when ``train_text`` (default: ``text_encoder`` with SD1.5's
+    ``lora_te_`` keys)."""
     gen = torch.Generator().manual_seed(seed)
     layers: dict[str, LoRALinear] = {}
     suffixes = ATTENTION + (FEED_FORWARD if feed_forward else ())
     for name in _targets(unet, suffixes):
         layer = LoRALinear(unet.get_submodule(name), rank, alpha, gen)
         _replace(unet, name, layer)
-        layers[unet_module_key(name)] = layer
-    if train_text and text_encoder is not None:
-        for name in _targets(text_encoder, TEXT):
-            layer = LoRALinear(text_encoder.get_submodule(name), rank, alpha, gen)
-            _replace(text_encoder, name, layer)
-            layers[te_module_key(name)] = layer
+        layers[unet_key(name)] = layer
+    if text_encoders is None:
+        text_encoders = [(text_encoder, te_module_key)] if text_encoder is not None else []
+    if train_text:
+        for model, key in text_encoders:
+            for name in _targets(model, TEXT):
+                layer = LoRALinear(model.get_submodule(name), rank, alpha, gen)
+                _replace(model, name, layer)
+                layers[key(name)] = layer
     return layers
 
 
-def remove(unet: nn.Module, text_encoder: nn.Module | None) -> None:
+def remove(unet: nn.Module, *text_encoders: nn.Module | None) -> None:
     """Put the original layers back."""
-    for model in (unet, text_encoder):
+    for model in (unet, *text_encoders):
         if model is None:
             continue
         for name, module in list(model.named_modules()):

@@ -15,7 +15,7 @@ is skipped while the scale backs off. Such a step runs eagerly (the scaler reads
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,23 +32,31 @@ def make_scaler(amp_dtype, device: torch.device):
     return torch.amp.GradScaler(torch.device(device).type) if needs_scaler(amp_dtype, device) else None
 
 
+Condition = Callable[[torch.Tensor], "tuple[torch.Tensor, dict[str, Any]]"]
+
+
 class TrainStep:
-    def __init__(self, unet, latents: torch.Tensor, text: Callable[[torch.Tensor], torch.Tensor],
-                 caption_index: torch.Tensor, alphas: torch.Tensor, optimizer, amp_dtype, device: torch.device,
-                 scaler=None):
-        """``scaler``: a ``torch.amp.GradScaler`` for float16 autocast (:func:`make_scaler`), or None."""
-        self.unet, self.latents, self.text, self.optimizer = unet, latents, text, optimizer
+    def __init__(self, unet, latents: torch.Tensor, text: Optional[Callable[[torch.Tensor], torch.Tensor]],
+                 caption_index: Optional[torch.Tensor], alphas: torch.Tensor, optimizer, amp_dtype,
+                 device: torch.device, scaler=None, condition: Optional[Condition] = None):
+        """``latents`` ``(N, 2, C, h, w)`` (each image and its mirror); ``condition``: image indices ``(batch,)`` ->
+        ``(encoder_hidden_states, extra UNet keyword arguments)`` (a :mod:`~lib_profile.train.conditioning`
+        object; from its cache it must be plain indexing, which a CUDA graph can capture); or, without it,
+        ``text(caption_index[idx])`` gives the hidden states alone. ``scaler``: a ``torch.amp.GradScaler`` for
+        float16 autocast (:func:`make_scaler`), or None."""
+        self.unet, self.latents, self.optimizer = unet, latents, optimizer
         self.scaler = scaler
-        self.caption_index, self.alphas = caption_index, alphas
+        self.condition = condition or (lambda idx: (text(caption_index[idx.to(caption_index.device)]), {}))
+        self.alphas = alphas
         self.amp_dtype, self.device = amp_dtype, device
         self.graph: Optional[torch.cuda.CUDAGraph] = None
 
-    def _loss(self, idx, flip, t, noise, cond):
+    def _loss(self, idx, flip, t, noise, cond, extra):
         lat = self.latents[idx, flip]
         a = self.alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * lat + (1 - a).sqrt() * noise
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.device.type == "cuda"):
-            pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
+            pred = self.unet(noisy, t, encoder_hidden_states=cond, **extra).sample
         return F.mse_loss(pred.float(), noise.float())
 
     def __call__(self, idx: torch.Tensor, flip: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -61,8 +69,9 @@ class TrainStep:
             self.graph.replay()
             return self._static_loss
         dev = self.latents.device
-        cond = self.text(self.caption_index[idx])
-        loss = self._loss(idx.to(dev), flip.to(dev), t.to(self.device), noise.to(self.device, self.latents.dtype), cond)
+        cond, extra = self.condition(idx)
+        loss = self._loss(idx.to(dev), flip.to(dev), t.to(self.device), noise.to(self.device, self.latents.dtype), cond,
+                          extra)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -73,8 +82,8 @@ class TrainStep:
             self.optimizer.step()
         return loss.detach()
 
-    def capture(self, batch: int, text_cache: torch.Tensor) -> None:
-        """Record the whole step as a CUDA graph (needs cached caption embeddings). Raises if it cannot (and with
+    def capture(self, batch: int) -> None:
+        """Record the whole step as a CUDA graph (needs cached caption conditioning). Raises if it cannot (and with
         a gradient scaler); the weights and optimiser state are as before either way."""
         if self.scaler is not None:
             raise RuntimeError("a step with a gradient scaler runs eagerly")
@@ -87,10 +96,10 @@ class TrainStep:
         self._flip = torch.zeros(batch, dtype=torch.long, device=dev)
         self._t = torch.zeros(batch, dtype=torch.long, device=dev)
         self._noise = torch.zeros((batch,) + tuple(self.latents.shape[2:]), dtype=self.latents.dtype, device=dev)
-        captions = self._captions = self.caption_index.to(dev)  # kept: the graph reads its memory
 
         def fwd_bwd():
-            loss = self._loss(self._idx, self._flip, self._t, self._noise, text_cache[captions[self._idx]])
+            cond, extra = self.condition(self._idx)  # indexing the cache on the device: recorded in the graph
+            loss = self._loss(self._idx, self._flip, self._t, self._noise, cond, extra)
             loss.backward()
             self.optimizer.step()
             return loss.detach()

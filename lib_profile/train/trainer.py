@@ -1,4 +1,4 @@
-"""The face LoRA trainer: intake folder + SD1.5 checkpoint -> a kohya LoRA chosen by identity score.
+"""The face LoRA trainer: intake folder + SD1.5 or SDXL checkpoint -> a kohya LoRA chosen by identity score.
 
 Runs in its own process. Speed by design: VAE latents (of each crop and its mirror) and the caption
 embeddings are computed once; every step is then one UNet forward/backward on cached tensors; the
@@ -10,7 +10,8 @@ checkpoint; at the end the best one (or the average of the top k) is exported.
 
 This module holds the run itself (:class:`Trainer`: the step loop, cancel and resume); its stages live beside it:
 :mod:`.config` (settings), :mod:`.intake_data` (the intake folder), :mod:`.events` (events, cancel),
-:mod:`.model_setup` (model, LoRA layers, caches, optimiser), :mod:`.checkpoints` (state, checkpoints),
+:mod:`.model_setup` (model, LoRA layers, caches, optimiser), :mod:`.conditioning` and :mod:`.sdxl` (what each
+model family does differently: text encoders, UNet inputs, keys, metadata), :mod:`.checkpoints` (state, checkpoints),
 :mod:`.validation` (validation portraits and scores), :mod:`.export` (the LoRA file and report) and
 :mod:`.contact_sheet` (the validation sheet).
 """
@@ -44,8 +45,11 @@ TICK_S = 0.5  # at most two progress ticks a second between log steps (no loss: 
 class Trainer(ModelSetup, Checkpoints, Validation, Export, ValidationSheet):
     """One training run: ``run()`` trains from an intake folder and a checkpoint into ``out`` (see the module)."""
 
-    def __init__(self, intake: str | Path, checkpoint: str | Path, out: str | Path, config: TrainConfig,
+    def __init__(self, intake: str | Path, checkpoint: Any, out: str | Path, config: TrainConfig,
                  events: Events | None = None, data_dir: str | Path | None = None):
+        """``checkpoint``: a checkpoint file or name (``"tiny"``), or a model already loaded (an SD1.5 model of
+        :func:`~lib_profile.hosts.diffusers.checkpoint.load_sd15`, an SDXL one of :func:`~lib_profile.train.sdxl.
+        sdxl_model`); the trainer adds LoRA layers to its modules."""
         config.validate()
         self.cfg = config
         self.intake = read_intake(intake)
@@ -68,8 +72,6 @@ class Trainer(ModelSetup, Checkpoints, Validation, Export, ValidationSheet):
         import torch
         from diffusers import DDPMScheduler
 
-        from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG
-
         cfg, ev = self.cfg, self.events
         self.out.mkdir(parents=True, exist_ok=True)
         cancel = Cancel(Path(cancel_file) if cancel_file else self.out / "CANCEL")
@@ -78,7 +80,7 @@ class Trainer(ModelSetup, Checkpoints, Validation, Export, ValidationSheet):
         started = time.time()
         try:
             self.prepare()
-            noise_sched = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+            noise_sched = DDPMScheduler.from_config(self.model.scheduler_config)
             alphas = noise_sched.alphas_cumprod.to(self.device)
             optimizer = self._optimizer()
             gen = torch.Generator().manual_seed(cfg.seed)
@@ -92,15 +94,17 @@ class Trainer(ModelSetup, Checkpoints, Validation, Export, ValidationSheet):
                     for f in (self.out / old).glob("step-*"):
                         f.unlink()
             n = len(self.intake.crops)
-            train_step = TrainStep(self.model.unet, self.latents, self._text, self.caption_index, alphas, optimizer,
-                                   self.amp_dtype, self.device, make_scaler(self.amp_dtype, self.device))
+            train_step = TrainStep(self.model.unet, self.latents, None, None, alphas, optimizer, self.amp_dtype,
+                                   self.device, make_scaler(self.amp_dtype, self.device), condition=self.conditioning)
             if self._graphed():
                 try:
-                    train_step.capture(cfg.batch_size, self.text_cache)
+                    train_step.capture(cfg.batch_size)
                 except Exception as exc:  # noqa: BLE001 - any capture failure: run the same step eagerly
                     ev("phase", phase="train", note=f"CUDA graph capture failed, running eagerly: {exc}"[:300])
             ev("phase", phase="train", step=step, steps=cfg.steps, device=str(self.device),
-               cuda_graph=train_step.graph is not None)
+               cuda_graph=train_step.graph is not None, family=self.conditioning.family.name,
+               resolution=cfg.resolution, gradient_checkpointing=bool(cfg.gradient_checkpointing),
+               optimizer=type(optimizer).__name__)
             loss_sum = torch.zeros((), device=self.device)
             window_start, window_steps = time.perf_counter(), 0
             last_tick = 0.0

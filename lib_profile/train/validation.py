@@ -23,15 +23,12 @@ class Validation:
                 f"professional headshot of {who}, plain grey background"]
         return [base[i % len(base)] for i in range(self.cfg.validation_images)]
 
-    def validation_conditioning(self, prompts: list[str], negative: str = VALIDATION_NEGATIVE):
-        """``(cond, uncond)``, each ``(len(prompts), 77 * chunks, hidden)``: the validation portraits' text
-        conditioning, made as the studio makes it on the diffusers host (emphasis, 75-token chunks, the run's
-        CLIP skip, prompt and negative padded to the same chunk count)."""
-        from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
-
-        m = self.model
-        return ScheduledEmbeds(m.text_encoder, m.tokenizer, prompts, negative, self.cfg.clip_skip,
-                               self.cfg.validation_steps).at(0)
+    def validation_conditioning(self, prompts: list[str], negative: str = VALIDATION_NEGATIVE) -> dict:
+        """The validation pipeline's text inputs for ``prompts`` (``prompt_embeds``, ``negative_prompt_embeds``,
+        each ``(len(prompts), 77 * chunks, hidden)``, and on SDXL the pooled ones): on SD1.5 as the studio makes
+        them on the diffusers host (emphasis, 75-token chunks, the run's CLIP skip, prompt and negative padded to
+        the same chunk count); see the family's :mod:`~lib_profile.train.conditioning` object."""
+        return self.conditioning.validation_inputs(prompts, negative)
 
     def _validate(self, step: int) -> None:
         import torch
@@ -41,13 +38,11 @@ class Validation:
         m, cfg = self.model, self.cfg
         size = cfg.validation_size or cfg.resolution
         if not hasattr(self, "_pipe"):
-            from diffusers import StableDiffusionPipeline
-
             sched = samplers.make_scheduler("DPM++ 2M Karras", None, m.scheduler_config)[0]
-            self._pipe = StableDiffusionPipeline(vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer,
-                                                 unet=m.unet, scheduler=sched, safety_checker=None,
-                                                 feature_extractor=None, requires_safety_checker=False)
+            self._pipe = self.conditioning.validation_pipeline(sched)
             self._pipe.set_progress_bar_config(disable=True)
+            if cfg.low_memory:  # decode 1024 px in tiles: the VAE's activations at full size are several GB
+                self._pipe.enable_vae_tiling()
             self._scorer = _Scorer(self.intake)
         folder = self.out / "validation"
         folder.mkdir(parents=True, exist_ok=True)
@@ -59,9 +54,8 @@ class Validation:
         with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.gpu):
             for start in range(0, len(prompts), per_call):
                 ks = range(start, min(start + per_call, len(prompts)))
-                cond, uncond = self.validation_conditioning([prompts[k] for k in ks])
-                images = self._pipe(prompt_embeds=cond, negative_prompt_embeds=uncond,
-                                    width=size, height=size, num_inference_steps=cfg.validation_steps,
+                text = self.validation_conditioning([prompts[k] for k in ks])
+                images = self._pipe(**text, width=size, height=size, num_inference_steps=cfg.validation_steps,
                                     guidance_scale=6.5,
                                     generator=[torch.Generator().manual_seed(1000 + k) for k in ks]).images
                 for k, image in zip(ks, images):

@@ -137,18 +137,9 @@ def checkpoint_engine(path: str | Path) -> Engine:
     """The engine for a single-file checkpoint, from its tensor names (a .safetensors header only; a pickle is read
     whole). A family without one (SD2, SD3, Flux) gets SD1.5's, whose loader refuses it naming the family;
     HostError for a file that is missing, empty or not a model."""
-    from lib_profile.hosts.diffusers.checkpoint import read_state_dict
+    from lib_profile.hosts.diffusers.checkpoint import read_state_dict, tensor_names
 
-    path = Path(path)
-    keys: Any = None
-    if path.suffix == ".safetensors" and path.is_file() and path.stat().st_size:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                keys = list(f.keys())
-        except Exception:  # noqa: BLE001 - read_state_dict below says what is wrong with the file
-            keys = None
+    keys = tensor_names(path)
     if keys is None:
         keys = read_state_dict(path).keys()
     return ENGINES.get(families.checkpoint_family(keys) or families.SD15.name, SD15)

@@ -24,8 +24,9 @@ class SdxlPromptEncoder:
 
     :meth:`encode` gives ``(context (1, 77 * chunks, width 1 + width 2), pooled (1, pooled width))``."""
 
-    def __init__(self, model, clip_skip: int = 1):
-        self.model = model
+    def __init__(self, model, clip_skip: int = 1, grad: bool = False):
+        """``grad``: keep the autograd graph (the face trainer training the text encoders); off for inference."""
+        self.model, self.grad = model, grad
         self.layer = -max(int(clip_skip), 2)  # hidden_states[-2]: the penultimate layer's output
 
     def chunks(self, text: str) -> int:
@@ -39,7 +40,7 @@ class SdxlPromptEncoder:
         tok = self.model.tokenizer
         parts = prompts.padded_chunks(tok, text, chunks)
         ids = torch.tensor([c.ids for c in parts], device=self.model.text_encoder.device)
-        pad = self.model.tokenizer_2.pad_token_id
+        pad = getattr(self.model.tokenizer_2, "pad_token_id", None) or 0  # no tokenizer_2: pad with "!" (id 0)
         after_end = (ids == tok.eos_token_id).int().cumsum(1) - (ids == tok.eos_token_id).int() > 0
         return parts, ids, ids.masked_fill(after_end, pad).to(self.model.text_encoder_2.device)
 
@@ -48,7 +49,7 @@ class SdxlPromptEncoder:
         import torch
 
         parts, ids, ids_2 = self.token_ids(text, chunks)
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.grad):
             out_1 = self.model.text_encoder(ids, output_hidden_states=True)
             out_2 = self.model.text_encoder_2(ids_2, output_hidden_states=True)
         z_1 = prompts.emphasize(out_1.hidden_states[self.layer], parts)

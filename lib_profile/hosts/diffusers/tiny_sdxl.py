@@ -100,3 +100,21 @@ def ensure_tiny_sdxl(cache: Path) -> Path:
         if work.exists() and work != target:
             shutil.rmtree(work, ignore_errors=True)
     return target / CHECKPOINT
+
+
+def sdxl_base_configs() -> dict[str, dict[str, Any]]:
+    """SDXL base 1.0's configs in :func:`tiny_sdxl_configs`' form (diffusers
+    ``stabilityai/stable-diffusion-xl-base-1.0``: block widths [320, 640, 1280], transformer depths [1, 2, 10],
+    2048-wide context, CLIP ViT-L 12 x 768, OpenCLIP bigG 32 x 1280): for random-weight models at real shape (the
+    benchmark) and for modules on the meta device (key tables)."""
+    cfg = tiny_sdxl_configs()
+    cfg["unet"].update({"sample_size": 128, "block_out_channels": [320, 640, 1280],
+                        "transformer_layers_per_block": [1, 2, 10], "cross_attention_dim": 2048,
+                        "attention_head_dim": [5, 10, 20], "addition_time_embed_dim": 256,
+                        "projection_class_embeddings_input_dim": 2816})
+    cfg["vae"].update({"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "sample_size": 1024})
+    cfg["text_encoder"].update({"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                                "num_attention_heads": 12, "projection_dim": 768})
+    cfg["text_encoder_2"].update({"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+                                  "num_attention_heads": 20, "projection_dim": 1280})
+    return cfg
