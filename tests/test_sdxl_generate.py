@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from lib_profile import families
-from lib_profile.hosts.base import ControlUnit, HostError, Img2ImgRequest, InpaintRequest, LoraRef, RunControl, \
+from lib_profile.hosts.base import HostError, Img2ImgRequest, InpaintRequest, LoraRef, RunControl, \
     Txt2ImgRequest
 from lib_profile.hosts.diffusers import samplers, tiny_sdxl
 from lib_profile.lora import keys as lora_keys
@@ -317,9 +317,6 @@ def test_what_sdxl_lacks_is_refused_naming_the_family(sdxl):
         lambda: sdxl.check_attention_control("Explain (DAAM word maps)"),
         lambda: sdxl.denoiser(["a photo"]).__enter__(),
         lambda: sdxl.unsupported("Inverting a photo (restyle, edit or explain a photo)"),  # the service's refusal
-        lambda: sdxl.controlnet_model("pose", "control_v11p_sd15_openpose"),
-        lambda: sdxl.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1, controlnets=[
-            ControlUnit("pose", Image.new("RGB", (64, 64)), "pose.safetensors")])),
         lambda: sdxl.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1),
                              RunControl(attention=Controller())),
     ]

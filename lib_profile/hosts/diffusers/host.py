@@ -24,7 +24,8 @@ from lib_profile.attention.clock import tick
 from lib_profile.hosts.base import (RAN, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted,
                                     Result, RunControl, StageReport, Txt2ImgRequest)
 from lib_profile.hosts.diffusers import engines, masking, samplers
-from lib_profile.hosts.diffusers.checkpoint import load_controlnet, read_state_dict
+from lib_profile.hosts.diffusers.checkpoint import read_state_dict
+from lib_profile.hosts.diffusers.controlnet_file import load_controlnet
 from lib_profile.hosts.diffusers.engines import resolve_checkpoint, tiny_controlnet  # noqa: F401 - this module's API
 from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
 from lib_profile.infotext import infotext
@@ -209,7 +210,8 @@ class DiffusersHost(Host):
         if key not in self._controlnets:
             if not Path(path).is_file():
                 raise HostError(f"ControlNet model not found: {path}")
-            self._controlnets[key] = load_controlnet(path).to(self.device, self.dtype)
+            self._controlnets[key] = load_controlnet(path, self.engine.family, self.model.unet.config).to(
+                self.device, self.dtype)
         return self._controlnets[key]
 
     def pipeline(self, kind: str, units: list[ControlUnit] = ()):
