@@ -30,11 +30,12 @@ from PIL import Image
 from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, FaceDetailRequest, Host, HostError, Img2ImgRequest,
                                     InpaintRequest, Interrupted, LoraRef, Result, RunControl, StageReport,
                                     Txt2ImgRequest)
+from lib_profile.families import SD15
 from lib_profile.hosts.webui import adetailer, faults as faults_of, lora_publish, progress as webui_progress
-from lib_profile.hosts.webui.controlnet import (CN_MODEL_FILES, family_problem, missing_controlnet_message,
+from lib_profile.hosts.webui.controlnet import (family_problem, missing_controlnet_message, model_file,
                                                resolve_model_name)
 from lib_profile.hosts.webui.flavours import Flavour
-from lib_profile.hosts.webui.model_family import model_family, selected_family
+from lib_profile.hosts.webui.model_family import RUNS_ON, SD15_ONLY, current_family, refusal
 from lib_profile.hosts.webui.options import restoring_opts
 from lib_profile.hosts.webui.processing import filtered_runner, plan_job_count, processing_kwargs
 
@@ -44,8 +45,6 @@ class WebUIHost(Host):
     """Runs requests inside a running A1111 or Forge. ``flavour``: :mod:`.a1111` or :mod:`.forge`, as
     :func:`.flavours.detect_flavour` picks it."""
 
-    attention_control = True  # through the flavour: attention.py (A1111), forge_attention.py (Forge)
-    photo_inversion = True  # denoiser.py, through the flavour: a1111_denoiser.py, forge_denoiser.py
 
     def __init__(self, flavour: Flavour):
         self.flavour = flavour
@@ -59,6 +58,40 @@ class WebUIHost(Host):
         import importlib
 
         return importlib.import_module(f"modules.{name}")
+
+    # -- the model family: the Host protocol's flags follow the checkpoint the WebUI runs on
+    def family_state(self) -> tuple[str, str]:
+        """``(family, "loaded" or "selected")`` of the checkpoint the WebUI's next generation runs on, loading
+        nothing (:func:`.model_family.current_family`)."""
+        return current_family(self._m("shared"), self._m("sd_models"))
+
+    @property
+    def model_family(self) -> str:
+        """The family of the WebUI's checkpoint (``"SD1.5"``, ``"SDXL"``, ...): the studio's sizes and the trainer's
+        model follow it."""
+        return self.family_state()[0]
+
+    @property
+    def attention_control(self) -> bool:
+        """Explain and Prompt-to-Prompt: on SD1.5 (A1111: attention.py, Forge: forge_attention.py)."""
+        return self.model_family == SD15.name
+
+    @property
+    def photo_inversion(self) -> bool:
+        """Photo inversion (denoiser.py through a1111_denoiser.py / forge_denoiser.py): on SD1.5."""
+        return self.model_family == SD15.name
+
+    def unsupported(self, what: str) -> HostError:
+        """What the WebUI's checkpoint family lacks is refused naming the family and what to do."""
+        family, state = self.family_state()
+        if family != SD15.name and (what in SD15_ONLY or family not in RUNS_ON):
+            return HostError(refusal(what, family, state))
+        return super().unsupported(what)
+
+    def check_attention_control(self, what: str) -> None:
+        family, state = self.family_state()
+        if family != SD15.name:
+            raise HostError(refusal(what, family, state))
 
     def _outdirs(self, kind: str) -> tuple[str, str]:
         opts = self._m("shared").opts
@@ -91,10 +124,12 @@ class WebUIHost(Host):
     def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
         """The WebUI name of the ControlNet model for ``kind`` (``pose``/``tile``), or None (then a note says
         which file to install)."""
-        present = self.controlnet_present()
-        name = resolve_model_name(wanted, self.controlnet_models(), kind)
+        present, family = self.controlnet_present(), self.model_family
+        name = resolve_model_name(wanted, self.controlnet_models(), kind, family)
         if name is None:  # one note for a missing extension, one per missing model
-            self.notes.append(missing_controlnet_message(kind if present else "pose", present))
+            self.notes.append(missing_controlnet_message(kind if present else "pose", present, family))
+        elif wanted:
+            self._check_controlnet_family(name, family)
         return name
 
     # -- LoRA
@@ -112,6 +147,33 @@ class WebUIHost(Host):
         if written:
             self.lora_list_changed()
         return published
+
+    def _tagged_files(self, prompts: list[str]) -> list[str]:
+        """The files of the LoRAs the prompts' ``<lora:NAME:W>`` tags name, as the WebUI's Lora extension finds them
+        (its list, else our Lora folder by stem); names it does not know are left to it ("Lora not found")."""
+        from lib_profile.hosts.webui import loras as webui_loras
+        from lib_profile.prompts.parse import extract_networks
+
+        names = {n.name for text in prompts for n in extract_networks(text or "")[1] if n.kind in ("lora", "lyco")}
+        return [f for f in (webui_loras.find(name, self.lora_dir()) for name in sorted(names)) if f]
+
+    def check_prompt_loras(self, prompt: str, loras: Optional[list[LoraRef]] = None) -> list[str]:
+        """HostError when a LoRA (``loras``, and those ``prompt``'s tags name) is for another model family than the
+        WebUI's checkpoint: an SD1.5 LoRA with an SDXL checkpoint, or the reverse (its metadata, key names or text
+        width say so: :func:`lib_profile.lora.family.lora_file_family`, the header alone is read). The WebUI's
+        Lora extension would otherwise apply the layers whose names happen to match, or fail in its console."""
+        from lib_profile.families import check_compatible
+        from lib_profile.lora.family import lora_file_family
+
+        files = [*(x.path for x in loras or []), *self._tagged_files([prompt])]
+        if not files:
+            return []
+        family = self.model_family
+        for path in dict.fromkeys(files):
+            problem = check_compatible(family, lora_family=lora_file_family(path), lora_name=Path(path).stem)
+            if problem:
+                raise HostError(problem)
+        return []
 
     def take_notes(self) -> list[str]:
         """The notes made since last asked (a missing ControlNet extension or model: which file to install)."""
@@ -146,7 +208,8 @@ class WebUIHost(Host):
         p.is_api = True  # before scripts: keeps the built-in Sampler/Seed scripts from overwriting our values
         wanted: list[tuple[str, list]] = []
         if req.controlnets and self.controlnet_present():  # without it the plan still runs, guided by the prompt
-            units = [self.flavour.controlnet_unit(u, self._cn_name(u)) for u in req.controlnets]
+            family = self.model_family
+            units = [self.flavour.controlnet_unit(u, self._cn_name(u, family)) for u in req.controlnets]
             wanted.append(("controlnet", units))
         wanted.extend(extra_scripts)
         runner, args, _missing = filtered_runner(self._runner(kind), wanted, own_scripts, faults)
@@ -154,15 +217,23 @@ class WebUIHost(Host):
         p.script_args_value = args  # assigning the value directly skips setup(), as ADetailer does
         return p
 
-    def _cn_name(self, unit: ControlUnit) -> str:
-        name = resolve_model_name(unit.model, self.controlnet_models(), unit.kind)
+    def _cn_name(self, unit: ControlUnit, family: str) -> str:
+        name = resolve_model_name(unit.model, self.controlnet_models(), unit.kind, family)
         if name is None:
             raise HostError(f"ControlNet model {unit.model!r} is not in the WebUI's list; "
-                            f"put {CN_MODEL_FILES[unit.kind]} in models/ControlNet and refresh")
-        problem = family_problem(name)  # e.g. an SDXL pose model named for an SD1.5 studio
+                            f"put {model_file(unit.kind, family)} in models/ControlNet and refresh")
+        self._check_controlnet_family(name, family)
+        return name
+
+    @staticmethod
+    def _check_controlnet_family(name: str, family: str) -> None:
+        """HostError when the model's name says it is for another family than the checkpoint's (e.g. an SDXL pose
+        model for an SD1.5 checkpoint, or the reverse). The extensions take the same unit for either family and
+        tell SD1.5 from SDXL ControlNets by their tensors (Mikubill's ``build_model_by_guess``, Forge's
+        ``load_controlnet``)."""
+        problem = family_problem(name, family)
         if problem:
             raise HostError(problem)
-        return name
 
     def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl],
              extra_scripts: list[tuple[str, list]] = ()) -> Result:
@@ -174,11 +245,13 @@ class WebUIHost(Host):
             raise Interrupted()
         attention = contextlib.nullcontext([])
         if control is not None and control.attention is not None:
+            self.check_attention_control("Attention control (Explain word maps, Prompt-to-Prompt edits)")
             attention = self.flavour.attention(control.attention, (req.height // 8, req.width // 8),
                                                req.batch_size)
         faults: list[faults_of.Fault] = []
         self.flavour.load_model()  # the model the WebUI may still be loading (A1111 loads it in a thread at start)
         self.check_model_family("Generating")
+        self.check_prompt_loras("", [*req.loras, *(LoraRef(p) for p in self._tagged_files(req.image_prompts()))])
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
             p = self._processing(kind, req, extra_scripts, own_scripts or [], faults)
             with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings), \
@@ -191,7 +264,8 @@ class WebUIHost(Host):
         generation = dict(getattr(p, "extra_generation_params", None) or {})
         reports = faults_of.controlnet_reports(
             req.controlnets, self.controlnet_present(),
-            missing_controlnet_message(req.controlnets[0].kind, False) if req.controlnets else "", faults, generation)
+            missing_controlnet_message(req.controlnets[0].kind, False, self.model_family) if req.controlnets else "",
+            faults, generation)
         reports += faults_of.lora_reports([x.name for x in req.loras], getattr(processed, "comments", "") or "")
         if extra_scripts and extra_scripts[0][0] == adetailer.TITLE:
             reports.append(faults_of.adetailer_report(faults, generation, req.init_image, images[0]))
@@ -279,7 +353,8 @@ class WebUIHost(Host):
         if info is None:
             info = getattr(getattr(self._m("shared"), "sd_model", None), "sd_checkpoint_info", None)
         if info is None or not getattr(info, "filename", None):
-            raise HostError("No checkpoint is selected in the WebUI; pick an SD1.5 checkpoint at the top of the page")
+            raise HostError("No checkpoint is selected in the WebUI; pick an SD1.5 or SDXL checkpoint at the top of "
+                            "the page")
         return str(info.filename)
 
     def checkpoints(self) -> dict[str, str]:
@@ -347,17 +422,13 @@ class WebUIHost(Host):
 
         return lent(self, prompts, loras, clip_skip)
 
-    def check_model_family(self, what: str) -> None:
-        """HostError unless the WebUI's model is SD1.x: the loaded one, or (Forge, before it loads) the selected
-        checkpoint's file (:func:`model_family.selected_family`). Profile Studio's LoRAs, ControlNets and
-        attention maps are SD1.5's."""
-        sd_model = getattr(self._m("shared"), "sd_model", None)
-        family, state = model_family(sd_model), "loaded"
-        if family is None:  # Forge loads lazily: the checkpoint picked in its menu may not be loaded yet
-            family, state = selected_family(self._m("sd_models"), sd_model), "selected"
-        if family is not None:
-            raise HostError(f"{what} needs an SD1.5 checkpoint, and the WebUI has an {family} checkpoint {state}; "
-                            "pick an SD1.5 checkpoint in the WebUI's checkpoint menu (top of the page) and try again")
+    def check_model_family(self, what: str, runs_on: tuple[str, ...] = RUNS_ON) -> None:
+        """HostError unless the WebUI's checkpoint (the loaded one, or - Forge, before it loads - the selected
+        checkpoint's file: :func:`.model_family.current_family`) is of a family in ``runs_on`` (generating and
+        training: SD1.5 and SDXL); the message names the family and what to do (:func:`.model_family.refusal`)."""
+        family, state = self.family_state()
+        if family not in runs_on:
+            raise HostError(refusal(what, family, state))
 
     def training_progress(self, step: int, steps: int, text: str = "") -> None:
         """Map a training's ``step`` of ``steps`` onto what ``/internal/progress`` computes its bar from

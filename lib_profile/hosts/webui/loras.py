@@ -49,3 +49,19 @@ def forget(name: str) -> list[str]:
         params.unlink()  # the last generation's parameters name the person's LoRA: forget them as well
         cleaned.append("params.txt")
     return cleaned
+
+
+def find(name: str, lora_dir: Path) -> str | None:
+    """The file the WebUI's Lora extension applies for a ``<lora:NAME:W>`` tag: its list
+    (``networks.available_networks``, by name and alias), else a ``NAME.safetensors`` under ``lora_dir``; None."""
+    networks = sys.modules.get("networks")
+    for table in ("available_networks", "available_network_aliases"):
+        entry = (getattr(networks, table, None) or {}).get(name)
+        if getattr(entry, "filename", None):
+            return str(entry.filename)
+    if "/" in name or "\\" in name or name in (".", "..") or not Path(lora_dir).is_dir():
+        return None
+    from lib_profile.lora.tags import glob_escape
+
+    hits = sorted(p for p in Path(lora_dir).rglob(f"{glob_escape(name)}.safetensors") if p.is_file())
+    return str(hits[0]) if hits else None
