@@ -9,7 +9,8 @@ on the WebUI's SDXL checkpoint file (``--train-steps`` steps at ``--size`` px), 
 (``/sdapi/v1/loras`` metadata: ``ss_base_model_version`` sdxl); a portrait job at ``--size`` px, 2 steps, no
 face detail/refine/upscale (random weights draw no face), its infotext carrying the LoRA tag when one was trained;
 explain, edit and a photo restyle refused up front (400) naming SDXL; with ``--sd15-lora NAME`` (an SD1.5 LoRA in
-the WebUI's Lora folder) a portrait whose prompt tags it refused (400) naming both families. Last, the identity is
+the WebUI's Lora folder) a portrait whose prompt tags it refused (400) naming both families; with ``--sdxl-lora
+NAME`` (an SDXL LoRA there) the portrait again with its tag, which must name it and change the picture. Last, the identity is
 deleted. It builds nothing and downloads nothing: load the SDXL checkpoint in the WebUI first (its checkpoint menu,
 or ``sd_model_checkpoint`` in config.json). Exit status 0 when no step failed.
 """
@@ -36,9 +37,11 @@ NOT_YET = "not there yet on SDXL checkpoints"
 
 
 class SdxlCheck(Smoke):
-    def __init__(self, url: str, size: int, train_steps: int, sd15_lora: Optional[str], **kw):
+    def __init__(self, url: str, size: int, train_steps: int, sd15_lora: Optional[str],
+                 sdxl_lora: Optional[str] = None, **kw):
         super().__init__(url, **kw)
-        self.size, self.train_steps, self.sd15_lora = size, train_steps, sd15_lora
+        self.size, self.train_steps, self.sd15_lora, self.sdxl_lora = size, train_steps, sd15_lora, sdxl_lora
+        self.skip_plain = False
 
     def checkpoint(self) -> str:
         options = self.ok(self.http.get(f"{self.url}/sdapi/v1/options"))
@@ -106,6 +109,27 @@ class SdxlCheck(Smoke):
         return (f"{picture.width}x{picture.height}" + (f", LoRA {lora} in infotext" if lora else "")
                 + f"; stages: {stages}; infotext tail: {text.splitlines()[-1][-120:]}")
 
+    def generate_with(self, lora: str) -> str:
+        """The same portrait with ``<lora:LORA:1>`` (an SDXL LoRA in the WebUI's Lora folder) in its prompt: the
+        infotext names it and the picture differs from the one without (same seed): the WebUI applied it."""
+        import numpy as np
+
+        body = {"count": 1, "seed": 5, "prompt": f"{PROMPT} <lora:{lora}:1>", "tone": "neutral", "switches": OFF,
+                "settings": {"width": self.size, "height": self.size, "steps": 2}}
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/generate", json=body), 202))
+        picture = self.image(job["links"]["image0"])
+        text = picture.text.get("parameters", "")
+        if f"<lora:{lora}:1>" not in text or "Lora hashes" not in text:
+            raise AssertionError(f"the infotext lacks the LoRA tag or its hash: {text[-300:]}")
+        base = self.image(self.state["portrait"][2]["image0"]).convert("RGB")
+        diff = np.abs(np.asarray(picture.convert("RGB"), np.int16) - np.asarray(base, np.int16))
+        if not diff.any():
+            raise AssertionError("the picture with the LoRA is the one without it")
+        stages = ", ".join(f"{s['stage'].split(':')[-1]} {s['status']}" for s in job["result"]["images"][0]
+                           .get("stages", []))
+        return (f"{picture.width}x{picture.height}; infotext has the tag and 'Lora hashes'; differs from the portrait "
+                f"without it (mean |diff| {diff.mean():.1f}/255); stages: {stages}")
+
     def refused(self, path: str, body: dict) -> str:
         r = self.http.post(f"{self.base}/{path}", json=body)
         if r.status_code != 400 or NOT_YET not in r.text:
@@ -126,13 +150,16 @@ class SdxlCheck(Smoke):
         if not self.step("version", self.version):
             return self.table()
         self.step("checkpoint", self.checkpoint)
-        self.step(f"plain txt2img {self.size} px", self.plain)
+        if not self.skip_plain:
+            self.step(f"plain txt2img {self.size} px", self.plain)
         for name, run in (("identity", self.identity), ("upload 6 selfies", self.upload)):
             if not self.step(name, run):
                 return self.table()
         if self.train_steps:
             self.step("train (SDXL)", self.train)
         self.step("generate", self.generate)
+        if self.sdxl_lora:
+            self.step(f"generate with <lora:{self.sdxl_lora}:1>", lambda: self.generate_with(self.sdxl_lora))
         source = {"identity": SLUG, "prompt": PROMPT}
         self.step("explain refused", lambda: self.refused("explain", {**source, "words": ["sweater"]}))
         self.step("edit refused", lambda: self.refused("edit", {**source, "replace": {"red": "blue"}}))
@@ -165,10 +192,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--train", action="store_true", help="train an SDXL face LoRA first (slow on a CPU)")
     parser.add_argument("--train-steps", type=int, default=1)
     parser.add_argument("--sd15-lora", help="an SD1.5 LoRA's name in the WebUI's Lora folder, to see it refused")
+    parser.add_argument("--sdxl-lora", help="an SDXL LoRA's name in the WebUI's Lora folder: a portrait with its tag")
+    parser.add_argument("--skip-plain", action="store_true", help="no plain WebUI txt2img first")
     parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
-    check = SdxlCheck(args.url, args.size, args.train_steps if args.train else 0, args.sd15_lora, auth=args.auth,
+    check = SdxlCheck(args.url, args.size, args.train_steps if args.train else 0, args.sd15_lora, args.sdxl_lora, auth=args.auth,
                       timeout=args.timeout)
+    check.skip_plain = args.skip_plain
     return check.run()
 
 
