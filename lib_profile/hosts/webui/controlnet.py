@@ -78,6 +78,17 @@ def family_problem(name: str, checkpoint_family: str = SD15.name) -> Optional[st
                             controlnet_name=model_stem(name))
 
 
+def check_family(name: str, checkpoint_family: str) -> None:
+    """HostError when WebUI model ``name``'s file name says it is for another family than the checkpoint's (an SDXL
+    pose model for an SD1.5 checkpoint, or the reverse). The extensions take the same unit for either family and tell
+    SD1.5 from SDXL ControlNets by their tensors (Mikubill's ``build_model_by_guess``, Forge's ``load_controlnet``)."""
+    from lib_profile.hosts.base import HostError
+
+    problem = family_problem(name, checkpoint_family)
+    if problem:
+        raise HostError(problem)
+
+
 def missing_controlnet_message(kind: str, extension_present: bool, checkpoint_family: str = SD15.name) -> str:
     file = model_file(kind, checkpoint_family)
     if not extension_present:

@@ -30,20 +30,20 @@ from PIL import Image
 from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, FaceDetailRequest, Host, HostError, Img2ImgRequest,
                                     InpaintRequest, Interrupted, LoraRef, Result, RunControl, StageReport,
                                     Txt2ImgRequest)
-from lib_profile.families import SD15
 from lib_profile.hosts.webui import adetailer, faults as faults_of, lora_publish, progress as webui_progress
-from lib_profile.hosts.webui.controlnet import (family_problem, missing_controlnet_message, model_file,
-                                               resolve_model_name)
+from lib_profile.hosts.webui.controlnet import (check_family as check_controlnet_family, missing_controlnet_message,
+                                               model_file, resolve_model_name)
 from lib_profile.hosts.webui.flavours import Flavour
-from lib_profile.hosts.webui.model_family import RUNS_ON, SD15_ONLY, current_family, refusal
+from lib_profile.hosts.webui.model_family import FamilyFlags
 from lib_profile.hosts.webui.options import restoring_opts
 from lib_profile.hosts.webui.processing import filtered_runner, plan_job_count, processing_kwargs
 
 
 
-class WebUIHost(Host):
+class WebUIHost(FamilyFlags, Host):
     """Runs requests inside a running A1111 or Forge. ``flavour``: :mod:`.a1111` or :mod:`.forge`, as
-    :func:`.flavours.detect_flavour` picks it."""
+    :func:`.flavours.detect_flavour` picks it. The model family and the protocol's flags that follow it
+    (``model_family``, ``attention_control``, ``photo_inversion``): :class:`.model_family.FamilyFlags`."""
 
 
     def __init__(self, flavour: Flavour):
@@ -58,40 +58,6 @@ class WebUIHost(Host):
         import importlib
 
         return importlib.import_module(f"modules.{name}")
-
-    # -- the model family: the Host protocol's flags follow the checkpoint the WebUI runs on
-    def family_state(self) -> tuple[str, str]:
-        """``(family, "loaded" or "selected")`` of the checkpoint the WebUI's next generation runs on, loading
-        nothing (:func:`.model_family.current_family`)."""
-        return current_family(self._m("shared"), self._m("sd_models"))
-
-    @property
-    def model_family(self) -> str:
-        """The family of the WebUI's checkpoint (``"SD1.5"``, ``"SDXL"``, ...): the studio's sizes and the trainer's
-        model follow it."""
-        return self.family_state()[0]
-
-    @property
-    def attention_control(self) -> bool:
-        """Explain and Prompt-to-Prompt: on SD1.5 (A1111: attention.py, Forge: forge_attention.py)."""
-        return self.model_family == SD15.name
-
-    @property
-    def photo_inversion(self) -> bool:
-        """Photo inversion (denoiser.py through a1111_denoiser.py / forge_denoiser.py): on SD1.5."""
-        return self.model_family == SD15.name
-
-    def unsupported(self, what: str) -> HostError:
-        """What the WebUI's checkpoint family lacks is refused naming the family and what to do."""
-        family, state = self.family_state()
-        if family != SD15.name and (what in SD15_ONLY or family not in RUNS_ON):
-            return HostError(refusal(what, family, state))
-        return super().unsupported(what)
-
-    def check_attention_control(self, what: str) -> None:
-        family, state = self.family_state()
-        if family != SD15.name:
-            raise HostError(refusal(what, family, state))
 
     def _outdirs(self, kind: str) -> tuple[str, str]:
         opts = self._m("shared").opts
@@ -129,7 +95,7 @@ class WebUIHost(Host):
         if name is None:  # one note for a missing extension, one per missing model
             self.notes.append(missing_controlnet_message(kind if present else "pose", present, family))
         elif wanted:
-            self._check_controlnet_family(name, family)
+            check_controlnet_family(name, family)
         return name
 
     # -- LoRA
@@ -148,31 +114,14 @@ class WebUIHost(Host):
             self.lora_list_changed()
         return published
 
-    def _tagged_files(self, prompts: list[str]) -> list[str]:
-        """The files of the LoRAs the prompts' ``<lora:NAME:W>`` tags name, as the WebUI's Lora extension finds them
-        (its list, else our Lora folder by stem); names it does not know are left to it ("Lora not found")."""
-        from lib_profile.hosts.webui import loras as webui_loras
-        from lib_profile.prompts.parse import extract_networks
-
-        names = {n.name for text in prompts for n in extract_networks(text or "")[1] if n.kind in ("lora", "lyco")}
-        return [f for f in (webui_loras.find(name, self.lora_dir()) for name in sorted(names)) if f]
-
     def check_prompt_loras(self, prompt: str, loras: Optional[list[LoraRef]] = None) -> list[str]:
         """HostError when a LoRA (``loras``, and those ``prompt``'s tags name) is for another model family than the
-        WebUI's checkpoint: an SD1.5 LoRA with an SDXL checkpoint, or the reverse (its metadata, key names or text
-        width say so: :func:`lib_profile.lora.family.lora_file_family`, the header alone is read). The WebUI's
-        Lora extension would otherwise apply the layers whose names happen to match, or fail in its console."""
-        from lib_profile.families import check_compatible
-        from lib_profile.lora.family import lora_file_family
+        WebUI's checkpoint (:func:`.loras.check_family`: the files' headers alone are read)."""
+        from lib_profile.hosts.webui import loras as webui_loras
 
-        files = [*(x.path for x in loras or []), *self._tagged_files([prompt])]
-        if not files:
-            return []
-        family = self.model_family
-        for path in dict.fromkeys(files):
-            problem = check_compatible(family, lora_family=lora_file_family(path), lora_name=Path(path).stem)
-            if problem:
-                raise HostError(problem)
+        files = [*(x.path for x in loras or []), *webui_loras.tagged_files([prompt], self.lora_dir())]
+        if files:
+            webui_loras.check_family(files, self.model_family)
         return []
 
     def take_notes(self) -> list[str]:
@@ -222,18 +171,8 @@ class WebUIHost(Host):
         if name is None:
             raise HostError(f"ControlNet model {unit.model!r} is not in the WebUI's list; "
                             f"put {model_file(unit.kind, family)} in models/ControlNet and refresh")
-        self._check_controlnet_family(name, family)
+        check_controlnet_family(name, family)
         return name
-
-    @staticmethod
-    def _check_controlnet_family(name: str, family: str) -> None:
-        """HostError when the model's name says it is for another family than the checkpoint's (e.g. an SDXL pose
-        model for an SD1.5 checkpoint, or the reverse). The extensions take the same unit for either family and
-        tell SD1.5 from SDXL ControlNets by their tensors (Mikubill's ``build_model_by_guess``, Forge's
-        ``load_controlnet``)."""
-        problem = family_problem(name, family)
-        if problem:
-            raise HostError(problem)
 
     def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl],
              extra_scripts: list[tuple[str, list]] = ()) -> Result:
@@ -251,7 +190,7 @@ class WebUIHost(Host):
         faults: list[faults_of.Fault] = []
         self.flavour.load_model()  # the model the WebUI may still be loading (A1111 loads it in a thread at start)
         self.check_model_family("Generating")
-        self.check_prompt_loras("", [*req.loras, *(LoraRef(p) for p in self._tagged_files(req.image_prompts()))])
+        self.check_prompt_loras("\n".join(req.image_prompts()), req.loras)
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
             p = self._processing(kind, req, extra_scripts, own_scripts or [], faults)
             with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings), \
@@ -421,14 +360,6 @@ class WebUIHost(Host):
         from lib_profile.hosts.webui.denoiser import lent
 
         return lent(self, prompts, loras, clip_skip)
-
-    def check_model_family(self, what: str, runs_on: tuple[str, ...] = RUNS_ON) -> None:
-        """HostError unless the WebUI's checkpoint (the loaded one, or - Forge, before it loads - the selected
-        checkpoint's file: :func:`.model_family.current_family`) is of a family in ``runs_on`` (generating and
-        training: SD1.5 and SDXL); the message names the family and what to do (:func:`.model_family.refusal`)."""
-        family, state = self.family_state()
-        if family not in runs_on:
-            raise HostError(refusal(what, family, state))
 
     def training_progress(self, step: int, steps: int, text: str = "") -> None:
         """Map a training's ``step`` of ``steps`` onto what ``/internal/progress`` computes its bar from

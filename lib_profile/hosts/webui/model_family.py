@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lib_profile.families import FAMILIES, SD15, SDXL, _a, checkpoint_family as family_of_keys, family_from_keys
+from lib_profile.hosts.base import HostError
 
 #: the families the WebUI host generates and trains on
 RUNS_ON = (SD15.name, SDXL.name)
@@ -110,3 +111,52 @@ def refusal(what: str, family: str, state: str = "loaded") -> str:
                 "afterwards")
     return (f"{what} needs an SD1.5 or SDXL checkpoint, and the WebUI has {_a(family)} checkpoint {state}; pick "
             f"an SD1.5 or SDXL checkpoint {PICK} and try again")
+
+
+class FamilyFlags:
+    """The WebUI host's model family and the Host protocol's flags that follow it (a mixin before ``Host``): what the
+    WebUI's next generation runs on decides, read when asked (the user may pick another checkpoint at any time)."""
+
+    def family_state(self) -> tuple[str, str]:
+        """``(family, "loaded" or "selected")`` of the checkpoint the WebUI's next generation runs on, loading
+        nothing (:func:`.model_family.current_family`)."""
+        import importlib
+
+        return current_family(importlib.import_module("modules.shared"), importlib.import_module("modules.sd_models"))
+
+    @property
+    def model_family(self) -> str:
+        """The family of the WebUI's checkpoint (``"SD1.5"``, ``"SDXL"``, ...): the studio's sizes and the trainer's
+        model follow it."""
+        return self.family_state()[0]
+
+    @property
+    def attention_control(self) -> bool:
+        """Explain and Prompt-to-Prompt: on SD1.5 (A1111: attention.py, Forge: forge_attention.py)."""
+        return self.model_family == SD15.name
+
+    @property
+    def photo_inversion(self) -> bool:
+        """Photo inversion (denoiser.py through a1111_denoiser.py / forge_denoiser.py): on SD1.5."""
+        return self.model_family == SD15.name
+
+    def unsupported(self, what: str) -> HostError:
+        """What the WebUI's checkpoint family lacks is refused naming the family and what to do."""
+        family, state = self.family_state()
+        if family != SD15.name and (what in SD15_ONLY or family not in RUNS_ON):
+            return HostError(refusal(what, family, state))
+        return super().unsupported(what)
+
+    def check_attention_control(self, what: str) -> None:
+        family, state = self.family_state()
+        if family != SD15.name:
+            raise HostError(refusal(what, family, state))
+
+    def check_model_family(self, what: str, runs_on: tuple[str, ...] = RUNS_ON) -> None:
+        """HostError unless the WebUI's checkpoint (the loaded one, or - Forge, before it loads - the selected
+        checkpoint's file: :func:`.model_family.current_family`) is of a family in ``runs_on`` (generating and
+        training: SD1.5 and SDXL); the message names the family and what to do (:func:`.model_family.refusal`)."""
+        family, state = self.family_state()
+        if family not in runs_on:
+            raise HostError(refusal(what, family, state))
+
