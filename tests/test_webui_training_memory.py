@@ -69,21 +69,21 @@ def test_a_failed_reload_after_training_does_not_fail_the_training(loaded, capsy
     assert "could not load its model back" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag, family", [("is_sdxl", "SDXL"), ("is_sd2", "SD2"), ("is_sd3", "SD3")])
-def test_a_non_sd15_model_is_refused_before_anything_is_unloaded(loaded, flag, family):
-    """Training (and generation: explain and edit run through it) needs SD1.5; an SDXL/SD2 model loaded in the
+@pytest.mark.parametrize("flag, family", [("is_sd2", "SD2"), ("is_sd3", "SD3")])
+def test_a_model_of_another_family_is_refused_before_anything_is_unloaded(loaded, flag, family):
+    """Training and generation need SD1.5 or SDXL (tests/test_webui_sdxl.py); an SD2/SD3 model loaded in the
     WebUI is refused with a message naming it, before the WebUI's model is moved or dropped."""
     from lib_profile.hosts.base import HostError, Txt2ImgRequest
 
     flavour, device, modules, log, host = loaded
     model = modules.sd_models.model_data.sd_model
     setattr(model, flag, True)
-    with pytest.raises(HostError, match=f"an {family} checkpoint loaded; pick an SD1.5 checkpoint"):
+    with pytest.raises(HostError, match=f"an {family} checkpoint loaded; pick an SD1.5 or SDXL checkpoint"):
         with host.training_slot("task(train)", 4):
             pytest.fail("training started")
     assert model.device == device and not log["unloads"] and not log["trash"]  # nothing was unloaded
     assert modules.sd_models.model_data.sd_model is model
-    with pytest.raises(HostError, match=f"Generating needs an SD1.5 checkpoint, and the WebUI has an {family}"):
+    with pytest.raises(HostError, match=f"Generating needs an SD1.5 or SDXL checkpoint, and the WebUI has an {family}"):
         host.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1))
 
 
@@ -120,19 +120,20 @@ FAMILY_FILES = [
 @pytest.mark.parametrize("name, keys, family", FAMILY_FILES, ids=[f[0] for f in FAMILY_FILES])
 def test_a_selected_checkpoint_not_loaded_yet_is_checked_from_its_file(loaded, tmp_path, name, keys, family):
     """Forge holds a ``FakeInitialModel`` (no family flags) until its first generation, and loads a checkpoint
-    picked in its menu only at the next one: the selected file's tensor names are checked, so an SDXL/SD2/SD3/
-    Flux checkpoint is refused before training unloads anything, and SD1.5 passes. In both WebUIs a selected file
-    that is the loaded model's is judged by the model's flags."""
+    picked in its menu only at the next one: the selected file's tensor names are checked, so an SD2/SD3/Flux
+    checkpoint is refused before training unloads anything, and SD1.5 and SDXL pass (the host reports the family).
+    In both WebUIs a selected file that is the loaded model's is judged by the model's flags."""
     from lib_profile.hosts.base import HostError
 
     flavour, device, modules, log, host = loaded
     path = _checkpoint(tmp_path / f"{name}.safetensors", keys)
     modules.sd_models.select_checkpoint = lambda: type("Info", (), {"filename": str(path)})()
     modules.shared.sd_model = standin_models.FakeInitialModel()
-    if family is None:
+    if family in (None, "SDXL"):
         host.check_model_family("Training")
+        assert host.model_family == (family or "SD1.5")
     else:
-        with pytest.raises(HostError, match=f"an {family} checkpoint selected; pick an SD1.5 checkpoint"):
+        with pytest.raises(HostError, match=f"an? {family} checkpoint selected; pick an SD1.5 or SDXL checkpoint"):
             with host.training_slot("task(train)", 4):
                 pytest.fail("training started")
         assert not log["unloads"] and not log["trash"]
@@ -140,6 +141,7 @@ def test_a_selected_checkpoint_not_loaded_yet_is_checked_from_its_file(loaded, t
     model = type("Model", (), {"sd_checkpoint_info": type("I", (), {"filename": str(path)})()})()
     modules.shared.sd_model = model
     host.check_model_family("Training")
+    assert host.model_family == "SD1.5"
 
 
 def test_unreadable_or_ckpt_checkpoints_are_left_to_the_webui(tmp_path):

@@ -43,6 +43,7 @@ class AttentionJobs:
         from lib_profile.attention.explain import check_hires_pass, tokenizer
         from lib_profile.studio.run import stage_prompt
 
+        self.host.check_attention_control("Explain (DAAM word maps)")  # up front: e.g. not on SDXL yet
         layers, steps = check_range("layers", layers), check_range("steps", steps)
         pending, req, text = self._pick_source(slug, job, image, prompt, seed, settings, stage, hires, photo, upload,
                                                caption, inversion)
@@ -99,6 +100,7 @@ class AttentionJobs:
         from lib_profile.prompts.parse import chunk_count
         from lib_profile.studio.run import stage_prompt
 
+        self.host.check_attention_control("Prompt-to-Prompt")  # up front: e.g. not on SDXL yet
         pending, _req, source = self._pick_source(slug, job, image, prompt, seed, settings, stage, False, photo,
                                                   upload, caption, inversion)
         if stage is not None:

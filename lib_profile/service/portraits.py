@@ -66,6 +66,14 @@ class Portraits:
             raise HostError("The ADetailer extension is not installed in this WebUI; use the built-in face detail")
         build_plan(prompt or "x", lora["path"] if lora else None, None, tone, count, seed, switches, lora_weight,
                    detail_engine=detail_engine, family=self.host.model_family, **settings)
+        if lora:  # the identity's LoRA made for another model family than the checkpoint's: a 400 now
+            from lib_profile.families import check_compatible
+            from lib_profile.lora.family import lora_file_family
+
+            problem = check_compatible(self.host.model_family, lora_family=lora_file_family(lora["path"]),
+                                       lora_name=lora["name"])
+            if problem:
+                raise HostError(problem)
         if prompt:  # a <lora:NAME:W> tag naming no LoRA, or one for another model family: a 400 now
             self.host.check_prompt_loras(prompt)
         if pose and not pose_photo:

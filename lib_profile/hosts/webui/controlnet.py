@@ -11,13 +11,27 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from lib_profile.families import SD15, check_compatible, controlnet_family_from_name
+from lib_profile.families import SD15, check_compatible, controlnet_family_from_name, family
 
 CN_KEYWORDS = {"pose": "openpose", "tile": "tile"}
-# ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them): the
-# family data's usual files, then the bare keyword
-DEFAULT_CN_MODELS = {kind: (*SD15.controlnet_files(kind), word) for kind, word in CN_KEYWORDS.items()}
-CN_MODEL_FILES = {kind: SD15.controlnet_files(kind)[0] + ".pth" for kind in CN_KEYWORDS}
+
+
+def default_models(kind: str, checkpoint_family: str = SD15.name) -> tuple[str, ...]:
+    """ControlNet models looked for when the user has not named one (stems, as the ControlNet folder holds them):
+    the family data's usual files of ``kind`` for the checkpoint's family, then the bare keyword."""
+    return (*family(checkpoint_family).controlnet_files(kind), CN_KEYWORDS[kind])
+
+
+def model_file(kind: str, checkpoint_family: str = SD15.name) -> str:
+    """The file to install for ``kind`` on a ``checkpoint_family`` checkpoint (the family's usual one, as it is
+    published: lllyasviel's SD1.5 ``.pth`` files, the SDXL ones as ``.safetensors``)."""
+    return family(checkpoint_family).controlnet_files(kind)[0] + (".pth" if checkpoint_family == SD15.name
+                                                                  else ".safetensors")
+
+
+# SD1.5's, as before (kept for callers that name no family)
+DEFAULT_CN_MODELS = {kind: default_models(kind) for kind in CN_KEYWORDS}
+CN_MODEL_FILES = {kind: model_file(kind) for kind in CN_KEYWORDS}
 
 
 def model_stem(name: str) -> str:
@@ -27,9 +41,11 @@ def model_stem(name: str) -> str:
         Path(base).name
 
 
-def resolve_model_name(wanted: Optional[str], available: list[str], kind: Optional[str] = None) -> Optional[str]:
+def resolve_model_name(wanted: Optional[str], available: list[str], kind: Optional[str] = None,
+                       checkpoint_family: str = SD15.name) -> Optional[str]:
     """The exact WebUI name (``"stem [hash]"``) for a wanted model: an exact name, a stem, or a file path;
-    ``None`` asks for the default model of ``kind``. ``None`` back when nothing matches."""
+    ``None`` asks for the default model of ``kind`` for a ``checkpoint_family`` checkpoint (the family's usual
+    files, then any model of that kind whose name says no other family). ``None`` back when nothing matches."""
     names = [a for a in available if a and a != "None"]
     if wanted:
         if wanted in names:
@@ -39,14 +55,17 @@ def resolve_model_name(wanted: Optional[str], available: list[str], kind: Option
             if model_stem(name).lower() == stem:
                 return name
         return None
-    for preferred in DEFAULT_CN_MODELS.get(kind or "", ()):
+    if kind not in CN_KEYWORDS:
+        return None
+    for preferred in default_models(kind, checkpoint_family):
         for name in names:
-            if model_stem(name).lower() == preferred:
+            if model_stem(name).lower() == preferred.lower():
                 return name
-    keyword = CN_KEYWORDS.get(kind or "")
-    for name in names:  # any SD1.5 model of that kind, e.g. "my_openpose_fp16"
+    keyword = CN_KEYWORDS[kind]
+    for name in names:  # any model of that kind for this family, e.g. "my_openpose_fp16"
         stem = model_stem(name).lower()
-        if keyword and keyword in stem and controlnet_family_from_name(stem) in (None, SD15.name):
+        said = controlnet_family_from_name(stem)
+        if keyword in stem and (said == checkpoint_family or said is None and checkpoint_family == SD15.name):
             return name
     return None
 
@@ -59,8 +78,19 @@ def family_problem(name: str, checkpoint_family: str = SD15.name) -> Optional[st
                             controlnet_name=model_stem(name))
 
 
-def missing_controlnet_message(kind: str, extension_present: bool) -> str:
-    file = CN_MODEL_FILES[kind]
+def check_family(name: str, checkpoint_family: str) -> None:
+    """HostError when WebUI model ``name``'s file name says it is for another family than the checkpoint's (an SDXL
+    pose model for an SD1.5 checkpoint, or the reverse). The extensions take the same unit for either family and tell
+    SD1.5 from SDXL ControlNets by their tensors (Mikubill's ``build_model_by_guess``, Forge's ``load_controlnet``)."""
+    from lib_profile.hosts.base import HostError
+
+    problem = family_problem(name, checkpoint_family)
+    if problem:
+        raise HostError(problem)
+
+
+def missing_controlnet_message(kind: str, extension_present: bool, checkpoint_family: str = SD15.name) -> str:
+    file = model_file(kind, checkpoint_family)
     if not extension_present:
         return (f"The ControlNet extension is not installed, so the {kind} is guided by the prompt only. Install "
                 f"sd-webui-controlnet (A1111; Forge has it built in) and put {file} in models/ControlNet.")

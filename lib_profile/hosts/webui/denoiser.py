@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 
 from PIL import Image
 
+from lib_profile.families import SD15
 from lib_profile.hosts.base import HostError, LoraRef
 from lib_profile.hosts.denoiser import PNP_FEATURE_BLOCK, Denoiser, FeatureHook
 from lib_profile.hosts.webui.attention import StepState
@@ -251,7 +252,7 @@ def lent(host, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_s
         host.job(f"task(profile-studio-{uuid.uuid4().hex[:12]})", 1, "Profile Studio: photo")
     with held:
         host.flavour.load_model()
-        host.check_model_family("Inverting a photo")
+        host.check_model_family("Inverting a photo (restyle, edit or explain a photo)", (SD15.name,))
         shared = host._m("shared")
         tagged = tagged_prompts(prompts, [host.publish_lora(x) for x in (loras or [])])
         with restoring_opts(shared.opts, {CLIP_SKIP_KEY: int(clip_skip)}):

@@ -95,7 +95,7 @@ def load_model() -> None:
         sd_models.forge_model_reload()
     except Exception as e:  # e.g. no checkpoint selected yet: Forge's own KeyError says little
         raise HostError(f"Forge could not load the selected checkpoint ({type(e).__name__}: {e}); pick an SD1.5 "
-                        "checkpoint at the top of the page and try again") from e
+                        "or SDXL checkpoint at the top of the page and try again") from e
 
 
 def lend_model(sd_model, prompts: list[str], clip_skip: int):

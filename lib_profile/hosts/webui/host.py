@@ -31,21 +31,20 @@ from lib_profile.hosts.base import (FAILED, RAN, ControlUnit, FaceDetailRequest,
                                     InpaintRequest, Interrupted, LoraRef, Result, RunControl, StageReport,
                                     Txt2ImgRequest)
 from lib_profile.hosts.webui import adetailer, faults as faults_of, lora_publish, progress as webui_progress
-from lib_profile.hosts.webui.controlnet import (CN_MODEL_FILES, family_problem, missing_controlnet_message,
-                                               resolve_model_name)
+from lib_profile.hosts.webui.controlnet import (check_family as check_controlnet_family, missing_controlnet_message,
+                                               model_file, resolve_model_name)
 from lib_profile.hosts.webui.flavours import Flavour
-from lib_profile.hosts.webui.model_family import model_family, selected_family
+from lib_profile.hosts.webui.model_family import FamilyFlags
 from lib_profile.hosts.webui.options import restoring_opts
 from lib_profile.hosts.webui.processing import filtered_runner, plan_job_count, processing_kwargs
 
 
 
-class WebUIHost(Host):
+class WebUIHost(FamilyFlags, Host):
     """Runs requests inside a running A1111 or Forge. ``flavour``: :mod:`.a1111` or :mod:`.forge`, as
-    :func:`.flavours.detect_flavour` picks it."""
+    :func:`.flavours.detect_flavour` picks it. The model family and the protocol's flags that follow it
+    (``model_family``, ``attention_control``, ``photo_inversion``): :class:`.model_family.FamilyFlags`."""
 
-    attention_control = True  # through the flavour: attention.py (A1111), forge_attention.py (Forge)
-    photo_inversion = True  # denoiser.py, through the flavour: a1111_denoiser.py, forge_denoiser.py
 
     def __init__(self, flavour: Flavour):
         self.flavour = flavour
@@ -91,10 +90,12 @@ class WebUIHost(Host):
     def controlnet_model(self, kind: str, wanted: Optional[str] = None) -> Optional[str]:
         """The WebUI name of the ControlNet model for ``kind`` (``pose``/``tile``), or None (then a note says
         which file to install)."""
-        present = self.controlnet_present()
-        name = resolve_model_name(wanted, self.controlnet_models(), kind)
+        present, family = self.controlnet_present(), self.model_family
+        name = resolve_model_name(wanted, self.controlnet_models(), kind, family)
         if name is None:  # one note for a missing extension, one per missing model
-            self.notes.append(missing_controlnet_message(kind if present else "pose", present))
+            self.notes.append(missing_controlnet_message(kind if present else "pose", present, family))
+        elif wanted:
+            check_controlnet_family(name, family)
         return name
 
     # -- LoRA
@@ -112,6 +113,16 @@ class WebUIHost(Host):
         if written:
             self.lora_list_changed()
         return published
+
+    def check_prompt_loras(self, prompt: str, loras: Optional[list[LoraRef]] = None) -> list[str]:
+        """HostError when a LoRA (``loras``, and those ``prompt``'s tags name) is for another model family than the
+        WebUI's checkpoint (:func:`.loras.check_family`: the files' headers alone are read)."""
+        from lib_profile.hosts.webui import loras as webui_loras
+
+        files = [*(x.path for x in loras or []), *webui_loras.tagged_files([prompt], self.lora_dir())]
+        if files:
+            webui_loras.check_family(files, self.model_family)
+        return []
 
     def take_notes(self) -> list[str]:
         """The notes made since last asked (a missing ControlNet extension or model: which file to install)."""
@@ -146,7 +157,8 @@ class WebUIHost(Host):
         p.is_api = True  # before scripts: keeps the built-in Sampler/Seed scripts from overwriting our values
         wanted: list[tuple[str, list]] = []
         if req.controlnets and self.controlnet_present():  # without it the plan still runs, guided by the prompt
-            units = [self.flavour.controlnet_unit(u, self._cn_name(u)) for u in req.controlnets]
+            family = self.model_family
+            units = [self.flavour.controlnet_unit(u, self._cn_name(u, family)) for u in req.controlnets]
             wanted.append(("controlnet", units))
         wanted.extend(extra_scripts)
         runner, args, _missing = filtered_runner(self._runner(kind), wanted, own_scripts, faults)
@@ -154,14 +166,12 @@ class WebUIHost(Host):
         p.script_args_value = args  # assigning the value directly skips setup(), as ADetailer does
         return p
 
-    def _cn_name(self, unit: ControlUnit) -> str:
-        name = resolve_model_name(unit.model, self.controlnet_models(), unit.kind)
+    def _cn_name(self, unit: ControlUnit, family: str) -> str:
+        name = resolve_model_name(unit.model, self.controlnet_models(), unit.kind, family)
         if name is None:
             raise HostError(f"ControlNet model {unit.model!r} is not in the WebUI's list; "
-                            f"put {CN_MODEL_FILES[unit.kind]} in models/ControlNet and refresh")
-        problem = family_problem(name)  # e.g. an SDXL pose model named for an SD1.5 studio
-        if problem:
-            raise HostError(problem)
+                            f"put {model_file(unit.kind, family)} in models/ControlNet and refresh")
+        check_controlnet_family(name, family)
         return name
 
     def _run(self, kind: str, req: Txt2ImgRequest, control: Optional[RunControl],
@@ -174,11 +184,13 @@ class WebUIHost(Host):
             raise Interrupted()
         attention = contextlib.nullcontext([])
         if control is not None and control.attention is not None:
+            self.check_attention_control("Attention control (Explain word maps, Prompt-to-Prompt edits)")
             attention = self.flavour.attention(control.attention, (req.height // 8, req.width // 8),
                                                req.batch_size)
         faults: list[faults_of.Fault] = []
         self.flavour.load_model()  # the model the WebUI may still be loading (A1111 loads it in a thread at start)
         self.check_model_family("Generating")
+        self.check_prompt_loras("\n".join(req.image_prompts()), req.loras)
         with attention as own_scripts:  # the flavour's patches, and scripts it needs in the runner (Forge)
             p = self._processing(kind, req, extra_scripts, own_scripts or [], faults)
             with contextlib.closing(p), restoring_opts(shared.opts, p.override_settings), \
@@ -191,7 +203,8 @@ class WebUIHost(Host):
         generation = dict(getattr(p, "extra_generation_params", None) or {})
         reports = faults_of.controlnet_reports(
             req.controlnets, self.controlnet_present(),
-            missing_controlnet_message(req.controlnets[0].kind, False) if req.controlnets else "", faults, generation)
+            missing_controlnet_message(req.controlnets[0].kind, False, self.model_family) if req.controlnets else "",
+            faults, generation)
         reports += faults_of.lora_reports([x.name for x in req.loras], getattr(processed, "comments", "") or "")
         if extra_scripts and extra_scripts[0][0] == adetailer.TITLE:
             reports.append(faults_of.adetailer_report(faults, generation, req.init_image, images[0]))
@@ -279,7 +292,8 @@ class WebUIHost(Host):
         if info is None:
             info = getattr(getattr(self._m("shared"), "sd_model", None), "sd_checkpoint_info", None)
         if info is None or not getattr(info, "filename", None):
-            raise HostError("No checkpoint is selected in the WebUI; pick an SD1.5 checkpoint at the top of the page")
+            raise HostError("No checkpoint is selected in the WebUI; pick an SD1.5 or SDXL checkpoint at the top of "
+                            "the page")
         return str(info.filename)
 
     def checkpoints(self) -> dict[str, str]:
@@ -346,18 +360,6 @@ class WebUIHost(Host):
         from lib_profile.hosts.webui.denoiser import lent
 
         return lent(self, prompts, loras, clip_skip)
-
-    def check_model_family(self, what: str) -> None:
-        """HostError unless the WebUI's model is SD1.x: the loaded one, or (Forge, before it loads) the selected
-        checkpoint's file (:func:`model_family.selected_family`). Profile Studio's LoRAs, ControlNets and
-        attention maps are SD1.5's."""
-        sd_model = getattr(self._m("shared"), "sd_model", None)
-        family, state = model_family(sd_model), "loaded"
-        if family is None:  # Forge loads lazily: the checkpoint picked in its menu may not be loaded yet
-            family, state = selected_family(self._m("sd_models"), sd_model), "selected"
-        if family is not None:
-            raise HostError(f"{what} needs an SD1.5 checkpoint, and the WebUI has an {family} checkpoint {state}; "
-                            "pick an SD1.5 checkpoint in the WebUI's checkpoint menu (top of the page) and try again")
 
     def training_progress(self, step: int, steps: int, text: str = "") -> None:
         """Map a training's ``step`` of ``steps`` onto what ``/internal/progress`` computes its bar from

@@ -49,3 +49,43 @@ def forget(name: str) -> list[str]:
         params.unlink()  # the last generation's parameters name the person's LoRA: forget them as well
         cleaned.append("params.txt")
     return cleaned
+
+
+def find(name: str, lora_dir: Path) -> str | None:
+    """The file the WebUI's Lora extension applies for a ``<lora:NAME:W>`` tag: its list
+    (``networks.available_networks``, by name and alias), else a ``NAME.safetensors`` under ``lora_dir``; None."""
+    networks = sys.modules.get("networks")
+    for table in ("available_networks", "available_network_aliases"):
+        entry = (getattr(networks, table, None) or {}).get(name)
+        if getattr(entry, "filename", None):
+            return str(entry.filename)
+    if "/" in name or "\\" in name or name in (".", "..") or not Path(lora_dir).is_dir():
+        return None
+    from lib_profile.lora.tags import glob_escape
+
+    hits = sorted(p for p in Path(lora_dir).rglob(f"{glob_escape(name)}.safetensors") if p.is_file())
+    return str(hits[0]) if hits else None
+
+
+def tagged_files(prompts: list[str], lora_dir: Path) -> list[str]:
+    """The files of the LoRAs the prompts' ``<lora:NAME:W>`` tags name, as the WebUI's Lora extension finds them
+    (:func:`find`); names it does not know are left to it ("Lora not found" in the pass's comments)."""
+    from lib_profile.prompts.parse import extract_networks
+
+    names = {n.name for text in prompts for n in extract_networks(text or "")[1] if n.kind in ("lora", "lyco")}
+    return [f for f in (find(name, lora_dir) for name in sorted(names)) if f]
+
+
+def check_family(files: list[str], family: str) -> None:
+    """HostError when one of the LoRA ``files`` is for another model family than the checkpoint's ``family``: an
+    SD1.5 LoRA with an SDXL checkpoint, or the reverse (its metadata, key names or text width say so:
+    :func:`lib_profile.lora.family.lora_file_family`, the header alone is read). The WebUI's Lora extension would
+    otherwise apply the layers whose names happen to match, or fail in its console."""
+    from lib_profile.families import check_compatible
+    from lib_profile.hosts.base import HostError
+    from lib_profile.lora.family import lora_file_family
+
+    for path in dict.fromkeys(files):
+        problem = check_compatible(family, lora_family=lora_file_family(path), lora_name=Path(path).stem)
+        if problem:
+            raise HostError(problem)

@@ -1,11 +1,13 @@
-"""Which model family the WebUI has loaded (or selected): Profile Studio's LoRAs, ControlNets and attention maps
-are SD1.5's.
+"""Which model family the WebUI has loaded (or selected), and what the WebUI host does on each.
+
+The WebUI host generates and trains on SD1.5 and SDXL checkpoints (the WebUI conditions SDXL itself: two text
+encoders, size conditioning); attention control (explain, Prompt-to-Prompt) and photo inversion are SD1.5's
+(:data:`SD15_ONLY`), and every other family (SD2, SD3, Flux) is refused with a message naming it.
 
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
-next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so an SDXL checkpoint would
-pass the SD1.5 check and fail deep inside the run. The selected checkpoint's ``.safetensors`` header names its
-tensors, which tell the families apart (:func:`selected_family`, :mod:`lib_profile.families`; the header
-alone is read: no tensor is loaded).
+next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so the selected checkpoint's
+``.safetensors`` header (its tensor names: :func:`lib_profile.families.checkpoint_family`; no tensor is loaded)
+tells what the next generation will run on (:func:`current_family`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from lib_profile.families import FAMILIES, family_from_keys
+from lib_profile.families import FAMILIES, SD15, SDXL, _a, checkpoint_family as family_of_keys, family_from_keys
+from lib_profile.hosts.base import HostError
+
+#: the families the WebUI host generates and trains on
+RUNS_ON = (SD15.name, SDXL.name)
+#: what the WebUI host does on SD1.5 checkpoints only (the Host protocol's feature names, as the core asks)
+SD15_ONLY = ("Attention control (Explain word maps, Prompt-to-Prompt edits)",
+             "Inverting a photo (restyle, edit or explain a photo)")
+PICK = "in the WebUI's checkpoint menu (top of the page)"
 
 
 def model_family(sd_model) -> Optional[str]:
@@ -29,31 +39,124 @@ def model_family(sd_model) -> Optional[str]:
     return next((family.name for family in FAMILIES if any(part in name for part in family.webui_classes)), None)
 
 
-def checkpoint_family(path: str | Path) -> Optional[str]:
-    """``"SDXL"``, ``"SD2"``, ``"SD3"`` or ``"Flux"`` for a ``.safetensors`` checkpoint of that family; None for
-    SD1.x, for other formats (``.ckpt`` cannot be read without unpickling it) and for a file that cannot be read
-    (the WebUI's own load reports that)."""
+def _keys(path: str | Path) -> Optional[list[str]]:
     if Path(path).suffix.lower() != ".safetensors":
         return None
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="np") as handle:
-            keys = list(handle.keys())
+            return list(handle.keys())
     except Exception:  # noqa: BLE001 - a broken file is the WebUI's to report when it loads it
         return None
-    return family_from_keys(keys)
+
+
+def checkpoint_family(path: str | Path) -> Optional[str]:
+    """``"SDXL"``, ``"SD2"``, ``"SD3"`` or ``"Flux"`` for a ``.safetensors`` checkpoint of that family; None for
+    SD1.x, for other formats (``.ckpt`` cannot be read without unpickling it) and for a file that cannot be read
+    (the WebUI's own load reports that)."""
+    keys = _keys(path)
+    return family_from_keys(keys) if keys is not None else None
 
 
 def selected_family(sd_models: Any, sd_model: Any) -> Optional[str]:
     """The family of the checkpoint the WebUI has selected (``sd_models.select_checkpoint()``, both WebUIs) when it
     is not the loaded model's file; None when it is (the loaded model's flags tell), or when none can be read."""
+    path = _selected_file(sd_models, sd_model)
+    return checkpoint_family(path) if path else None
+
+
+def _selected_file(sd_models: Any, sd_model: Any) -> Optional[str]:
+    """The selected checkpoint's file when it is not the loaded model's, else None."""
     try:
         info = sd_models.select_checkpoint()
     except Exception:  # noqa: BLE001 - no checkpoint at all: the WebUI's load says so
         return None
     path = getattr(info, "filename", None)
     loaded = getattr(getattr(sd_model, "sd_checkpoint_info", None), "filename", None)
-    if not path or path == loaded:
-        return None
-    return checkpoint_family(path)
+    return None if not path or path == loaded else str(path)
+
+
+def loaded_model(shared: Any, sd_models: Any) -> Any:
+    """The WebUI's loaded model without loading one: ``sd_models.model_data.sd_model`` (A1111's ``shared.sd_model``
+    loads the selected checkpoint when none is loaded), else ``shared.sd_model``."""
+    data = getattr(sd_models, "model_data", None)
+    if data is not None:
+        return getattr(data, "sd_model", None)
+    return getattr(shared, "sd_model", None)
+
+
+def current_family(shared: Any, sd_models: Any) -> tuple[str, str]:
+    """``(family name, "loaded" or "selected")`` of what the WebUI's next generation runs on, loading nothing: the
+    selected checkpoint's file when it is not the loaded model's and its header tells (Forge loads it at its next
+    generation), else the loaded model's flags; ``"SD1.5"`` when nothing says otherwise (an SD1.x model, or a
+    ``.ckpt`` not loaded yet)."""
+    sd_model = loaded_model(shared, sd_models)
+    path = _selected_file(sd_models, sd_model)
+    if path:
+        keys = _keys(path)
+        said = family_of_keys(keys) if keys is not None else None
+        if said is not None:
+            return said, "selected"
+    found = model_family(sd_model)
+    return found or SD15.name, "loaded" if sd_model is not None else "selected"
+
+
+def refusal(what: str, family: str, state: str = "loaded") -> str:
+    """The message for ``what`` asked while the WebUI has a ``family`` checkpoint ``state`` (loaded/selected) that
+    the WebUI host cannot do it on: SDXL lacks :data:`SD15_ONLY` (not there yet), other families everything."""
+    if family == SDXL.name:
+        return (f"{what} is not there yet on SDXL checkpoints in the WebUI (it has an SDXL checkpoint {state}; this "
+                f"runs on SD1.5 checkpoints): pick an SD1.5 checkpoint {PICK} for it, and back to the SDXL one "
+                "afterwards")
+    return (f"{what} needs an SD1.5 or SDXL checkpoint, and the WebUI has {_a(family)} checkpoint {state}; pick "
+            f"an SD1.5 or SDXL checkpoint {PICK} and try again")
+
+
+class FamilyFlags:
+    """The WebUI host's model family and the Host protocol's flags that follow it (a mixin before ``Host``): what the
+    WebUI's next generation runs on decides, read when asked (the user may pick another checkpoint at any time)."""
+
+    def family_state(self) -> tuple[str, str]:
+        """``(family, "loaded" or "selected")`` of the checkpoint the WebUI's next generation runs on, loading
+        nothing (:func:`.model_family.current_family`)."""
+        import importlib
+
+        return current_family(importlib.import_module("modules.shared"), importlib.import_module("modules.sd_models"))
+
+    @property
+    def model_family(self) -> str:
+        """The family of the WebUI's checkpoint (``"SD1.5"``, ``"SDXL"``, ...): the studio's sizes and the trainer's
+        model follow it."""
+        return self.family_state()[0]
+
+    @property
+    def attention_control(self) -> bool:
+        """Explain and Prompt-to-Prompt: on SD1.5 (A1111: attention.py, Forge: forge_attention.py)."""
+        return self.model_family == SD15.name
+
+    @property
+    def photo_inversion(self) -> bool:
+        """Photo inversion (denoiser.py through a1111_denoiser.py / forge_denoiser.py): on SD1.5."""
+        return self.model_family == SD15.name
+
+    def unsupported(self, what: str) -> HostError:
+        """What the WebUI's checkpoint family lacks is refused naming the family and what to do."""
+        family, state = self.family_state()
+        if family != SD15.name and (what in SD15_ONLY or family not in RUNS_ON):
+            return HostError(refusal(what, family, state))
+        return super().unsupported(what)
+
+    def check_attention_control(self, what: str) -> None:
+        family, state = self.family_state()
+        if family != SD15.name:
+            raise HostError(refusal(what, family, state))
+
+    def check_model_family(self, what: str, runs_on: tuple[str, ...] = RUNS_ON) -> None:
+        """HostError unless the WebUI's checkpoint (the loaded one, or - Forge, before it loads - the selected
+        checkpoint's file: :func:`.model_family.current_family`) is of a family in ``runs_on`` (generating and
+        training: SD1.5 and SDXL); the message names the family and what to do (:func:`.model_family.refusal`)."""
+        family, state = self.family_state()
+        if family not in runs_on:
+            raise HostError(refusal(what, family, state))
+
