@@ -383,7 +383,7 @@ def test_explain_and_edit_an_sdxl_portrait_through_the_api(sdxl_api):
     assert heat.shape == (96, 96)
     ed = wait(api, api.post("/edit", json={**new, "replace": {"green": "blue"}}).json()["id"])
     assert ed["state"] == "done", ed["error"]
-    # the hires pass runs int(2 x 0.7) = 1 of its 2 steps (the WebUI's img2img share): tau 0.8 of 1 step, self 0.4 of 1
+    # the hires pass runs int(2 x 0.5) = 1 of its 2 steps (the WebUI's img2img share): tau 0.8 of 1 step, self 0.4 of 1
     assert ed["result"]["injected"] == [{"steps": 3, "cross": 2, "self": 1}, {"steps": 1, "cross": 1, "self": 0}]
     assert Image.open(io.BytesIO(get(ed["links"]["edited"]).content)).size == (96, 96)
 
