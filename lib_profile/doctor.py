@@ -99,6 +99,7 @@ def format_text(rep: dict[str, Any]) -> str:
                  + (f" ({detection['note']})" if detection["note"] else ""))
     lines.append("optional model files:")
     for m in rep["models"]:
-        lines.append(f"  {m['file']:32s} {m['message'] if not m['present'] else 'present in ' + m['folder']}")
+        family = f"[{m['family']}] " if m.get("family") else ""
+        lines.append(f"  {m['file']:41s} {family}{m['message'] if not m['present'] else 'present in ' + m['folder']}")
     lines.append("problems: none" if not rep["problems"] else "problems:\n  " + "\n  ".join(rep["problems"]))
     return "\n".join(lines)

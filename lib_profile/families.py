@@ -178,8 +178,9 @@ def checkpoint_family(keys: Iterable[str]) -> Optional[str]:
 def unsupported_checkpoint_message(found: str, what: str = "Profile Studio") -> str:
     """The message for a checkpoint of family ``found`` that is not one of :data:`SUPPORTED`."""
     names = " or ".join(f.name for f in SUPPORTED)
-    sdxl = (" (SDXL generates, trains face LoRAs, explains and edits (DAAM word maps, Prompt-to-Prompt) on the "
-            "standalone diffusers host; photo inversion, ControlNet and the WebUI hosts are not there yet on SDXL)")
+    sdxl = (" (SDXL generates (also with SDXL ControlNets), trains face LoRAs, explains and edits (DAAM word maps, "
+            "Prompt-to-Prompt) on the standalone diffusers host; photo inversion and the WebUI hosts are not there yet "
+            "on SDXL)")
     return (f"This is {_a(found)} checkpoint. {what} works with {names} checkpoints"
             + (sdxl if found == SDXL.name else "")
             + f": pick {_a(names)} model.")
@@ -224,10 +225,14 @@ def lora_family(keys: Iterable[str], meta: Optional[Mapping[str, str]] = None,
 def controlnet_family(shapes: Mapping[str, Sequence[int]]) -> Optional[str]:
     """The family of a ControlNet model from its tensor ``shapes`` (name -> shape; original ``control_model.*``,
     bare or diffusers names): the cross-attention key input width (768 SD1.5, 1024 SD2, 2048 SDXL), or an SDXL
-    ``label_emb``/``add_embedding`` (SDXL's size conditioning) when it has no attention; None when nothing tells."""
+    ``label_emb``/``add_embedding`` (SDXL's size conditioning) when it has no attention or a width no family has;
+    None when nothing tells."""
     for name, shape in shapes.items():
         if name.endswith("attn2.to_k.weight") and len(shape) == 2:
-            return family_by_context_width(int(shape[1]))
+            found = family_by_context_width(int(shape[1]))
+            if found:
+                return found
+            break
     if any("label_emb." in name or name.startswith("add_embedding.") for name in shapes):
         return SDXL.name
     return None

@@ -23,15 +23,28 @@ class ModelFile:
     url: str
     required: bool = False
     sha256: Optional[str] = None  # checked after download when known
+    family: Optional[str] = None  # the checkpoint family it serves (lib_profile.families); None: any
 
 
 MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile("controlnet_openpose", "control_v11p_sd15_openpose.pth", "ControlNet",
               "pose control for the studio's txt2img stage",
-              "https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/control_v11p_sd15_openpose.pth"),
+              "https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/control_v11p_sd15_openpose.pth",
+              family="SD1.5"),
     ModelFile("controlnet_tile", "control_v11f1e_sd15_tile.pth", "ControlNet",
               "detail-keeping tiled upscale",
-              "https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/control_v11f1e_sd15_tile.pth"),
+              "https://huggingface.co/lllyasviel/ControlNet-v1-1/resolve/main/control_v11f1e_sd15_tile.pth",
+              family="SD1.5"),
+    # SDXL ControlNets ship in the diffusers layout as diffusion_pytorch_model.safetensors: saved under their
+    # usual names (lib_profile.families.SDXL.controlnets) so that the file name says what they are
+    ModelFile("controlnet_openpose_sdxl", "controlnet-openpose-sdxl-1.0.safetensors", "ControlNet",
+              "pose control on SDXL checkpoints",
+              "https://huggingface.co/xinsir/controlnet-openpose-sdxl-1.0/resolve/main/diffusion_pytorch_model.safetensors",
+              family="SDXL"),
+    ModelFile("controlnet_tile_sdxl", "controlnet-tile-sdxl-1.0.safetensors", "ControlNet",
+              "detail-keeping tiled upscale on SDXL checkpoints",
+              "https://huggingface.co/xinsir/controlnet-tile-sdxl-1.0/resolve/main/diffusion_pytorch_model.safetensors",
+              family="SDXL"),
     ModelFile("yolo_face", "face_yolov8n.pt", "adetailer",
               "optional YOLO face detector (mediapipe is the offline default)",
               "https://huggingface.co/Bingsu/adetailer/resolve/main/face_yolov8n.pt"),
@@ -61,7 +74,7 @@ def status(data_dir: str | Path | None = None) -> list[dict]:
         present = (folder / m.file).is_file()
         out.append({
             "key": m.key, "file": m.file, "folder": str(folder), "present": present, "purpose": m.purpose,
-            "url": m.url, "required": m.required,
+            "url": m.url, "required": m.required, "family": m.family,
             "message": "present" if present else f"missing: put {m.file} in {folder} (from {m.url})",
         })
     return out

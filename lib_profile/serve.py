@@ -56,7 +56,7 @@ def studio_factory(checkpoint: str, data_dir: Optional[str] = None, device: Opti
         from lib_profile.service import Studio
 
         cn = {"pose": controlnet_pose, "tile": controlnet_tile}
-        cn = {k: str(tiny_controlnet(data_dir)) if v == "tiny" else v for k, v in cn.items()}
+        cn = {k: str(tiny_controlnet(data_dir, checkpoint)) if v == "tiny" else v for k, v in cn.items()}
         for kind, path in cn.items():
             if path and not Path(path).is_file():
                 from lib_profile.hosts.base import HostError

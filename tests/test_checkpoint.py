@@ -6,7 +6,8 @@ from safetensors.torch import load_file, save_file
 
 from lib_profile.hosts.diffusers import ldm_layout, tiny
 from lib_profile.hosts.base import HostError
-from lib_profile.hosts.diffusers.checkpoint import load_controlnet, load_sd15, read_state_dict
+from lib_profile.hosts.diffusers.checkpoint import load_sd15, read_state_dict
+from lib_profile.hosts.diffusers.controlnet_file import load_controlnet
 
 
 def test_tiny_checkpoint_is_in_the_original_layout(tiny_checkpoint):

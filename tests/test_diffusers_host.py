@@ -218,9 +218,14 @@ def test_a_lazy_host_loads_its_checkpoint_on_first_use_only(tmp_path, tiny_check
     load's HostError then), and every later use gets the same modules."""
     from lib_profile.hosts.diffusers.host import DiffusersHost
 
-    refused = DiffusersHost("tiny-sdxl", device="cpu", data_dir=tmp_path, lazy=True)  # eager: HostError here
+    import torch
+    from safetensors.torch import save_file
+
+    sd2 = tmp_path / "sd2.safetensors"  # a family the host cannot load (read from the header, nothing loaded)
+    save_file({"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(3, 1)}, str(sd2))
+    refused = DiffusersHost(sd2, device="cpu", data_dir=tmp_path, lazy=True)  # eager: HostError here
     assert refused._model is None
-    with pytest.raises(HostError, match="This is an SDXL checkpoint"):
+    with pytest.raises(HostError, match="This is an SD2 checkpoint"):
         refused.model
     host = DiffusersHost(tiny_checkpoint, device="cpu", lazy=True)
     assert host._model is None

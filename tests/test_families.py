@@ -143,7 +143,7 @@ def test_diffusers_host_refuses_an_sdxl_controlnet_file(tmp_path):
     from diffusers import ControlNetModel
 
     from lib_profile.hosts.base import HostError
-    from lib_profile.hosts.diffusers.checkpoint import load_controlnet, save_controlnet
+    from lib_profile.hosts.diffusers.controlnet_file import load_controlnet, save_controlnet
     from lib_profile.hosts.diffusers.tiny import tiny_configs
 
     cfg = dict(tiny_configs()["controlnet"], cross_attention_dim=2048)

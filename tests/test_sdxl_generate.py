@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from lib_profile import families
-from lib_profile.hosts.base import ControlUnit, HostError, Img2ImgRequest, InpaintRequest, LoraRef, Txt2ImgRequest
+from lib_profile.hosts.base import HostError, Img2ImgRequest, InpaintRequest, LoraRef, Txt2ImgRequest
 from lib_profile.hosts.diffusers import samplers, tiny_sdxl
 from lib_profile.lora import keys as lora_keys
 
@@ -310,13 +310,10 @@ def test_a_lora_of_another_family_gets_the_family_message(sdxl, monkeypatch, lor
 # ---------------------------------------------------------------- not there yet on SDXL: said, not crashed
 
 def test_what_sdxl_lacks_is_refused_naming_the_family(sdxl):
-    """Photo inversion and ControlNet; attention control (explain, edit) is there: tests/test_sdxl_attention.py."""
+    """Photo inversion; attention control (explain, edit) is there: tests/test_sdxl_attention.py."""
     cases = [
         lambda: sdxl.denoiser(["a photo"]).__enter__(),
         lambda: sdxl.unsupported("Inverting a photo (restyle, edit or explain a photo)"),  # the service's refusal
-        lambda: sdxl.controlnet_model("pose", "control_v11p_sd15_openpose"),
-        lambda: sdxl.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1, controlnets=[
-            ControlUnit("pose", Image.new("RGB", (64, 64)), "pose.safetensors")])),
     ]
     for call in cases:
         with pytest.raises(HostError, match="not there yet on SDXL checkpoints.*load an SD1.5 checkpoint"):

@@ -70,7 +70,7 @@ def cmd_generate(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         pose = str(pose_from_photo_file(pose, out / "pose-from-photo.json"))
     prompt = args.prompt or default_prompt(args.lora)
-    cn = lambda v: str(tiny_controlnet(args.data_dir)) if v == "tiny" else v  # noqa: E731
+    cn = lambda v: str(tiny_controlnet(args.data_dir, args.checkpoint)) if v == "tiny" else v  # noqa: E731
     switches = {s: not getattr(args, f"no_{s}") for s in ("detail", "refine", "detail2", "upscale", "grade")}
     plan_args = (prompt, args.lora, pose, args.tone, args.count, args.seed, switches, args.lora_weight,
                  cn(args.controlnet_pose), cn(args.controlnet_tile), args.data_dir)
@@ -100,7 +100,7 @@ def cmd_txt2img(args) -> int:
             raise HostError("--controlnet and --control-image go together")
         if not Path(args.control_image).is_file():
             raise HostError(f"control image not found: {args.control_image}")
-        model = str(tiny_controlnet(args.data_dir)) if args.controlnet == "tiny" else args.controlnet
+        model = str(tiny_controlnet(args.data_dir, args.checkpoint)) if args.controlnet == "tiny" else args.controlnet
         units.append(ControlUnit("pose", Image.open(args.control_image).convert("RGB"), model, args.control_weight))
     req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
                          height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,

@@ -161,34 +161,6 @@ def save_sd15(path: str | Path, unet, vae, text_encoder, metadata: dict[str, str
     return path
 
 
-def load_controlnet(path: str | Path):
-    """A ControlNet model from a single file in the original layout (``control_model.*`` or bare keys)."""
-    from diffusers import ControlNetModel
-
-    path = Path(path)
-    sd = read_state_dict(path)
-    prefix = ldm_layout.CONTROL_PREFIX if any(k.startswith(ldm_layout.CONTROL_PREFIX) for k in sd) else ""
-    if not any(k.startswith(prefix + "input_hint_block.") for k in sd):
-        raise HostError(f"{path.name} is not a ControlNet model (no input_hint_block tensors). "
-                        "Use an SD1.5 ControlNet file such as control_v11p_sd15_openpose.")
-    found = families.controlnet_family({k: tuple(v.shape) for k, v in sd.items()})
-    problem = families.check_compatible(families.SD15.name, controlnet_family=found, controlnet_name=path.name)
-    if problem:
-        raise HostError(problem)
-    cfg = ldm_layout.infer_controlnet_config(sd, prefix)
-    tensors = ldm_layout.from_ldm(sd, _shapes(ControlNetModel, cfg), ldm_layout.unet_key, cfg, prefix)
-    return _build(ControlNetModel, cfg, {k: v.float() for k, v in tensors.items()})
-
-
-def save_controlnet(path: str | Path, controlnet, metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = ldm_layout.to_ldm(controlnet.state_dict(), ldm_layout.unet_key, dict(controlnet.config), ldm_layout.CONTROL_PREFIX)
-    _atomic_save(save_file, {k: v.contiguous() for k, v in tensors.items()}, path, metadata)
-    return path
-
-
 def _atomic_save(save_file, tensors, path: Path, metadata: dict[str, str] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")

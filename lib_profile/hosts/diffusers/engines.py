@@ -106,10 +106,13 @@ SD15 = Engine(
 SDXL = Engine(
     family=families.SDXL.name, load=_load_sdxl,
     pipelines={("txt2img", False): "StableDiffusionXLPipeline", ("img2img", False): "StableDiffusionXLImg2ImgPipeline",
-               ("inpaint", False): "StableDiffusionXLInpaintPipeline"},
+               ("inpaint", False): "StableDiffusionXLInpaintPipeline",
+               ("txt2img", True): "StableDiffusionXLControlNetPipeline",
+               ("img2img", True): "StableDiffusionXLControlNetImg2ImgPipeline",
+               ("inpaint", True): "StableDiffusionXLControlNetInpaintPipeline"},
     parts=_sdxl_parts, prompt_encoder=_sdxl_encoder, pass_args=_sdxl_size,
     text_encoders=lambda model: (model.text_encoder, model.text_encoder_2),
-    lacks=("inversion", "controlnet"), extra_step_inputs=("add_text_embeds",),
+    lacks=("inversion",), extra_step_inputs=("add_text_embeds",),
 )
 
 ENGINES: dict[str, Engine] = {e.family: e for e in (SD15, SDXL)}
@@ -129,7 +132,11 @@ def resolve_checkpoint(checkpoint: str | Path, data_dir: str | Path | None = Non
     return path
 
 
-def tiny_controlnet(data_dir: str | Path | None = None) -> Path:
+def tiny_controlnet(data_dir: str | Path | None = None, checkpoint: str | Path = "tiny") -> Path:
+    """The tiny test ControlNet for the tiny model ``checkpoint`` names (``"tiny"``: SD1.5's, original layout;
+    ``"tiny-sdxl"``: SDXL's, diffusers layout), built on first use."""
+    if str(checkpoint) == tiny_sdxl.NAME:
+        return tiny_sdxl.ensure_tiny_sdxl(paths.cache_dir(data_dir)).parent / tiny_sdxl.CONTROLNET
     return tiny.ensure_tiny(paths.cache_dir(data_dir)) / tiny.CONTROLNET
 
 

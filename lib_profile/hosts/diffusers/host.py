@@ -11,7 +11,6 @@ conditioning, what is not there yet) comes from the family's :class:`~.engines.E
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ from lib_profile.attention.clock import tick
 from lib_profile.hosts.base import (RAN, ControlUnit, Host, HostError, Img2ImgRequest, InpaintRequest, Interrupted,
                                     Result, RunControl, StageReport, Txt2ImgRequest)
 from lib_profile.hosts.diffusers import engines, masking, samplers
-from lib_profile.hosts.diffusers.checkpoint import load_controlnet, read_state_dict
+from lib_profile.hosts.diffusers.checkpoint import read_state_dict
+from lib_profile.hosts.diffusers.controlnet_file import load_controlnet
 from lib_profile.hosts.diffusers.engines import resolve_checkpoint, tiny_controlnet  # noqa: F401 - this module's API
 from lib_profile.hosts.diffusers.scheduled_embeds import ScheduledEmbeds
 from lib_profile.infotext import infotext
@@ -209,7 +209,8 @@ class DiffusersHost(Host):
         if key not in self._controlnets:
             if not Path(path).is_file():
                 raise HostError(f"ControlNet model not found: {path}")
-            self._controlnets[key] = load_controlnet(path).to(self.device, self.dtype)
+            self._controlnets[key] = load_controlnet(path, self.engine.family, self.model.unet.config).to(
+                self.device, self.dtype)
         return self._controlnets[key]
 
     def pipeline(self, kind: str, units: list[ControlUnit] = ()):
@@ -266,7 +267,7 @@ class DiffusersHost(Host):
                 images, labels = self._pass(kind, req, control, seeds, embeds)
             else:  # the WebUI's hires fix: upscale the first pass, then denoise it again at the larger size
                 second = self._hires_request(req)
-                progress = (0, _run_steps(req) + _run_steps(second))
+                progress = (0, samplers.run_steps(req) + samplers.run_steps(second))
                 latent = req.hires_upscaler in LATENT_UPSCALERS
                 first, labels = self._pass(kind, req, control, seeds, embeds, progress=progress,
                                            output="latent" if latent else "pil")
@@ -279,7 +280,7 @@ class DiffusersHost(Host):
                     init = [img.resize((width, height), method) for img in first]
                 images, _labels = self._pass("img2img", second, control, seeds, self._embeds(req, len(seeds), True),
                                              init=init,
-                                             progress=(_run_steps(req), progress[1]))
+                                             progress=(samplers.run_steps(req), progress[1]))
         params = req.describe()
         params.update(
             kind=kind, host=self.name, sampler=labels[0], scheduler=labels[1], seed=seeds[0],
@@ -333,7 +334,7 @@ class DiffusersHost(Host):
         pipe.scheduler = scheduler
         offset, overall = progress
 
-        run_steps = _run_steps(req)
+        run_steps = samplers.run_steps(req)
         pattern = samplers.resolve(req.sampler, req.scheduler)[0].evaluations
 
         def on_step_end(pipeline, step_index, timestep, callback_kwargs):
@@ -357,7 +358,7 @@ class DiffusersHost(Host):
                 callback_kwargs["latents"] = control.attention.step_end(now.step, callback_kwargs["latents"])
             return callback_kwargs
 
-        steps = _schedule_steps(req)
+        steps = samplers.schedule_steps(req)
         args: dict[str, Any] = dict(
             num_inference_steps=steps, guidance_scale=req.cfg_scale,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
@@ -394,16 +395,3 @@ class DiffusersHost(Host):
         with attention:
             return pipe(**args).images, (sampler_label, schedule_label)
 
-
-def _schedule_steps(req: Txt2ImgRequest) -> int:
-    """The steps of a pass's noise schedule: an img2img pass gets enough for at least one denoising step, as
-    the WebUI runs it."""
-    if isinstance(req, Img2ImgRequest) and int(req.steps * req.denoising_strength) < 1:
-        return math.ceil(1 / req.denoising_strength)
-    return req.steps
-
-
-def _run_steps(req: Txt2ImgRequest) -> int:
-    """The sampling steps a pass of ``req`` runs (an img2img pass runs its denoising share of its schedule)."""
-    steps = _schedule_steps(req)
-    return min(int(steps * req.denoising_strength), steps) if isinstance(req, Img2ImgRequest) else steps

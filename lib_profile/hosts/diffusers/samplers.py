@@ -8,10 +8,11 @@ names travel unchanged to the WebUI hosts, so a studio plan means the same thing
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib_profile.hosts.base import HostError
+from lib_profile.hosts.base import HostError, Img2ImgRequest
 
 
 @dataclass(frozen=True)
@@ -135,3 +136,17 @@ def make_scheduler(sampler: str, schedule: str | None, base_config: dict[str, An
             )
         config[flag] = True
     return cls(**config), spec.label, schedule_label
+
+
+def schedule_steps(req) -> int:
+    """The steps of a pass's noise schedule: an img2img pass gets enough for at least one denoising step, as
+    the WebUI runs it."""
+    if isinstance(req, Img2ImgRequest) and int(req.steps * req.denoising_strength) < 1:
+        return math.ceil(1 / req.denoising_strength)
+    return req.steps
+
+
+def run_steps(req) -> int:
+    """The sampling steps a pass of ``req`` runs (an img2img pass runs its denoising share of its schedule)."""
+    steps = schedule_steps(req)
+    return min(int(steps * req.denoising_strength), steps) if isinstance(req, Img2ImgRequest) else steps

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG, save_controlnet, save_sd15
+from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG, save_sd15
+from lib_profile.hosts.diffusers.controlnet_file import save_controlnet
 from lib_profile.prompts.tokenizer import write_tokenizer_files
 
 VERSION = "tiny-v1"

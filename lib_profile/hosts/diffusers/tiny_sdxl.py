@@ -17,8 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-VERSION = "tiny-sdxl-v1"
+from lib_profile.hosts.diffusers.controlnet_file import save_controlnet
+
+VERSION = "tiny-sdxl-v2"  # v2: with its ControlNet
 CHECKPOINT = "tiny-sdxl.safetensors"
+CONTROLNET = "tiny-sdxl-controlnet.safetensors"  # diffusers layout, as SDXL ControlNets ship
 NAME = "tiny-sdxl"
 SEED = 1234
 
@@ -68,6 +71,22 @@ def build_modules(configs: dict[str, dict[str, Any]] | None = None, seed: int = 
     return [m.eval() for m in (unet, vae, text, text_2)]
 
 
+def build_controlnet(unet, seed: int = SEED):
+    """A random-weight SDXL ControlNet shaped after ``unet`` (diffusers ``ControlNetModel.from_unet``: its encoder
+    half, the size embedding, a conditioning-image encoder), its zero convolutions made non-zero so that it
+    changes the picture (a trained ControlNet's do)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed + 1)
+    controlnet = ControlNetModel.from_unet(unet)
+    with torch.no_grad():
+        for name, p in controlnet.named_parameters():
+            if name.startswith(("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out")):
+                p.normal_(0, 0.05)
+    return controlnet.eval()
+
+
 def save_sdxl(path: str | Path, unet, vae, text_encoder, text_encoder_2,
               metadata: dict[str, str] | None = None) -> Path:
     """Write the four parts as one SGM-layout ``.safetensors`` (:func:`sgm_layout.to_sgm`), atomically."""
@@ -84,14 +103,17 @@ def save_sdxl(path: str | Path, unet, vae, text_encoder, text_encoder_2,
 def ensure_tiny_sdxl(cache: Path) -> Path:
     """Build (once) and return the path of the tiny SDXL checkpoint under ``cache``."""
     target = Path(cache) / VERSION
-    if (target / CHECKPOINT).is_file():
+    if (target / CHECKPOINT).is_file() and (target / CONTROLNET).is_file():
         return target / CHECKPOINT
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tiny-sdxl-", dir=target.parent))
     try:
-        save_sdxl(work / CHECKPOINT, *build_modules(),
+        modules = build_modules()
+        save_sdxl(work / CHECKPOINT, *modules,
                   metadata={"profile_studio": "random weights for tests; draws noise",
                             "modelspec.architecture": "stable-diffusion-xl-v1-base"})
+        save_controlnet(work / CONTROLNET, build_controlnet(modules[0]), layout="diffusers",
+                        metadata={"profile_studio": "random weights for tests"})
         if target.exists():  # another process won the race; theirs is as good as ours
             shutil.rmtree(work, ignore_errors=True)
         else:
