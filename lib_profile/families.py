@@ -2,7 +2,8 @@
 and a ControlNet model show which family they belong to.
 
 Profile Studio generates, trains, explains and edits on SD1.5; the standalone diffusers host also generates, trains,
-explains and edits on SDXL (photo inversion and ControlNet on SDXL grow from :data:`SDXL` in later steps); every other family is recognised so that a file made for it is refused with a clear message (:func:`check_compatible`,
+explains and edits on SDXL, with SDXL ControlNets (photo inversion on SDXL grows from :data:`SDXL` in a later step);
+every other family is recognised so that a file made for it is refused with a clear message (:func:`check_compatible`,
 :func:`unsupported_checkpoint_message`) instead of failing deep inside a matrix product.
 
 Sources for the numbers below:
