@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from lib_profile import families
-from lib_profile.hosts.base import HostError, Img2ImgRequest, InpaintRequest, LoraRef, RunControl, \
-    Txt2ImgRequest
+from lib_profile.hosts.base import HostError, Img2ImgRequest, InpaintRequest, LoraRef, Txt2ImgRequest
 from lib_profile.hosts.diffusers import samplers, tiny_sdxl
 from lib_profile.lora import keys as lora_keys
 
@@ -311,21 +310,17 @@ def test_a_lora_of_another_family_gets_the_family_message(sdxl, monkeypatch, lor
 # ---------------------------------------------------------------- not there yet on SDXL: said, not crashed
 
 def test_what_sdxl_lacks_is_refused_naming_the_family(sdxl):
-    from lib_profile.attention.control import Controller
-
+    """Photo inversion; attention control (explain, edit) is there: tests/test_sdxl_attention.py."""
     cases = [
-        lambda: sdxl.check_attention_control("Explain (DAAM word maps)"),
         lambda: sdxl.denoiser(["a photo"]).__enter__(),
         lambda: sdxl.unsupported("Inverting a photo (restyle, edit or explain a photo)"),  # the service's refusal
-        lambda: sdxl.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1),
-                             RunControl(attention=Controller())),
     ]
     for call in cases:
         with pytest.raises(HostError, match="not there yet on SDXL checkpoints.*load an SD1.5 checkpoint"):
             error = call()
             if isinstance(error, HostError):
                 raise error
-    assert not sdxl.attention_control and not sdxl.photo_inversion and sdxl.controlnet_model("pose") is None
+    assert sdxl.attention_control and not sdxl.photo_inversion and sdxl.controlnet_model("pose") is None
 
 
 # ---------------------------------------------------------------- the studio's defaults per family

@@ -4,9 +4,9 @@ Hertz et al., "Prompt-to-Prompt Image Editing with Cross Attention Control", ICL
 local-editing lines (the mask ``alpha = B(M_t, w) U B(M*_t, w*)``, then ``z*_{t-1} = (1 - alpha) * z_{t-1} +
 alpha * z*_{t-1}``), as the reference notebook's ``LocalBlend`` computes it:
 
-1. the blend words' cross-attention probabilities at the quarter-resolution layers (16x16 at 512 px), of every
-   model evaluation of every sampler step so far, are summed; per prompt over its blend words' tokens, and averaged
-   over heads: one map per prompt, ``(2, h, w)``;
+1. the blend words' cross-attention probabilities at the quarter-resolution layers (16x16 at 512 px on SD1.5, 32x32 at
+   1024 px on SDXL), of every model evaluation of every sampler step so far, are summed; per prompt over its blend
+   words' tokens, and averaged over heads: one map per prompt, ``(2, h, w)``;
 2. each map is max-pooled (3x3, stride 1), brought to the latent's size (nearest), divided by its own maximum and
    thresholded (``> threshold``);
 3. the mask is the union of the source's and the edit's masks, and the edit's latent becomes

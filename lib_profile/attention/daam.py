@@ -5,7 +5,9 @@ the prompt's attention probabilities are summed over the sampling steps per laye
 per-layer, per-head map is upsampled (bicubic) to the latent size and clipped at 0, and they are
 averaged. A word's map is the mean of its tokens' maps, upsampled to the image and normalised to
 0..1. This is the reference ``daam`` package's aggregation, done inside our attention controller, so
-it works with WebUI prompts (emphasis, LoRA tags, several 75-token chunks) on every host.
+it works with WebUI prompts (emphasis, LoRA tags, several 75-token chunks) on every host, and with every UNet layout
+(SD1.5's 16 cross-attention layers at 4 grids, SDXL's 70 at latent/2 and latent/4: each layer's grid is read from
+its query count, ``control.query_grid``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Source and edit are made in one batch from the same initial noise (two images, one seed). While
 sampling, the edit's cross-attention is replaced by the source's, mapped onto the edit's tokens, for
 the first ``cross_steps`` fraction of steps (tau), and its self-attention by the source's for the first
-``self_steps`` fraction, at the coarse layers (a quarter of the latent's size or less: 16x16 at 512 px, as in
-the paper's code). Each replacement is linear in the probabilities, so it runs on the fused attention path
+``self_steps`` fraction, at the coarse layers (a quarter of the latent's size or less: 16x16 at 512 px on SD1.5, as in
+the paper's code; 32x32 at 1024 px on SDXL, as its SDXL ports). Each replacement is linear in the probabilities, so it runs on the fused attention path
 (``control.Mix``): no probability tensor is materialised. Modes:
 
 * ``swap``: word swap (the prompts have the same words but for the swapped ones); a swapped word's
@@ -16,7 +16,8 @@ the paper's code). Each replacement is linear in the probabilities, so it runs o
 ``weights`` also works with swap and refine; ``blend_words`` restricts the change to where those
 words attend (local blend, ``blend.LocalBlend``): after each sampler step the edit's latent is taken from the
 source outside the union of the source's and the edit's masks of those words. Only the prompt half of a
-classifier-free-guidance batch is touched. The formulas, with their sources: docs/attention.md.
+classifier-free-guidance batch is touched. On SDXL each image also keeps its own prompt's pooled text vector (the
+edit: the edited prompt's), which conditions the UNet beside attention (docs/attention.md, "On SDXL"). The formulas, with their sources: docs/attention.md.
 """
 
 from __future__ import annotations
@@ -309,8 +310,8 @@ class PromptToPrompt(Controller):
         return call.cond_rows[0], call.cond_rows[1]
 
     def _coarse_queries(self) -> int:
-        """Queries of the quarter-resolution layers (16x16 at 512 px): P2P's self-attention injection works on
-        these and coarser ones, its local blend on these."""
+        """Queries of the quarter-resolution layers (16x16 at 512 px on SD1.5, 32x32 at 1024 px on SDXL): P2P's
+        self-attention injection works on these and coarser ones, its local blend on these."""
         h, w = self.latent_hw
         return (-(-h // 4)) * (-(-w // 4))
 

@@ -1,5 +1,12 @@
 """Attention control on the diffusers host: our own attention processor on every UNet attention module.
 
+The same processor serves every family the host runs: SD1.5 (16 transformer blocks at 3 levels, 8 heads, a 768-wide
+context) and SDXL (70 transformer blocks at 2 levels - latent/2 and latent/4 - heads 64 features wide, a 2048-wide
+context: CLIP ViT-L's 768 and OpenCLIP bigG's 1280 features of the same token, concatenated). The controller sees
+only what is common to both: a module's place, whether it attends to the prompt, its heads, its query grid (from
+the latent's size and the query count, ``control.query_grid``) and ``77 * chunks`` keys. SDXL's pooled text and size
+numbers go to the UNet's added embedding, not through attention, so no processor sees them (P2P: docs/attention.md).
+
 Installed for one call and removed afterwards (the UNet's previous processors come back, so a plain
 generation after an explained or edited one is bit for bit the same as before). Modules the controller
 reads beside PyTorch's fused ``scaled_dot_product_attention``, and changes (Prompt-to-Prompt) through it.
@@ -67,7 +74,7 @@ class ControlledAttnProcessor:
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)
         if attn.residual_connection:
-            raise NotImplementedError("residual attention is not part of SD1.5")
+            raise NotImplementedError("residual attention is not part of SD1.5 or SDXL")
         return out / attn.rescale_output_factor
 
 

@@ -6,8 +6,8 @@ whose first level has no attention and whose deeper levels stack several transfo
 CLIP ViT-L-shaped (``CLIPTextModel``) and OpenCLIP bigG-shaped (``CLIPTextModelWithProjection``, 10 layers so that
 diffusers' single-file detector names it ``xl_base``), concatenated to the cross-attention width; the SD VAE with
 SDXL's scaling factor. Only narrow: its images are noise. It exists so that family detection, conversion and
-(later) SDXL paths run in seconds without weights. ``--checkpoint tiny-sdxl`` builds it; the diffusers host generates
-with it (:mod:`.sdxl_checkpoint`); SDXL training is not there yet.
+(later) SDXL paths run in seconds without weights. ``--checkpoint tiny-sdxl`` builds it; the diffusers host generates,
+explains and edits with it (:mod:`.sdxl_checkpoint`), and the face trainer trains on it.
 """
 
 from __future__ import annotations
