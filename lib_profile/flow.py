@@ -50,10 +50,12 @@ class Phase:
         self.cancelled = ctx.cancelled
         self.task_id = ctx.task_id
 
-    @property
-    def taken_over(self) -> bool:
-        """The job's own: whether this run took the job up after its first worker stopped (cluster mode)."""
-        return self._ctx.taken_over
+    def __getattr__(self, name: str):
+        """Every other public attribute is the job context's own, read live (cluster mode's ``taken_over``,
+        ``attempt``, ``fenced``, and whatever a JobContext gains later)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._ctx, name)
 
     def update(self, stage: Optional[str] = None, progress: Optional[float] = None, eta_s: Optional[float] = None,
                message: Optional[str] = None, flush: bool = False) -> None:
