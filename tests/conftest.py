@@ -101,16 +101,21 @@ def host(tiny_checkpoint):
 def sharp(tiny_checkpoint):
     """A tiny model whose attention is peaked like a trained model's (random weights give near-uniform attention,
     which no attention edit can move): its attention query/key weights are scaled up. Per module: it is changed."""
-    import torch
-
     from lib_profile.hosts.diffusers.host import DiffusersHost
 
-    host = DiffusersHost(tiny_checkpoint, device="cpu")
+    return peak_attention(DiffusersHost(tiny_checkpoint, device="cpu"))
+
+
+def peak_attention(host, factor: float = 6.0):
+    """``host`` with its UNet's attention query/key weights scaled by ``factor`` in place (peaked attention, as a
+    trained model's), returned."""
+    import torch
+
     with torch.no_grad():
         for name, module in host.model.unet.named_modules():
             if name.endswith(("attn1", "attn2")):
-                module.to_q.weight.mul_(6.0)
-                module.to_k.weight.mul_(6.0)
+                module.to_q.weight.mul_(factor)
+                module.to_k.weight.mul_(factor)
     return host
 
 

@@ -37,13 +37,9 @@ def sdxl(data_dir):
     attention edit can move): its attention query/key weights scaled up. Its own host: nothing else sees the change."""
     from lib_profile.hosts.diffusers.host import DiffusersHost
 
-    host = DiffusersHost("tiny-sdxl", device="cpu", data_dir=data_dir)
-    with torch.no_grad():
-        for name, module in host.model.unet.named_modules():
-            if name.endswith(("attn1", "attn2")):
-                module.to_q.weight.mul_(6.0)
-                module.to_k.weight.mul_(6.0)
-    return host
+    from tests.conftest import peak_attention
+
+    return peak_attention(DiffusersHost("tiny-sdxl", device="cpu", data_dir=data_dir))
 
 
 def px(image) -> np.ndarray:
