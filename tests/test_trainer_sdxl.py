@@ -20,7 +20,8 @@ from lib_profile.hosts.base import HostError
 from lib_profile.hosts.diffusers import ldm_layout, sgm_layout, tiny_sdxl
 from lib_profile.train import lora
 from lib_profile.train.sdxl import sdxl_model
-from lib_profile.train.trainer import Events, TrainConfig, Trainer
+from lib_profile.train.trainer import TrainConfig, Trainer
+from tests.test_trainer import Collect
 
 
 def small(name="sdxl-anna", **kw):
@@ -30,15 +31,6 @@ def small(name="sdxl-anna", **kw):
     return TrainConfig(**base)
 
 
-class Collect(Events):
-    def __init__(self, on_event=None):
-        super().__init__(None)
-        self.items, self.on_event = [], on_event
-
-    def __call__(self, event, **data):
-        self.items.append({"event": event, **data})
-        if self.on_event:
-            self.on_event(event, data)
 
 
 @pytest.fixture(scope="module")
