@@ -1,8 +1,9 @@
 """Which model family the WebUI has loaded (or selected), and what the WebUI host does on each.
 
-The WebUI host generates and trains on SD1.5 and SDXL checkpoints (the WebUI conditions SDXL itself: two text
-encoders, size conditioning); attention control (explain, Prompt-to-Prompt) and photo inversion are SD1.5's
-(:data:`SD15_ONLY`), and every other family (SD2, SD3, Flux) is refused with a message naming it.
+The WebUI host generates, trains, explains and edits (attention control) on SD1.5 and SDXL checkpoints (the WebUI
+conditions SDXL itself: two text encoders, size conditioning; attention control reads and changes the UNet's
+attention modules, whose SGM names and shapes SD1.5 and SDXL share); photo inversion is SD1.5's (:data:`SD15_ONLY`),
+and every other family (SD2, SD3, Flux) is refused with a message naming it.
 
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
 next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so the selected checkpoint's
@@ -18,11 +19,10 @@ from typing import Any, Optional
 from lib_profile.families import FAMILIES, SD15, SDXL, _a, checkpoint_family as family_of_keys, family_from_keys
 from lib_profile.hosts.base import HostError
 
-#: the families the WebUI host generates and trains on
+#: the families the WebUI host generates, trains, explains and edits on
 RUNS_ON = (SD15.name, SDXL.name)
 #: what the WebUI host does on SD1.5 checkpoints only (the Host protocol's feature names, as the core asks)
-SD15_ONLY = ("Attention control (Explain word maps, Prompt-to-Prompt edits)",
-             "Inverting a photo (restyle, edit or explain a photo)")
+SD15_ONLY = ("Inverting a photo (restyle, edit or explain a photo)",)
 PICK = "in the WebUI's checkpoint menu (top of the page)"
 
 
@@ -132,8 +132,8 @@ class FamilyFlags:
 
     @property
     def attention_control(self) -> bool:
-        """Explain and Prompt-to-Prompt: on SD1.5 (A1111: attention.py, Forge: forge_attention.py)."""
-        return self.model_family == SD15.name
+        """Explain and Prompt-to-Prompt: on SD1.5 and SDXL (A1111: attention.py, Forge: forge_attention.py)."""
+        return self.model_family in RUNS_ON
 
     @property
     def photo_inversion(self) -> bool:
@@ -148,9 +148,8 @@ class FamilyFlags:
         return super().unsupported(what)
 
     def check_attention_control(self, what: str) -> None:
-        family, state = self.family_state()
-        if family != SD15.name:
-            raise HostError(refusal(what, family, state))
+        """HostError naming the family unless the WebUI's checkpoint is SD1.5 or SDXL."""
+        self.check_model_family(what)
 
     def check_model_family(self, what: str, runs_on: tuple[str, ...] = RUNS_ON) -> None:
         """HostError unless the WebUI's checkpoint (the loaded one, or - Forge, before it loads - the selected
