@@ -144,7 +144,8 @@ def checkpoint_engine(path: str | Path) -> Engine:
     """The engine for a single-file checkpoint, from its tensor names (a .safetensors header only; a pickle is read
     whole). A family without one (SD2, SD3, Flux) gets SD1.5's, whose loader refuses it naming the family;
     HostError for a file that is missing, empty or not a model."""
-    from lib_profile.hosts.diffusers.checkpoint import read_state_dict, tensor_names
+    from lib_profile.hosts.diffusers.checkpoint import read_state_dict
+    from lib_profile.safetensors_header import tensor_names
 
     keys = tensor_names(path)
     if keys is None:

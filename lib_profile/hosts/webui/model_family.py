@@ -7,17 +7,18 @@ and every other family (SD2, SD3, Flux) is refused with a message naming it.
 
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
 next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so the selected checkpoint's
-``.safetensors`` header (its tensor names: :func:`lib_profile.families.checkpoint_family`; no tensor is loaded)
+``.safetensors`` header (its tensor names: :func:`lib_profile.safetensors_header.checkpoint_file_family`; no tensor
+is loaded)
 tells what the next generation will run on (:func:`current_family`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
-from lib_profile.families import FAMILIES, SD15, SDXL, _a, checkpoint_family as family_of_keys, family_from_keys
+from lib_profile.families import FAMILIES, SD15, SDXL, _a
 from lib_profile.hosts.base import HostError
+from lib_profile.safetensors_header import checkpoint_file_family
 
 #: the families the WebUI host generates, trains, explains and edits on
 RUNS_ON = (SD15.name, SDXL.name)
@@ -37,33 +38,6 @@ def model_family(sd_model) -> Optional[str]:
             return family.name
     name = type(sd_model).__name__
     return next((family.name for family in FAMILIES if any(part in name for part in family.webui_classes)), None)
-
-
-def _keys(path: str | Path) -> Optional[list[str]]:
-    if Path(path).suffix.lower() != ".safetensors":
-        return None
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="np") as handle:
-            return list(handle.keys())
-    except Exception:  # noqa: BLE001 - a broken file is the WebUI's to report when it loads it
-        return None
-
-
-def checkpoint_family(path: str | Path) -> Optional[str]:
-    """``"SDXL"``, ``"SD2"``, ``"SD3"`` or ``"Flux"`` for a ``.safetensors`` checkpoint of that family; None for
-    SD1.x, for other formats (``.ckpt`` cannot be read without unpickling it) and for a file that cannot be read
-    (the WebUI's own load reports that)."""
-    keys = _keys(path)
-    return family_from_keys(keys) if keys is not None else None
-
-
-def selected_family(sd_models: Any, sd_model: Any) -> Optional[str]:
-    """The family of the checkpoint the WebUI has selected (``sd_models.select_checkpoint()``, both WebUIs) when it
-    is not the loaded model's file; None when it is (the loaded model's flags tell), or when none can be read."""
-    path = _selected_file(sd_models, sd_model)
-    return checkpoint_family(path) if path else None
 
 
 def _selected_file(sd_models: Any, sd_model: Any) -> Optional[str]:
@@ -93,11 +67,9 @@ def current_family(shared: Any, sd_models: Any) -> tuple[str, str]:
     ``.ckpt`` not loaded yet)."""
     sd_model = loaded_model(shared, sd_models)
     path = _selected_file(sd_models, sd_model)
-    if path:
-        keys = _keys(path)
-        said = family_of_keys(keys) if keys is not None else None
-        if said is not None:
-            return said, "selected"
+    said = checkpoint_file_family(path) if path else None
+    if said is not None:
+        return said, "selected"
     found = model_family(sd_model)
     return found or SD15.name, "loaded" if sd_model is not None else "selected"
 
