@@ -26,12 +26,6 @@ def round_trip(host, image):
         return den.decode(den.encode(image))[0]
 
 
-@pytest.fixture(scope="module")
-def portrait(astronaut):
-    """A 2:3 portrait photo (the astronaut, cut)."""
-    return astronaut.crop((96, 0, 416, 480))
-
-
 @pytest.mark.parametrize("size,aspect,expected", [
     (64, (512, 512), (64, 64)), (64, (320, 480), (64, 96)), (64, (480, 320), (96, 64)),
     (64, (300, 500), (64, 96)), (128, (1000, 900), (128, 128)), (64, (4000, 1000), (96, 64)),

@@ -26,11 +26,6 @@ from typing import Callable, Iterator, Optional
 
 from PIL import Image
 
-#: The block whose output Plug-and-Play injects (Tumanyan et al., CVPR 2023, section 4: "decoder layer 4", the
-#: residual block of the UNet's fifth output block): diffusers ``up_blocks.1.resnets.1``, LDM/WebUI
-#: ``output_blocks.4.0``. Its output is ``(batch, 1280, h/16, w/16)`` on SD1.5.
-PNP_FEATURE_BLOCK = "output_blocks.4.0"
-
 #: ``features(step, output) -> output``: called with the feature block's output at each model evaluation of a
 #: sampling step (``step`` 0-based); returns it unchanged or with rows replaced.
 FeatureHook = Callable[[int, object], object]
@@ -76,7 +71,8 @@ class Denoiser(ABC):
                    features: Optional[FeatureHook] = None) -> Iterator[None]:
         """For a sampling run of ``steps`` steps (one :meth:`eps` call per step, batch laid out as the module
         docstring says, of ``images`` images): the attention ``controller`` (``attention.control.Controller``) in
-        the UNet's attention layers, and ``features`` on :data:`PNP_FEATURE_BLOCK`'s output; both removed after.
+        the UNet's attention layers, and ``features`` on the output of the family's Plug-and-Play feature block
+        (``families.ModelFamily.pnp_feature_block``: SD1.5's ``output_blocks.4.0``); both removed after.
         A host without them raises HostError; by default, the base runs plain (neither given) only."""
         if controller is not None or features is not None:
             from lib_profile.hosts.base import HostError

@@ -112,7 +112,7 @@ SDXL = Engine(
                ("inpaint", True): "StableDiffusionXLControlNetInpaintPipeline"},
     parts=_sdxl_parts, prompt_encoder=_sdxl_encoder, pass_args=_sdxl_size,
     text_encoders=lambda model: (model.text_encoder, model.text_encoder_2),
-    lacks=("inversion",), extra_step_inputs=("add_text_embeds",),
+    extra_step_inputs=("add_text_embeds",),
 )
 
 ENGINES: dict[str, Engine] = {e.family: e for e in (SD15, SDXL)}
