@@ -45,11 +45,12 @@ def make_intake(work: Path) -> Path:
     return out
 
 
-def reference_loop(model, crops, captions, steps, batch, res, lr, rank, device, dtype):
-    """The plain loop: peft LoRA, VAE + text encoding inside every step, loss.item() every step."""
+def _reference_setup(model, crops, res, lr, rank, float_params=False):
+    """What both plain loops share: a peft LoRA on the UNet's attention projections (its weights float32 when
+    ``float_params``), AdamW, DDPM's noise schedule, the crops as tensors in -1..1 at ``res`` px with their original
+    ``(height, width)``, a seeded generator; the UNet in training mode."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
     from diffusers import DDPMScheduler
     from peft import LoraConfig
     from PIL import Image
@@ -60,12 +61,43 @@ def reference_loop(model, crops, captions, steps, batch, res, lr, rank, device, 
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     params = [p for p in unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    sched = DDPMScheduler.from_config(SCHEDULER_CONFIG)
-    images = [torch.from_numpy(np.asarray(Image.open(c).convert("RGB").resize((res, res)), np.float32) / 127.5 - 1)
-              .permute(2, 0, 1) for c in crops]
-    gen = torch.Generator().manual_seed(0)
+    if float_params:
+        for p in params:
+            p.data = p.data.float()
+    loaded = [Image.open(c).convert("RGB") for c in crops]
+    images = [torch.from_numpy(np.asarray(im.resize((res, res)), np.float32) / 127.5 - 1).permute(2, 0, 1)
+              for im in loaded]
     unet.train()
+    return (unet, torch.optim.AdamW(params, lr=lr), DDPMScheduler.from_config(SCHEDULER_CONFIG), images,
+            [(im.height, im.width) for im in loaded], torch.Generator().manual_seed(0))
+
+
+def _noised(sched, lat, batch, device):
+    """``(noise, t, noisy latents)`` at random timesteps, as every plain loop draws them."""
+    import torch
+
+    noise = torch.randn_like(lat)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    noisy = sched.add_noise(lat, noise, t.cpu()).to(device) if device.type == "cpu" else sched.add_noise(lat, noise, t)
+    return noise, t, noisy
+
+
+def _update(opt, pred, noise) -> float:
+    """One AdamW step on the MSE to the noise; the loss read back every step (the plain loops' sync)."""
+    import torch.nn.functional as F
+
+    loss = F.mse_loss(pred.float(), noise.float())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def reference_loop(model, crops, captions, steps, batch, res, lr, rank, device, dtype):
+    """The plain loop: peft LoRA, VAE + text encoding inside every step, loss.item() every step."""
+    import torch
+
+    unet, opt, sched, images, _sizes, gen = _reference_setup(model, crops, res, lr, rank)
 
     def step():
         idx = torch.randint(len(images), (batch,), generator=gen).tolist()
@@ -75,45 +107,19 @@ def reference_loop(model, crops, captions, steps, batch, res, lr, rank, device, 
             ids = model.tokenizer([captions[i] for i in idx], padding="max_length", max_length=77,
                                   return_tensors="pt").input_ids.to(device)
             cond = model.text_encoder(ids)[0]
-        noise = torch.randn_like(lat)
-        t = torch.randint(0, 1000, (batch,), device=device)
-        noisy = sched.add_noise(lat, noise, t.cpu()).to(device) if device.type == "cpu" else sched.add_noise(lat, noise, t)
+        noise, t, noisy = _noised(sched, lat, batch, device)
         with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
             pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return _update(opt, pred, noise)
 
     return step
 
 
 def reference_loop_sdxl(model, crops, captions, steps, batch, res, lr, rank, device, dtype):
     """The plain SDXL loop: peft LoRA, VAE + both text encoders inside every step, loss.item() every step."""
-    import numpy as np
     import torch
-    import torch.nn.functional as F
-    from diffusers import DDPMScheduler
-    from peft import LoraConfig
-    from PIL import Image
 
-    from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG
-
-    unet = model.unet
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()
-    opt = torch.optim.AdamW(params, lr=lr)
-    sched = DDPMScheduler.from_config(SCHEDULER_CONFIG)
-    loaded = [Image.open(c).convert("RGB") for c in crops]
-    sizes = [(im.height, im.width) for im in loaded]
-    images = [torch.from_numpy(np.asarray(im.resize((res, res)), np.float32) / 127.5 - 1).permute(2, 0, 1)
-              for im in loaded]
-    gen = torch.Generator().manual_seed(0)
-    unet.train()
+    unet, opt, sched, images, sizes, gen = _reference_setup(model, crops, res, lr, rank, float_params=True)
 
     def step():
         idx = torch.randint(len(images), (batch,), generator=gen).tolist()
@@ -127,17 +133,11 @@ def reference_loop_sdxl(model, crops, captions, steps, batch, res, lr, rank, dev
             cond = torch.cat([out_1.hidden_states[-2], out_2.hidden_states[-2]], dim=-1)
             pooled = out_2.text_embeds
             time_ids = torch.tensor([[*sizes[i], 0, 0, res, res] for i in idx], device=device, dtype=cond.dtype)
-        noise = torch.randn_like(lat)
-        t = torch.randint(0, 1000, (batch,), device=device)
-        noisy = sched.add_noise(lat, noise, t.cpu()).to(device) if device.type == "cpu" else sched.add_noise(lat, noise, t)
+        noise, t, noisy = _noised(sched, lat, batch, device)
         with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
             pred = unet(noisy, t, encoder_hidden_states=cond,
                         added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return _update(opt, pred, noise)
 
     return step
 

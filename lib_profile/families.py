@@ -1,8 +1,8 @@
 """Stable Diffusion model families as data: what the code must know of SD1.5 and SDXL, and how a checkpoint, a LoRA
 and a ControlNet model show which family they belong to.
 
-Profile Studio generates, trains, explains and edits on SD1.5; the standalone diffusers host also generates, trains,
-explains and edits on SDXL, with SDXL ControlNets (photo inversion on SDXL grows from :data:`SDXL` in a later step);
+Profile Studio generates, trains, explains and edits on SD1.5 and SDXL, in every host; the standalone diffusers host
+also runs SDXL ControlNets and inverts photos on SDXL (the WebUI hosts' photo inversion is SD1.5's for now);
 every other family is recognised so that a file made for it is refused with a clear message (:func:`check_compatible`,
 :func:`unsupported_checkpoint_message`) instead of failing deep inside a matrix product.
 
@@ -58,7 +58,9 @@ class ModelFamily:
     ``clip_skip``: the default CLIP skip (1 = last layer as the WebUI counts; SDXL's conditioner already reads the
     penultimate layer); ``controlnets``: usual ControlNet file stems by kind (``pose``, ``tile``);
     ``vae_scaling_factor``: latents = VAE mean x this; ``head_width``: features per attention head of the UNet and the
-    text encoders (SGM's ``num_head_channels``), when the family's configs fix it by width rather than by count."""
+    text encoders (SGM's ``num_head_channels``), when the family's configs fix it by width rather than by count;
+    ``pnp_feature_block``: the decoder residual block whose output Plug-and-Play injects (SGM/LDM name; Tumanyan et
+    al., CVPR 2023, section 4: "decoder layer 4", the first decoder level with attention, at latent/4)."""
 
     name: str
     checkpoint_markers: tuple[str, ...] = ()   # a single-file checkpoint tensor name containing one of these
@@ -77,6 +79,7 @@ class ModelFamily:
     webui_classes: tuple[str, ...] = ()        # parts of Forge's engine class names
     vae_scaling_factor: Optional[float] = None
     head_width: Optional[int] = None
+    pnp_feature_block: Optional[str] = None
 
     def controlnet_files(self, kind: str) -> tuple[str, ...]:
         """The usual ControlNet file stems of ``kind`` (``"pose"``/``"tile"``) for this family, best first."""
@@ -101,6 +104,7 @@ SD15 = ModelFamily(
     controlnets=(("pose", ("control_v11p_sd15_openpose", "control_sd15_openpose")),
                  ("tile", ("control_v11f1e_sd15_tile", "control_v11u_sd15_tile"))),
     vae_scaling_factor=0.18215,
+    pnp_feature_block="output_blocks.4.0",  # (batch, 1280, h/16, w/16): 16x16 at 512 px (diffusers up_blocks.1.resnets.1)
 )
 
 SDXL = ModelFamily(
@@ -122,6 +126,8 @@ SDXL = ModelFamily(
     webui_classes=("XL",),
     vae_scaling_factor=0.13025,  # sd_xl_base.yaml scale_factor
     head_width=64,  # sd_xl_base.yaml num_head_channels; bigG 1280/20 heads, CLIP-L 768/12
+    pnp_feature_block="output_blocks.1.0",  # SDXL's decoder starts at latent/4 (1280 ch., 32x32 at 1024 px): its
+    # second residual block, as SD1.5's is the second of its latent/4 level (diffusers up_blocks.0.resnets.1)
 )
 
 SD2 = ModelFamily(name="SD2", checkpoint_markers=("cond_stage_model.model.",),  # OpenCLIP ViT-H
@@ -179,9 +185,9 @@ def checkpoint_family(keys: Iterable[str]) -> Optional[str]:
 def unsupported_checkpoint_message(found: str, what: str = "Profile Studio") -> str:
     """The message for a checkpoint of family ``found`` that is not one of :data:`SUPPORTED`."""
     names = " or ".join(f.name for f in SUPPORTED)
-    sdxl = (" (SDXL generates (also with SDXL ControlNets), trains face LoRAs, explains and edits (DAAM word maps, "
-            "Prompt-to-Prompt) on the standalone diffusers host, and generates and trains in A1111 and Forge; photo "
-            "inversion, and explain and edit in the WebUI hosts, are not there yet on SDXL)")
+    sdxl = (" (SDXL generates, trains face LoRAs, explains and edits (DAAM word maps, Prompt-to-Prompt) on the "
+            "standalone diffusers host, with SDXL ControlNets and photo inversion, and in A1111 and Forge; photo "
+            "inversion in A1111 and Forge is not there yet on SDXL)")
     return (f"This is {_a(found)} checkpoint. {what} works with {names} checkpoints"
             + (sdxl if found == SDXL.name else "")
             + f": pick {_a(names)} model.")

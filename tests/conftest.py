@@ -127,6 +127,12 @@ def astronaut():
 
 
 @pytest.fixture(scope="session")
+def portrait(astronaut):
+    """A 2:3 portrait photo (the astronaut, cut): the photo the inversion tests invert."""
+    return astronaut.crop((96, 0, 416, 480))
+
+
+@pytest.fixture(scope="session")
 def grace_hopper():
     from lib_profile import sample_photos
 

@@ -26,12 +26,6 @@ def round_trip(host, image):
         return den.decode(den.encode(image))[0]
 
 
-@pytest.fixture(scope="module")
-def portrait(astronaut):
-    """A 2:3 portrait photo (the astronaut, cut)."""
-    return astronaut.crop((96, 0, 416, 480))
-
-
 @pytest.mark.parametrize("size,aspect,expected", [
     (64, (512, 512), (64, 64)), (64, (320, 480), (64, 96)), (64, (480, 320), (96, 64)),
     (64, (300, 500), (64, 96)), (128, (1000, 900), (128, 128)), (64, (4000, 1000), (96, 64)),
@@ -69,28 +63,48 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def test_null_text_inversion_is_closer_than_ddim_at_cfg_7_5_and_direct_is_the_default(host, astronaut, capsys):
-    """The paper's defaults (50 steps, CFG 7.5, 10 iterations): the error of the photo's latent sampled back. On the
-    tiny random model null-text inversion gets 4.8x closer than plain DDIM inversion (printed; issue #21 asks 5x,
-    which the paper's trained model gives and random weights do not: their text conditioning moves the noise
-    prediction by 7%, so 10 updates of the negative-prompt embedding a step cannot undo a drift that large). And the
-    default method is Direct Inversion because its reconstruction is within 1 dB of null-text's (it is exact)."""
+def reconstruction_errors(host, astronaut, steps: int, iterations: int):
+    """Each method's error of the photo's latent sampled back at CFG 7.5 (latent MSE) and PSNR to the VAE round trip."""
     image = photo.fit_photo(astronaut, 64)
     errors, psnrs = {}, {}
     with host.denoiser(["a photo of a person"]) as den:
         z0 = den.encode(image)
         target = den.decode(z0)[0]
         for method in ("ddim", "null-text", "direct"):
-            inv = sampling.invert(den, z0, "a photo of a person", "", method, 50, 7.5, 1, 10)
+            inv = sampling.invert(den, z0, "a photo of a person", "", method, steps, 7.5, 1, iterations)
             back = sampling.sample(den, inv, ["a photo of a person"])
             errors[method] = float(((back - z0) ** 2).mean())
             psnrs[method] = psnr(den.decode(back)[0], target)
+    return errors, psnrs
+
+
+def test_null_text_inversion_is_closer_than_ddim_at_cfg_7_5_and_direct_is_the_default(host, astronaut, capsys):
+    """At 10 steps and 10 updates a step (a fifth of the paper's steps: the paper's own run is the slow test below)
+    null-text inversion samples the photo back 1.9x closer than plain DDIM inversion on the tiny model (measured
+    2026-11-30), and the default method is Direct Inversion because its reconstruction is within 1 dB of
+    null-text's (it is exact)."""
+    errors, psnrs = reconstruction_errors(host, astronaut, 10, 10)
+    with capsys.disabled():
+        print(f"\nlatent MSE at CFG 7.5, 10 steps: DDIM {errors['ddim']:.4g}, null-text {errors['null-text']:.4g} "
+              f"({errors['ddim'] / errors['null-text']:.1f}x), direct {errors['direct']:.2g}")
+    assert errors["ddim"] >= 1.5 * errors["null-text"]
+    assert psnrs["direct"] >= psnrs["null-text"] - 1.0 and PhotoSettings().method == "direct"
+
+
+@pytest.mark.slow
+def test_null_text_inversion_at_the_papers_defaults(host, astronaut, capsys):
+    """The paper's defaults (50 steps, CFG 7.5, 10 iterations): the error of the photo's latent sampled back. On the
+    tiny random model null-text inversion gets 4.8x closer than plain DDIM inversion (printed; issue #21 asks 5x,
+    which the paper's trained model gives and random weights do not: their text conditioning moves the noise
+    prediction by 7%, so 10 updates of the negative-prompt embedding a step cannot undo a drift that large). Ten
+    minutes on a loaded 2-core CPU: a slow test."""
+    errors, psnrs = reconstruction_errors(host, astronaut, 50, 10)
     with capsys.disabled():
         print(f"\nlatent MSE at CFG 7.5: DDIM {errors['ddim']:.4g}, null-text {errors['null-text']:.4g} "
               f"({errors['ddim'] / errors['null-text']:.1f}x), direct {errors['direct']:.2g}; PSNR to the VAE round "
               f"trip: DDIM {psnrs['ddim']:.1f}, null-text {psnrs['null-text']:.1f}, direct {psnrs['direct']:.1f} dB")
     assert errors["ddim"] >= 4 * errors["null-text"]  # measured 4.8x (2026-11-30)
-    assert psnrs["direct"] >= psnrs["null-text"] - 1.0 and PhotoSettings().method == "direct"
+    assert psnrs["direct"] >= psnrs["null-text"] - 1.0
 
 
 @pytest.mark.parametrize("method", ["direct", "null-text", "ddim"])

@@ -189,10 +189,11 @@ def test_an_upload_on_a_full_disk_is_a_507_and_leaves_nothing(api, studio, perso
     assert studio.jobs.list(SLUG) == []
 
 
-def test_restyle_and_photo_commands(tmp_path, data_dir):
+@pytest.mark.parametrize("checkpoint", ["tiny", "tiny-sdxl"])
+def test_restyle_and_photo_commands(tmp_path, data_dir, checkpoint):
     photo = tmp_path / "me.jpg"
     photo.write_bytes(photo_bytes())
-    fast = ["--checkpoint", "tiny", "--size", "64", "--steps", "4"]
+    fast = ["--checkpoint", checkpoint, "--size", "64", "--steps", "4"]
     out = tmp_path / "restyled"
     proc = run("restyle", *fast, "--photo", str(photo), "--prompt", "oil painting of a person", "--strength", "0.3",
                "--method", "ddim", "--out", str(out), data_dir=data_dir)

@@ -278,14 +278,12 @@ def test_every_sampler_explains_and_edits(sdxl, sampler):
     assert res.params["sampler"] == sampler
 
 
-def test_what_sdxl_still_lacks_is_refused_but_attention_control_is_not(sdxl):
-    from lib_profile.hosts.base import HostError, RunControl
+def test_attention_control_is_not_refused_on_sdxl(sdxl):
+    from lib_profile.hosts.base import RunControl
 
-    assert sdxl.attention_control and not sdxl.photo_inversion
+    assert sdxl.attention_control
     sdxl.check_attention_control("Explain (DAAM word maps)")
     sdxl.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1), RunControl(attention=Controller()))
-    with pytest.raises(HostError, match="not there yet on SDXL checkpoints"):
-        sdxl.denoiser(["a photo"]).__enter__()
 
 
 # ---------------------------------------------------------------- the studio's API, as a user meets it

@@ -1,7 +1,8 @@
 """SDXL generation on the diffusers host, on the tiny SDXL-shaped model (``tiny-sdxl``): loading through diffusers'
 own converters (and real SDXL's shapes), txt2img/img2img/inpaint with every sampler, A1111's SDXL conditioning
 (emphasis, 75-token chunks over both encoders, pooled from the first chunk, an empty negative prompt as zeros,
-prompt editing), LoRA tags and the family message, what is not there yet on SDXL, and the studio's family defaults."""
+prompt editing), LoRA tags and the family message, how a feature a family lacks is refused, and the studio's family
+defaults."""
 
 from __future__ import annotations
 
@@ -307,10 +308,15 @@ def test_a_lora_of_another_family_gets_the_family_message(sdxl, monkeypatch, lor
     assert all(torch.equal(before[k], v) for k, v in sdxl.model.unet.state_dict().items())
 
 
-# ---------------------------------------------------------------- not there yet on SDXL: said, not crashed
+# ---------------------------------------------------------------- what a family lacks: said, not crashed
 
-def test_what_sdxl_lacks_is_refused_naming_the_family(sdxl):
-    """Photo inversion; attention control (explain, edit) is there: tests/test_sdxl_attention.py."""
+def test_sdxl_lacks_nothing_now_and_a_lacking_feature_is_refused_naming_the_family(sdxl, monkeypatch):
+    """Attention control (tests/test_sdxl_attention.py) and photo inversion (tests/test_sdxl_inversion.py) run on
+    SDXL; a feature an engine lacks is refused by the host and the service naming the family and what to do."""
+    import dataclasses
+
+    assert sdxl.attention_control and sdxl.photo_inversion and not sdxl.engine.lacks
+    monkeypatch.setattr(sdxl, "engine", dataclasses.replace(sdxl.engine, lacks=("inversion",)))
     cases = [
         lambda: sdxl.denoiser(["a photo"]).__enter__(),
         lambda: sdxl.unsupported("Inverting a photo (restyle, edit or explain a photo)"),  # the service's refusal
@@ -320,7 +326,7 @@ def test_what_sdxl_lacks_is_refused_naming_the_family(sdxl):
             error = call()
             if isinstance(error, HostError):
                 raise error
-    assert sdxl.attention_control and not sdxl.photo_inversion and sdxl.controlnet_model("pose") is None
+    assert sdxl.controlnet_model("pose") is None
 
 
 # ---------------------------------------------------------------- the studio's defaults per family

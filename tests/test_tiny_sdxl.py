@@ -65,15 +65,11 @@ def test_deterministic_and_cached(built, tmp_path):
 
 
 def test_family_of_tiny_and_tiny_sdxl(built, tiny_checkpoint):
-    from safetensors import safe_open
-
-    from lib_profile.hosts.webui.model_family import checkpoint_family
+    from lib_profile.safetensors_header import checkpoint_file_family
 
     path, sd, _ = built
-    assert families.checkpoint_family(sd) == "SDXL" and checkpoint_family(path) == "SDXL"
-    with safe_open(str(tiny_checkpoint), framework="np") as handle:
-        assert families.checkpoint_family(list(handle.keys())) == "SD1.5"
-    assert checkpoint_family(tiny_checkpoint) is None  # the WebUI host's check: None = SD1.x
+    assert families.checkpoint_family(sd) == "SDXL" and checkpoint_file_family(path) == "SDXL"
+    assert checkpoint_file_family(tiny_checkpoint) == "SD1.5"
 
 
 def test_sd15_lora_offered_with_tiny_sdxl_gets_the_family_message(built, tiny_checkpoint):
@@ -95,6 +91,6 @@ def test_sd15_loader_refuses_tiny_sdxl_with_the_family_message(tmp_path):
 
     path = resolve_checkpoint("tiny-sdxl", tmp_path)
     assert path.name == tiny_sdxl.CHECKPOINT and path.is_file()
-    with pytest.raises(HostError, match="This is an SDXL checkpoint.*explains and edits.*generates and trains in "
-                                        "A1111 and Forge; photo inversion.*not there yet.*pick an SD1.5 model"):
+    with pytest.raises(HostError, match="This is an SDXL checkpoint.*explains and edits.*and in A1111 and Forge; "
+                                        "photo inversion in A1111 and Forge is not there yet.*pick an SD1.5 model"):
         load_sd15(path, tmp_path / "tokenizer")

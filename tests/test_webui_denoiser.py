@@ -11,7 +11,7 @@ from PIL import Image
 
 from lib_profile.attention.control import Controller, Mix
 from lib_profile.hosts.base import HostError, LoraRef
-from lib_profile.hosts.denoiser import PNP_FEATURE_BLOCK
+from lib_profile.families import SD15
 from lib_profile.hosts.webui.flavours import detect_flavour
 from lib_profile.hosts.webui.host import WebUIHost
 
@@ -240,7 +240,7 @@ def test_the_feature_hook_sees_the_pnp_block_once_a_step_and_its_change_reaches_
 
     with host.denoiser(["a cat"]) as den:
         ctx = torch.cat([den.conditioning(""), den.conditioning("a cat")])
-        block = den.diffusion_model.get_submodule(PNP_FEATURE_BLOCK)
+        block = den.diffusion_model.get_submodule(SD15.pnp_feature_block)
         assert isinstance(block, ldm.ResBlock)
         plain = [den.eps(x, t, ctx) for t in (800, 400)]
         with den.controlled(None, 2, 1, features=record):

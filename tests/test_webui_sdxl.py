@@ -1,17 +1,17 @@
 """The WebUI host on an SDXL checkpoint (A1111 and Forge stand-ins): the family it reports (loaded, or selected and
 not loaded yet), generation and training let through, the studio's SDXL sizes, ControlNet models by family, LoRAs
-of the other family refused, and what is SD1.5-only (attention control, photo inversion) refused up front naming
-the family and what to do."""
+of the other family refused, attention control (explain, edit) let through (tests/test_webui_sdxl_attention.py), and
+what is SD1.5-only (photo inversion) refused up front naming the family and what to do."""
 
 from __future__ import annotations
 
+import re
 import numpy as np
 import pytest
 from PIL import Image
 
 from lib_profile.families import SD15, SDXL
-from lib_profile.hosts.base import (ControlUnit, HostError, Img2ImgRequest, InpaintRequest, LoraRef, RunControl,
-                                    Txt2ImgRequest)
+from lib_profile.hosts.base import ControlUnit, HostError, Img2ImgRequest, InpaintRequest, LoraRef, Txt2ImgRequest
 from lib_profile.hosts.webui.flavours import detect_flavour
 from lib_profile.hosts.webui.host import WebUIHost
 
@@ -69,7 +69,7 @@ def pose_map(w=832, h=1216):
 def test_the_host_reports_the_loaded_models_family_and_the_flags_follow(xl):
     _modules, host, model = xl
     assert host.model_family == "SDXL" and host.family_state() == ("SDXL", "loaded")
-    assert not host.attention_control and not host.photo_inversion
+    assert host.attention_control and not host.photo_inversion
     model.is_sdxl = False
     assert host.model_family == "SD1.5" and host.attention_control and host.photo_inversion
 
@@ -154,43 +154,27 @@ def test_training_on_sdxl_gets_its_slot_and_the_webuis_checkpoint_file(xl):
         assert modules.sd_models.model_data.sd_model is not model
 
 
-# ---------------------------------------------------------------- SD1.5-only parts: refused up front
+# ---------------------------------------------------------------- explain and edit run; photo inversion is SD1.5's
 
-def test_attention_control_and_photo_inversion_are_refused_naming_sdxl(xl):
-    from lib_profile.attention.control import Controller
-    from lib_profile.attention.explain import explain
-    from lib_profile.attention.p2p import Edit, edit_control
-
+def test_attention_control_runs_and_photo_inversion_is_refused_naming_sdxl(xl):
     modules, host, _model = xl
-    cases = [
-        lambda: host.check_attention_control("Explain (DAAM word maps)"),
-        lambda: explain(host, Txt2ImgRequest(prompt="a photo"), ["photo"]),
-        lambda: edit_control(host, Edit(source="a photo", target="a cat"), ""),
-        lambda: host.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1), RunControl(attention=Controller())),
-        lambda: host.denoiser(["a photo"]).__enter__(),
-    ]
-    for call in cases:
-        with pytest.raises(HostError, match=NOT_YET):
-            call()
-    assert str(host.unsupported("Inverting a photo (restyle, edit or explain a photo)")).startswith(
-        "Inverting a photo (restyle, edit or explain a photo) is not there yet on SDXL checkpoints in the WebUI")
+    host.check_attention_control("Explain (DAAM word maps)")  # a run under control: tests/test_webui_sdxl_attention.py
+    with pytest.raises(HostError, match=NOT_YET):
+        host.denoiser(["a photo"]).__enter__()
+    assert re.search(NOT_YET, str(host.unsupported("Inverting a photo (restyle, edit or explain a photo)")))
     assert "is not supported by the" in str(host.unsupported("Something else"))
-    assert modules.processing.calls == [] and modules.call_queue.queue_lock.owner is None
+    assert modules.call_queue.queue_lock.owner is None
 
 
-def test_the_service_refuses_explain_edit_and_restyle_before_a_job(xl, tmp_path):
+def test_the_service_refuses_a_photo_restyle_before_a_job(xl, tmp_path):
     from lib_profile.service import Studio
 
     _modules, host, _model = xl
     studio = Studio(host, tmp_path / "data", lora_root=tmp_path / "loras", outputs_root=tmp_path / "out")
     try:
         studio.create_identity("Anna")
-        calls = [lambda: studio.explain("anna", ["photo"], prompt="a photo of a woman"),
-                 lambda: studio.edit("anna", target="a photo of a man", prompt="a photo of a woman"),
-                 lambda: studio.restyle("anna", "a painting", upload=b"not even read")]
-        for call in calls:
-            with pytest.raises(HostError, match=NOT_YET):
-                call()
+        with pytest.raises(HostError, match=NOT_YET):
+            studio.restyle("anna", "a painting", upload=b"not even read")
         assert studio.jobs.list() == []
     finally:
         studio.close()

@@ -13,7 +13,9 @@ Conventions (shared by every host):
 * ``t`` is a DDPM timestep in 0..999 (the model's own ``alphas_cumprod`` index), the UNet predicts the noise
   epsilon (SD1.5's ``eps`` parameterisation);
 * a conditioning is ``(batch, 77 * chunks, dim)``, the prompt read as the host reads it (emphasis, 75-token chunks,
-  CLIP skip), ``<lora:NAME:W>`` tags removed (the host applied them when the denoiser was opened);
+  CLIP skip), ``<lora:NAME:W>`` tags removed (the host applied them when the denoiser was opened); a family whose
+  UNet reads more than attention's keys adds rows that :meth:`Denoiser.eps` splits off (SDXL: one, its pooled text
+  vector: ``hosts/diffusers/denoiser.SdxlDenoiser``), so the loop handles one tensor per prompt either way;
 * a sampling batch under attention control is laid out ``[negative x images, prompt x images]``: rows ``0..n-1``
   are the images' negative-prompt (unconditional) rows, rows ``n..2n-1`` their prompt rows, in the same order.
 """
@@ -26,18 +28,14 @@ from typing import Callable, Iterator, Optional
 
 from PIL import Image
 
-#: The block whose output Plug-and-Play injects (Tumanyan et al., CVPR 2023, section 4: "decoder layer 4", the
-#: residual block of the UNet's fifth output block): diffusers ``up_blocks.1.resnets.1``, LDM/WebUI
-#: ``output_blocks.4.0``. Its output is ``(batch, 1280, h/16, w/16)`` on SD1.5.
-PNP_FEATURE_BLOCK = "output_blocks.4.0"
-
 #: ``features(step, output) -> output``: called with the feature block's output at each model evaluation of a
 #: sampling step (``step`` 0-based); returns it unchanged or with rows replaced.
 FeatureHook = Callable[[int, object], object]
 
 
 class Denoiser(ABC):
-    """A host's loaded SD1.5 model, lent for one job (``Host.denoiser`` opens and closes it)."""
+    """A host's loaded model (SD1.5; SDXL on the standalone host), lent for one job (``Host.denoiser`` opens and
+    closes it)."""
 
     #: the model's ``alphas_cumprod`` (1000,), float64 on the CPU: alpha-bar_t of DDPM (Ho et al. 2020, eq. 4)
     alphas_cumprod = None
@@ -76,7 +74,8 @@ class Denoiser(ABC):
                    features: Optional[FeatureHook] = None) -> Iterator[None]:
         """For a sampling run of ``steps`` steps (one :meth:`eps` call per step, batch laid out as the module
         docstring says, of ``images`` images): the attention ``controller`` (``attention.control.Controller``) in
-        the UNet's attention layers, and ``features`` on :data:`PNP_FEATURE_BLOCK`'s output; both removed after.
+        the UNet's attention layers, and ``features`` on the output of the family's Plug-and-Play feature block
+        (``families.ModelFamily.pnp_feature_block``: SD1.5's ``output_blocks.4.0``); both removed after.
         A host without them raises HostError; by default, the base runs plain (neither given) only."""
         if controller is not None or features is not None:
             from lib_profile.hosts.base import HostError

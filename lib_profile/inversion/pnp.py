@@ -5,10 +5,13 @@ A photo is translated to a target prompt keeping its layout: the source (the inv
 the batch) and the target (row 1) are sampled side by side, and for the first part of the steps the target takes
 the source's
 
-* spatial features: the output of decoder layer 4's residual block (``hosts.denoiser.PNP_FEATURE_BLOCK``), for the
-  first ``feature_injection`` fraction of the steps (the paper's tau_f = 0.8, section 4 and appendix);
-* self-attention queries and keys in decoder layers 4-11 (every self-attention of the UNet's output blocks but the
-  first, the one of decoder layer 3), for the first ``attention_injection`` fraction (tau_A = 0.5). The target row
+* spatial features: the output of decoder layer 4's residual block (``families.ModelFamily.pnp_feature_block``),
+  for the first ``feature_injection`` fraction of the steps (the paper's tau_f = 0.8, section 4 and appendix);
+* self-attention queries and keys in decoder layers 4-11 (every self-attention of the UNet's output blocks but those
+  of the first attention module, decoder layer 3's), for the first ``attention_injection`` fraction (tau_A = 0.5).
+  On SDXL the same rule: the decoder's first attention module (10 transformer blocks at latent/4) is left alone, its
+  other 26 self-attentions (latent/4 and latent/2) take the source's, as the paper's code leaves
+  ``up_blocks[1].attentions[0]`` alone on SD. The target row
   then attends as ``softmax(q_src k_src^T) v_target``: a ``control.Mix`` from the source row, computed on the fused
   attention path.
 
@@ -22,6 +25,12 @@ from __future__ import annotations
 from lib_profile.attention.control import Call, Controller, Mix, Site
 
 
+def attention_module(name: str) -> str:
+    """The attention module (spatial transformer) an attention layer belongs to: its path before
+    ``.transformer_blocks.`` (``up_blocks.1.attentions.0``, ``output_blocks.3.1``)."""
+    return name.split(".transformer_blocks.")[0]
+
+
 class PlugAndPlay(Controller):
     """Injection into the target rows (row 1 of each half) of a two-image batch ``[neg src, neg tgt, src, tgt]``."""
 
@@ -32,7 +41,7 @@ class PlugAndPlay(Controller):
         self.feature_injection = feature_injection
         self.attention_injection = attention_injection
         self.steps = 1
-        self.first_decoder_self: int | None = None  # decoder layer 3's self-attention: left alone
+        self.first_decoder_module: str | None = None  # decoder layer 3's attention module: its self-attention left alone
         self.injected = {"features": set(), "attention": set()}
 
     def begin(self, steps, latent_hw):
@@ -45,9 +54,10 @@ class PlugAndPlay(Controller):
     def changes(self, site: Site, step: int, queries: int) -> bool:
         if site.cross or site.place != "up":
             return False
-        if self.first_decoder_self is None or site.index < self.first_decoder_self:
-            self.first_decoder_self = site.index  # the sites come in forward order: the first is decoder layer 3
-        if site.index == self.first_decoder_self or not self._on(self.attention_injection, step):
+        module = attention_module(site.name)
+        if self.first_decoder_module is None:
+            self.first_decoder_module = module  # the sites come in forward order: the first is decoder layer 3's
+        if module == self.first_decoder_module or not self._on(self.attention_injection, step):
             return False
         self.injected["attention"].add(step)
         return True

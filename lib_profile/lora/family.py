@@ -87,17 +87,9 @@ def lora_file_family(path) -> str | None:
     """The family a LoRA file is for (:func:`lib_profile.families.lora_family`: its metadata, key names, and the
     input width of its cross-attention key/value modules), from the ``.safetensors`` header alone (no tensor is
     read); None for another format, an unreadable file, or one that says nothing."""
-    from pathlib import Path
+    from lib_profile.safetensors_header import read_header
 
-    if Path(path).suffix.lower() != ".safetensors":
+    header = read_header(path, lambda k: ("attn2_to_k" in k or "attn2_to_v" in k) and ".lora_down." in k)
+    if header is None:  # unreadable: the host's own load says what is wrong
         return None
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="np") as f:
-            keys, meta = list(f.keys()), f.metadata() or {}
-            widths = sorted({int(f.get_slice(k).get_shape()[-1]) for k in keys
-                             if ("attn2_to_k" in k or "attn2_to_v" in k) and ".lora_down." in k})
-    except Exception:  # noqa: BLE001 - unreadable: the host's own load says what is wrong
-        return None
-    return lora_family(keys, meta, widths)
+    return lora_family(header.names, header.metadata, sorted({shape[-1] for shape in header.shapes.values()}))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lib_profile import families
 from lib_profile.hosts.base import HostError
+from lib_profile.safetensors_header import checkpoint_file_family
 from lib_profile.train.conditioning import SD15Conditioning
 from lib_profile.train.sdxl import SDXLConditioning, is_sdxl, load_sdxl_checkpoint
 
@@ -30,15 +31,6 @@ def load_model(checkpoint, data_dir):
     if found not in (None, families.SD15.name):
         raise HostError(families.unsupported_checkpoint_message(found, "Training"))
     return load_sd15(path, paths.tokenizer_dir(data_dir))
-
-
-def checkpoint_file_family(path: Path):
-    """The family of a ``.safetensors`` checkpoint from its tensor names (the header only); None for other files
-    (the SD1.5 loader refuses what is not SD1.x, naming its family) and when the names tell nothing."""
-    from lib_profile.hosts.diffusers.checkpoint import tensor_names
-
-    names = tensor_names(path)
-    return None if names is None else families.checkpoint_family(names)
 
 
 def for_model(model, cfg, device):

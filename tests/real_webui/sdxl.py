@@ -8,7 +8,8 @@ steps); an identity with six sample selfies; with ``--train`` a face LoRA traine
 on the WebUI's SDXL checkpoint file (``--train-steps`` steps at ``--size`` px), checked to carry kohya's SDXL keys
 (``/sdapi/v1/loras`` metadata: ``ss_base_model_version`` sdxl); a portrait job at ``--size`` px, 2 steps, no
 face detail/refine/upscale (random weights draw no face), its infotext carrying the LoRA tag when one was trained;
-explain, edit and a photo restyle refused up front (400) naming SDXL; with ``--sd15-lora NAME`` (an SD1.5 LoRA in
+the portrait explained (DAAM maps of "sweater" and "red") and edited (Prompt-to-Prompt, red -> blue); a photo restyle
+refused up front (400) naming SDXL; with ``--sd15-lora NAME`` (an SD1.5 LoRA in
 the WebUI's Lora folder) a portrait whose prompt tags it refused (400) naming both families; with ``--sdxl-lora
 NAME`` (an SDXL LoRA there) the portrait again with its tag, which must name it and change the picture (run
 last: the heaviest step). Last, the identity is deleted. It builds nothing and downloads nothing: load the SDXL checkpoint in the WebUI first (its checkpoint menu,
@@ -37,6 +38,7 @@ NOT_YET = "not there yet on SDXL checkpoints"
 
 
 class SdxlCheck(Smoke):
+    name, slug = "SDXL Check", SLUG
     def __init__(self, url: str, size: int, train_steps: int, sd15_lora: Optional[str],
                  sdxl_lora: Optional[str] = None, **kw):
         super().__init__(url, **kw)
@@ -56,31 +58,11 @@ class SdxlCheck(Smoke):
         picture = Image.open(io.BytesIO(base64.b64decode(data["images"][0].split(",", 1)[-1])))
         return f"{picture.width}x{picture.height}; {_info_model(data)}"
 
-    def identity(self) -> str:
-        self.http.delete(f"{self.base}/identities/{SLUG}")
-        info = self.ok(self.http.post(f"{self.base}/identities", json={"name": "SDXL Check", "class_word": "woman"}),
-                       201)
-        return f"slug {info['slug']}"
-
-    def upload(self) -> str:
-        from lib_profile import sample_photos
-
-        files = []
-        for name, picture in sample_photos.selfies()[:6]:
-            buf = io.BytesIO()
-            picture.save(buf, "JPEG", quality=92)
-            files.append(("files", (f"{name}.jpg", buf.getvalue(), "image/jpeg")))
-        report = self.ok(self.http.post(f"{self.base}/identities/{SLUG}/photos", files=files))
-        if not report.get("ready"):
-            raise AssertionError(f"not ready to train: {report.get('counts')}")
-        self.state["photo"] = next(p["file"] for p in report["photos"] if p.get("status") == "accepted")
-        return f"ready; counts {report.get('counts')}"
-
     def train(self) -> str:
         options = {"steps": self.train_steps, "resolution": self.size, "batch_size": 1, "validation_images": 0,
                    "save_every": self.train_steps, "log_every": 1, "select": "last", "device": "cpu",
                    "low_memory": True}
-        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/train", json=options), 202))
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/train", json=options), 202))
         name = job["result"]["lora"]
         self.state["lora"] = name
         listed = {x["name"]: x for x in self.ok(self.http.get(f"{self.url}/sdapi/v1/loras"))}
@@ -95,7 +77,7 @@ class SdxlCheck(Smoke):
     def generate(self) -> str:
         body = {"count": 1, "seed": 5, "prompt": PROMPT, "tone": "neutral", "switches": OFF,
                 "settings": {"width": self.size, "height": self.size, "steps": 2}}
-        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/generate", json=body), 202))
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/generate", json=body), 202))
         first = job["result"]["images"][0]
         self.state["portrait"] = (job["id"], first["file"], job["links"])
         picture = self.image(job["links"]["image0"])
@@ -116,7 +98,7 @@ class SdxlCheck(Smoke):
 
         body = {"count": 1, "seed": 5, "prompt": f"{PROMPT} <lora:{lora}:1>", "tone": "neutral", "switches": OFF,
                 "settings": {"width": self.size, "height": self.size, "steps": 2}}
-        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/generate", json=body), 202))
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/generate", json=body), 202))
         picture = self.image(job["links"]["image0"])
         text = picture.text.get("parameters", "")
         if f"<lora:{lora}:" not in text:
@@ -141,7 +123,7 @@ class SdxlCheck(Smoke):
             raise Skip("no --sd15-lora given")
         body = {"count": 1, "seed": 5, "prompt": f"{PROMPT} <lora:{self.sd15_lora}:0.8>", "switches": OFF,
                 "settings": {"width": self.size, "height": self.size, "steps": 2}}
-        r = self.http.post(f"{self.base}/identities/{SLUG}/generate", json=body)
+        r = self.http.post(f"{self.base}/identities/{self.slug}/generate", json=body)
         if r.status_code != 400 or "is for SD1.5 and the checkpoint is SDXL" not in r.text:
             raise AssertionError(f"HTTP {r.status_code}: {r.text[:200]}")
         return f"400: {r.json().get('detail', r.text)[:150]}"
@@ -158,11 +140,10 @@ class SdxlCheck(Smoke):
         if self.train_steps:
             self.step("train (SDXL)", self.train)
         self.step("generate", self.generate)
-        source = {"identity": SLUG, "prompt": PROMPT}
-        self.step("explain refused", lambda: self.refused("explain", {**source, "words": ["sweater"]}))
-        self.step("edit refused", lambda: self.refused("edit", {**source, "replace": {"red": "blue"}}))
+        self.step("explain the portrait", self.explain)
+        self.step("edit the portrait (red -> blue)", self.edit)
         self.step("restyle refused", lambda: self.refused("restyle", {
-            "identity": SLUG, "photo": self.state["photo"], "target_prompt": "a painting"}))
+            "identity": self.slug, "photo": self.state["photo"], "target_prompt": "a painting"}))
         self.step("SD1.5 LoRA refused", self.sd15_lora_refused)
         if self.sdxl_lora:  # last: the heaviest step (the WebUI keeps a copy of every weight a LoRA changes)
             self.step(f"generate with <lora:{self.sdxl_lora}:1>", lambda: self.generate_with(self.sdxl_lora))
@@ -170,7 +151,7 @@ class SdxlCheck(Smoke):
         return self.table()
 
     def delete_sdxl(self) -> str:
-        removed = self.ok(self.http.delete(f"{self.base}/identities/{SLUG}")).get("removed", [])
+        removed = self.ok(self.http.delete(f"{self.base}/identities/{self.slug}")).get("removed", [])
         return f"removed {len(removed)} item(s)"
 
 

@@ -59,6 +59,8 @@ class Skip(Exception):
 
 
 class Smoke:
+    name, slug = NAME, SLUG  # the identity the check makes and deletes (the slug is the name's)
+
     def __init__(self, url: str, auth: Optional[str] = None, timeout: float = 1800.0,
                  webui_dir: Optional[Path] = None, tone: str = "warm"):
         self.url = url.rstrip("/")
@@ -124,8 +126,8 @@ class Smoke:
         return f"{pixels.width}x{pixels.height}, pixels sha256 {hashlib.sha256(pixels.tobytes()).hexdigest()[:12]}"
 
     def identity(self) -> str:
-        self.http.delete(f"{self.base}/identities/{SLUG}")  # a previous run's, if any
-        info = self.ok(self.http.post(f"{self.base}/identities", json={"name": NAME, "class_word": "woman"}), 201)
+        self.http.delete(f"{self.base}/identities/{self.slug}")  # a previous run's, if any
+        info = self.ok(self.http.post(f"{self.base}/identities", json={"name": self.name, "class_word": "woman"}), 201)
         return f"slug {info['slug']}"
 
     def upload(self) -> str:
@@ -136,14 +138,14 @@ class Smoke:
             buf = io.BytesIO()
             picture.save(buf, "JPEG", quality=92)
             files.append(("files", (f"{name}.jpg", buf.getvalue(), "image/jpeg")))
-        report = self.ok(self.http.post(f"{self.base}/identities/{SLUG}/photos", files=files))
+        report = self.ok(self.http.post(f"{self.base}/identities/{self.slug}/photos", files=files))
         if not report.get("ready"):
             raise AssertionError(f"not ready to train: {report.get('counts')}")
         self.state["photo"] = next(p["file"] for p in report["photos"] if p.get("status") == "accepted")
         return f"ready; counts {report.get('counts')}"
 
     def train(self) -> str:
-        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/train", json=TRAIN), 202))
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/train", json=TRAIN), 202))
         lora = {"name": job["result"]["lora"]}
         self.state["lora"] = lora["name"]
         listed = ""
@@ -157,7 +159,7 @@ class Smoke:
     def generate(self) -> str:
         body = {"count": 1, "seed": 5, "prompt": PROMPT, "tone": self.tone, "settings": SETTINGS,
                 "switches": {"upscale": False}}
-        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{SLUG}/generate", json=body), 202))
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/generate", json=body), 202))
         first = job["result"]["images"][0]
         self.state["portrait"] = (job["id"], first["file"], job["links"])
         picture = self.image(job["links"]["image0"])
@@ -169,14 +171,14 @@ class Smoke:
 
     def explain(self) -> str:
         job_id, image, _links = self.state["portrait"]
-        body = {"identity": SLUG, "job": job_id, "image": image, "words": ["sweater", "red"]}
+        body = {"identity": self.slug, "job": job_id, "image": image, "words": ["sweater", "red"]}
         job = self.wait(self.ok(self.http.post(f"{self.base}/explain", json=body), 202))
         overlay = self.image(job["links"]["overlay:sweater"])
         return f"maps of {', '.join(job['result']['words'])}; overlay {overlay.width}x{overlay.height}"
 
     def edit(self) -> str:
         job_id, image, _links = self.state["portrait"]
-        body = {"identity": SLUG, "job": job_id, "image": image, "mode": "swap", "replace": {"red": "blue"}}
+        body = {"identity": self.slug, "job": job_id, "image": image, "mode": "swap", "replace": {"red": "blue"}}
         job = self.wait(self.ok(self.http.post(f"{self.base}/edit", json=body), 202))
         edited = self.image(job["links"]["edited"])
         text = edited.text.get("parameters", "")
@@ -196,7 +198,7 @@ class Smoke:
         return ", ".join(sizes)
 
     def restyle(self, inversion: dict) -> str:
-        body = {"identity": SLUG, "photo": self.state["photo"], "target_prompt": RESTYLE_TARGET, "strength": 0.2,
+        body = {"identity": self.slug, "photo": self.state["photo"], "target_prompt": RESTYLE_TARGET, "strength": 0.2,
                 "keep_person": True, "inversion": inversion}
         job = self.wait(self.ok(self.http.post(f"{self.base}/restyle", json=body), 202))
         res = job["result"]
@@ -216,7 +218,7 @@ class Smoke:
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
     def edit_photo(self) -> str:
-        body = {"identity": SLUG, "photo_image": self.photo_image(), "caption": CAPTION, "mode": "swap",
+        body = {"identity": self.slug, "photo_image": self.photo_image(), "caption": CAPTION, "mode": "swap",
                 "replace": {"red": "blue"}, "inversion": INVERSION}
         job = self.wait(self.ok(self.http.post(f"{self.base}/edit", json=body), 202))
         res = job["result"]
@@ -226,7 +228,7 @@ class Smoke:
         return f"uploaded, red -> blue, direct; {self.pngs(job, 'source', 'reconstruction', 'edited')}"
 
     def explain_photo(self) -> str:
-        body = {"identity": SLUG, "photo_image": self.photo_image(), "caption": CAPTION, "words": ["sweater", "red"],
+        body = {"identity": self.slug, "photo_image": self.photo_image(), "caption": CAPTION, "words": ["sweater", "red"],
                 "inversion": INVERSION}
         job = self.wait(self.ok(self.http.post(f"{self.base}/explain", json=body), 202))
         res = job["result"]
@@ -251,12 +253,12 @@ class Smoke:
         return "identical pixels before and after"
 
     def delete(self) -> str:
-        removed = self.ok(self.http.delete(f"{self.base}/identities/{SLUG}")).get("removed", [])
+        removed = self.ok(self.http.delete(f"{self.base}/identities/{self.slug}")).get("removed", [])
         return f"removed {len(removed)} item(s)"
 
     def leftovers(self) -> str:
         found = []
-        if self.http.get(f"{self.base}/identities/{SLUG}").status_code != 404:
+        if self.http.get(f"{self.base}/identities/{self.slug}").status_code != 404:
             found.append("the identity still answers")
         if "portrait" in self.state:
             link = self.state["portrait"][2]["image0"]
@@ -268,7 +270,7 @@ class Smoke:
             if self.state["lora"] in names:
                 found.append(f"{self.state['lora']} still in /sdapi/v1/loras")
         if self.webui_dir is not None:
-            found += [str(p) for p in self.webui_dir.rglob(f"*{SLUG}*") if "extensions" not in p.parts][:5]
+            found += [str(p) for p in self.webui_dir.rglob(f"*{self.slug}*") if "extensions" not in p.parts][:5]
         if found:
             raise AssertionError("; ".join(found))
         return "none" + (f" (also scanned {self.webui_dir})" if self.webui_dir else "")

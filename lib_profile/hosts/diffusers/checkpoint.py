@@ -29,21 +29,6 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def tensor_names(path: str | Path) -> list[str] | None:
-    """The tensor names of a ``.safetensors`` file from its header alone (no tensor is read); None for another
-    kind of file or one that is not readable safetensors (:func:`read_state_dict` then says what is wrong)."""
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors" or not path.is_file() or not path.stat().st_size:
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return list(f.keys())
-    except Exception:  # noqa: BLE001 - any reader error: not readable safetensors
-        return None
-
-
 def read_state_dict(path: str | Path) -> dict[str, Any]:
     """Tensors of a .safetensors or .ckpt/.pt file (pickles loaded with weights_only)."""
     import torch

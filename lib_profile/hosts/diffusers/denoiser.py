@@ -1,4 +1,5 @@
-"""The diffusers host's model lent as a ``hosts.denoiser.Denoiser`` (photo inversion and editing)."""
+"""The diffusers host's model lent as a ``hosts.denoiser.Denoiser`` (photo inversion and editing): SD1.5's
+(:class:`DiffusersDenoiser`) and SDXL's (:class:`SdxlDenoiser`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image
 
+from lib_profile.families import SD15, SDXL, ModelFamily
 from lib_profile.hosts.denoiser import Denoiser
 from lib_profile.prompts import parse as prompts
 from lib_profile.prompts.schedule import refuse_composable
 
 
 class DiffusersDenoiser(Denoiser):
+    family: ModelFamily = SD15
+
     def __init__(self, model, device, dtype, clip_skip: int = 1, info: Optional[dict] = None):
         from diffusers import DDIMScheduler
 
@@ -61,7 +65,8 @@ class DiffusersDenoiser(Denoiser):
     @contextlib.contextmanager
     def controlled(self, controller, steps: int, images: int, features=None) -> Iterator[None]:
         """Our attention processors (``diffusers/attention.py``; the UNet's batch ``[negative, prompt]`` is theirs
-        too) and a forward hook on ``up_blocks.1.resnets.1`` (LDM ``output_blocks.4.0``); removed on exit."""
+        too) and a forward hook on the family's Plug-and-Play feature block (:func:`feature_block`); removed on
+        exit."""
         from lib_profile.hosts.diffusers.attention import controlled
 
         calls = [0]
@@ -69,7 +74,7 @@ class DiffusersDenoiser(Denoiser):
         counter = unet.register_forward_pre_hook(lambda *_a: calls.__setitem__(0, calls[0] + 1))
         hook = None
         if features is not None:
-            hook = unet.up_blocks[1].resnets[1].register_forward_hook(
+            hook = feature_block(unet, self.family.pnp_feature_block).register_forward_hook(
                 lambda _m, _i, output: features(calls[0] - 1, output))
         try:
             with controlled(unet, controller, steps, images) if controller is not None else contextlib.nullcontext():
@@ -78,3 +83,60 @@ class DiffusersDenoiser(Denoiser):
             counter.remove()
             if hook is not None:
                 hook.remove()
+
+
+def feature_block(unet, sgm_name: str):
+    """The diffusers module of an SGM/LDM decoder residual block ``output_blocks.{i}.0``: ``up_blocks[i // n]
+    .resnets[i % n]`` with ``n`` = the UNet's ``layers_per_block`` + 1 (SD1.5's ``output_blocks.4.0`` is
+    ``up_blocks.1.resnets.1``, SDXL's ``output_blocks.1.0`` is ``up_blocks.0.resnets.1``)."""
+    index = int(sgm_name.split(".")[1])
+    per_level = int(unet.config.layers_per_block) + 1
+    return unet.up_blocks[index // per_level].resnets[index % per_level]
+
+
+class SdxlDenoiser(DiffusersDenoiser):
+    """SDXL's model as a Denoiser. SDXL's UNet reads, beside the prompt's token states (``(1, 77 * chunks, 2048)``,
+    the two encoders' concatenated: :mod:`.sdxl_prompts`), the second encoder's pooled vector and the size numbers
+    through its added embedding. So that inversion handles one tensor per prompt, as on SD1.5, a conditioning here
+    is ``(1, 77 * chunks + 1, 2048)``: its last row the pooled vector (1280, zero-padded to the width), split off
+    again by :meth:`eps`; the size numbers come from the latent (original = target = the photo's size, no crop, as
+    the host's SDXL passes are conditioned). Null-text inversion optimises the negative prompt's pooled vector with
+    its states: an empty negative prompt is all zeros in both (A1111's rule, as the host generates)."""
+
+    family = SDXL
+
+    def _encoder(self):
+        from lib_profile.hosts.diffusers.sdxl_prompts import SdxlPromptEncoder
+
+        return SdxlPromptEncoder(self.model, self.clip_skip)
+
+    def chunks(self, prompt: str) -> int:
+        return self._encoder().chunks(self._text(prompt))
+
+    def conditioning(self, prompt: str, chunks: int = 1):
+        import torch
+
+        text = self._text(prompt)
+        with torch.no_grad():
+            context, pooled = self._encoder().encode(text, max(chunks, self.chunks(prompt)), zero=not text.strip())
+        if pooled.shape[-1] > context.shape[-1]:
+            raise ValueError(f"a pooled vector of {pooled.shape[-1]} does not fit a {context.shape[-1]}-wide row")
+        row = torch.nn.functional.pad(pooled, (0, context.shape[-1] - pooled.shape[-1]))[:, None]
+        return torch.cat([context, row.to(context)], dim=1).to(self.dtype)
+
+    def eps(self, latents, t: int, context):
+        import torch
+
+        if context.shape[0] != latents.shape[0]:
+            context = context.expand(latents.shape[0], -1, -1)
+        pooled = context[:, -1, :self.model.text_encoder_2.config.projection_dim]
+        scale = 2 ** (len(self.model.vae.config.block_out_channels) - 1)  # pixels per latent (8)
+        h, w = (int(s) * scale for s in latents.shape[-2:])
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=self.dtype, device=latents.device).expand(
+            latents.shape[0], -1)
+        return self.model.unet(latents.to(self.dtype), t, encoder_hidden_states=context[:, :-1].to(self.dtype),
+                               added_cond_kwargs={"text_embeds": pooled.to(self.dtype), "time_ids": time_ids}).sample
+
+
+#: the Denoiser of each family's model
+DENOISERS = {SD15.name: DiffusersDenoiser, SDXL.name: SdxlDenoiser}

@@ -112,7 +112,7 @@ SDXL = Engine(
                ("inpaint", True): "StableDiffusionXLControlNetInpaintPipeline"},
     parts=_sdxl_parts, prompt_encoder=_sdxl_encoder, pass_args=_sdxl_size,
     text_encoders=lambda model: (model.text_encoder, model.text_encoder_2),
-    lacks=("inversion",), extra_step_inputs=("add_text_embeds",),
+    extra_step_inputs=("add_text_embeds",),
 )
 
 ENGINES: dict[str, Engine] = {e.family: e for e in (SD15, SDXL)}
@@ -144,7 +144,8 @@ def checkpoint_engine(path: str | Path) -> Engine:
     """The engine for a single-file checkpoint, from its tensor names (a .safetensors header only; a pickle is read
     whole). A family without one (SD2, SD3, Flux) gets SD1.5's, whose loader refuses it naming the family;
     HostError for a file that is missing, empty or not a model."""
-    from lib_profile.hosts.diffusers.checkpoint import read_state_dict, tensor_names
+    from lib_profile.hosts.diffusers.checkpoint import read_state_dict
+    from lib_profile.safetensors_header import tensor_names
 
     keys = tensor_names(path)
     if keys is None:

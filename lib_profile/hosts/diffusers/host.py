@@ -142,7 +142,7 @@ class DiffusersHost(Host):
     def denoiser(self, prompts: list[str], loras: Optional[list] = None, clip_skip: int = 1):
         """The loaded model as a ``Denoiser`` (``diffusers/denoiser.py``), the LoRAs of ``loras`` and of the prompts'
         tags merged (a tag wins over a ref of the same name), the host's lock held; restored on exit."""
-        from lib_profile.hosts.diffusers.denoiser import DiffusersDenoiser
+        from lib_profile.hosts.diffusers.denoiser import DENOISERS
 
         if not self.engine.has("inversion"):
             raise self.engine.refusal(engines.FEATURES["inversion"])
@@ -150,7 +150,7 @@ class DiffusersHost(Host):
                              loras=list(loras or []))
         kept, tagged = self.prompt_loras(req)
         with self._lock, lora_apply.applied(**self._loras(kept + tagged)) as notes:
-            yield DiffusersDenoiser(self.model, self.device, self.dtype, clip_skip, {
+            yield DENOISERS[self.engine.family](self.model, self.device, self.dtype, clip_skip, {
                 "model": self.model.name, "model_hash": self.model.shorthash, "lora_notes": list(notes),
                 "loras": [{"path": x.path, "weight": x.weight} for x in kept + tagged]})
 

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lib_profile.families import SDXL
 from lib_profile.hosts.base import ControlUnit, Txt2ImgRequest
 from lib_profile.hosts.webui.controlnet import control_image_array
 from lib_profile.hosts.webui.memory import release_freed_memory
+from lib_profile.hosts.webui.model_family import model_family
 
 NAME = "a1111"
 CN_NONE = "none"
@@ -122,9 +124,15 @@ def attention(controller, latent_hw: tuple[int, int], images: int):
 
 
 def token_chunks(text: str) -> list[list[int]]:
+    """The prompt's chunks as A1111's hijacked text encoder splits them (``shared.sd_model`` loads the model when
+    asked). On SDXL ``cond_stage_model`` is sgm's ``GeneralConditioner``, whose ``embedders`` A1111 wraps one by one
+    (``sd_hijack``: CLIP ViT-L first, OpenCLIP ViT-bigG second, with the same BPE vocabulary and comma rule, so the
+    same chunks and word positions; only the padding id differs): the first one's chunks."""
     from modules import shared
 
-    chunks, _count = shared.sd_model.cond_stage_model.tokenize_line(text)  # A1111 loads the model when asked
+    model = shared.sd_model
+    encoder = model.cond_stage_model.embedders[0] if model_family(model) == SDXL.name else model.cond_stage_model
+    chunks, _count = encoder.tokenize_line(text)
     return [list(c.tokens) for c in chunks]
 
 

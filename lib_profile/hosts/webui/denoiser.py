@@ -23,7 +23,7 @@ from PIL import Image
 
 from lib_profile.families import SD15
 from lib_profile.hosts.base import HostError, LoraRef
-from lib_profile.hosts.denoiser import PNP_FEATURE_BLOCK, Denoiser, FeatureHook
+from lib_profile.hosts.denoiser import Denoiser, FeatureHook
 from lib_profile.hosts.webui.attention import StepState
 from lib_profile.hosts.webui.options import restoring_opts
 from lib_profile.prompts.parse import extract_networks, lora_tags
@@ -89,7 +89,7 @@ def tensor_images(x) -> list[Image.Image]:
 class WebUIDenoiser(Denoiser):
     """What both flavours share; a flavour gives ``_encode``, ``_decode``, ``_text``, ``_empty_chunk``,
     ``_tokenize``, ``_unet`` and ``_attention``. ``diffusion_model``: the LDM-layout UNet (its
-    ``output_blocks.4.0`` is :data:`PNP_FEATURE_BLOCK`)."""
+    ``output_blocks.4.0`` is SD1.5's ``pnp_feature_block``)."""
 
     def __init__(self, sd_model, diffusion_model, alphas_cumprod, device, dtype):
         import torch
@@ -182,7 +182,7 @@ class WebUIDenoiser(Denoiser):
         loop = LoopState(controller, steps, images)
         handle = None
         if features is not None:
-            block = self.diffusion_model.get_submodule(PNP_FEATURE_BLOCK)
+            block = self.diffusion_model.get_submodule(SD15.pnp_feature_block)
             handle = block.register_forward_hook(lambda module, args, output: features(loop.step, output))
         self._loop = loop
         try:

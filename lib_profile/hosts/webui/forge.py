@@ -13,9 +13,11 @@ from __future__ import annotations
 import importlib
 from typing import Any, Optional
 
+from lib_profile.families import SDXL
 from lib_profile.hosts.base import ControlUnit, HostError, Txt2ImgRequest
 from lib_profile.hosts.webui.controlnet import control_image_array
 from lib_profile.hosts.webui.memory import release_freed_memory
+from lib_profile.hosts.webui.model_family import model_family
 
 NAME = "forge"
 CN_NONE = "None"
@@ -76,11 +78,15 @@ def attention(controller, latent_hw: tuple[int, int], images: int):
 
 
 def token_chunks(text: str) -> Optional[list[list[int]]]:
-    """The prompt's chunks by Forge's own text engine; None while Forge has loaded no model yet (before its first
-    generation ``shared.sd_model`` is a ``FakeInitialModel`` without one; docs/webui-hosts.md, "The model object")."""
+    """The prompt's chunks by Forge's own text engine (SD1.5: ``text_processing_engine``; SDXL: CLIP ViT-L's
+    ``text_processing_engine_l``, whose chunks and word positions ViT-bigG's ``_g`` shares); None while Forge has
+    loaded no model yet (before its first generation ``shared.sd_model`` is a ``FakeInitialModel`` without one;
+    docs/webui-hosts.md, "The model object")."""
     from modules import shared
 
-    engine = getattr(shared.sd_model, "text_processing_engine", None)
+    model = shared.sd_model
+    engine = getattr(model, "text_processing_engine_l" if model_family(model) == SDXL.name
+                     else "text_processing_engine", None)
     if engine is None:
         return None
     chunks, _count = engine.tokenize_line(text)

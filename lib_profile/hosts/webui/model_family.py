@@ -1,28 +1,29 @@
 """Which model family the WebUI has loaded (or selected), and what the WebUI host does on each.
 
-The WebUI host generates and trains on SD1.5 and SDXL checkpoints (the WebUI conditions SDXL itself: two text
-encoders, size conditioning); attention control (explain, Prompt-to-Prompt) and photo inversion are SD1.5's
-(:data:`SD15_ONLY`), and every other family (SD2, SD3, Flux) is refused with a message naming it.
+The WebUI host generates, trains, explains and edits (attention control) on SD1.5 and SDXL checkpoints (the WebUI
+conditions SDXL itself: two text encoders, size conditioning; attention control reads and changes the UNet's
+attention modules, whose SGM names and shapes SD1.5 and SDXL share); photo inversion is SD1.5's (:data:`SD15_ONLY`),
+and every other family (SD2, SD3, Flux) is refused with a message naming it.
 
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
 next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so the selected checkpoint's
-``.safetensors`` header (its tensor names: :func:`lib_profile.families.checkpoint_family`; no tensor is loaded)
+``.safetensors`` header (its tensor names: :func:`lib_profile.safetensors_header.checkpoint_file_family`; no tensor
+is loaded)
 tells what the next generation will run on (:func:`current_family`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
-from lib_profile.families import FAMILIES, SD15, SDXL, _a, checkpoint_family as family_of_keys, family_from_keys
+from lib_profile.families import FAMILIES, SD15, SDXL, _a
 from lib_profile.hosts.base import HostError
+from lib_profile.safetensors_header import checkpoint_file_family
 
-#: the families the WebUI host generates and trains on
+#: the families the WebUI host generates, trains, explains and edits on
 RUNS_ON = (SD15.name, SDXL.name)
 #: what the WebUI host does on SD1.5 checkpoints only (the Host protocol's feature names, as the core asks)
-SD15_ONLY = ("Attention control (Explain word maps, Prompt-to-Prompt edits)",
-             "Inverting a photo (restyle, edit or explain a photo)")
+SD15_ONLY = ("Inverting a photo (restyle, edit or explain a photo)",)
 PICK = "in the WebUI's checkpoint menu (top of the page)"
 
 
@@ -37,33 +38,6 @@ def model_family(sd_model) -> Optional[str]:
             return family.name
     name = type(sd_model).__name__
     return next((family.name for family in FAMILIES if any(part in name for part in family.webui_classes)), None)
-
-
-def _keys(path: str | Path) -> Optional[list[str]]:
-    if Path(path).suffix.lower() != ".safetensors":
-        return None
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="np") as handle:
-            return list(handle.keys())
-    except Exception:  # noqa: BLE001 - a broken file is the WebUI's to report when it loads it
-        return None
-
-
-def checkpoint_family(path: str | Path) -> Optional[str]:
-    """``"SDXL"``, ``"SD2"``, ``"SD3"`` or ``"Flux"`` for a ``.safetensors`` checkpoint of that family; None for
-    SD1.x, for other formats (``.ckpt`` cannot be read without unpickling it) and for a file that cannot be read
-    (the WebUI's own load reports that)."""
-    keys = _keys(path)
-    return family_from_keys(keys) if keys is not None else None
-
-
-def selected_family(sd_models: Any, sd_model: Any) -> Optional[str]:
-    """The family of the checkpoint the WebUI has selected (``sd_models.select_checkpoint()``, both WebUIs) when it
-    is not the loaded model's file; None when it is (the loaded model's flags tell), or when none can be read."""
-    path = _selected_file(sd_models, sd_model)
-    return checkpoint_family(path) if path else None
 
 
 def _selected_file(sd_models: Any, sd_model: Any) -> Optional[str]:
@@ -93,11 +67,9 @@ def current_family(shared: Any, sd_models: Any) -> tuple[str, str]:
     ``.ckpt`` not loaded yet)."""
     sd_model = loaded_model(shared, sd_models)
     path = _selected_file(sd_models, sd_model)
-    if path:
-        keys = _keys(path)
-        said = family_of_keys(keys) if keys is not None else None
-        if said is not None:
-            return said, "selected"
+    said = checkpoint_file_family(path) if path else None
+    if said is not None:
+        return said, "selected"
     found = model_family(sd_model)
     return found or SD15.name, "loaded" if sd_model is not None else "selected"
 
@@ -132,8 +104,8 @@ class FamilyFlags:
 
     @property
     def attention_control(self) -> bool:
-        """Explain and Prompt-to-Prompt: on SD1.5 (A1111: attention.py, Forge: forge_attention.py)."""
-        return self.model_family == SD15.name
+        """Explain and Prompt-to-Prompt: on SD1.5 and SDXL (A1111: attention.py, Forge: forge_attention.py)."""
+        return self.model_family in RUNS_ON
 
     @property
     def photo_inversion(self) -> bool:
@@ -148,9 +120,8 @@ class FamilyFlags:
         return super().unsupported(what)
 
     def check_attention_control(self, what: str) -> None:
-        family, state = self.family_state()
-        if family != SD15.name:
-            raise HostError(refusal(what, family, state))
+        """HostError naming the family unless the WebUI's checkpoint is SD1.5 or SDXL."""
+        self.check_model_family(what)
 
     def check_model_family(self, what: str, runs_on: tuple[str, ...] = RUNS_ON) -> None:
         """HostError unless the WebUI's checkpoint (the loaded one, or - Forge, before it loads - the selected
