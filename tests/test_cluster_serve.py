@@ -15,8 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.serve_process import WAIT, Serve, photo_files, stop_all, wait_job
 
 TRAIN = {"steps": 6, "resolution": 64, "batch_size": 2, "validate_every": 3, "validation_images": 1,
