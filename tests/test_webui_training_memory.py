@@ -145,7 +145,7 @@ def test_a_selected_checkpoint_not_loaded_yet_is_checked_from_its_file(loaded, t
 
 
 def test_unreadable_or_ckpt_checkpoints_are_left_to_the_webui(tmp_path):
-    from lib_profile.hosts.webui.model_family import checkpoint_family
+    from lib_profile.safetensors_header import checkpoint_file_family as checkpoint_family
 
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x05\x00not a header")
