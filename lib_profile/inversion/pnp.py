@@ -9,11 +9,10 @@ the source's
   for the first ``feature_injection`` fraction of the steps (the paper's tau_f = 0.8, section 4 and appendix);
 * self-attention queries and keys in decoder layers 4-11 (every self-attention of the UNet's output blocks but those
   of the first attention module, decoder layer 3's), for the first ``attention_injection`` fraction (tau_A = 0.5).
-  On SDXL the same rule: the decoder's first attention module (10 transformer blocks at latent/4) is left alone, its
-  other 26 self-attentions (latent/4 and latent/2) take the source's, as the paper's code leaves
-  ``up_blocks[1].attentions[0]`` alone on SD. The target row
-  then attends as ``softmax(q_src k_src^T) v_target``: a ``control.Mix`` from the source row, computed on the fused
-  attention path.
+  The target row then attends as ``softmax(q_src k_src^T) v_target``: a ``control.Mix`` from the source row,
+  computed on the fused attention path. On SDXL the same rule: the decoder's first attention module (10 transformer
+  blocks at latent/4) is left alone, its other 26 self-attentions (latent/4 and latent/2) take the source's, as the
+  paper's code leaves ``up_blocks[1].attentions[0]`` alone on SD.
 
 The target's negative-prompt row takes the source's negative-prompt row's features and attention alike. With the
 source prompt as target and full injection the target is the source (the reconstruction); with no injection it is
