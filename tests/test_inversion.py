@@ -159,9 +159,8 @@ def test_plug_and_play_injection_changes_the_target(sharp, portrait):
     assert min(max_diff(runs[0.0], runs[0.5]), max_diff(runs[0.5], runs[1.0]), max_diff(runs[0.0], runs[1.0])) > 8.0
 
 
-def test_plug_and_play_injects_the_papers_layers_and_steps(sharp, portrait):
-    """Features at decoder layer 4's residual block for tau_f of the steps, self-attention q/k of decoder layers
-    4-11 (every decoder self-attention but the first) for tau_A of them - and nothing else."""
+def restyle_seen(host, image, source, target, settings, feature_injection, attention_injection):
+    """``photo.restyle``'s result, and the ``(attention layer, step)`` pairs whose attention Plug-and-Play changed."""
     from lib_profile.inversion.pnp import PlugAndPlay
 
     seen = []
@@ -175,9 +174,16 @@ def test_plug_and_play_injects_the_papers_layers_and_steps(sharp, portrait):
 
     PlugAndPlay.changes = spy
     try:
-        result = photo.restyle(sharp, portrait, "a photo", "a painting", PhotoSettings(steps=10, size=64), 0.8, 0.5)
+        result = photo.restyle(host, image, source, target, settings, feature_injection, attention_injection)
     finally:
         PlugAndPlay.changes = original
+    return result, seen
+
+
+def test_plug_and_play_injects_the_papers_layers_and_steps(sharp, portrait):
+    """Features at decoder layer 4's residual block for tau_f of the steps, self-attention q/k of decoder layers
+    4-11 (every decoder self-attention but the first) for tau_A of them - and nothing else."""
+    result, seen = restyle_seen(sharp, portrait, "a photo", "a painting", PhotoSettings(steps=10, size=64), 0.8, 0.5)
     assert result.params["injected"] == "features 8/10, attention 5/10"
     names = sorted({name for name, _ in seen})
     decoder_self = [n for n, _m in sharp.model.unet.named_modules() if n.startswith("up_blocks") and n.endswith("attn1")]

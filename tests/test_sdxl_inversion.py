@@ -53,24 +53,13 @@ def test_plug_and_play_on_sdxl_injects_the_families_block_and_all_decoder_self_a
                                                                                                          portrait):
     from lib_profile.families import SDXL
     from lib_profile.hosts.diffusers.denoiser import feature_block
-    from lib_profile.inversion.pnp import PlugAndPlay, attention_module
+    from lib_profile.inversion.pnp import attention_module
 
     assert feature_block(sharp.model.unet, SDXL.pnp_feature_block) is sharp.model.unet.up_blocks[0].resnets[1]
-    seen = []
-    original = PlugAndPlay.changes
-
-    def changes(self, site, step, queries):
-        out = original(self, site, step, queries)
-        if out and step == 0:
-            seen.append(site.name)
-        return out
-
-    PlugAndPlay.changes = changes
-    try:
-        settings = PhotoSettings(method="direct", steps=2, size=64)
-        result = photo.restyle(sharp, portrait, "a photo of a person", "a painting of a person", settings, 1.0, 1.0)
-    finally:
-        PlugAndPlay.changes = original
+    settings = PhotoSettings(method="direct", steps=2, size=64)
+    result, changed = sd15.restyle_seen(sharp, portrait, "a photo of a person", "a painting of a person", settings,
+                                        1.0, 1.0)
+    seen = [name for name, step in changed if step == 0]
     up_self = [n for n, _m in sharp.model.unet.named_modules() if n.startswith("up_blocks") and n.endswith("attn1")]
     first = attention_module(up_self[0])
     assert sorted(set(seen)) == sorted(n for n in up_self if attention_module(n) != first)

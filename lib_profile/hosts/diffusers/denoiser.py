@@ -118,7 +118,7 @@ class SdxlDenoiser(DiffusersDenoiser):
 
         text = self._text(prompt)
         with torch.no_grad():
-            context, pooled = self._encoder().encode(text, max(chunks, self.chunks(prompt)), zero=not text.strip())
+            context, pooled = self._encoder().encode(text, chunks, zero=not text.strip())  # padded to >= chunks
         if pooled.shape[-1] > context.shape[-1]:
             raise ValueError(f"a pooled vector of {pooled.shape[-1]} does not fit a {context.shape[-1]}-wide row")
         row = torch.nn.functional.pad(pooled, (0, context.shape[-1] - pooled.shape[-1]))[:, None]
