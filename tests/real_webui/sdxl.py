@@ -7,7 +7,8 @@ Steps: the extension's version and the WebUI's selected checkpoint; a plain WebU
 steps); an identity with six sample selfies; with ``--train`` a face LoRA trained by the extension's trainer process
 on the WebUI's SDXL checkpoint file (``--train-steps`` steps at ``--size`` px), checked to carry kohya's SDXL keys
 (``/sdapi/v1/loras`` metadata: ``ss_base_model_version`` sdxl); a portrait job at ``--size`` px, 2 steps, no
-face detail/refine/upscale (random weights draw no face), its infotext carrying the LoRA tag when one was trained;
+face detail/refine/upscale (random weights draw no face), its infotext carrying the LoRA tag when one was trained,
+and then the same portrait at LoRA weight 0, which must differ (the WebUI applied the trained LoRA);
 the portrait explained (DAAM maps of "sweater" and "red") and edited (Prompt-to-Prompt, red -> blue); a photo restyle
 refused up front (400) naming SDXL; with ``--sd15-lora NAME`` (an SD1.5 LoRA in
 the WebUI's Lora folder) a portrait whose prompt tags it refused (400) naming both families; with ``--sdxl-lora
@@ -91,6 +92,22 @@ class SdxlCheck(Smoke):
         return (f"{picture.width}x{picture.height}" + (f", LoRA {lora} in infotext" if lora else "")
                 + f"; stages: {stages}; infotext tail: {text.splitlines()[-1][-120:]}")
 
+    def trained_lora_counts(self) -> str:
+        """The identity's portrait again at LoRA weight 0 (same seed): it must differ from the one at the default
+        weight, so the WebUI applied the LoRA our trainer wrote (an untrained LoRA is exactly zero)."""
+        import numpy as np
+
+        body = {"count": 1, "seed": 5, "prompt": PROMPT, "tone": "neutral", "switches": OFF, "lora_weight": 0,
+                "settings": {"width": self.size, "height": self.size, "steps": 2}}
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/generate", json=body), 202))
+        zero = np.asarray(self.image(job["links"]["image0"]).convert("RGB"), np.int16)
+        base = np.asarray(self.image(self.state["portrait"][2]["image0"]).convert("RGB"), np.int16)
+        diff = np.abs(zero - base)
+        if not diff.any():
+            raise AssertionError("the portrait at LoRA weight 0 is the one at the default weight: the trained "
+                                 "LoRA changed nothing")
+        return f"differs from weight 0: mean |diff| {diff.mean():.2f}/255, {(diff > 0).mean():.0%} of values"
+
     def generate_with(self, lora: str) -> str:
         """The same portrait with ``<lora:LORA:1>`` (an SDXL LoRA in the WebUI's Lora folder) in its prompt: the
         infotext names it and the picture differs from the one without (same seed): the WebUI applied it."""
@@ -140,6 +157,8 @@ class SdxlCheck(Smoke):
         if self.train_steps:
             self.step("train (SDXL)", self.train)
         self.step("generate", self.generate)
+        if self.train_steps:
+            self.step("trained LoRA changes the portrait", self.trained_lora_counts)
         self.step("explain the portrait", self.explain)
         self.step("edit the portrait (red -> blue)", self.edit)
         self.step("restyle refused", lambda: self.refused("restyle", {
