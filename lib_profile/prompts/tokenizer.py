@@ -11,6 +11,7 @@ import gzip
 import importlib.util
 import json
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,19 +70,29 @@ def write_tokenizer_files(folder: Path) -> Path:
     return folder
 
 
-@lru_cache(maxsize=4)
+#: one first load at a time: a request thread and the job worker both asking for the tokenizer first would import
+#: ``transformers`` side by side, and Python 3.11's concurrent first import of it fails in one of them ("cannot
+#: import name 'CLIPTokenizer' from 'transformers'"; seen with an edit queued while a restyle job started)
+_LOADING = threading.Lock()
+
+
 def load_tokenizer(folder: str):
-    from transformers import CLIPTokenizer
+    """SD1.x's CLIP tokenizer from ``folder`` (written there first when missing); one per folder."""
+    with _LOADING:
+        return _load(folder, None)
 
-    write_tokenizer_files(Path(folder))
-    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
 
-
-@lru_cache(maxsize=4)
 def load_tokenizer_2(folder: str):
     """SDXL's second tokenizer (OpenCLIP bigG's): the same vocabulary, padding with ``!`` (id 0) after the end token,
     as diffusers' ``tokenizer_2`` and the WebUI's ``FrozenOpenCLIPEmbedder2WithCustomWords`` (``id_pad = 0``) do."""
+    with _LOADING:
+        return _load(folder, "!")
+
+
+@lru_cache(maxsize=8)
+def _load(folder: str, pad_token):
     from transformers import CLIPTokenizer
 
     write_tokenizer_files(Path(folder))
-    return CLIPTokenizer.from_pretrained(folder, local_files_only=True, pad_token="!")
+    extra = {} if pad_token is None else {"pad_token": pad_token}
+    return CLIPTokenizer.from_pretrained(folder, local_files_only=True, **extra)
