@@ -1,8 +1,8 @@
 """Stable Diffusion model families as data: what the code must know of SD1.5 and SDXL, and how a checkpoint, a LoRA
 and a ControlNet model show which family they belong to.
 
-Profile Studio generates, trains, explains and edits on SD1.5 and SDXL, in every host; the standalone diffusers host
-also runs SDXL ControlNets and inverts photos on SDXL (the WebUI hosts' photo inversion is SD1.5's for now);
+Profile Studio generates, trains, explains, edits and inverts photos on SD1.5 and SDXL, in every host (the standalone
+diffusers host with SDXL ControlNets of its own);
 every other family is recognised so that a file made for it is refused with a clear message (:func:`check_compatible`,
 :func:`unsupported_checkpoint_message`) instead of failing deep inside a matrix product.
 
@@ -185,9 +185,9 @@ def checkpoint_family(keys: Iterable[str]) -> Optional[str]:
 def unsupported_checkpoint_message(found: str, what: str = "Profile Studio") -> str:
     """The message for a checkpoint of family ``found`` that is not one of :data:`SUPPORTED`."""
     names = " or ".join(f.name for f in SUPPORTED)
-    sdxl = (" (SDXL generates, trains face LoRAs, explains and edits (DAAM word maps, Prompt-to-Prompt) on the "
-            "standalone diffusers host, with SDXL ControlNets and photo inversion, and in A1111 and Forge; photo "
-            "inversion in A1111 and Forge is not there yet on SDXL)")
+    sdxl = (" (SDXL generates, trains face LoRAs, explains and edits (DAAM word maps, Prompt-to-Prompt) and "
+            "inverts photos (restyle, a photo's edit and explain), with SDXL ControlNets, on the standalone diffusers "
+            "host and in A1111 and Forge; this part of Profile Studio is not there yet on SDXL)")
     return (f"This is {_a(found)} checkpoint. {what} works with {names} checkpoints"
             + (sdxl if found == SDXL.name else "")
             + f": pick {_a(names)} model.")

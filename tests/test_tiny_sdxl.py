@@ -91,6 +91,6 @@ def test_sd15_loader_refuses_tiny_sdxl_with_the_family_message(tmp_path):
 
     path = resolve_checkpoint("tiny-sdxl", tmp_path)
     assert path.name == tiny_sdxl.CHECKPOINT and path.is_file()
-    with pytest.raises(HostError, match="This is an SDXL checkpoint.*explains and edits.*and in A1111 and Forge; "
-                                        "photo inversion in A1111 and Forge is not there yet.*pick an SD1.5 model"):
+    with pytest.raises(HostError, match="This is an SDXL checkpoint.*explains and edits.*inverts photos.*in A1111 "
+                                        "and Forge; this part .* is not there yet on SDXL.*pick an SD1.5 model"):
         load_sd15(path, tmp_path / "tokenizer")

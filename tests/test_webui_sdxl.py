@@ -1,7 +1,8 @@
 """The WebUI host on an SDXL checkpoint (A1111 and Forge stand-ins): the family it reports (loaded, or selected and
 not loaded yet), generation and training let through, the studio's SDXL sizes, ControlNet models by family, LoRAs
-of the other family refused, attention control (explain, edit) let through (tests/test_webui_sdxl_attention.py), and
-what is SD1.5-only (photo inversion) refused up front naming the family and what to do."""
+of the other family refused, attention control (explain, edit) and photo inversion let through
+(tests/test_webui_sdxl_attention.py, tests/test_webui_denoiser.py), and another family (SD2) refused up front naming
+it and what to do."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ except ImportError:
 
 LORAS = Path(__file__).resolve().parent / "data" / "loras"
 FLAVOURS = ["a1111", "forge"]
-NOT_YET = "is not there yet on SDXL checkpoints in the WebUI.*pick an SD1.5 checkpoint in the WebUI's checkpoint menu"
+OTHER = "needs an SD1.5 or SDXL checkpoint, and the WebUI has an SD2 checkpoint loaded; pick an SD1.5 or SDXL checkpoint"
 SDXL_CN = ["controlnet-openpose-sdxl-1.0 [aaaa1111]", "TTPLANET_Controlnet_Tile_realistic_v2 [bbbb2222]",
            "control_v11p_sd15_openpose [cab727d4]", "control_v11f1e_sd15_tile [a371b31b]"]
 
@@ -69,7 +70,7 @@ def pose_map(w=832, h=1216):
 def test_the_host_reports_the_loaded_models_family_and_the_flags_follow(xl):
     _modules, host, model = xl
     assert host.model_family == "SDXL" and host.family_state() == ("SDXL", "loaded")
-    assert host.attention_control and not host.photo_inversion
+    assert host.attention_control and host.photo_inversion
     model.is_sdxl = False
     assert host.model_family == "SD1.5" and host.attention_control and host.photo_inversion
 
@@ -154,26 +155,33 @@ def test_training_on_sdxl_gets_its_slot_and_the_webuis_checkpoint_file(xl):
         assert modules.sd_models.model_data.sd_model is not model
 
 
-# ---------------------------------------------------------------- explain and edit run; photo inversion is SD1.5's
+# ---------------------------------------------------------------- explain, edit and photo inversion run on SDXL; SD2 is refused
 
-def test_attention_control_runs_and_photo_inversion_is_refused_naming_sdxl(xl):
-    modules, host, _model = xl
-    host.check_attention_control("Explain (DAAM word maps)")  # a run under control: tests/test_webui_sdxl_attention.py
-    with pytest.raises(HostError, match=NOT_YET):
-        host.denoiser(["a photo"]).__enter__()
-    assert re.search(NOT_YET, str(host.unsupported("Inverting a photo (restyle, edit or explain a photo)")))
+def test_attention_control_and_photo_inversion_are_declared_on_sdxl_and_refused_on_sd2(xl):
+    """On SDXL both run (under control: tests/test_webui_sdxl_attention.py; the lent model:
+    tests/test_webui_denoiser.py's SDXL cases); another family (SD2) is refused up front naming it."""
+    modules, host, model = xl
+    host.check_attention_control("Explain (DAAM word maps)")
+    assert host.photo_inversion and host.attention_control
     assert "is not supported by the" in str(host.unsupported("Something else"))
+    model.is_sdxl, model.is_sd2 = False, True
+    assert not host.photo_inversion
+    with pytest.raises(HostError, match=OTHER):
+        host.denoiser(["a photo"]).__enter__()
+    assert re.search(OTHER, str(host.unsupported("Inverting a photo (restyle, edit or explain a photo)")))
+    assert re.search(OTHER.replace("Inverting", "x"), str(host.unsupported("Something else")))
     assert modules.call_queue.queue_lock.owner is None
 
 
-def test_the_service_refuses_a_photo_restyle_before_a_job(xl, tmp_path):
+def test_the_service_refuses_a_photo_restyle_on_sd2_before_a_job(xl, tmp_path):
     from lib_profile.service import Studio
 
-    _modules, host, _model = xl
+    _modules, host, model = xl
+    model.is_sdxl, model.is_sd2 = False, True
     studio = Studio(host, tmp_path / "data", lora_root=tmp_path / "loras", outputs_root=tmp_path / "out")
     try:
         studio.create_identity("Anna")
-        with pytest.raises(HostError, match=NOT_YET):
+        with pytest.raises(HostError, match=OTHER):
             studio.restyle("anna", "a painting", upload=b"not even read")
         assert studio.jobs.list() == []
     finally:

@@ -134,7 +134,7 @@ def test_a_generation_under_attention_control_runs_on_sdxl(flavour, tmp_path):
     with standin.installed(tmp_path / "webui", flavour=flavour) as modules:
         as_sdxl(ldm.install(flavour))
         host = WebUIHost(detect_flavour())
-        assert host.model_family == "SDXL" and host.attention_control and not host.photo_inversion
+        assert host.model_family == "SDXL" and host.attention_control and host.photo_inversion
         res = host.txt2img(Txt2ImgRequest(prompt="a", width=64, height=64, steps=1), RunControl(attention=Reader(False)))
         assert len(res.images) == 1 and len(modules.processing.calls) == 1
         assert not modules.script_callbacks.callbacks["cfg_denoiser"]

@@ -15,7 +15,8 @@ Conventions (shared by every host):
 * a conditioning is ``(batch, 77 * chunks, dim)``, the prompt read as the host reads it (emphasis, 75-token chunks,
   CLIP skip), ``<lora:NAME:W>`` tags removed (the host applied them when the denoiser was opened); a family whose
   UNet reads more than attention's keys adds rows that :meth:`Denoiser.eps` splits off (SDXL: one, its pooled text
-  vector: ``hosts/diffusers/denoiser.SdxlDenoiser``), so the loop handles one tensor per prompt either way;
+  vector: ``hosts/diffusers/denoiser.SdxlDenoiser``, ``hosts/webui/denoiser.WebUIDenoiser``), so the loop handles
+  one tensor per prompt either way;
 * a sampling batch under attention control is laid out ``[negative x images, prompt x images]``: rows ``0..n-1``
   are the images' negative-prompt (unconditional) rows, rows ``n..2n-1`` their prompt rows, in the same order.
 """
@@ -34,7 +35,7 @@ FeatureHook = Callable[[int, object], object]
 
 
 class Denoiser(ABC):
-    """A host's loaded model (SD1.5; SDXL on the standalone host), lent for one job (``Host.denoiser`` opens and
+    """A host's loaded model (SD1.5 or SDXL), lent for one job (``Host.denoiser`` opens and
     closes it)."""
 
     #: the model's ``alphas_cumprod`` (1000,), float64 on the CPU: alpha-bar_t of DDPM (Ho et al. 2020, eq. 4)

@@ -55,10 +55,10 @@ def attend(q, k, v, heads):
 class Block(nn.Module):
     inplace = False  # Forge's BasicTransformerBlock adds in place (``x += n``)
 
-    def __init__(self):
+    def __init__(self, ctx=CTX):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(DIM), nn.LayerNorm(DIM)
-        self.attn1, self.attn2 = CrossAttention(DIM, DIM), CrossAttention(DIM, CTX)
+        self.attn1, self.attn2 = CrossAttention(DIM, DIM), CrossAttention(DIM, ctx)
 
     def forward(self, x, context, options):
         replace = options.get("patches_replace", {})
@@ -81,9 +81,9 @@ class Block(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    def __init__(self):
+    def __init__(self, ctx=CTX):
         super().__init__()
-        self.transformer_blocks = nn.ModuleList([Block()])
+        self.transformer_blocks = nn.ModuleList([Block(ctx)])
 
     def forward(self, x, emb, context, options):
         b, c, h, w = x.shape
@@ -112,22 +112,29 @@ class Seq(nn.ModuleList):
 
 
 class UNet(nn.Module):
-    """ldm's UNetModel layout in miniature: output_blocks.4.0 is a ResBlock, each block with a transformer."""
+    """ldm's UNetModel layout in miniature: output_blocks.4.0 (and 1.0) a ResBlock, each block with a transformer.
+    ``ctx``: the cross-attention's key width; ``adm``: the width of the vector ``y`` added to the time embedding
+    (sgm's ``label_emb``, SDXL's pooled text and sizes; 0: none, as on SD1.5)."""
 
-    def __init__(self):
+    def __init__(self, ctx=CTX, adm=0):
         super().__init__()
         self.conv_in = nn.Conv2d(LAT, DIM, 3, padding=1)
         self.time = nn.Linear(DIM, DIM)
-        self.input_blocks = nn.ModuleList([Seq([ResBlock(DIM), SpatialTransformer()]) for _ in range(2)])
-        self.middle_block = Seq([ResBlock(DIM), SpatialTransformer()])
-        self.output_blocks = nn.ModuleList([Seq([ResBlock(2 * DIM), SpatialTransformer()]) for _ in range(6)])
+        self.label_emb = nn.Linear(adm, DIM) if adm else None
+        self.input_blocks = nn.ModuleList([Seq([ResBlock(DIM), SpatialTransformer(ctx)]) for _ in range(2)])
+        self.middle_block = Seq([ResBlock(DIM), SpatialTransformer(ctx)])
+        self.output_blocks = nn.ModuleList([Seq([ResBlock(2 * DIM), SpatialTransformer(ctx)]) for _ in range(6)])
         self.out = nn.Conv2d(DIM, LAT, 3, padding=1)
 
-    def forward(self, x, timesteps=None, context=None, control=None, transformer_options=None, **kwargs):
+    def forward(self, x, timesteps=None, context=None, control=None, transformer_options=None, y=None, **kwargs):
         options = transformer_options if transformer_options is not None else {}
         freqs = torch.arange(DIM // 2, dtype=torch.float32, device=x.device) / (DIM // 2)
         angles = timesteps.float()[:, None] * torch.exp(-4.0 * freqs)[None] / 10.0
         emb = self.time(torch.cat([angles.sin(), angles.cos()], dim=1).to(x.dtype))
+        if (self.label_emb is None) != (y is None):
+            raise TypeError("y must be given exactly when the UNet has a label_emb (sgm's assert)")
+        if y is not None:
+            emb = emb + self.label_emb(y.to(x.dtype))
         h, skips = self.conv_in(x), []
         for i, block in enumerate(self.input_blocks):
             options["block"] = ("input", i)
@@ -177,10 +184,17 @@ class TextEncoder(nn.Module):
         self.embed = nn.Embedding(1000, CTX)
         self.layers = nn.ModuleList([nn.Linear(CTX, CTX), nn.Linear(CTX, CTX)])
 
+    bpe = False  # True: CLIP's BPE ids, as the WebUIs' encoders give them (for word positions: explain, edit)
+
     def tokenize_line(self, text):
-        words = text.replace(",", " , ").split()
-        ids = [sum(map(ord, w)) % 997 + 1 for w in words]
-        chunks = [types.SimpleNamespace(tokens=[0] + ids[i:i + 75] + [999] * (76 - len(ids[i:i + 75])))
+        if self.bpe:
+            from lib_profile.attention.explain import tokenizer
+
+            tok = tokenizer()
+            ids, bos, eos = tok(text, add_special_tokens=False)["input_ids"], tok.bos_token_id, tok.eos_token_id
+        else:
+            ids, bos, eos = [sum(map(ord, w)) % 997 + 1 for w in text.replace(",", " , ").split()], 0, 999
+        chunks = [types.SimpleNamespace(tokens=[bos] + ids[i:i + 75] + [eos] * (76 - len(ids[i:i + 75])))
                   for i in range(0, max(len(ids), 1), 75)]
         return chunks, len(ids)
 
@@ -188,7 +202,7 @@ class TextEncoder(nn.Module):
         out = []
         for text in texts:
             chunks = [torch.tensor(c.tokens) for c in self.tokenize_line(text)[0]]
-            h = self.embed(torch.cat(chunks))
+            h = self.embed(torch.cat(chunks) % 1000)
             states = [h]
             for layer in self.layers:
                 states.append(torch.tanh(layer(states[-1])))
@@ -236,6 +250,10 @@ class LatentDiffusion(nn.Module):
     def apply_model(self, x, t, cond):
         return self.model.diffusion_model(x, t, context=cond)
 
+    def posterior_mean(self, x):
+        """The oracle of the lent denoiser's ``encode``: the VAE's mean times the scale factor."""
+        return self.first_stage_model.encoder(x).chunk(2, dim=1)[0] * self.scale_factor
+
 
 class Predictor(nn.Module):
     """Forge's ``k_prediction.Prediction`` (eps): sigma <-> t, input scaling and the denoised estimate."""
@@ -266,10 +284,11 @@ class KModel(nn.Module):
         self.diffusion_model, self.predictor = unet, Predictor()
         self.computation_dtype = torch.float32
 
-    def apply_model(self, x, t, c_crossattn=None, transformer_options=None, **kwargs):
+    def apply_model(self, x, t, c_crossattn=None, transformer_options=None, y=None, **kwargs):
         sigma = t
+        extra = {} if y is None else {"y": y}
         out = self.diffusion_model(self.predictor.calculate_input(sigma, x), self.predictor.timestep(sigma).float(),
-                                   context=c_crossattn, transformer_options=dict(transformer_options or {}))
+                                   context=c_crossattn, transformer_options=dict(transformer_options or {}), **extra)
         return self.predictor.calculate_denoised(sigma, out.float(), x)
 
 
@@ -357,6 +376,9 @@ class ForgeEngine:
     def decode_first_stage(self, x):
         vae = self.forge_objects.vae
         return vae.first_stage_model.decode(vae.first_stage_model.process_out(x)).to(x)
+
+    def posterior_mean(self, x):
+        return self.forge_objects.vae.first_stage_model.vae.encoder(x).chunk(2, dim=1)[0] * ForgeVAEModel.scaling_factor
 
 
 def memory():
@@ -460,8 +482,21 @@ def make_networks(flavour, available):
     return net
 
 
-def install(flavour: str, seed: int = 0, loras=("mylora",)):
-    """Give the installed stand-in ``modules`` a computing SD1.5 model of ``flavour``; returns it."""
+class SdConditioning(list):
+    """``modules.prompt_parser.SdConditioning`` (A1111 1.10.1 and Forge): the prompts, with the picture's size and
+    whether they are negative prompts (SDXL conditions on both)."""
+
+    def __init__(self, prompts, is_negative_prompt=False, width=None, height=None, copy_from=None):
+        super().__init__(prompts)
+        copy_from = prompts if copy_from is None else copy_from
+        self.is_negative_prompt = is_negative_prompt or getattr(copy_from, "is_negative_prompt", False)
+        self.width = width or getattr(copy_from, "width", None)
+        self.height = height or getattr(copy_from, "height", None)
+
+
+def install(flavour: str, seed: int = 0, loras=("mylora",), family: str = "SD1.5"):
+    """Give the installed stand-in ``modules`` a computing model of ``flavour`` and ``family`` (SD1.5 here, SDXL in
+    :mod:`.sgm`); returns it."""
     mods = sys.modules
     shared = mods["modules.shared"]
     devices = types.ModuleType("modules.devices")
@@ -470,21 +505,33 @@ def install(flavour: str, seed: int = 0, loras=("mylora",)):
     devices.autocast = lambda *a, **k: __import__("contextlib").nullcontext()
     networks = make_networks(flavour, loras)
     extra = make_extra_networks(flavour, networks, shared)
-    mods.update({"modules.devices": devices, "modules.extra_networks": extra, "networks": networks})
+    prompt_parser = types.ModuleType("modules.prompt_parser")
+    prompt_parser.SdConditioning = SdConditioning
+    mods.update({"modules.devices": devices, "modules.extra_networks": extra, "networks": networks,
+                 "modules.prompt_parser": prompt_parser})
     mods["modules"].devices, mods["modules"].extra_networks = devices, extra
+    mods["modules"].prompt_parser = prompt_parser
     log: list = []
+    if family == "SDXL":
+        from . import sgm
+
+        build = sgm.ForgeXLEngine if flavour == "forge" else (lambda parts: sgm.DiffusionEngine(parts, shared.opts))
+        parts = sgm.PartsXL
+    else:
+        build = ForgeEngine if flavour == "forge" else (lambda parts: LatentDiffusion(parts, shared.opts))
+        parts = Parts
     if flavour == "forge":
         backend = types.ModuleType("backend")
         backend.__path__ = []
         backend.memory_management = make_memory_management(log)
         mods["backend"], mods["backend.memory_management"] = backend, backend.memory_management
         with torch.inference_mode():  # forge_loader builds and loads the model in inference mode
-            model = ForgeEngine(Parts(seed))
+            model = build(parts(seed))
         for module in model.forge_objects.unet.model.diffusion_model.modules():
             if isinstance(module, Block):
                 module.inplace = True
     else:
-        model = LatentDiffusion(Parts(seed), shared.opts)
+        model = build(parts(seed))
     model.load_log = log
     shared.sd_model = model
     return model

@@ -6,7 +6,16 @@ own sampling loop (:class:`LoopState`: the n-th ``eps`` call inside ``controlled
 ``[negative x images, prompt x images]``), the Plug-and-Play feature hook, and the lending itself
 (:func:`lent`: the WebUI's queue when the caller holds none, the checkpoint loaded and checked, the prompts' LoRA
 tags activated through ``modules.extra_networks`` as ``process_images`` activates them, CLIP skip set through
-``opts`` - all undone on exit). The flavours' parts: :mod:`.a1111_denoiser` (``shared.sd_model``'s
+``opts`` - all undone on exit).
+
+On SDXL the WebUI's ``get_learned_conditioning`` gives a dict: ``crossattn`` (the two encoders' token states,
+``(1, 77 * chunks, 2048)``) and ``vector`` (``(1, 2816)``: bigG's pooled output, 1280, then the size conditioning,
+sinusoidal embeddings of the original size, crop corner and target size; A1111 ``sd_models_xl.py``, Forge
+``backend/diffusion_engine/sdxl.py``). The conditioning here follows the Denoiser protocol's convention: the token
+states, then one row holding the pooled vector (zero-padded to 2048), which ``eps`` splits off again and joins to
+the size part the WebUI itself computes for the latents' size (original = target = the photo's size, the crop
+corner from the WebUI's settings: what its own generation at that size passes). An empty prompt is a negative one
+(``SdConditioning.is_negative_prompt``), which both WebUIs condition as zeros on SDXL, as their generation does. The flavours' parts: :mod:`.a1111_denoiser` (``shared.sd_model``'s
 ``apply_model``, per-instance attention forwards) and :mod:`.forge_denoiser` (``forge_objects``, attention-replace
 patches on a clone of the UNet patcher). ``modules`` is imported inside functions only.
 """
@@ -21,7 +30,7 @@ from typing import Iterator, Optional
 
 from PIL import Image
 
-from lib_profile.families import SD15
+from lib_profile.families import SD15, SDXL, ModelFamily
 from lib_profile.hosts.base import HostError, LoraRef
 from lib_profile.hosts.denoiser import Denoiser, FeatureHook
 from lib_profile.hosts.webui.attention import StepState
@@ -31,6 +40,8 @@ from lib_profile.prompts.schedule import refuse_composable
 
 CLIP_SKIP_KEY = "CLIP_stop_at_last_layers"
 TOKENS_PER_CHUNK = 77
+#: the width of SDXL's pooled text vector (OpenCLIP ViT-bigG's projection): the first part of the UNet's ``vector``
+POOLED = next(e.pooled for e in SDXL.text_encoders if e.pooled)
 
 
 class LoopState(StepState):
@@ -87,20 +98,21 @@ def tensor_images(x) -> list[Image.Image]:
 
 
 class WebUIDenoiser(Denoiser):
-    """What both flavours share; a flavour gives ``_encode``, ``_decode``, ``_text``, ``_empty_chunk``,
-    ``_tokenize``, ``_unet`` and ``_attention``. ``diffusion_model``: the LDM-layout UNet (its
-    ``output_blocks.4.0`` is SD1.5's ``pnp_feature_block``)."""
+    """What both flavours share; a flavour gives ``_encode``, ``_decode``, ``_learned``, ``_empty_chunk``,
+    ``_tokenize``, ``_unet`` and ``_attention``. ``diffusion_model``: the LDM/SGM-layout UNet (its
+    ``family.pnp_feature_block`` is Plug-and-Play's feature block); ``family``: SD1.5 or SDXL."""
 
-    def __init__(self, sd_model, diffusion_model, alphas_cumprod, device, dtype):
+    def __init__(self, sd_model, diffusion_model, alphas_cumprod, device, dtype, family: ModelFamily = SD15):
         import torch
 
-        self.sd_model, self.diffusion_model = sd_model, diffusion_model
+        self.sd_model, self.diffusion_model, self.family = sd_model, diffusion_model, family
         self.alphas_cumprod = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64).clone()
         if self.alphas_cumprod.shape != (1000,):
             raise HostError(f"the WebUI's model has {tuple(self.alphas_cumprod.shape)} timesteps, not 1000; "
-                            "photo inversion needs an SD1.5 checkpoint")
+                            "photo inversion needs an SD1.5 or SDXL checkpoint")
         self.device, self.dtype = device, dtype
         self._loop: Optional[LoopState] = None
+        self._sizes: dict = {}  # SDXL: (height, width) in px -> the size part of the UNet's vector
 
     # -- the flavour's parts
     def _encode(self, pixels):
@@ -109,16 +121,21 @@ class WebUIDenoiser(Denoiser):
     def _decode(self, latents):
         raise NotImplementedError
 
-    def _text(self, text: str):
+    def _learned(self, batch):
+        """The WebUI's ``get_learned_conditioning(batch)`` (a tensor on SD1.5, a dict on SDXL)."""
         raise NotImplementedError
 
     def _empty_chunk(self):
-        raise NotImplementedError
+        """The empty prompt's chunk ``(1, 77, dim)`` that pads a shorter conditioning (a positive prompt: on SDXL
+        not zeroed, as A1111's ``cond_stage_model_empty_prompt`` is made)."""
+        cond = self._learned([""])
+        return cond["crossattn"] if isinstance(cond, dict) else cond
 
     def _tokenize(self, text: str) -> list:
         raise NotImplementedError
 
-    def _unet(self, latents, t: int, context):
+    def _unet(self, latents, t: int, context, vector=None):
+        """The noise prediction; ``vector``: SDXL's ``(b, 2816)`` (None on SD1.5)."""
         raise NotImplementedError
 
     def _attention(self, loop: LoopState):
@@ -149,21 +166,58 @@ class WebUIDenoiser(Denoiser):
     def chunks(self, prompt: str) -> int:
         return max(1, len(self._tokenize(self._words(prompt))))
 
+    @property
+    def pooled(self) -> bool:
+        """Whether the family's UNet reads a pooled text vector (SDXL), carried as the conditioning's last row."""
+        return self.family.name == SDXL.name
+
+    def _batch(self, text: str, width: Optional[int] = None, height: Optional[int] = None):
+        """``[text]`` as the WebUI's generation hands a prompt to ``get_learned_conditioning`` on SDXL (a
+        ``prompt_parser.SdConditioning``: its size, and an empty prompt marked negative); a plain list on SD1.5."""
+        if not self.pooled:
+            return [text]
+        from modules.prompt_parser import SdConditioning
+
+        return SdConditioning([text], is_negative_prompt=not text.strip(), width=width, height=height)
+
+    def _states(self, text: str):
+        """``(token states (1, 77 * chunks, dim), pooled (1, 1280) or None)`` of ``text`` as the WebUI reads it."""
+        cond = self._learned(self._batch(text))
+        if not isinstance(cond, dict):
+            return cond, None
+        return cond["crossattn"], (cond["vector"][:, :POOLED] if self.pooled else None)
+
     def conditioning(self, prompt: str, chunks: int = 1):
         """As the WebUI reads ``prompt`` (its tags removed), padded with the empty prompt's chunk (A1111's
-        ``pad_cond``) to ``chunks``; a plain tensor (not an inference-mode one), so it may be optimised. HostError
-        for a prompt combined with ``AND``."""
+        ``pad_cond``) to ``chunks``; on SDXL one more row, the pooled vector (module docstring). A plain tensor (not
+        an inference-mode one), so it may be optimised. HostError for a prompt combined with ``AND``."""
         import torch
 
         with torch.no_grad():
-            cond = self._text(self._words(prompt))
+            cond, pooled = self._states(self._words(prompt))
             own = cond.shape[1] // TOKENS_PER_CHUNK
             if chunks > own:
                 empty = self._empty_chunk().to(cond.device, cond.dtype)
                 cond = torch.cat([cond, empty.repeat(cond.shape[0], chunks - own, 1)], dim=1)
+            if pooled is not None:
+                row = torch.nn.functional.pad(pooled.to(cond), (0, cond.shape[-1] - pooled.shape[-1]))
+                cond = torch.cat([cond, row[:, None]], dim=1)
         return cond.detach().clone().to(self.device, self.dtype)
 
+    def _size_vector(self, height: int, width: int):
+        """SDXL: the size part of the UNet's ``vector`` (1, 1536) for a ``width`` x ``height`` px picture, as the
+        WebUI conditions its own generation at that size (computed once per size)."""
+        import torch
+
+        if (height, width) not in self._sizes:
+            with torch.no_grad():
+                vector = self._learned(self._batch("", width=width, height=height))["vector"]
+            self._sizes[height, width] = vector[:, POOLED:].detach().clone()
+        return self._sizes[height, width]
+
     def eps(self, latents, t: int, context):
+        import torch
+
         if not 0 <= int(t) <= 999 or int(t) != t:
             raise HostError(f"t must be an integer DDPM timestep 0..999, not {t!r}")
         if context.shape[0] != latents.shape[0]:
@@ -172,7 +226,12 @@ class WebUIDenoiser(Denoiser):
             context = context.expand(latents.shape[0], *context.shape[1:])
         if self._loop is not None:
             self._loop.next_eval(latents)
-        return self._unet(latents.to(self.device, self.dtype), int(t), context.to(self.device, self.dtype))
+        context, vector = context.to(self.device, self.dtype), None
+        if self.pooled:
+            height, width = (8 * int(s) for s in latents.shape[-2:])
+            sizes = self._size_vector(height, width).to(context).expand(context.shape[0], -1)
+            context, vector = context[:, :-1], torch.cat([context[:, -1, :POOLED], sizes], dim=1)
+        return self._unet(latents.to(self.device, self.dtype), int(t), context, vector)
 
     @contextlib.contextmanager
     def controlled(self, controller, steps: int, images: int,
@@ -182,7 +241,7 @@ class WebUIDenoiser(Denoiser):
         loop = LoopState(controller, steps, images)
         handle = None
         if features is not None:
-            block = self.diffusion_model.get_submodule(SD15.pnp_feature_block)
+            block = self.diffusion_model.get_submodule(self.family.pnp_feature_block)
             handle = block.register_forward_hook(lambda module, args, output: features(loop.step, output))
         self._loop = loop
         try:
@@ -243,7 +302,7 @@ def networks_applied(prompts: list[str], before_activate=None) -> Iterator[None]
 @contextlib.contextmanager
 def lent(host, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_skip: int = 1) -> Iterator[Denoiser]:
     """``WebUIHost.denoiser``: the WebUI's queue taken as ``host.job`` takes it unless this thread's job holds it,
-    the selected checkpoint loaded (Forge: no ``FakeInitialModel``) and checked to be SD1.5, then the flavour's
+    the selected checkpoint loaded (Forge: no ``FakeInitialModel``) and checked to be SD1.5 or SDXL, then the flavour's
     denoiser (``flavour.lend_model``) with the LoRAs and CLIP skip applied; everything undone on exit."""
     if not 1 <= int(clip_skip) <= 12:
         raise HostError(f"clip_skip must be within 1..12, not {clip_skip}")
@@ -252,7 +311,7 @@ def lent(host, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_s
         host.job(f"task(profile-studio-{uuid.uuid4().hex[:12]})", 1, "Profile Studio: photo")
     with held:
         host.flavour.load_model()
-        host.check_model_family("Inverting a photo (restyle, edit or explain a photo)", (SD15.name,))
+        host.check_model_family("Inverting a photo (restyle, edit or explain a photo)")
         shared = host._m("shared")
         tagged = tagged_prompts(prompts, [host.publish_lora(x) for x in (loras or [])])
         with restoring_opts(shared.opts, {CLIP_SKIP_KEY: int(clip_skip)}):

@@ -1,4 +1,5 @@
-"""Forge 2's loaded model (``shared.sd_model``, a ``backend.diffusion_engine.sd15.StableDiffusion``) as a Denoiser.
+"""Forge 2's loaded model (``shared.sd_model``: ``backend.diffusion_engine.sd15.StableDiffusion``, or
+``sdxl.StableDiffusionXL``) as a Denoiser.
 
 Read from Forge dfdcbab6: the engine holds ``forge_objects`` (``unet``: a ``UnetPatcher`` whose ``model`` is a
 ``KModel``; ``clip``; ``vae``). Forge loads its weights under ``torch.inference_mode`` (``forge_loader``,
@@ -21,6 +22,10 @@ UNet with plain copies of its weights (``torch.func.functional_call``; made once
 * attention control: a clone of the UNet patcher with attention-replace patches
   (:func:`.forge_attention.patched_clone`), used for the ``eps`` calls inside ``controlled`` only.
 
+On SDXL ``get_learned_conditioning`` gives ``{crossattn, vector}`` (its text engines ``text_processing_engine_l``
+and ``_g``, both given the CLIP skip), and the diffusion model takes the vector as ``y``, as ``KModel.apply_model``
+passes it.
+
 ``sd_model.forge_objects`` is put back as it was on exit (Forge resets it before every batch anyway).
 """
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from lib_profile.families import SD15, SDXL
 from lib_profile.hosts.base import HostError
 from lib_profile.hosts.webui.denoiser import LoopState, WebUIDenoiser, networks_applied
 from lib_profile.hosts.webui.forge_attention import patched_clone
@@ -36,6 +42,8 @@ from lib_profile.hosts.webui.forge_attention import patched_clone
 #: the predictor's ``prediction_type`` of a noise-predicting model: ``"epsilon"`` from the checkpoint's diffusers
 #: scheduler config (``k_prediction_from_diffusers_scheduler``), ``"eps"`` for ``Prediction``'s default
 EPS = ("epsilon", "eps")
+#: the engine's text processing engines (SD1.5: one; SDXL: CLIP ViT-L's and OpenCLIP ViT-bigG's)
+TEXT_ENGINES = ("text_processing_engine", "text_processing_engine_l", "text_processing_engine_g")
 
 
 def refusal(sd_model) -> str:
@@ -43,15 +51,16 @@ def refusal(sd_model) -> str:
     objects = getattr(sd_model, "forge_objects", None)
     if objects is None or getattr(objects, "unet", None) is None:
         return ("Forge has not loaded the selected checkpoint yet (its model is a placeholder until the first "
-                "generation); pick an SD1.5 checkpoint at the top of the page, generate once, and try again")
-    if not getattr(sd_model, "is_sd1", False):
-        return "photo inversion needs an SD1.5 checkpoint; pick one at the top of the page and try again"
+                "generation); pick an SD1.5 or SDXL checkpoint at the top of the page, generate once, and try again")
+    if not (getattr(sd_model, "is_sd1", False) or getattr(sd_model, "is_sdxl", False)):
+        return "photo inversion needs an SD1.5 or SDXL checkpoint; pick one at the top of the page and try again"
     predictor = getattr(objects.unet.model, "predictor", None)
     if getattr(predictor, "prediction_type", "epsilon") not in EPS:
-        return (f"the loaded checkpoint predicts {predictor.prediction_type!r}, not the noise (eps) as SD1.5 does; "
-                "pick an SD1.5 checkpoint")
+        return (f"the loaded checkpoint predicts {predictor.prediction_type!r}, not the noise (eps) as SD1.5 and "
+                "SDXL do; pick an SD1.5 or SDXL checkpoint")
     if getattr(sd_model, "is_inpaint", False):
-        return "the loaded checkpoint is an inpainting model; pick a plain SD1.5 checkpoint for photo inversion"
+        return ("the loaded checkpoint is an inpainting model; pick a plain SD1.5 or SDXL checkpoint for photo "
+                "inversion")
     return ""
 
 
@@ -68,7 +77,7 @@ class ForgeDenoiser(WebUIDenoiser):
         kmodel = self.unet.model
         device = getattr(self.unet, "current_device", None) or self.unet.load_device
         super().__init__(sd_model, kmodel.diffusion_model, kmodel.predictor.alphas_cumprod, device,
-                         kmodel.computation_dtype)
+                         kmodel.computation_dtype, SDXL if getattr(sd_model, "is_sdxl", False) else SD15)
         self._patcher = self.unet  # the clone with attention patches while controlled
         self._plain = None  # name -> plain copy of each inference-mode weight, for eps under autograd
 
@@ -82,14 +91,12 @@ class ForgeDenoiser(WebUIDenoiser):
     def _decode(self, latents):
         return self.sd_model.decode_first_stage(latents.float())
 
-    def _text(self, text: str):
-        return self.sd_model.get_learned_conditioning([text])
-
-    def _empty_chunk(self):
-        return self._text("")
+    def _learned(self, batch):
+        return self.sd_model.get_learned_conditioning(batch)
 
     def _tokenize(self, text: str) -> list:
-        return self.sd_model.text_processing_engine.tokenize_line(text)[0]
+        engine = self.sd_model.text_processing_engine_l if self.pooled else self.sd_model.text_processing_engine
+        return engine.tokenize_line(text)[0]
 
     def _weights(self, module):
         """Plain copies of ``module``'s inference-mode parameters and buffers (None when it has none)."""
@@ -102,7 +109,7 @@ class ForgeDenoiser(WebUIDenoiser):
                 self._plain = {n: t.detach().clone() for n, t in tensors.items() if t.is_inference()}
         return self._plain or None
 
-    def _unet(self, latents, t: int, context):
+    def _unet(self, latents, t: int, context, vector=None):
         import torch
 
         self.memory.load_model_gpu(self.unet)  # (a no-op while it is loaded; brings it back if the VAE or CLIP
@@ -112,19 +119,21 @@ class ForgeDenoiser(WebUIDenoiser):
         options["cond_or_uncond"] = loop.order(batch) if loop is not None else [0]
         options["sigmas"] = self.unet.model.predictor.sigmas[int(t)].to(latents.device).repeat(batch)
         steps = torch.full((batch,), float(t), device=latents.device)
+        extra = {} if vector is None else {"y": vector}
         if not torch.is_grad_enabled():
-            out = self.diffusion_model(latents, steps, context=context, control=None, transformer_options=options)
+            out = self.diffusion_model(latents, steps, context=context, control=None, transformer_options=options,
+                                       **extra)
             return out.to(self.dtype)
         weights = self._weights(self.diffusion_model)
 
-        def run(latents, steps, context):
-            kwargs = dict(context=context, control=None, transformer_options=options)
+        def run(latents, steps, context, extra):
+            kwargs = dict(context=context, control=None, transformer_options=options, **extra)
             if weights:
                 return torch.func.functional_call(self.diffusion_model, weights, (latents, steps), kwargs, strict=False)
             return self.diffusion_model(latents, steps, **kwargs)
 
         # Forge's blocks add in place (``x += n``), which autograd refuses; functionalize runs them out of place
-        return torch.func.functionalize(run)(latents, steps, context).to(self.dtype)
+        return torch.func.functionalize(run)(latents, steps, context, extra).to(self.dtype)
 
     @contextlib.contextmanager
     def _attention(self, loop: LoopState):
@@ -138,14 +147,14 @@ class ForgeDenoiser(WebUIDenoiser):
 @contextlib.contextmanager
 def lend_model(sd_model, prompts: list[str], clip_skip: int) -> Iterator[ForgeDenoiser]:
     """As Forge's ``process_images`` prepares a batch: ``forge_objects`` reset to the original, the LoRAs activated,
-    ``forge_objects`` taken from ``forge_objects_after_applying_lora``; CLIP skip set on the text engine. On exit the
-    LoRAs are deactivated and unloaded, and ``forge_objects`` and the engine's CLIP skip are put back."""
+    ``forge_objects`` taken from ``forge_objects_after_applying_lora``; CLIP skip set on the text engines. On exit the
+    LoRAs are deactivated and unloaded, and ``forge_objects`` and the engines' CLIP skip are put back."""
     why = refusal(sd_model)
     if why:
         raise HostError(why)
     objects = sd_model.forge_objects
-    engine = getattr(sd_model, "text_processing_engine", None)
-    skip = getattr(engine, "clip_skip", None)
+    engines = [getattr(sd_model, n) for n in TEXT_ENGINES if getattr(sd_model, n, None) is not None]
+    skips = [getattr(engine, "clip_skip", None) for engine in engines]
 
     def reset():
         sd_model.forge_objects = sd_model.forge_objects_original.shallow_copy()
@@ -157,5 +166,6 @@ def lend_model(sd_model, prompts: list[str], clip_skip: int) -> Iterator[ForgeDe
             yield ForgeDenoiser(sd_model)
     finally:
         sd_model.forge_objects = objects
-        if engine is not None and skip is not None:
-            engine.clip_skip = skip
+        for engine, skip in zip(engines, skips):
+            if skip is not None:
+                engine.clip_skip = skip

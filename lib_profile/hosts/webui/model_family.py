@@ -1,9 +1,9 @@
 """Which model family the WebUI has loaded (or selected), and what the WebUI host does on each.
 
-The WebUI host generates, trains, explains and edits (attention control) on SD1.5 and SDXL checkpoints (the WebUI
-conditions SDXL itself: two text encoders, size conditioning; attention control reads and changes the UNet's
-attention modules, whose SGM names and shapes SD1.5 and SDXL share); photo inversion is SD1.5's (:data:`SD15_ONLY`),
-and every other family (SD2, SD3, Flux) is refused with a message naming it.
+The WebUI host generates, trains, explains and edits (attention control), and inverts photos, on SD1.5 and SDXL
+checkpoints (the WebUI conditions SDXL itself: two text encoders, size conditioning; attention control reads and
+changes the UNet's attention modules, whose SGM names and shapes SD1.5 and SDXL share; photo inversion borrows the
+WebUI's conditioning: ``denoiser.py``); every other family (SD2, SD3, Flux) is refused with a message naming it.
 
 Forge loads its model lazily: until the first generation (and after a checkpoint is picked in its menu, until the
 next one) ``shared.sd_model`` is a stand-in without the ``is_sdxl``/``is_sd2`` flags, so the selected checkpoint's
@@ -20,10 +20,8 @@ from lib_profile.families import FAMILIES, SD15, SDXL, _a
 from lib_profile.hosts.base import HostError
 from lib_profile.safetensors_header import checkpoint_file_family
 
-#: the families the WebUI host generates, trains, explains and edits on
+#: the families the WebUI host generates, trains, explains, edits and inverts photos on
 RUNS_ON = (SD15.name, SDXL.name)
-#: what the WebUI host does on SD1.5 checkpoints only (the Host protocol's feature names, as the core asks)
-SD15_ONLY = ("Inverting a photo (restyle, edit or explain a photo)",)
 PICK = "in the WebUI's checkpoint menu (top of the page)"
 
 
@@ -76,11 +74,7 @@ def current_family(shared: Any, sd_models: Any) -> tuple[str, str]:
 
 def refusal(what: str, family: str, state: str = "loaded") -> str:
     """The message for ``what`` asked while the WebUI has a ``family`` checkpoint ``state`` (loaded/selected) that
-    the WebUI host cannot do it on: SDXL lacks :data:`SD15_ONLY` (not there yet), other families everything."""
-    if family == SDXL.name:
-        return (f"{what} is not there yet on SDXL checkpoints in the WebUI (it has an SDXL checkpoint {state}; this "
-                f"runs on SD1.5 checkpoints): pick an SD1.5 checkpoint {PICK} for it, and back to the SDXL one "
-                "afterwards")
+    the WebUI host cannot do it on (a family not in :data:`RUNS_ON`)."""
     return (f"{what} needs an SD1.5 or SDXL checkpoint, and the WebUI has {_a(family)} checkpoint {state}; pick "
             f"an SD1.5 or SDXL checkpoint {PICK} and try again")
 
@@ -109,13 +103,13 @@ class FamilyFlags:
 
     @property
     def photo_inversion(self) -> bool:
-        """Photo inversion (denoiser.py through a1111_denoiser.py / forge_denoiser.py): on SD1.5."""
-        return self.model_family == SD15.name
+        """Photo inversion (denoiser.py through a1111_denoiser.py / forge_denoiser.py): on SD1.5 and SDXL."""
+        return self.model_family in RUNS_ON
 
     def unsupported(self, what: str) -> HostError:
         """What the WebUI's checkpoint family lacks is refused naming the family and what to do."""
         family, state = self.family_state()
-        if family != SD15.name and (what in SD15_ONLY or family not in RUNS_ON):
+        if family not in RUNS_ON:
             return HostError(refusal(what, family, state))
         return super().unsupported(what)
 
