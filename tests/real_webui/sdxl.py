@@ -8,7 +8,9 @@ steps); an identity with six sample selfies; with ``--train`` a face LoRA traine
 on the WebUI's SDXL checkpoint file (``--train-steps`` steps at ``--size`` px), checked to carry kohya's SDXL keys
 (``/sdapi/v1/loras`` metadata: ``ss_base_model_version`` sdxl); a portrait job at ``--size`` px, 2 steps, no
 face detail/refine/upscale (random weights draw no face), its infotext carrying the LoRA tag when one was trained,
-and then the same portrait at LoRA weight 0, which must differ (the WebUI applied the trained LoRA);
+and then the same portrait at LoRA weight 0, which must differ (the WebUI applied the trained LoRA); with ``--pose``
+the portrait with a pose, through the WebUI's SDXL pose ControlNet found by its usual file name (its infotext must
+name the unit, and the picture must differ from the unposed one);
 the portrait explained (DAAM maps of "sweater" and "red") and edited (Prompt-to-Prompt, red -> blue); real photos
 inverted on the WebUI's SDXL model (Direct Inversion, 2 steps, 128 px): with ``--train`` one of the identity's
 photos restyled keeping the person (their LoRA), and an uploaded photo edited (red -> blue) and explained; with
@@ -37,6 +39,7 @@ from tests.real_webui.smoke import INVERSION, Skip, Smoke  # noqa: E402
 SLUG = "sdxl-check"
 PROMPT = "studio portrait photo of ohwx woman in a red sweater"
 OFF = {"detail": False, "detail2": False, "refine": False, "upscale": False}
+POSE = "frontal_shoulders"
 
 
 class SdxlCheck(Smoke):
@@ -45,7 +48,7 @@ class SdxlCheck(Smoke):
                  sdxl_lora: Optional[str] = None, **kw):
         super().__init__(url, **kw)
         self.size, self.train_steps, self.sd15_lora, self.sdxl_lora = size, train_steps, sd15_lora, sdxl_lora
-        self.skip_plain = False
+        self.skip_plain, self.pose = False, False
 
     def checkpoint(self) -> str:
         options = self.ok(self.http.get(f"{self.url}/sdapi/v1/options"))
@@ -109,6 +112,27 @@ class SdxlCheck(Smoke):
                                  "LoRA changed nothing")
         return f"differs from weight 0: mean |diff| {diff.mean():.2f}/255, {(diff > 0).mean():.0%} of values"
 
+    def generate_posed(self) -> str:
+        """The portrait again (same seed) with a pose: the job picks the WebUI's SDXL pose ControlNet by its usual
+        file name, the WebUI's infotext names the unit, and the picture differs from the one without the pose."""
+        import numpy as np
+
+        body = {"count": 1, "seed": 5, "prompt": PROMPT, "tone": "neutral", "switches": OFF, "pose": POSE,
+                "settings": {"width": self.size, "height": self.size, "steps": 2}}
+        job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/generate", json=body), 202))
+        picture = self.image(job["links"]["image0"])
+        text = picture.text.get("parameters", "")
+        units = [line for line in text.replace(", ", "\n").splitlines() if "ControlNet" in line]
+        if not units:
+            raise AssertionError(f"the infotext names no ControlNet unit: {text[-400:]}")
+        base = self.image(self.state["portrait"][2]["image0"]).convert("RGB")
+        diff = np.abs(np.asarray(picture.convert("RGB"), np.int16) - np.asarray(base, np.int16))
+        if not diff.any():
+            raise AssertionError("the posed picture is the one without the pose")
+        notes = [n for i in job["result"]["images"] for s in i.get("stages", []) for n in s.get("notes", [])]
+        return (f"{picture.width}x{picture.height}; infotext: {'; '.join(units)[:160]}; differs from the unposed "
+                f"portrait (mean |diff| {diff.mean():.1f}/255); notes: {notes[:2]}")
+
     def generate_with(self, lora: str) -> str:
         """The same portrait with ``<lora:LORA:1>`` (an SDXL LoRA in the WebUI's Lora folder) in its prompt: the
         infotext names it and the picture differs from the one without (same seed): the WebUI applied it."""
@@ -154,6 +178,8 @@ class SdxlCheck(Smoke):
         self.step("generate", self.generate)
         if self.train_steps:
             self.step("trained LoRA changes the portrait", self.trained_lora_counts)
+        if self.pose:
+            self.step(f"generate with the pose {POSE} (SDXL ControlNet)", self.generate_posed)
         self.step("explain the portrait", self.explain)
         self.step("edit the portrait (red -> blue)", self.edit)
         photos = [("edit a photo (direct)", self.edit_photo), ("explain a photo (direct)", self.explain_photo)]
@@ -192,11 +218,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sd15-lora", help="an SD1.5 LoRA's name in the WebUI's Lora folder, to see it refused")
     parser.add_argument("--sdxl-lora", help="an SDXL LoRA's name in the WebUI's Lora folder: a portrait with its tag")
     parser.add_argument("--skip-plain", action="store_true", help="no plain WebUI txt2img first")
+    parser.add_argument("--pose", action="store_true",
+                        help="a portrait with a pose too (an SDXL pose ControlNet in the WebUI's ControlNet folder)")
     parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
     check = SdxlCheck(args.url, args.size, args.train_steps if args.train else 0, args.sd15_lora, args.sdxl_lora, auth=args.auth,
                       timeout=args.timeout)
-    check.skip_plain = args.skip_plain
+    check.skip_plain, check.pose = args.skip_plain, args.pose
     return check.run()
 
 
