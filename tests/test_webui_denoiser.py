@@ -147,6 +147,9 @@ def test_eps_is_the_unets_noise_prediction_at_integer_t(env, t):
             sigma = model.forge_objects.unet.model.predictor.sigmas[t]
             assert abs(float(sigma) - float(((1 - ac) / ac) ** 0.5)) < 1e-4
         torch.testing.assert_close(eps, ref, rtol=2e-3 if flavour == "forge" and t == 0 else 1e-4, atol=1e-4)
+        long = den.eps(x, t, torch.cat([den.conditioning(LONG)] * 2))  # two chunks: 154 keys (+ the pooled row)
+        torch.testing.assert_close(long, webui_eps(model, x, t, [LONG, LONG], [False, False]),
+                                   rtol=2e-3 if flavour == "forge" and t == 0 else 1e-4, atol=1e-4)
         assert not torch.equal(eps, den.eps(x, (t + 300) % 1000, ctx))  # t reaches the UNet
         assert torch.equal(den.eps(x[:1], t, ctx[1:]), den.eps(x[:1], t, ctx[1:]))
         for bad in (-1, 1000, 2.5):
