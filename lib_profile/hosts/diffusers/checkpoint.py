@@ -29,8 +29,10 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def read_state_dict(path: str | Path) -> dict[str, Any]:
-    """Tensors of a .safetensors or .ckpt/.pt file (pickles loaded with weights_only)."""
+def read_state_dict(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Tensors of a .safetensors or .ckpt/.pt file (pickles loaded with weights_only). ``mmap``: a pickle's tensors
+    stay in the file (``torch.load(mmap=True)``: only what is touched is read; a file in the pre-1.6 format, which
+    cannot be mapped, is read whole)."""
     import torch
 
     path = Path(path)
@@ -44,7 +46,12 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
 
             sd = load_file(str(path), device="cpu")
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            try:
+                sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError as exc:
+                if not mmap or "mmap" not in str(exc):
+                    raise
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)  # the legacy (tar) format
             sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
     except Exception as exc:  # noqa: BLE001 - any reader error means the same to the user
         raise HostError(f"Cannot read model file {path.name}: {exc}. Is it complete and a .safetensors/.ckpt model?") from exc

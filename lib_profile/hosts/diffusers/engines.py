@@ -141,13 +141,13 @@ def tiny_controlnet(data_dir: str | Path | None = None, checkpoint: str | Path =
 
 
 def checkpoint_engine(path: str | Path) -> Engine:
-    """The engine for a single-file checkpoint, from its tensor names (a .safetensors header only; a pickle is read
-    whole). A family without one (SD2, SD3, Flux) gets SD1.5's, whose loader refuses it naming the family;
+    """The engine for a single-file checkpoint, from its tensor names (a .safetensors header; a pickle's names with
+    its tensors memory-mapped, not read). A family without one (SD2, SD3, Flux) gets SD1.5's, whose loader refuses it naming the family;
     HostError for a file that is missing, empty or not a model."""
     from lib_profile.hosts.diffusers.checkpoint import read_state_dict
     from lib_profile.safetensors_header import tensor_names
 
     keys = tensor_names(path)
     if keys is None:
-        keys = read_state_dict(path).keys()
+        keys = list(read_state_dict(path, mmap=True))  # the names only: the tensors stay in the file
     return ENGINES.get(families.checkpoint_family(keys) or families.SD15.name, SD15)
