@@ -15,9 +15,11 @@ sinusoidal embeddings of the original size, crop corner and target size; A1111 `
 states, then one row holding the pooled vector (zero-padded to 2048), which ``eps`` splits off again and joins to
 the size part the WebUI itself computes for the latents' size (original = target = the photo's size, the crop
 corner from the WebUI's settings: what its own generation at that size passes). An empty prompt is a negative one
-(``SdConditioning.is_negative_prompt``), which both WebUIs condition as zeros on SDXL, as their generation does. The flavours' parts: :mod:`.a1111_denoiser` (``shared.sd_model``'s
-``apply_model``, per-instance attention forwards) and :mod:`.forge_denoiser` (``forge_objects``, attention-replace
-patches on a clone of the UNet patcher). ``modules`` is imported inside functions only.
+(``SdConditioning.is_negative_prompt``), which both WebUIs condition as zeros on SDXL, as their generation does.
+
+The flavours' parts: :mod:`.a1111_denoiser` (``shared.sd_model``'s ``apply_model``, per-instance attention
+forwards) and :mod:`.forge_denoiser` (``forge_objects``, attention-replace patches on a clone of the UNet patcher).
+``modules`` is imported inside functions only.
 """
 
 from __future__ import annotations
