@@ -355,8 +355,8 @@ class WebUIHost(FamilyFlags, Host):
                 self.flavour.restore_vram()
 
     def denoiser(self, prompts: list[str], loras: Optional[list[LoraRef]] = None, clip_skip: int = 1):
-        """The WebUI's loaded SD1.5 or SDXL model lent for photo inversion (:func:`.denoiser.lent`): inside this thread's
-        :meth:`job` or else holding the queue itself; LoRAs, CLIP skip and patches undone on exit."""
+        """The WebUI's loaded SD1.5 or SDXL model lent for photo inversion (:func:`.denoiser.lent`): inside this
+        thread's :meth:`job` or else holding the queue itself; LoRAs, CLIP skip and patches undone on exit."""
         from lib_profile.hosts.webui.denoiser import lent
 
         return lent(self, prompts, loras, clip_skip)
