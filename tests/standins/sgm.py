@@ -108,27 +108,20 @@ def _crop(opts) -> tuple[int, int]:
     return int(data.get("sdxl_crop_top", 0)), int(data.get("sdxl_crop_left", 0))
 
 
-class DiffusionEngine(nn.Module):
-    """A1111's ``shared.sd_model`` on SDXL."""
+class DiffusionEngine(ldm.LatentDiffusion):
+    """A1111's ``shared.sd_model`` on SDXL: ldm's surface as ``extend_sdxl`` leaves it, with sgm's conditioner."""
 
     is_sdxl, is_sd2, is_sdxl_inpaint = True, False, False
-    parameterization = "eps"
     scale_factor = SCALE
 
     def __init__(self, parts, opts):
-        super().__init__()
-        self.model = nn.Module()
-        self.model.diffusion_model = parts.unet
-        self.model.conditioning_key = "crossattn"
-        self.first_stage_model, self.text, self.opts = parts.vae, parts.text, opts
-        self.register_buffer("alphas_cumprod", ldm.alphas_cumprod())
+        super().__init__(parts, opts)
         embedder = types.SimpleNamespace(tokenize_line=parts.text.tokenize_line)
         self.conditioner = types.SimpleNamespace(embedders=[embedder, embedder])  # no tokenize_line of its own
         self.cond_stage_model = self.conditioner
         self.sd_checkpoint_info = checkpoint_info()
         self.sd_model_hash = "4567cdef"
-        with torch.no_grad():
-            self.cond_stage_model_empty_prompt = self.get_learned_conditioning([""])["crossattn"]
+        self.cond_stage_model_empty_prompt = self.cond_stage_model_empty_prompt["crossattn"]  # get_empty_cond
 
     def get_learned_conditioning(self, batch):
         return conditioning(self.text, batch, _crop(self.opts), self.opts.data.get("CLIP_stop_at_last_layers", 1))
@@ -138,15 +131,10 @@ class DiffusionEngine(nn.Module):
         passes it through)."""
         return ldm.Posterior(self.first_stage_model.quant_conv(self.first_stage_model.encoder(x))).sample() * SCALE
 
-    @torch.no_grad()
-    def decode_first_stage(self, z):
-        return torch.tanh(self.first_stage_model.decoder(z / self.scale_factor))
-
     def apply_model(self, x, t, cond):
         return self.model.diffusion_model(x, t, context=cond["crossattn"], y=cond["vector"])
 
     def posterior_mean(self, x):
-        """The oracle of the lent denoiser's ``encode``: the VAE's mean times the scale factor."""
         return self.first_stage_model.mean(x) * SCALE
 
 
