@@ -2,7 +2,11 @@
 
 1. The same batch of tiny-model generations (``DiffusersHost.txt2img``, the tiny model, 64 px) through 1 and then
    2 worker processes on one PostgreSQL queue, torch held to one thread in each worker: jobs per second of each,
-   and the ratio (2 workers / 1 worker; the ideal on two free cores is 2.0).
+   and the ratio (2 workers / 1 worker; the ideal on two free cores is 2.0). Beside each: the cores the workers
+   used (their CPU seconds over the run's wall time), the cores the rest of the machine used (PostgreSQL, this
+   submitter, anything else running) and the idle ones (``/proc``), and the jobs per worker CPU-second: on a
+   machine whose cores the workers share with the database and the submitter, that last figure shows whether the
+   queue itself loses throughput (it would fall with 2 workers) or the workers only lack cores.
 2. The engine's own cost: empty jobs (the handler returns at once) through 4 worker processes against the embedded
    queue (``JobManager`` on SQLite, one worker thread), submitted in one burst from one thread: jobs per second
    (first submit to last end); then jobs one at a time on an idle queue: the median claim latency (submit -> the
@@ -84,6 +88,24 @@ def _stop_workers(procs: list[subprocess.Popen]) -> None:
 
 
 # -- measurements
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux ``/proc/PID/stat``, fields 14-15)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far (``/proc/stat``'s ``cpu`` line; idle and iowait are not
+    busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - values[3] - values[4]) / tick, sum(values) / tick
+
+
 def burst(manager, kind: str, count: int) -> tuple[float, float]:
     """Submit ``count`` jobs at once, wait for all: (jobs per second from the first submit to the last end,
     submits per second)."""
@@ -142,11 +164,18 @@ def main() -> int:
         model = Path(args.model) if args.model else tiny.ensure_tiny(work / "cache")
         front = ClusterJobManager(url, {"bench_tiny": None, "bench_empty": None}, worker=False)
         try:
-            rates = {}
+            rates, cores = {}, {}
             for n in (1, 2):
                 procs = _start_workers(url, "bench_tiny", n, str(model / tiny.CHECKPOINT), args.steps)
                 try:
+                    pids = [p.pid for p in procs]
+                    cpu0, (busy0, all0), t0 = cpu_seconds(pids), machine_busy(), time.time()
                     rates[n] = burst(front, "bench_tiny", args.generations)[0]
+                    wall, (busy1, all1) = time.time() - t0, machine_busy()
+                    # cores: the workers' own, the rest of the machine's (PostgreSQL, this submitter, others), idle
+                    workers = (cpu_seconds(pids) - cpu0) / wall
+                    machine = (all1 - all0) / wall
+                    cores[n] = (workers, (busy1 - busy0) / wall - workers, machine - (busy1 - busy0) / wall)
                 finally:
                     _stop_workers(procs)
             procs = _start_workers(url, "bench_empty", 4)
@@ -169,9 +198,13 @@ def main() -> int:
             server.remove()
 
     print(f"tiny-model generations (64 px, {args.steps} steps, torch 1 thread a worker), {args.generations} a run:")
-    print(f"  1 worker  : {rates[1]:.3f} jobs/s")
-    print(f"  2 workers : {rates[2]:.3f} jobs/s")
-    print(f"  ratio 2/1 : {rates[2] / rates[1]:.2f}x")
+    for n in (1, 2):
+        workers, others, idle = cores[n]
+        print(f"  {n} worker{'s' if n > 1 else ' '} : {rates[n]:.3f} jobs/s; cores used by the workers {workers:.2f}, "
+              f"by the rest of the machine {others:.2f}, idle {idle:.2f}; {rates[n] / workers:.3f} jobs per "
+              "worker CPU-second")
+    print(f"  ratio 2/1 : {rates[2] / rates[1]:.2f}x (per worker CPU-second: "
+          f"{(rates[2] / cores[2][0]) / (rates[1] / cores[1][0]):.2f}x)")
     print(f"empty jobs: {args.empty} in one burst; claim latency over {args.latency_jobs} one at a time:")
     print(f"  cluster, 4 workers : {cluster_rate:8.1f} jobs/s (submitted at {cluster_submit:.0f}/s), "
           f"median claim latency {cluster_lat * 1000:7.1f} ms")
