@@ -261,7 +261,7 @@ def test_tab_generate_refuses_bad_steps_naming_the_field(host, tmp_path, monkeyp
         blocks = build_tab(lambda: s)
         for steps in (0, 501):
             out = handler(blocks, "do_generate")(SLUG, "three_quarter_left", None, "cool", 1, 5, False,
-                                                 "512 x 768 (2:3)", steps)
+                                                 "512 x 768 (SD1.5 2:3)", steps)
             assert "settings.steps" in out[0] and "1..500" in out[0], out
         assert s.jobs.list(SLUG) == []
     finally:

@@ -112,6 +112,22 @@ def test_generate_takes_the_size_and_steps_of_a_quick_try(ready):
     studio.jobs.wait(job_id, timeout=300)
 
 
+def test_the_default_size_is_the_checkpoints_own_and_each_family_has_its_sizes(ready):
+    """The tab's default leaves the size to the plan, which takes the family's 2:3 at Generate time (512x768 on
+    SD1.5, 832x1216 on SDXL: tests/test_webui_sdxl.py), so an SDXL checkpoint is not sampled at SD1.5's size; the
+    fixed choices include both families' (seen in a real Forge with SDXL loaded: the tab's default was 512x768)."""
+    from lib_profile.families import SD15, SDXL
+    from lib_profile.ui.portraits_section import DEFAULT_SIZE, SIZES
+
+    studio, blocks, _gen = ready
+    assert SIZES[DEFAULT_SIZE] is None and {SD15.portrait, SDXL.portrait} <= set(SIZES.values())
+    _status, job_id = handler(blocks, "do_generate")(SLUG, "three_quarter_left", None, "cool", 1, 5, False,
+                                                     DEFAULT_SIZE, 12)
+    assert studio.jobs.get(job_id)["params"]["settings"] == {"steps": 12}
+    studio.jobs.cancel(job_id)
+    studio.jobs.wait(job_id, timeout=300)
+
+
 def test_a_queued_job_says_what_it_waits_for():
     from lib_profile.ui.display import job_markdown
 

@@ -5,14 +5,21 @@ No ``from __future__ import annotations`` here: gradio reads the ``gr.SelectData
 from pathlib import Path
 from types import SimpleNamespace
 
+from lib_profile.families import SD15, SDXL
 from lib_profile.hosts.base import HostError
 from lib_profile.ui.display import job_markdown, portrait_labels
 from lib_profile.ui.tab_context import CSS_ID, TabContext
 from lib_profile.ui.uploads import file_path
 
-SIZES = {"512 x 768 (2:3)": (512, 768), "384 x 576 (2:3, quick try)": (384, 576), "512 x 512 (square)": (512, 512),
-         "768 x 1152 (2:3, large)": (768, 1152)}  # label -> (width, height) in pixels
-DEFAULT_SIZE = "512 x 768 (2:3)"
+#: the default: the size of the checkpoint in use at Generate time (the plan's, by its family: the user may switch
+#: checkpoints in the WebUI at any moment, so the tab never fixes it when it is built)
+DEFAULT_SIZE = (f"The checkpoint's 2:3 ({SD15.portrait[0]} x {SD15.portrait[1]} on SD1.5, "
+                f"{SDXL.portrait[0]} x {SDXL.portrait[1]} on SDXL)")
+SIZES = {DEFAULT_SIZE: None,  # label -> (width, height) in pixels; None: the family's own
+         "384 x 576 (SD1.5 2:3, quick try)": (384, 576), "512 x 768 (SD1.5 2:3)": (512, 768),
+         "512 x 512 (SD1.5 square)": (512, 512), "768 x 1152 (SD1.5 2:3, large)": (768, 1152),
+         "640 x 960 (SDXL 2:3, quick try)": (640, 960), "832 x 1216 (SDXL 2:3)": (832, 1216),
+         "1024 x 1024 (SDXL square)": (1024, 1024)}
 
 
 def portraits_tab(gr) -> SimpleNamespace:
@@ -65,11 +72,11 @@ def portraits_handlers(ctx: TabContext, pose_list) -> SimpleNamespace:
         if not slug:
             raise HostError("Create or choose a person first")
         photo_bytes = Path(file_path(photo)).read_bytes() if photo else None
-        width, height = SIZES.get(size_name, SIZES[DEFAULT_SIZE])
+        size = SIZES.get(size_name)
+        settings = {"steps": int(n_steps), **({"width": size[0], "height": size[1]} if size else {})}
         job = studio().generate(slug, None if photo_bytes else (pose_name or None), tone_name, int(n),
                                 int(first_seed), pose_photo=photo_bytes,
-                                detail_engine="adetailer" if adetailer else "builtin",
-                                settings={"width": width, "height": height, "steps": int(n_steps)})
+                                detail_engine="adetailer" if adetailer else "builtin", settings=settings)
         return job_markdown(job), job["id"]
 
     def portraits(person_label):
