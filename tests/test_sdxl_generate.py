@@ -402,3 +402,30 @@ def test_a_face_lora_trains_on_sdxl_and_its_portraits_use_it(sdxl, tmp_path):
         assert loras[0].stem == made["params"]["lora"] and image["size"] == [832, 1216]  # SDXL's portrait size
     finally:
         studio.close()
+
+
+@pytest.mark.parametrize("command", ["explain", "edit", "txt2img"])
+def test_cli_explain_and_edit_of_a_prompt_take_the_family_portrait_size(tmp_path, monkeypatch, capsys, command):
+    """``explain``/``edit --prompt`` without ``--width``/``--height``: the checkpoint family's 2:3 portrait, as the
+    studio's plans (it was SD1.5's 512x768 on every checkpoint); the family data patched to a 64x96 portrait as
+    above; a given size wins."""
+    from lib_profile.cli import main
+
+    small = dataclasses.replace(families.SDXL, portrait=(64, 96), native_size=64)
+    monkeypatch.setitem(families._BY_NAME, "SDXL", small)
+    if command == "txt2img":  # the plain command: the family's native square (64 here; 1024 on SDXL)
+        out = tmp_path / "plain"
+        assert main(["--data-dir", str(tmp_path / "data"), "txt2img", "--checkpoint", "tiny-sdxl", "--prompt", "a",
+                     "--steps", "2", "--device", "cpu", "--out", str(out)]) == 0, capsys.readouterr().err
+        assert {Image.open(p).size for p in out.glob("*.png")} == {(64, 64)}
+        return
+    extra = ["--word", "woman"] if command == "explain" else ["--target", "a photo of a man"]
+    for size, expected in (([], (64, 96)), (["--width", "96", "--height", "64"], (96, 64))):
+        out = tmp_path / f"out{len(size)}"
+        code = main(["--data-dir", str(tmp_path / "data"), command, "--checkpoint", "tiny-sdxl", "--prompt",
+                     "a photo of a woman", "--seed", "7", "--steps", "2", "--device", "cpu", "--out", str(out),
+                     *size, *extra])
+        assert code == 0, capsys.readouterr().err
+        pngs = list(out.glob("*.png"))
+        first = Image.open(next(p for p in pngs if p.name in ("image.png", "source.png")))
+        assert first.size == expected, [(p.name, Image.open(p).size) for p in pngs]

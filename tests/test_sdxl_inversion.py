@@ -111,3 +111,24 @@ def test_prompt_to_prompt_reweight_by_1_on_a_photo_gives_the_reconstruction(host
 
 def test_explain_a_photo_maps_each_word_on_the_reconstruction(host, portrait):
     sd15.test_explain_a_photo_maps_each_word_on_the_reconstruction(host, portrait)
+
+
+@pytest.mark.parametrize("family, given, expected", [("SD1.5", None, 512), ("SDXL", None, 832), ("SD1.5", 256, 256),
+                                                     ("SDXL", 256, 256), ("SDXL", 1024, 1024)])
+def test_the_photo_size_defaults_to_the_familys_and_a_given_one_wins(family, given, expected):
+    """The photo's short side when the user gives none: the family's 2:3 portrait's (SDXL sampled at SD1.5's 512
+    loses detail; it was 512 for every family), in every front: the API and CLI leave it unset, and the tab's slider
+    at 0 sends none."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from lib_profile.inversion.photo import PhotoSettings, fit_photo, photo_size
+    from lib_profile.ui.restyle_section import AUTO_SIZE, inversion_size, photo_source
+
+    settings = PhotoSettings(size=given)
+    settings.validate()
+    assert photo_size(settings, SimpleNamespace(model_family=family)) == expected
+    assert fit_photo(Image.new("RGB", (600, 900)), expected).size == (expected, expected * 3 // 2)
+    assert inversion_size(AUTO_SIZE) == {} and inversion_size(given or 0) == ({"size": given} if given else {})
+    assert photo_source("photo", "a.jpg", "", 10, AUTO_SIZE)["inversion"] == {"steps": 10}

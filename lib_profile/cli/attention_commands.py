@@ -9,7 +9,8 @@ from lib_profile.cli.common import add_lora_dir_argument, lora_arg, lora_dirs, p
 from lib_profile.cli.photo_commands import add_photo_options, edit_photo_command, explain_photo_command
 
 
-# explain and edit of a prompt: a 2:3 portrait by default
+# explain and edit of a prompt: a 2:3 portrait by default (SD1.5's here; the checkpoint family's once the host is
+# made: :func:`family_size`)
 PORTRAIT_DEFAULTS = {"negative_prompt": "", "width": 512, "height": 768, "steps": 25, "cfg_scale": 6.5,
                      "sampler": "DPM++ 2M", "scheduler": "Karras", "clip_skip": 1}
 
@@ -33,6 +34,18 @@ def portrait_request(args):
     req = Txt2ImgRequest(prompt=args.prompt, seed=args.seed, loras=[lora_arg(x) for x in args.lora], **settings)
     req.validate()
     return req
+
+
+def family_size(req, args, host) -> None:
+    """Without ``--width``/``--height``, the request takes the 2:3 portrait size of the checkpoint's family (512x768
+    SD1.5, 832x1216 SDXL), as the studio's plans do."""
+    from lib_profile.families import family
+    from lib_profile.studio.settings import SourceSettings, from_arguments
+
+    given = from_arguments(args, SourceSettings)
+    width, height = family(host.model_family).portrait
+    req.width, req.height = given.get("width", width), given.get("height", height)
+    req.validate()
 
 
 def parse_range(text):
@@ -99,6 +112,7 @@ def cmd_explain(args) -> int:
         return explain_photo_command(args, args.word, parse_range(args.layers), parse_range(args.step_range))
     req = portrait_request(args)
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=lora_dirs(args))
+    family_size(req, args, host)
     report = save(explain(host, req, args.word, parse_range(args.layers), parse_range(args.step_range),
                           hires_pass=args.hires_pass), args.out, args.threshold)
     for word, files in report["words"].items():
@@ -129,6 +143,7 @@ def cmd_edit(args) -> int:
     req = portrait_request(args)
     edit.validate()
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=lora_dirs(args))
+    family_size(req, args, host)
     control = edit_control(host, edit, req.negative_prompt)
     res = host.txt2img(edit_request(req, edit), control)
     print_lora_notes(res.params)

@@ -19,11 +19,6 @@ def lora_arg(text: str):
     return LoraRef(path=text, weight=1.0)
 
 
-# explain and edit of a prompt: a 2:3 portrait by default
-PORTRAIT_DEFAULTS = {"negative_prompt": "", "width": 512, "height": 768, "steps": 25, "cfg_scale": 6.5,
-                     "sampler": "DPM++ 2M", "scheduler": "Karras", "clip_skip": 1}
-
-
 def add_lora_dir_argument(p) -> None:
     p.add_argument("--lora-dir", action="append", default=[], metavar="FOLDER",
                    help="where <lora:NAME:WEIGHT> tags in a prompt are looked up, before the data folder's loras/ "

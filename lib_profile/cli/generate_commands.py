@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from lib_profile import families
 from lib_profile.cli.common import add_lora_dir_argument, lora_arg, lora_dirs, print_lora_notes
 
 
@@ -37,8 +38,8 @@ def add_txt2img_parser(sub) -> None:
                    "'tiny-sdxl' (built-in random test models: they draw noise)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, help="default: the checkpoint family's native side (512 SD1.5, 1024 SDXL)")
+    p.add_argument("--height", type=int, help="default: the checkpoint family's native side (512 SD1.5, 1024 SDXL)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg-scale", type=float, default=7.0)
     p.add_argument("--sampler", default="Euler a", help="a WebUI sampler name, e.g. 'DPM++ 2M' or 'DPM++ 2M Karras'")
@@ -102,13 +103,16 @@ def cmd_txt2img(args) -> int:
             raise HostError(f"control image not found: {args.control_image}")
         model = str(tiny_controlnet(args.data_dir, args.checkpoint)) if args.controlnet == "tiny" else args.controlnet
         units.append(ControlUnit("pose", Image.open(args.control_image).convert("RGB"), model, args.control_weight))
-    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width,
-                         height=args.height, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
+    req = Txt2ImgRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width or 512,
+                         height=args.height or 512, steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
                          scheduler=args.scheduler, seed=args.seed, batch_size=args.batch_size,
                          clip_skip=args.clip_skip, loras=[lora_arg(x) for x in args.lora], controlnets=units)
-    req.validate()
+    req.validate()  # the settings are checked before a model is read
     out = Path(args.out)
     host = DiffusersHost(args.checkpoint, device=args.device, data_dir=args.data_dir, lora_dirs=lora_dirs(args))
+    native = families.family(host.model_family).native_size  # no size given: the family's native square
+    req.width, req.height = args.width or native, args.height or native
+    req.validate()
     result = host.txt2img(req)
     print_lora_notes(result.params)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def add_photo_options(p) -> None:
     p.add_argument("--method", choices=["direct", "null-text", "ddim"], help="how the photo is inverted "
                    "(default: direct)")
     p.add_argument("--size", type=int, help="the photo's short side in px after cropping, a multiple of 64 within "
-                   "64..1024 (default 512)")
+                   "64..1024 (default: the checkpoint family's, 512 on SD1.5, 832 on SDXL)")
     p.add_argument("--null-text-iterations", type=int, help="null-text only: optimiser steps a step, 1..50")
 
 

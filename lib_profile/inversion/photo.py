@@ -21,14 +21,15 @@ class PhotoSettings:
     exact, no optimisation; the default), ``null-text`` (Mokady et al., CVPR 2023: per-step negative-prompt embeddings
     optimised, up to ``null_text_iterations`` Adam steps a step) or ``ddim`` (plain DDIM inversion, Song et al. 2021;
     drifts at a CFG above 1). ``size``: the short side in px the photo is cropped and scaled to (multiples of 64,
-    2:3 or 3:2 or square, the nearest to the photo's aspect)."""
+    2:3 or 3:2 or square, the nearest to the photo's aspect); None: the model family's (:func:`photo_size`: the short
+    side of its 2:3 portrait, 512 on SD1.5, 832 on SDXL)."""
 
     method: str = "direct"
     steps: int = 50
     cfg_scale: float = 7.5
     negative_prompt: str = ""
     clip_skip: int = 1
-    size: int = 512
+    size: Optional[int] = None
     null_text_iterations: int = 10
 
     def validate(self) -> None:
@@ -40,7 +41,7 @@ class PhotoSettings:
             raise HostError(f"cfg_scale must be within 1..30, not {self.cfg_scale}")
         if not 1 <= self.clip_skip <= 12:
             raise HostError(f"clip_skip must be within 1..12, not {self.clip_skip}")
-        if self.size % 64 or not 64 <= self.size <= 1024:
+        if self.size is not None and (self.size % 64 or not 64 <= self.size <= 1024):
             raise HostError(f"size must be a multiple of 64 within 64..1024, not {self.size}")
         if not 1 <= self.null_text_iterations <= 50:
             raise HostError(f"null_text_iterations must be within 1..50, not {self.null_text_iterations}")
@@ -55,6 +56,14 @@ class PhotoResult:
     params: dict[str, Any]
     infotext: str = ""
     notes: list[str] = field(default_factory=list)
+
+
+def photo_size(settings: PhotoSettings, host: Host) -> int:
+    """The short side a photo is fitted to: ``settings.size``, else the host's model family's (the short side of its
+    2:3 portrait: 512 on SD1.5, 832 on SDXL; SDXL sampled at SD1.5's size loses detail)."""
+    from lib_profile.families import family
+
+    return settings.size or family(host.model_family).portrait[0]
 
 
 def fit_photo(image: Image.Image, size: int = 512) -> Image.Image:
@@ -107,7 +116,7 @@ def _run(host: Host, photo: Image.Image, source_prompt: str, prompts: list[str],
     fitted photo, the latents' images, the denoiser's params, the controller)."""
     settings.validate()
     _check_prompts(source_prompt, *prompts, settings.negative_prompt)
-    image = fit_photo(photo, settings.size)
+    image = fit_photo(photo, photo_size(settings, host))
     progress = Progress(control, total_steps(settings.method, settings.steps))
     with host.denoiser(list(dict.fromkeys([source_prompt, *prompts])), loras, settings.clip_skip) as den:
         chunks = max(den.chunks(p) for p in (source_prompt, *prompts, settings.negative_prompt))

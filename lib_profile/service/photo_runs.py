@@ -132,12 +132,12 @@ def run_explain_photo(host, photo: Image.Image, caption: str, words: list[str], 
     returns the report (with ``photo``, ``caption``, ``method``)."""
     from lib_profile.attention.explain import save
     from lib_profile.infotext import save_png
-    from lib_profile.inversion.photo import explain_photo, fit_photo
+    from lib_profile.inversion.photo import explain_photo, fit_photo, photo_size
 
     explanation = explain_photo(host, photo, caption, words, settings, layers, steps, loras, control)
     out = Path(out)
     report = save(explanation, out, threshold)
-    save_png(fit_photo(photo, settings.size), out / "photo.png", caption)
+    save_png(fit_photo(photo, photo_size(settings, host)), out / "photo.png", caption)
     report.update({"photo": "photo.png", "caption": caption, "pass": "photo", "method": settings.method,
                    "inversion_steps": settings.steps})
     (out / "explain.json").write_text(json.dumps(report, indent=1), "utf-8")

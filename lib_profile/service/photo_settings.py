@@ -32,7 +32,7 @@ class InversionSettings(BaseModel, extra="forbid"):
     clip_skip: Optional[conint(strict=True, ge=1, le=12)] = Field(None, description="CLIP skip, 1..12 (default 1).")
     size: Optional[conint(strict=True, ge=64, le=1024, multiple_of=64)] = Field(
         None, description="The photo's short side in px after cropping to 2:3, 1:1 or 3:2: a multiple of 64 within "
-                          "64..1024 (default 512).")
+                          "64..1024 (default: the checkpoint family's, 512 on SD1.5, 832 on SDXL).")
     null_text_iterations: Optional[conint(strict=True, ge=1, le=50)] = Field(
         None, description="null-text only: optimiser steps per sampling step, 1..50 (default 10).")
 

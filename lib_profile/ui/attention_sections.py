@@ -105,7 +105,7 @@ def attention_handlers(ctx: TabContext) -> SimpleNamespace:
         return stage
 
     def do_explain(person_label, choice, text, which="first pass", source="portrait", photo=None, caption="",
-                   n_steps=50, size=512):
+                   n_steps=50, size=0):
         slug = to_slug(person_label)
         words = [w.strip() for w in (text or "").split(",")]
         real = photo_source(source, photo, caption, n_steps, size)
@@ -118,7 +118,7 @@ def attention_handlers(ctx: TabContext) -> SimpleNamespace:
         return job_markdown(job), job["id"]
 
     def do_edit(person_label, choice, how, swap_text, target_text, weight_text, cross, self_steps, blend_text,
-                which="first pass", source="portrait", photo=None, caption="", n_steps=50, size=512):
+                which="first pass", source="portrait", photo=None, caption="", n_steps=50, size=0):
         slug = to_slug(person_label)
         real = photo_source(source, photo, caption, n_steps, size)
         job_name, image = split(to_portrait(slug, choice)) if not real else (None, None)

@@ -37,13 +37,28 @@ def restyle_tab(gr) -> SimpleNamespace:
                 with gr.Row():
                     method = gr.Radio(METHODS, value="direct", label="Inversion")
                     steps_n = gr.Slider(4, 100, value=50, step=1, label="Steps")
-                    size = gr.Slider(128, 1024, value=512, step=64, label="Size (short side, px)")
+                    size = size_slider(gr)
                 go = gr.Button("Restyle", variant="primary", elem_id=f"{CSS_ID}_restyle")
         with gr.Row():
             before = gr.Image(label="Photo", type="filepath", interactive=False, elem_id=f"{CSS_ID}_restyle_before")
             after = gr.Image(label="Restyled", type="filepath", interactive=False, elem_id=f"{CSS_ID}_restyle_after")
     return SimpleNamespace(photo=photo, upload=upload, caption=caption, tone=tone, target=target, strength=strength,
                            keep=keep, method=method, steps_n=steps_n, size=size, go=go, before=before, after=after)
+
+
+#: the photo size slider's "the checkpoint's own" (the family's short side: ``inversion.photo.photo_size``)
+AUTO_SIZE = 0
+
+
+def size_slider(gr):
+    """The photo's short side; at 0 (the default) the checkpoint family's, read when the job runs."""
+    return gr.Slider(AUTO_SIZE, 1024, value=AUTO_SIZE, step=64,
+                     label="Size (short side, px; 0: the checkpoint's own, 512 on SD1.5, 832 on SDXL)")
+
+
+def inversion_size(size) -> dict:
+    """``{"size": px}`` for the inversion settings, or nothing for the slider's "the checkpoint's own"."""
+    return {"size": int(size)} if size and int(size) != AUTO_SIZE else {}
 
 
 def photo_source_row(gr, prefix: str) -> SimpleNamespace:
@@ -56,7 +71,7 @@ def photo_source_row(gr, prefix: str) -> SimpleNamespace:
             caption = gr.Textbox(label="What it shows (its prompt; empty: \"a photo of\" the person)",
                                  elem_id=f"{CSS_ID}_{prefix}_caption")
             steps_n = gr.Slider(4, 100, value=50, step=1, label="Inversion steps")
-            size = gr.Slider(128, 1024, value=512, step=64, label="Size (short side, px)")
+            size = size_slider(gr)
     return SimpleNamespace(source=source, photo=photo, caption=caption, steps_n=steps_n, size=size)
 
 
@@ -73,7 +88,7 @@ def restyle_handlers(ctx: TabContext) -> SimpleNamespace:
     studio, to_slug = ctx.studio, ctx.to_slug
 
     def do_restyle(person_label, photo_name, upload, caption, target, strength, keep, method="direct", n_steps=50,
-                   size=512):
+                   size=AUTO_SIZE):
         slug = to_slug(person_label)
         if not slug:
             raise HostError("Create or choose a person first")
@@ -82,7 +97,7 @@ def restyle_handlers(ctx: TabContext) -> SimpleNamespace:
             raise HostError("Pick one of the person's photos, or upload one")
         job = studio().restyle(slug, target or "", None if data is not None else photo_name, data, caption or "",
                                float(strength), bool(keep), {"method": method, "steps": int(n_steps),
-                                                             "size": int(size)})
+                                                             **inversion_size(size)})
         return job_markdown(job), job["id"]
 
     def target_of(person_label, tone_name="warm"):
@@ -108,4 +123,5 @@ def photo_source(source, photo_name, caption, n_steps, size):
         return None
     if not photo_name:
         raise HostError("Pick one of the person's photos (1. Photos adds them)")
-    return {"photo": photo_name, "caption": caption or None, "inversion": {"steps": int(n_steps), "size": int(size)}}
+    inversion = {"steps": int(n_steps), **inversion_size(size)}
+    return {"photo": photo_name, "caption": caption or None, "inversion": inversion}
