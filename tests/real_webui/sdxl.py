@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -122,7 +123,7 @@ class SdxlCheck(Smoke):
         job = self.wait(self.ok(self.http.post(f"{self.base}/identities/{self.slug}/generate", json=body), 202))
         picture = self.image(job["links"]["image0"])
         text = picture.text.get("parameters", "")
-        units = [line for line in text.replace(", ", "\n").splitlines() if "ControlNet" in line]
+        units = re.findall(r'ControlNet \d+: "[^"]*"', text)  # the WebUI's unit text, whole
         if not units:
             raise AssertionError(f"the infotext names no ControlNet unit: {text[-400:]}")
         base = self.image(self.state["portrait"][2]["image0"]).convert("RGB")
