@@ -50,10 +50,12 @@ def restyle_tab(gr) -> SimpleNamespace:
 AUTO_SIZE = 0
 
 
+SIZE_LABEL = "Size (short side, px; 0: the checkpoint's own, 512 on SD1.5, 832 on SDXL)"
+
+
 def size_slider(gr):
     """The photo's short side; at 0 (the default) the checkpoint family's, read when the job runs."""
-    return gr.Slider(AUTO_SIZE, 1024, value=AUTO_SIZE, step=64,
-                     label="Size (short side, px; 0: the checkpoint's own, 512 on SD1.5, 832 on SDXL)")
+    return gr.Slider(AUTO_SIZE, 1024, value=AUTO_SIZE, step=64, label=SIZE_LABEL)
 
 
 def inversion_size(size) -> dict:

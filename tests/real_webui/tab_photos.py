@@ -36,10 +36,16 @@ def main() -> int:
     from gradio_client import Client
 
     from lib_profile import sample_photos
+    from lib_profile.ui.portraits_section import DEFAULT_SIZE
+    from lib_profile.ui.restyle_section import SIZE_LABEL
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    url = parser.parse_args().url.rstrip("/")
+    parser.add_argument("--portrait-size", metavar="WxH", help="also click 3. Portraits' Generate at the default "
+                        "Size and check the job's plan is WxH (the checkpoint family's 2:3: 512x768 SD1.5, 832x1216 "
+                        "SDXL); the job is cancelled once its plan is written")
+    args = parser.parse_args()
+    url = args.url.rstrip("/")
     rest = httpx.Client(base_url=f"{url}/sdapi/v1/profile-studio", timeout=600)
     rest.delete(f"/identities/{SLUG}")
     rest.post("/identities", json={"name": "Tab Check", "class_word": "woman"}).raise_for_status()
@@ -119,12 +125,12 @@ def main() -> int:
             rows.append((name, "FAILED", time.monotonic() - started, f"{type(exc).__name__}: {exc}"[:200]))
         print(rows[-1], file=sys.stderr, flush=True)
 
-    photo_row = {"Source": "photo", "Photo": photo, "Inversion steps": 4, "Size (short side, px)": 128}
+    photo_row = {"Source": "photo", "Photo": photo, "Inversion steps": 4, SIZE_LABEL: 128}
     view("tab: 6. Restyle (direct)", "profile_studio_restyle",
          {"profile_studio_person": LABEL, "profile_studio_restyle_photo": photo, "profile_studio_restyle_caption": CAPTION,
           "profile_studio_restyle_target": "studio portrait photo of a woman, soft studio light",
           "Keep the person (their LoRA; needs training first)": False, "Inversion": "direct", "Steps": 4,
-          "Size (short side, px)": 128, "...or upload a photo (used instead when given)": None},
+          SIZE_LABEL: 128, "...or upload a photo (used instead when given)": None},
          ["photo", "reconstruction", "restyled"], [8, 9])
     view("tab: 4. Explain a photo", "profile_studio_explain",
          {"profile_studio_person": LABEL, "profile_studio_words": "sweater, red", **photo_row,
@@ -132,6 +138,28 @@ def main() -> int:
     view("tab: 5. Edit a photo", "profile_studio_edit",
          {"profile_studio_person": LABEL, "profile_studio_swaps": "red -> blue", **photo_row,
           "profile_studio_edit_caption": CAPTION}, ["source", "reconstruction", "edited"], [6, 7])
+    if args.portrait_size:
+        started = time.monotonic()
+        try:
+            index, dep = handler("profile_studio_generate")
+            status = client.predict(*inputs(dep, {"profile_studio_person": LABEL, "How many": 1,
+                                                  "profile_studio_size": DEFAULT_SIZE, "profile_studio_steps": 8}),
+                                    fn_index=index)
+            status = status[0] if isinstance(status, (list, tuple)) else status
+            job_id = re.search(r"job ([0-9a-f]{12})\b", status or "").group(1)
+            while (plan := rest.get(f"/files/{SLUG}/{job_id}/plan.json")).status_code != 200:
+                if rest.get(f"/jobs/{job_id}").json()["state"] not in ("queued", "running"):
+                    raise AssertionError("the job ended before its plan was written")
+                time.sleep(2)
+            rest.post(f"/jobs/{job_id}/cancel")
+            size = f"{plan.json()['width']}x{plan.json()['height']}"
+            if size != args.portrait_size:
+                raise AssertionError(f"the plan is {size}, not {args.portrait_size}")
+            rows.append(("tab: 3. Portraits, Generate at the default Size", "ok", time.monotonic() - started,
+                         f"plan {size} (job {job_id}, cancelled once planned)"))
+        except Exception as exc:  # noqa: BLE001 - a row of the table
+            rows.append(("tab: 3. Portraits, Generate at the default Size", "FAILED", time.monotonic() - started,
+                         f"{type(exc).__name__}: {exc}"[:200]))
     rest.delete(f"/identities/{SLUG}")
     print("| step | result | seconds | detail |\n|---|---|---:|---|")
     for name, result, seconds, detail in rows:
