@@ -335,3 +335,38 @@ def test_cli_train_on_a_full_disk_exits_2_naming_the_folder(small_disk, tmp_path
     err = capsys.readouterr().err
     assert rc == 2 and "Could not write in" in err and str(disk) in err, err[-2000:]
     free()
+
+
+@pytest.mark.parametrize("build", ["tiny", "tiny-sdxl"])
+def test_a_tiny_model_built_by_two_processes_at_once_is_kept_once(tmp_path, monkeypatch, build):
+    """Two ``serve`` of a cluster starting together on one shared data folder both build the tiny test model; the
+    one that renames its copy into place second finds the folder there. It used to fail with "Directory not empty"
+    (seen in .ci/run: test_cluster_serve's worker died at start). Here the other process's rename is played just
+    before ours; ours must give way and keep theirs."""
+    import shutil
+
+    from lib_profile.hosts.diffusers.engines import resolve_checkpoint
+
+    rename = Path.rename
+
+    def raced(self, target):
+        if self.name.startswith(".tiny"):  # the other process finished first: its copy is in place
+            shutil.copytree(self, target)
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", raced)
+    path = resolve_checkpoint(build, tmp_path)
+    assert path.exists() and not [p for p in path.parent.parent.iterdir() if p.name.startswith(".tiny")]
+
+
+def test_a_folder_moved_into_place_fails_loudly_when_the_target_did_not_appear(tmp_path):
+    from lib_profile.store.files import move_folder_into_place
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "x").write_text("x")
+    (tmp_path / "blocker").write_text("a file, not the folder")
+    with pytest.raises(OSError):
+        move_folder_into_place(work, tmp_path / "blocker")
+    assert move_folder_into_place(work, tmp_path / "target") == tmp_path / "target"
+    assert (tmp_path / "target" / "x").read_text() == "x" and not work.exists()

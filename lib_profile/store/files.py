@@ -93,6 +93,20 @@ def _write_all(fd: int, raw: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def move_folder_into_place(work: Path, target: Path) -> Path:
+    """Rename the finished folder ``work`` to ``target``, for builders that several processes may run at once on one
+    shared folder (``serve`` processes of a cluster starting together): the first rename wins; a later one, finding
+    ``target`` there (the rename fails on a non-empty folder), drops its own copy and keeps the winner's. Returns
+    ``target``; an OSError when ``target`` is still missing."""
+    try:
+        work.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` whole or not at all: a temporary file in the same
     folder (a dot name ending ``.partial``), flushed and fsynced, then ``os.replace``-d onto ``path``. On any

@@ -18,6 +18,7 @@ from typing import Any
 from lib_profile.hosts.diffusers.checkpoint import SCHEDULER_CONFIG, save_sd15
 from lib_profile.hosts.diffusers.controlnet_file import save_controlnet
 from lib_profile.prompts.tokenizer import write_tokenizer_files
+from lib_profile.store.files import move_folder_into_place
 
 VERSION = "tiny-v1"
 CHECKPOINT = "tiny-sd15.safetensors"
@@ -117,10 +118,7 @@ def ensure_tiny(cache: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
         build_into(work)
-        if target.exists():  # another process won the race; theirs is as good as ours
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            work.rename(target)
+        move_folder_into_place(work, target)  # another process may win the race: theirs is as good as ours
     finally:
         if work.exists() and work != target:
             shutil.rmtree(work, ignore_errors=True)

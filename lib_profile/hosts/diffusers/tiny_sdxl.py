@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lib_profile.hosts.diffusers.controlnet_file import save_controlnet
+from lib_profile.store.files import move_folder_into_place
 
 VERSION = "tiny-sdxl-v2"  # v2: with its ControlNet
 CHECKPOINT = "tiny-sdxl.safetensors"
@@ -114,10 +115,7 @@ def ensure_tiny_sdxl(cache: Path) -> Path:
                             "modelspec.architecture": "stable-diffusion-xl-v1-base"})
         save_controlnet(work / CONTROLNET, build_controlnet(modules[0]), layout="diffusers",
                         metadata={"profile_studio": "random weights for tests"})
-        if target.exists():  # another process won the race; theirs is as good as ours
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            work.rename(target)
+        move_folder_into_place(work, target)  # another process may win the race: theirs is as good as ours
     finally:
         if work.exists() and work != target:
             shutil.rmtree(work, ignore_errors=True)
