@@ -38,6 +38,7 @@ from lib_profile.families import SD15, SDXL
 from lib_profile.hosts.base import HostError
 from lib_profile.hosts.webui.denoiser import LoopState, WebUIDenoiser, networks_applied
 from lib_profile.hosts.webui.forge_attention import patched_clone
+from lib_profile.hosts.webui.model_family import model_family
 
 #: the predictor's ``prediction_type`` of a noise-predicting model: ``"epsilon"`` from the checkpoint's diffusers
 #: scheduler config (``k_prediction_from_diffusers_scheduler``), ``"eps"`` for ``Prediction``'s default
@@ -77,7 +78,7 @@ class ForgeDenoiser(WebUIDenoiser):
         kmodel = self.unet.model
         device = getattr(self.unet, "current_device", None) or self.unet.load_device
         super().__init__(sd_model, kmodel.diffusion_model, kmodel.predictor.alphas_cumprod, device,
-                         kmodel.computation_dtype, SDXL if getattr(sd_model, "is_sdxl", False) else SD15)
+                         kmodel.computation_dtype, SDXL if model_family(sd_model) == SDXL.name else SD15)
         self._patcher = self.unet  # the clone with attention patches while controlled
         self._plain = None  # name -> plain copy of each inference-mode weight, for eps under autograd
 
